@@ -1,0 +1,27 @@
+# The two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test dev bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/batch-pipeline demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# The Dagster UI on the same instance and warehouse the demo used.
+dev: $(STAMP)
+	mkdir -p .dagster_home
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf warehouse .local_batch_api .dagster_home

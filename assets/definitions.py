@@ -1,0 +1,18 @@
+"""The one code location: every use case, the batch monitor and the resources."""
+
+import dagster as dg
+
+from assets import patient_education
+from batch_pipeline import BatchAPIResource, WarehouseResource, build_batch_monitor
+
+USE_CASES = [
+    patient_education.use_case,
+]
+
+defs = dg.Definitions.merge(
+    *(uc.definitions() for uc in USE_CASES),
+    dg.Definitions(
+        sensors=[build_batch_monitor(USE_CASES)],
+        resources={"batch_api": BatchAPIResource(), "warehouse": WarehouseResource()},
+    ),
+)

@@ -1,0 +1,165 @@
+"""`batch-pipeline demo`: every sample use case, every partition, through the real Definitions.
+
+It does in one process what the Dagster daemon does over time: run each partition's submit job,
+evaluate the real batch monitor sensor until it asks for the results runs, execute those, and
+print what landed where.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from batch_pipeline.harvest import STATUSES
+from batch_pipeline.monitor import MONITOR_NAME
+from batch_pipeline.source import partition_keys
+
+_TIMEOUT_SECONDS = 600
+# Runs log to the instance (and so to the UI) as usual; the console shows only warnings.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class PartitionRun:
+    use_case: str
+    partition: str
+    submitted: bool = False
+    harvested: bool = False
+    error: str | None = None
+
+
+def run_demo(warehouse: str | None, base_url: str | None) -> int:
+    """Run the demo; the exit code is non-zero if any stage failed."""
+    _configure_environment(warehouse, base_url)
+    logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed below instead
+    from assets.definitions import USE_CASES, defs  # after the environment is set
+
+    instance = dg.DagsterInstance.get()
+    runs = {
+        (uc.name, p): PartitionRun(uc.name, p)
+        for uc in USE_CASES
+        for p in partition_keys(uc.source)
+        if uc.partitions_def.has_partition_key(p)
+    }
+    print(f"warehouse:  {os.environ['BATCH_PIPELINE_WAREHOUSE']}")
+    print(f"batch API:  {os.environ.get('OPENAI_BASE_URL') or 'embedded local Batch API'}")
+    print(f"dagster:    {instance.root_directory}\n")
+
+    print(f"submitting {len(runs)} partitions")
+    for uc in USE_CASES:
+        job = defs.resolve_job_def(uc.submit_job_name)
+        for (name, partition), run in runs.items():
+            if name != uc.name:
+                continue
+            result = job.execute_in_process(
+                instance=instance, partition_key=partition, run_config=_QUIET, raise_on_error=False
+            )
+            run.submitted = result.success
+            run.error = None if result.success else _failure(result)
+            print(f"  {name} {partition}: {'submitted' if run.submitted else 'FAILED ' + str(run.error)}")
+
+    _harvest(defs, instance, runs)
+    _print_summary(runs)
+    return 0 if all(r.submitted and r.harvested for r in runs.values()) else 1
+
+
+def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
+    os.environ["BATCH_PIPELINE_WAREHOUSE"] = str(
+        Path(warehouse or os.environ.get("BATCH_PIPELINE_WAREHOUSE") or "warehouse").resolve()
+    )
+    if base_url:
+        if not os.environ.get("OPENAI_API_KEY"):
+            sys.exit("--base-url needs the Batch API's key in OPENAI_API_KEY")
+        os.environ["OPENAI_BASE_URL"] = base_url
+    else:
+        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            if os.environ.pop(name, None):
+                print(f"note: {name} is ignored; the demo uses the embedded local Batch API")
+    if not os.environ.get("DAGSTER_HOME"):
+        home = Path(".dagster_home").resolve()
+        home.mkdir(exist_ok=True)
+        settings = home / "dagster.yaml"
+        if not settings.exists():
+            settings.write_text("telemetry:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(home)
+
+
+def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> None:
+    """Tick the real sensor until every submitted partition has had its results run."""
+    sensor = defs.resolve_sensor_def(MONITOR_NAME)
+    waiting = {k for k, r in runs.items() if r.submitted}
+    cursor, deadline, last = None, time.monotonic() + _TIMEOUT_SECONDS, ""
+    print(f"\nwaiting for {len(waiting)} partitions' batches (sensor '{MONITOR_NAME}')")
+    while waiting and time.monotonic() < deadline:
+        with dg.build_sensor_context(
+            instance=instance,
+            instance_ref=instance.get_ref(),
+            cursor=cursor,
+            resources=defs.resources,
+            repository_def=defs.get_repository_def(),
+            sensor_name=MONITOR_NAME,
+        ) as context:
+            tick = sensor.evaluate_tick(context)
+        cursor = tick.cursor
+        if tick.skip_message and tick.skip_message != last:
+            print(f"  sensor: {tick.skip_message}")
+            last = tick.skip_message
+        for request in tick.run_requests:
+            key = (request.tags["batch_pipeline/use_case"], request.partition_key)
+            tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": MONITOR_NAME}
+            result = defs.resolve_job_def(request.job_name).execute_in_process(
+                instance=instance,
+                partition_key=request.partition_key,
+                tags=tags,
+                run_config=_QUIET,
+                raise_on_error=False,
+            )
+            run = runs[key]
+            run.harvested = result.success
+            run.error = None if result.success else _failure(result)
+            waiting.discard(key)
+            print(f"  {key[0]} {key[1]}: {'results written' if result.success else 'FAILED ' + str(run.error)}")
+        if waiting and not tick.run_requests:
+            time.sleep(1.0)
+    for key in waiting:
+        runs[key].error = f"batches not finished within {_TIMEOUT_SECONDS} s"
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_failure and event.step_failure_data:
+            return event.step_failure_data.error.message.strip().splitlines()[-1][:200]
+    return "run failed"
+
+
+def _print_summary(runs: dict) -> None:
+    header = ["use case", "partition", "rows", "batches", *STATUSES, "parquet"]
+    table = []
+    for run in runs.values():
+        path = Path(os.environ["BATCH_PIPELINE_WAREHOUSE"]) / run.use_case / "results" / f"partition={run.partition}" / "results.parquet"
+        if not run.harvested or not path.exists():
+            table.append([run.use_case, run.partition, "-", "-", *["-"] * len(STATUSES), run.error or "not harvested"])
+            continue
+        results = pq.read_table(path, columns=["status", "batch_id"])
+        statuses = results["status"].to_pylist()
+        batches = {b for b in results["batch_id"].to_pylist() if b}
+        table.append(
+            [run.use_case, run.partition, str(results.num_rows), str(len(batches)),
+             *[str(statuses.count(s)) for s in STATUSES], str(path)]
+        )
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
+    print()
+    for row in [header, ["-" * w for w in widths], *table]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    root = os.environ["BATCH_PIPELINE_WAREHOUSE"]
+    print(
+        "\nquery it: .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"select status, count(*) "
+        f"from read_parquet('{root}/*/results/**/*.parquet', hive_partitioning=true) group by 1\\\").show()\""
+    )

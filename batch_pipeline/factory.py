@@ -1,0 +1,299 @@
+"""A use case (source table + `BatchSpec`) to Dagster definitions: requests, batches, results.
+
+Each asset works over `context.partition_keys`, so one run can submit a whole backfill range
+(`BackfillPolicy.single_run()`), and attaches its metadata per partition.
+"""
+
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+import pyarrow as pa
+
+from batch_pipeline.cost import batch_prices
+from batch_pipeline.gateway import TERMINAL
+from batch_pipeline.harvest import BatchOutcome, assemble, counts_by_status, parse_lines
+from batch_pipeline.preview import markdown_table
+from batch_pipeline.request_lines import build_requests
+from batch_pipeline.resources import BatchAPIResource, WarehouseResource
+from batch_pipeline.source import read_partition
+from batch_pipeline.spec import BatchSpec, SourceTable
+from batch_pipeline.submission import Shard, Submission, submit_shards
+
+INDEX_FILE = "rows.parquet"
+RESULTS_FILE = "results.parquet"
+
+
+@dataclass(frozen=True)
+class UseCase:
+    """One use case: a source table, its spec and its partitions."""
+
+    spec: BatchSpec
+    source: SourceTable
+    partitions_def: dg.PartitionsDefinition
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def key(self, stage: str) -> dg.AssetKey:
+        return dg.AssetKey([self.name, stage])
+
+    @property
+    def submit_job_name(self) -> str:
+        return f"{self.name}_submit"
+
+    @property
+    def results_job_name(self) -> str:
+        return f"{self.name}_results"
+
+    @cached_property
+    def submit_job(self) -> UnresolvedAssetJobDefinition:
+        return dg.define_asset_job(
+            self.submit_job_name,
+            selection=[self.key("requests"), self.key("batches")],
+            description=f"Build and submit {self.name} batch requests for a partition.",
+        )
+
+    @cached_property
+    def results_job(self) -> UnresolvedAssetJobDefinition:
+        return dg.define_asset_job(
+            self.results_job_name,
+            selection=[self.key("results")],
+            description=f"Harvest finished {self.name} batches into Parquet.",
+        )
+
+    def definitions(self) -> dg.Definitions:
+        schedule = dg.build_schedule_from_partitioned_job(
+            self.submit_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.RUNNING
+        )
+        return dg.Definitions(
+            assets=_build_assets(self),
+            jobs=[self.submit_job, self.results_job],
+            schedules=[schedule],
+        )
+
+
+def latest_submissions(
+    instance: dg.DagsterInstance, use_case: UseCase, partition: str
+) -> list[Submission] | None:
+    """The batches recorded by the latest materialization of a partition's batches asset."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=use_case.key("batches"), asset_partitions=[partition]),
+        limit=1,
+    ).records
+    if not records:
+        return None
+    return submissions_from(records[0].asset_materialization)
+
+
+def submissions_from(materialization: dg.AssetMaterialization | None) -> list[Submission] | None:
+    entry = materialization.metadata.get("submissions") if materialization else None
+    if entry is None:
+        return None
+    return [Submission(**record) for record in entry.value]
+
+
+def _accounting_problems(partition: str, index: pa.Table, results: pa.Table) -> list[str]:
+    """Source rows missing from, or doubled in, a partition's results, by custom_id."""
+    expected = index["custom_id"].to_pylist()
+    got = results["custom_id"].to_pylist()
+    seen: set[str] = set()
+    doubled = sorted({c for c in got if c in seen or seen.add(c)})
+    missing = sorted(set(expected) - seen)
+    problems = []
+    if missing:
+        problems.append(f"{partition}: {len(missing)} rows missing: {', '.join(missing[:20])}")
+    if doubled:
+        problems.append(f"{partition}: {len(doubled)} rows doubled: {', '.join(doubled[:20])}")
+    return problems
+
+
+def _build_assets(uc: UseCase) -> list:
+    spec, source = uc.spec, uc.source
+    common = dict(
+        partitions_def=uc.partitions_def,
+        group_name=uc.name,
+        owners=list(spec.owners) or None,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+
+    source_asset = dg.AssetSpec(
+        uc.key("source"),
+        description=f"Source table `{source.path.name}`, one partition per `{source.partition_column}`.",
+        kinds={"csv"},
+        group_name=uc.name,
+        partitions_def=uc.partitions_def,
+        metadata={"path": dg.MetadataValue.path(str(source.path))},
+    )
+
+    @dg.asset(
+        key=uc.key("requests"),
+        deps=[source_asset],
+        kinds={"python", "jsonl"},
+        description=f"One {spec.endpoint} request per source row of the partition, as JSONL "
+        f"shards; rows that cannot become a request are kept as rejected rows. Model {spec.model}.",
+        **common,
+    )
+    def requests(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
+        wh = warehouse.warehouse()
+        for partition in context.partition_keys:
+            built = build_requests(read_partition(source, partition), source, spec)
+            folder = wh.partition_dir(uc.name, "requests", partition)
+            names = [f"shard-{i:05d}.jsonl" for i in range(len(built.shards))]
+            paths = [str(wh.write_bytes(folder / n, d)) for n, d in zip(names, built.shards)]
+            wh.write_parquet(folder / INDEX_FILE, built.index)
+            wh.remove_stale(folder, "shard-*.jsonl", set(names))
+            rejected = built.index.filter(pa.compute.equal(built.index["status"], "rejected"))
+            context.log.info(
+                "%s %s: %d rows -> %d requests in %d shards, %d rejected",
+                uc.name, partition, built.index.num_rows, built.requests, len(paths), built.rejected,
+            )
+            metadata = {
+                "dagster/row_count": built.index.num_rows,
+                "requests": built.requests,
+                "rejected": built.rejected,
+                "shards": dg.MetadataValue.json(paths),
+                "folder": dg.MetadataValue.path(str(folder)),
+                "rejected_preview": dg.MetadataValue.md(
+                    markdown_table(rejected.select([source.key, "error_code", "error_message"]), 10)
+                ),
+            }
+            if built.index.num_rows == 0:
+                metadata["note"] = f"partition {partition} has no source rows"
+            context.add_asset_metadata(metadata, partition_key=partition)
+
+    @dg.asset(
+        key=uc.key("batches"),
+        deps=[requests],
+        kinds={"openai"},
+        pool="batch_api",
+        description="Each request shard uploaded and submitted as one Batch API batch, tagged "
+        "with an idempotency key so a rerun reuses the batch instead of paying twice.",
+        **common,
+    )
+    def batches(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        batch_api: BatchAPIResource,
+    ) -> None:
+        wh, gateway = warehouse.warehouse(), batch_api.gateway()
+        for partition in context.partition_keys:
+            folder = wh.partition_dir(uc.name, "requests", partition)
+            paths = sorted(folder.glob("shard-*.jsonl")) if folder.exists() else []
+            if not (folder / INDEX_FILE).exists():
+                raise dg.Failure(
+                    f"{uc.name} {partition}: no request index at {folder}; "
+                    "materialize the requests asset for this partition first"
+                )
+            shards = [Shard(i, str(p), p.read_bytes()) for i, p in enumerate(paths)]
+            submissions = submit_shards(
+                gateway,
+                use_case=uc.name,
+                partition=partition,
+                endpoint=spec.endpoint,
+                shards=shards,
+                log=context.log.info,
+            )
+            new = sum(not s.reused for s in submissions)
+            context.add_asset_metadata(
+                {
+                    "submissions": dg.MetadataValue.json([s.record() for s in submissions]),
+                    "batch_ids": dg.MetadataValue.json([s.batch_id for s in submissions]),
+                    "new_batches": new,
+                    "reused_batches": len(submissions) - new,
+                    "requests": sum(s.requests for s in submissions),
+                    "provider": batch_api.describe(),
+                },
+                partition_key=partition,
+            )
+
+    @dg.asset(
+        key=uc.key("results"),
+        deps=[batches],
+        kinds={"python", "parquet"},
+        description="One row per source row of the partition: the answer, its status, error, "
+        "tokens, cost and batch id, joined by custom_id and written as Parquet.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "every_row_once",
+                asset=uc.key("results"),
+                description="Every source row of the partition appears exactly once.",
+            )
+        ],
+        **common,
+    )
+    def results(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        batch_api: BatchAPIResource,
+    ) -> dg.MaterializeResult:
+        wh, gateway = warehouse.warehouse(), batch_api.gateway()
+        problems: list[str] = []
+        for partition in context.partition_keys:
+            submissions = latest_submissions(context.instance, uc, partition)
+            if submissions is None:
+                raise dg.Failure(f"{uc.name} {partition}: no batches submitted for this partition yet")
+            index = wh.read_parquet(wh.partition_dir(uc.name, "requests", partition) / INDEX_FILE)
+            raw_dir = wh.partition_dir(uc.name, "raw", partition)
+            outcomes, parsed = [], []
+            for sub in submissions:
+                batch = gateway.retrieve(sub.batch_id)
+                if batch.status not in TERMINAL:
+                    raise dg.Failure(
+                        f"{uc.name} {partition}: batch {batch.id} is still {batch.status}; the "
+                        "batch monitor sensor requests this run once every batch is terminal"
+                    )
+                for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
+                    if not file_id:  # null, or "" on Azure
+                        continue
+                    path = raw_dir / f"{batch.id}.{kind}.jsonl"
+                    data = path.read_bytes() if path.exists() else None
+                    if data is None:
+                        data = gateway.download(file_id)
+                        wh.write_bytes(path, data)
+                    parsed.append(parse_lines(data))
+                first_error = (batch.errors.data or [None])[0] if batch.errors else None
+                outcomes.append(
+                    BatchOutcome(
+                        shard=sub.shard,
+                        batch_id=batch.id,
+                        status=batch.status,
+                        error_code=first_error.code if first_error else None,
+                        error_message=first_error.message if first_error else None,
+                    )
+                )
+            lines = pa.concat_tables(parsed) if parsed else parse_lines(b"")
+            prices = batch_prices([m for m in set(lines["model"].to_pylist()) if m])
+            table = assemble(index, source.key, lines, outcomes, prices)
+            path = wh.write_parquet(
+                wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE, table
+            )
+            counts = counts_by_status(table)
+            context.log.info("%s %s: %s", uc.name, partition, counts)
+            problems.extend(_accounting_problems(partition, index, table))
+            cost = pa.compute.sum(table["cost_usd"]).as_py()
+            context.add_asset_metadata(
+                {
+                    "dagster/row_count": table.num_rows,
+                    **{f"status/{k}": v for k, v in counts.items()},
+                    "batch_ids": dg.MetadataValue.json([s.batch_id for s in submissions]),
+                    "parquet": dg.MetadataValue.path(str(path)),
+                    "cost_usd": dg.MetadataValue.float(round(cost or 0.0, 6)),
+                    "preview": dg.MetadataValue.md(
+                        markdown_table(table.select([source.key, "status", "output", "error_message"]), 5)
+                    ),
+                },
+                partition_key=partition,
+            )
+        check = dg.AssetCheckResult(
+            check_name="every_row_once",
+            passed=not problems,
+            description="; ".join(problems)[:2000] or None,
+            metadata={"partitions": len(context.partition_keys), "problems": len(problems)},
+        )
+        return dg.MaterializeResult(check_results=[check])
+
+    return [source_asset, requests, batches, results]

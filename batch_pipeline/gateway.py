@@ -1,0 +1,103 @@
+"""The provider gateway: the few Batch API operations the pipeline needs, on the real `openai` client.
+
+Create calls are sent with the client's own retries turned off: the client retries POSTs without
+an idempotency key, so a timeout could otherwise create a second, billed batch (reference §9.5).
+Instead a failed create is reconciled by looking the batch up by its idempotency key in the
+provider's metadata before trying again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import openai
+from openai.types import Batch
+
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+PIPELINE = "batch_pipeline"
+LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
+
+
+@dataclass
+class BatchGateway:
+    """Pipeline-level operations on one provider; `calls` counts requests sent, for monitoring."""
+
+    client: openai.OpenAI
+    sweep_pages: int = 20
+    calls: int = field(default=0, init=False)
+
+    def batch_pages(self) -> Iterator[list[Batch]]:
+        """Pages of batches, newest first, one list call per page."""
+        after: str | None = None
+        while True:
+            self.calls += 1
+            kwargs = {"limit": LIST_PAGE_SIZE, **({"after": after} if after else {})}
+            page = self.client.batches.list(**kwargs)
+            if not page.data:
+                return
+            yield page.data
+            if not page.has_more:
+                return
+            after = page.data[-1].id
+
+    def find_batches(self, idempotency_keys: set[str]) -> dict[str, Batch]:
+        """Our batches carrying any of `idempotency_keys`, newest first wins; a bounded sweep."""
+        found: dict[str, Batch] = {}
+        for pages, page in enumerate(self.batch_pages(), start=1):
+            for batch in page:
+                key = (batch.metadata or {}).get("idempotency_key")
+                if key in idempotency_keys and key not in found:
+                    found[key] = batch
+            if found.keys() >= idempotency_keys or pages >= self.sweep_pages:
+                break
+        return found
+
+    def find_input_file(self, filename: str) -> str | None:
+        """The id of an already uploaded batch input file named `filename`, if any.
+
+        Covers a process that died between upload and batch create: the upload is reused
+        instead of leaked and paid for in storage twice.
+        """
+        self.calls += 1
+        for file in self.client.files.list(purpose="batch"):
+            if file.filename == filename and file.status != "error":
+                return file.id
+        return None
+
+    def upload(self, filename: str, data: bytes) -> str:
+        self.calls += 1
+        return self.client.files.create(file=(filename, data), purpose="batch").id
+
+    def create_batch(
+        self, *, input_file_id: str, endpoint: str, metadata: dict[str, str], attempts: int = 4
+    ) -> Batch:
+        """Create a batch exactly once, reconciling by idempotency key after any failed attempt."""
+        key = metadata["idempotency_key"]
+        no_retry = self.client.with_options(max_retries=0)
+        for attempt in range(1, attempts + 1):
+            try:
+                self.calls += 1
+                return no_retry.batches.create(
+                    input_file_id=input_file_id,
+                    endpoint=endpoint,  # type: ignore[arg-type]
+                    completion_window="24h",
+                    metadata=metadata,
+                )
+            except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
+                existing = self.find_batches({key}).get(key)
+                if existing is not None:
+                    return existing
+                if attempt == attempts:
+                    raise
+                time.sleep(min(2.0**attempt, 30.0))
+        raise AssertionError("unreachable")
+
+    def retrieve(self, batch_id: str) -> Batch:
+        self.calls += 1
+        return self.client.batches.retrieve(batch_id)
+
+    def download(self, file_id: str) -> bytes:
+        self.calls += 1
+        return self.client.files.content(file_id).content

@@ -1,0 +1,387 @@
+"""HTTP routes of the local Batch API (Starlette), the same app served and embedded.
+
+Plain Starlette rather than FastAPI routing: every parameter error must come back in
+OpenAI's envelope (400 with ``param``), not as a 422 validation report, so the handlers
+parse their own inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import orjson
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+
+from batch_pipeline.local_api.errors import APIError, bad_request, error_body, not_found
+from batch_pipeline.local_api.faults import ApiFaults, api_fault_error
+from batch_pipeline.local_api.lifecycle import Lifecycle, empty_usage
+from batch_pipeline.local_api.responders import RESPONDERS
+from batch_pipeline.local_api.settings import LocalAPISettings
+from batch_pipeline.local_api.store import Store, file_object, new_batch_id
+from batch_pipeline.local_api.upstream import upstream_executor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+UPLOAD_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+ENDPOINTS = tuple(RESPONDERS)
+MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
+BATCH_FILE_TTL = 30 * 86400
+# Marks a response standing for a stalled call; the embedded transport turns it into a timeout.
+STALL_HEADER = "x-local-api-stalled"
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class LocalBatchAPI:
+    """The state behind the routes: store, lifecycle, faults and the key check."""
+
+    def __init__(self, data_dir: str | Path, api_key: str | None, settings: LocalAPISettings, offload: bool):
+        self.settings = settings
+        self.store = Store(data_dir)
+        if settings.upstream_url:
+            # One round of concurrent upstream calls per chunk keeps each checkpoint near the budget.
+            self.lifecycle = Lifecycle(self.store, settings, upstream_executor(settings),
+                                       chunk_lines=settings.upstream_concurrency)
+        else:
+            self.lifecycle = Lifecycle(self.store, settings)
+        self.api_key = api_key
+        self.faults = ApiFaults(settings)
+        self.offload = offload
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work off the event loop when served; inline when embedded (caller's thread)."""
+        if self.offload:
+            return await anyio.to_thread.run_sync(fn, *args)
+        return fn(*args)
+
+    def check_key(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("api-key", "")
+        if not given or not secrets.compare_digest(given.encode(), self.api_key.encode()):
+            raise APIError(401, "Incorrect API key provided. You can find your API key in the local API's settings.",
+                           code="invalid_api_key")
+
+
+def _gate(api: LocalBatchAPI, handler: Handler) -> Handler:
+    """Wrap a route: request id, key check, injected API faults, error envelope."""
+
+    async def wrapped(request: Request) -> Response:
+        request_id = "req_" + secrets.token_hex(16)
+        try:
+            api.check_key(request)
+            fault = api.faults.draw() if api.faults.enabled else None
+            if fault == "timeout":
+                response = await _stall(api, request)
+            elif fault is not None:
+                raise api_fault_error(fault)
+            else:
+                response = await handler(request)
+        except APIError as error:
+            response = JSONResponse(error.body(), error.status, headers=error.headers)
+        except Exception:
+            log.exception("local Batch API: unhandled error on %s %s", request.method, request.url.path)
+            response = JSONResponse(error_body("The server had an error while processing your request.",
+                                               "server_error"), 500)
+        response.headers["x-request-id"] = request_id
+        return response
+
+    return wrapped
+
+
+async def _stall(api: LocalBatchAPI, request: Request) -> Response:
+    """Hold the call for ``api_timeout_seconds`` (or until the client's own read timeout)."""
+    hint = request.headers.get("x-stainless-read-timeout", "")
+    client_timeout = float(hint) if hint.replace(".", "", 1).isdigit() else math.inf
+    await anyio.sleep(min(api.settings.api_timeout_seconds, client_timeout))
+    return JSONResponse(error_body("Request timed out.", "timeout_error"), 408, headers={STALL_HEADER: "1"})
+
+
+def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"Invalid '{name}': expected an integer, but got '{raw}' instead.", name,
+                          "invalid_type") from None
+    if value < 1:
+        raise bad_request(f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got"
+                          f" {value} instead.", name, "integer_below_min_value")
+    if value > maximum:
+        raise bad_request(f"Invalid '{name}': integer above maximum value. Expected a value <= {maximum}, but got"
+                          f" {value} instead.", name, "integer_above_max_value")
+    return value
+
+
+def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": has_more and bool(data)}
+
+
+def _expiry_seconds(value: Any, param: str) -> int:
+    """Validate an ``{anchor: created_at, seconds: N}`` object (N within 1 h .. 30 d)."""
+    if not isinstance(value, dict):
+        raise bad_request(f"Invalid '{param}': expected an object.", param, "invalid_type")
+    if value.get("anchor") != "created_at":
+        raise bad_request(f"Invalid '{param}.anchor': expected 'created_at'.", f"{param}.anchor", "invalid_value")
+    seconds = value.get("seconds")
+    if isinstance(seconds, str) and seconds.isdigit():
+        seconds = int(seconds)
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not MIN_EXPIRY <= seconds <= MAX_EXPIRY:
+        raise bad_request(f"Invalid '{param}.seconds': expected an integer between {MIN_EXPIRY} and {MAX_EXPIRY}.",
+                          f"{param}.seconds", "invalid_value")
+    return seconds
+
+
+def _check_metadata(metadata: Any) -> dict[str, str] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise bad_request("Invalid type for 'metadata': expected an object.", "metadata", "invalid_type")
+    if len(metadata) > 16:
+        raise bad_request(f"Invalid 'metadata': too many properties. Expected an object with at most 16 properties,"
+                          f" but got an object with {len(metadata)} properties instead.", "metadata",
+                          "object_above_max_properties")
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise bad_request(f"Invalid 'metadata': key '{key[:64]}...' is longer than 64 characters.",
+                              f"metadata.{key}", "invalid_value")
+        if not isinstance(value, str):
+            kind = {list: "an array", dict: "an object", bool: "a boolean", int: "an integer", float: "a number",
+                    type(None): "null"}.get(type(value), "another type")
+            raise bad_request(f"Invalid type for 'metadata.{key}': expected a string, but got {kind} instead.",
+                              f"metadata.{key}", "invalid_type")
+        if len(value) > 512:
+            raise bad_request(f"Invalid 'metadata.{key}': string too long. Expected a string with maximum length"
+                              f" 512, but got a string with length {len(value)} instead.", f"metadata.{key}",
+                              "string_above_max_length")
+    return metadata
+
+
+def _routes(api: LocalBatchAPI) -> list[Route]:
+    store, lifecycle, settings = api.store, api.lifecycle, api.settings
+
+    async def create_file(request: Request) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
+            raise _too_large()
+        async with request.form(max_part_size=1 << 20) as form:
+            purpose = form.get("purpose")
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise bad_request("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+            if not isinstance(purpose, str) or not purpose:
+                raise bad_request("Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter")
+            if purpose not in UPLOAD_PURPOSES:
+                raise bad_request(f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
+                                  + ", ".join(f"'{p}'" for p in sorted(UPLOAD_PURPOSES)) + ".", "purpose",
+                                  "invalid_value")
+            created_at = int(time.time())
+            anchor = form.get("expires_after[anchor]", form.get("expires_after.anchor"))
+            seconds = form.get("expires_after[seconds]", form.get("expires_after.seconds"))
+            if anchor is not None or seconds is not None:
+                expires_at: int | None = created_at + _expiry_seconds(
+                    {"anchor": anchor, "seconds": seconds}, "expires_after")
+            else:
+                expires_at = created_at + BATCH_FILE_TTL if purpose == "batch" else None
+            row = await api.run(lambda: store.save_upload(
+                upload.file, filename=upload.filename or "upload", purpose=purpose, expires_at=expires_at,
+                created_at=created_at, max_bytes=settings.max_upload_bytes))
+        if row is None:
+            raise _too_large()
+        return JSONResponse(file_object(row))
+
+    async def list_files(request: Request) -> Response:
+        order = request.query_params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise bad_request(f"Invalid value for 'order': '{order}'. Supported values are: 'asc' and 'desc'.",
+                              "order", "invalid_value")
+        limit = _int_param(request, "limit", 10_000, 10_000)
+        rows, has_more = await api.run(lambda: store.list_files(
+            after=request.query_params.get("after"), limit=limit, order=order,
+            purpose=request.query_params.get("purpose")))
+        return JSONResponse(_page([file_object(r) for r in rows], has_more))
+
+    async def retrieve_file(request: Request) -> Response:
+        return JSONResponse(file_object(await api.run(store.get_file, request.path_params["file_id"])))
+
+    async def delete_file(request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        await api.run(store.delete_file, file_id)
+        return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+    async def file_content(request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        await api.run(store.get_file, file_id)
+        path = store.file_path(file_id)
+        if not path.exists():
+            raise not_found(f"No such File object: {file_id}")
+        return FileResponse(path, media_type="application/octet-stream")
+
+    async def create_batch(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            params = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError:
+            raise bad_request("We could not parse the JSON body of your request.") from None
+        if not isinstance(params, dict):
+            raise bad_request("We could not parse the JSON body of your request.")
+        for name in ("input_file_id", "endpoint", "completion_window"):
+            if not isinstance(params.get(name), str) or not params[name]:
+                raise bad_request(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+        endpoint = params["endpoint"]
+        if endpoint not in ENDPOINTS:
+            raise bad_request(f"Invalid value: '{endpoint}'. Supported values are: "
+                              + ", ".join(f"'{e}'" for e in ENDPOINTS) + ".", "endpoint", "invalid_value")
+        if params["completion_window"] != "24h":
+            raise bad_request(f"Invalid value: '{params['completion_window']}'. Supported values are: '24h'.",
+                              "completion_window", "invalid_value")
+        metadata = _check_metadata(params.get("metadata"))
+        output_ttl = None
+        if params.get("output_expires_after") is not None:
+            output_ttl = _expiry_seconds(params["output_expires_after"], "output_expires_after")
+        doc = await api.run(_insert_batch, api, params["input_file_id"], endpoint, metadata, output_ttl)
+        return JSONResponse(doc)
+
+    async def list_batches(request: Request) -> Response:
+        limit = _int_param(request, "limit", 20, 100)
+        await api.run(lifecycle.advance)
+        rows, has_more = await api.run(lambda: store.list_batches(after=request.query_params.get("after"),
+                                                                  limit=limit))
+        return JSONResponse(_page(rows, has_more))
+
+    async def retrieve_batch(request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        await api.run(store.get_batch, batch_id)
+        await api.run(lifecycle.advance, [batch_id])
+        return JSONResponse((await api.run(store.get_batch, batch_id)).doc)
+
+    async def cancel_batch(request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        doc = await api.run(lifecycle.cancel, batch_id)
+        return JSONResponse(doc)
+
+    table: list[tuple[str, Handler, list[str]]] = [
+        ("/files", create_file, ["POST"]),
+        ("/files", list_files, ["GET"]),
+        ("/files/{file_id}", retrieve_file, ["GET"]),
+        ("/files/{file_id}", delete_file, ["DELETE"]),
+        ("/files/{file_id}/content", file_content, ["GET"]),
+        ("/batches", create_batch, ["POST"]),
+        ("/batches", list_batches, ["GET"]),
+        ("/batches/{batch_id}", retrieve_batch, ["GET"]),
+        ("/batches/{batch_id}/cancel", cancel_batch, ["POST"]),
+    ]
+    return [Route(path, _gate(api, handler), methods=methods) for path, handler, methods in table]
+
+
+def _too_large() -> APIError:
+    return bad_request("File is too large.", "file", "file_too_large")
+
+
+def _insert_batch(api: LocalBatchAPI, input_file_id: str, endpoint: str, metadata: dict[str, str] | None,
+                  output_ttl: int | None) -> dict[str, Any]:
+    """Accept the batch in ``validating``; input problems surface later as a failed batch."""
+    input_sha256 = ""
+    try:
+        file = api.store.get_file(input_file_id)
+    except APIError:
+        file = None
+    if file is not None:
+        if file["purpose"] != "batch":
+            raise bad_request(f"Invalid input file '{input_file_id}': the file must be uploaded with purpose"
+                              " 'batch'.", "input_file_id", "invalid_value")
+        input_sha256 = file["sha256"]
+    now = time.time()
+    created_at = int(now)
+    doc = {
+        "id": new_batch_id(), "object": "batch", "endpoint": endpoint, "model": None, "errors": None,
+        "input_file_id": input_file_id, "completion_window": "24h", "status": "validating",
+        "output_file_id": None, "error_file_id": None, "created_at": created_at, "in_progress_at": None,
+        "expires_at": created_at + math.ceil(api.settings.completion_window_seconds), "finalizing_at": None,
+        "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": empty_usage(),
+        "metadata": metadata,
+    }
+    api.store.insert_batch(doc, due_at=now + api.settings.pace_seconds,
+                           expires_ts=now + api.settings.completion_window_seconds,
+                           input_sha256=input_sha256, output_ttl=output_ttl)
+    return doc
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = (f"Invalid URL ({request.method} {request.url.path})" if status in (404, 405)
+               else "The server had an error while processing your request.")
+    return JSONResponse(error_body(message, "invalid_request_error" if status < 500 else "server_error"), status,
+                        headers={"x-request-id": "req_" + secrets.token_hex(16)})
+
+
+def _background_advancer(api: LocalBatchAPI) -> Callable[[Starlette], Any]:
+    """Lifespan for a served app: a thread advances batches so they progress without polls."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop = threading.Event()
+        interval = min(0.1, max(0.01, api.settings.pace_seconds / 10))
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    api.lifecycle.advance()
+                except Exception:
+                    log.exception("local Batch API: background advance failed")
+
+        thread = threading.Thread(target=loop, name="local-batch-api-advancer", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join)
+
+    return lifespan
+
+
+def build_app(data_dir: str | Path, *, api_key: str | None, settings: LocalAPISettings, offload: bool) -> Starlette:
+    api = LocalBatchAPI(data_dir, api_key, settings, offload)
+    routes = _routes(api)
+    app = Starlette(
+        routes=[Mount("/v1", routes=routes), *routes],
+        exception_handlers={HTTPException: _http_error, Exception: _http_error},
+        lifespan=_background_advancer(api),
+    )
+    app.state.local_api = api
+    return app
+
+
+def create_app(data_dir: str | Path, *, api_key: str | None = None,
+               settings: LocalAPISettings | None = None) -> Starlette:
+    """The local Batch API as an ASGI app, mounted under ``/v1`` (and at the bare prefix)."""
+    return build_app(data_dir, api_key=api_key, settings=settings or LocalAPISettings(), offload=True)

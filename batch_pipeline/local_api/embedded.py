@@ -1,0 +1,110 @@
+"""The local Batch API inside the caller's process, behind an unmodified ``openai.OpenAI``.
+
+The client's own HTTP hook (an ``httpx2`` transport) hands each request to the same ASGI
+app that ``serve`` runs, on a short-lived event loop in the calling thread: no port, no
+server, no thread left behind. Batches advance whenever any process reads them, so the
+Dagster webserver, daemon and run workers all move the same shared state forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2
+import openai
+from starlette.types import ASGIApp, Message
+
+from batch_pipeline.local_api.app import STALL_HEADER, build_app
+from batch_pipeline.local_api.settings import LocalAPISettings
+
+T = TypeVar("T")
+
+EMBEDDED_BASE_URL = "http://local-batch-api/v1"
+
+
+def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from synchronous code, even inside a running loop's thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    # The caller's thread already runs a loop (an async framework calling sync code):
+    # run ours on a helper thread that ends with the call.
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(factory())
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=target, name="local-batch-api-call")
+    helper.start()
+    helper.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+class EmbeddedTransport(httpx2.BaseTransport):
+    """An ``httpx2`` transport that answers requests with an in-process ASGI app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = request.read()
+        url = request.url
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": request.method,
+            "headers": [(key.lower(), value) for key, value in request.headers.raw], "scheme": url.scheme,
+            "path": url.path, "raw_path": url.raw_path.split(b"?")[0], "query_string": url.query,
+            "server": (url.host, url.port or 80), "client": ("127.0.0.1", 0), "root_path": "",
+        }
+        status, headers, content = _run(lambda: self._call(scope, body))
+        if any(key == STALL_HEADER.encode() for key, _ in headers):
+            raise httpx2.ReadTimeout("The local Batch API stalled this call (injected timeout).", request=request)
+        return httpx2.Response(status, headers=headers, content=content, request=request)
+
+    async def _call(self, scope: dict[str, Any], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        sent_request = False
+        finished = asyncio.Event()
+        response: dict[str, Any] = {"status": 500, "headers": [], "chunks": []}
+
+        async def receive() -> Message:
+            nonlocal sent_request
+            if sent_request:
+                # The client stays connected until the whole response is sent.
+                await finished.wait()
+                return {"type": "http.disconnect"}
+            sent_request = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response["status"] = message["status"]
+                response["headers"] = list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                response["chunks"].append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    finished.set()
+
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            finished.set()
+        return response["status"], response["headers"], b"".join(response["chunks"])
+
+
+def embedded_client(data_dir: str | Path, *, settings: LocalAPISettings | None = None,
+                    **openai_kwargs: Any) -> openai.OpenAI:
+    """An ``openai.OpenAI`` client talking to the local Batch API on ``data_dir``, in-process."""
+    app = build_app(data_dir, api_key=None, settings=settings or LocalAPISettings(), offload=False)
+    openai_kwargs.setdefault("api_key", "local-batch-api")
+    openai_kwargs.setdefault("base_url", EMBEDDED_BASE_URL)
+    http_client = openai.DefaultHttpxClient(transport=EmbeddedTransport(app))
+    return openai.OpenAI(http_client=http_client, **openai_kwargs)

@@ -1,0 +1,340 @@
+"""Deterministic stand-ins for OpenAI's synchronous endpoints.
+
+Same request body, same answer: the text is built from the key words of the prompt with
+templates picked by a hash of the body, so results are plausible to read, stable across
+runs and cheap enough for 50,000-line batches. Tokens are estimated at about four
+characters per token (no tokenizer download, nothing from the network).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import random
+import re
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from batch_pipeline.local_api.errors import error_body
+from batch_pipeline.local_api.structured import instance_for
+
+Reply = tuple[int, dict[str, Any]]
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+_STOP = frozenset(
+    "about above after again also among because been before being below between both could does doing "
+    "during each either every from have having here into itself just like more most much must only other "
+    "over please same should some such than that their them then there these they this those through under "
+    "until very were what when where which while will with within without would your yours write short "
+    "explain describe give list using make sure need want tell answer question following based provide".split()
+)
+_SENTENCES = (
+    "{A} is the main point to keep in mind.",
+    "In short, {A} is closely tied to {B}.",
+    "When {A} comes up, consider {B} and {C} as well.",
+    "A practical note: {B} matters most where {A} is involved.",
+    "Overall, the answer depends on {A}, {B} and {C}.",
+    "It helps to look at {C} first, then at {A}.",
+    "{B} deserves a careful, plain-language explanation.",
+    "Most questions about {A} come back to {C}.",
+)
+_DEFAULT_WORDS = ("the request", "the details", "the context")
+EMBEDDING_DIMENSIONS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536, "text-embedding-ada-002": 1536}
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters per token, at least one for non-empty text."""
+    return (len(text) + 3) // 4
+
+
+def _text_of(content: Any) -> str:
+    """Text of a message content: a string or a list of parts (``text`` / ``input_text``)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _seed(body: dict[str, Any]) -> int:
+    digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def keywords(text: str, limit: int = 6) -> list[str]:
+    """Distinct content words of ``text`` in order of appearance."""
+    found: list[str] = []
+    for word in _WORD.findall(text):
+        lowered = word.lower()
+        if lowered not in _STOP and lowered not in found:
+            found.append(lowered)
+            if len(found) == limit:
+                break
+    return found
+
+
+def compose(words: list[str], seed: int) -> str:
+    """A short paragraph echoing ``words``; the seed picks sentence templates and order."""
+    pool = words or list(_DEFAULT_WORDS)
+    count = 3 + seed % 3
+    sentences = []
+    for i in range(count):
+        template = _SENTENCES[(seed >> (4 * i)) % len(_SENTENCES)]
+        a, b, c = (pool[(i + k + (seed >> 20)) % len(pool)] for k in range(3))
+        sentence = template.format(A=a, B=b, C=c)
+        sentences.append(sentence[0].upper() + sentence[1:])
+    return " ".join(sentences)
+
+
+def _cap(text: str, limit: int | None) -> tuple[str, int, bool]:
+    """Cut ``text`` to ``limit`` tokens; returns text, its tokens and whether it was cut."""
+    tokens = estimate_tokens(text)
+    if limit is None or tokens <= limit:
+        return text, tokens, False
+    return text[: limit * 4], limit, True
+
+
+def _invalid(message: str, param: str | None, code: str | None = None) -> Reply:
+    return 400, error_body(message, "invalid_request_error", param, code)
+
+
+def _positive_int(body: dict[str, Any], *names: str) -> tuple[int | None, Reply | None]:
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return None, _invalid(f"Invalid '{name}': expected a positive integer, but got {value!r}.", name)
+        return value, None
+    return None, None
+
+
+def _answer(words: list[str], seed: int, schema: dict[str, Any] | None) -> str:
+    if schema is None:
+        return compose(words, seed)
+    return orjson.dumps(instance_for(schema, words or list(_DEFAULT_WORDS), seed)).decode()
+
+
+def chat_completions(body: dict[str, Any]) -> Reply:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _invalid("Invalid 'messages': expected a non-empty array.", "messages")
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
+        return _invalid(f"Invalid 'n': expected an integer between 1 and 128, but got {n!r}.", "n")
+    cap, error = _positive_int(body, "max_completion_tokens", "max_tokens")
+    if error:
+        return error
+    schema = None
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            return _invalid("Missing required parameter: 'response_format.json_schema.schema'.",
+                            "response_format.json_schema.schema", "missing_required_parameter")
+    prompt_tokens = 3
+    last_user = ""
+    for message in messages:
+        if not isinstance(message, dict):
+            return _invalid("Invalid 'messages': each message must be an object.", "messages")
+        text = _text_of(message.get("content"))
+        prompt_tokens += 4 + estimate_tokens(text)
+        if message.get("role") == "user":
+            last_user = text
+    words = keywords(last_user or " ".join(_text_of(m.get("content")) for m in messages))
+    seed = _seed(body)
+    choices = []
+    completion_tokens = 0
+    for index in range(n):
+        content, tokens, cut = _cap(_answer(words, seed + index, schema), cap)
+        completion_tokens += tokens
+        choices.append({
+            "index": index,
+            "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+            "logprobs": None,
+            "finish_reason": "length" if cut else "stop",
+        })
+    return 200, {
+        "id": f"chatcmpl-{seed:016x}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": choices,
+        "usage": _chat_usage(prompt_tokens, completion_tokens),
+        "service_tier": "default",
+        "system_fingerprint": None,
+    }
+
+
+def _chat_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    }
+
+
+def _responses_input_text(value: Any) -> tuple[str, str]:
+    """All input text and the last user text of a Responses ``input`` (string or items)."""
+    if isinstance(value, str):
+        return value, value
+    texts, last_user = [], ""
+    for item in value if isinstance(value, list) else []:
+        if isinstance(item, dict):
+            text = _text_of(item.get("content"))
+            texts.append(text)
+            if item.get("role", "user") == "user":
+                last_user = text
+    return " ".join(texts), last_user
+
+
+def responses(body: dict[str, Any]) -> Reply:
+    if not isinstance(body.get("input"), (str, list)):
+        return _invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+    cap, error = _positive_int(body, "max_output_tokens")
+    if error:
+        return error
+    schema = None
+    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = fmt.get("schema")
+        if not isinstance(schema, dict):
+            return _invalid("Missing required parameter: 'text.format.schema'.", "text.format.schema",
+                            "missing_required_parameter")
+    all_text, last_user = _responses_input_text(body["input"])
+    instructions = body.get("instructions") if isinstance(body.get("instructions"), str) else ""
+    input_tokens = 3 + estimate_tokens(all_text) + estimate_tokens(instructions)
+    seed = _seed(body)
+    text, output_tokens, cut = _cap(_answer(keywords(last_user or all_text), seed, schema), cap)
+    return 200, {
+        "id": f"resp_{seed:016x}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "incomplete" if cut else "completed",
+        "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
+        "error": None,
+        "model": body.get("model"),
+        "instructions": instructions or None,
+        "output": [{
+            "type": "message", "id": f"msg_{seed:016x}", "status": "incomplete" if cut else "completed",
+            "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }],
+        "max_output_tokens": cap,
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "usage": {
+            "input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def embedding_inputs(value: Any) -> list[Any] | None:
+    """The inputs of an embeddings body: a string, a token list, or a list of either."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(v, int) for v in value):
+            return [value]
+        if all(isinstance(v, str) or (isinstance(v, list) and all(isinstance(t, int) for t in v)) for v in value):
+            return value
+    return None
+
+
+def _unit_vector(item: Any, model: str, dimensions: int) -> list[float]:
+    seed = int.from_bytes(hashlib.blake2b(orjson.dumps([model, item]), digest_size=8).digest(), "big")
+    rng = random.Random(seed)
+    vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+def embeddings(body: dict[str, Any]) -> Reply:
+    inputs = embedding_inputs(body.get("input"))
+    if inputs is None:
+        return _invalid("Invalid 'input': expected a string, an array of strings or an array of tokens.", "input")
+    model = str(body.get("model"))
+    dimensions = body.get("dimensions", EMBEDDING_DIMENSIONS.get(model, 1536))
+    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= 8192:
+        return _invalid(f"Invalid 'dimensions': expected an integer between 1 and 8192, got {dimensions!r}.",
+                        "dimensions")
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    tokens = 0
+    for index, item in enumerate(inputs):
+        tokens += estimate_tokens(item) if isinstance(item, str) else len(item)
+        vector = _unit_vector(item, model, dimensions)
+        encoded: Any = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if as_base64 else vector
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    return 200, {"object": "list", "data": data, "model": model,
+                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def completions(body: dict[str, Any]) -> Reply:
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else None
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        return _invalid("Invalid 'prompt': expected a string or an array of strings.", "prompt")
+    cap, error = _positive_int(body, "max_tokens")
+    if error:
+        return error
+    cap = cap or 16  # the legacy endpoint's documented default
+    n = body.get("n") or 1
+    if not isinstance(n, int) or not 1 <= n <= 128:
+        return _invalid(f"Invalid 'n': expected an integer between 1 and 128, but got {n!r}.", "n")
+    seed = _seed(body)
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for p_index, text in enumerate(prompts):
+        prompt_tokens += estimate_tokens(text)
+        for k in range(n):
+            content, tokens, cut = _cap(" " + compose(keywords(text), seed + p_index * n + k), cap)
+            completion_tokens += tokens
+            choices.append({"text": content, "index": len(choices), "logprobs": None,
+                            "finish_reason": "length" if cut else "stop"})
+    return 200, {
+        "id": f"cmpl-{seed:016x}", "object": "text_completion", "created": int(time.time()),
+        "model": body.get("model"), "choices": choices, "system_fingerprint": None,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+RESPONDERS: dict[str, Callable[[dict[str, Any]], Reply]] = {
+    "/v1/chat/completions": chat_completions,
+    "/v1/responses": responses,
+    "/v1/embeddings": embeddings,
+    "/v1/completions": completions,
+}
+
+
+def respond(endpoint: str, body: dict[str, Any]) -> Reply:
+    """Answer one request body as the synchronous ``endpoint`` would."""
+    responder = RESPONDERS.get(endpoint)
+    if responder is None:
+        return 404, error_body(f"Invalid URL (POST {endpoint})", "invalid_request_error")
+    return responder(body)
+
+
+def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
+    """Estimated prompt tokens of a request line, for the enqueued-token limit."""
+    if endpoint == "/v1/chat/completions":
+        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+        return 3 + sum(4 + estimate_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
+    if endpoint == "/v1/responses":
+        return 3 + estimate_tokens(_responses_input_text(body.get("input"))[0])
+    if endpoint == "/v1/embeddings":
+        inputs = embedding_inputs(body.get("input")) or []
+        return sum(estimate_tokens(i) if isinstance(i, str) else len(i) for i in inputs)
+    prompt = body.get("prompt")
+    return sum(estimate_tokens(p) for p in ([prompt] if isinstance(prompt, str) else prompt or []) if isinstance(p, str))

@@ -1,0 +1,113 @@
+"""Settings of the local Batch API: pace, limits, faults and upstream forwarding.
+
+One frozen pydantic model drives the served and the embedded mode alike, and the CLI
+flags are generated from its fields so a new setting is a flag without extra code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MB = 1024 * 1024
+
+
+class LocalAPISettings(BaseModel):
+    """How the local Batch API behaves. Every field has a default suited to tests and demos."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Pace and lifecycle
+    pace_seconds: float = Field(
+        0.3, ge=0, description="roughly how long each stage (validating, in_progress, finalizing) takes"
+    )
+    finalizing_seconds: float = Field(0.0, ge=0, description="extra time spent in finalizing (slow finalizing)")
+    completion_window_seconds: float = Field(
+        86400.0, gt=0, description="time from create to expiry; OpenAI's 24h window by default"
+    )
+    advance_budget_seconds: float = Field(
+        0.5, gt=0, description="most time one API call spends advancing batches, so a poll never blocks long"
+    )
+
+    # Provider limits (OpenAI's values by default; smaller in tests)
+    max_requests_per_batch: int = Field(50_000, ge=1)
+    max_batch_input_bytes: int = Field(200 * MB, ge=1)
+    max_embedding_inputs: int = Field(50_000, ge=1)
+    max_upload_bytes: int = Field(512 * MB, ge=1)
+    enqueued_token_limit: int | None = Field(
+        None, ge=1, description="per-model limit on prompt tokens of non-terminal batches (None: unlimited)"
+    )
+    enqueued_token_limits: dict[str, int] = Field(
+        default_factory=dict, description="per-model overrides of enqueued_token_limit"
+    )
+
+    # Faults, reproducible from fault_seed
+    fault_seed: int = 0
+    line_rate_limit_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 429")
+    line_server_error_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 500")
+    line_invalid_request_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 400")
+    api_rate_limit_fraction: float = Field(0.0, ge=0, le=1, description="API calls answered with HTTP 429")
+    api_server_error_fraction: float = Field(0.0, ge=0, le=1, description="API calls answered with HTTP 500")
+    api_timeout_fraction: float = Field(0.0, ge=0, le=1, description="API calls that stall (client timeout)")
+    api_timeout_seconds: float = Field(30.0, ge=0, description="how long a stalled API call stalls")
+
+    # Upstream forwarding: turn an OpenAI-compatible synchronous server into a Batch API
+    upstream_url: str | None = Field(None, description="base URL of a synchronous server, e.g. http://127.0.0.1:8001/v1")
+    upstream_api_key: str | None = Field(None, description="key sent to the upstream server")
+    upstream_concurrency: int = Field(8, ge=1)
+    upstream_max_retries: int = Field(3, ge=0)
+    upstream_timeout_seconds: float = Field(120.0, gt=0)
+
+    def token_limit_for(self, model: str) -> int | None:
+        """The enqueued-token limit that applies to ``model``."""
+        return self.enqueued_token_limits.get(model, self.enqueued_token_limit)
+
+    def line_fault_total(self) -> float:
+        return self.line_rate_limit_fraction + self.line_server_error_fraction + self.line_invalid_request_fraction
+
+
+_SECRET_FIELDS = {"upstream_api_key"}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per settings field (``pace_seconds`` -> ``--pace-seconds``)."""
+    group = parser.add_argument_group("local Batch API behaviour")
+    for name, field in LocalAPISettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = (field.description or name.replace("_", " ")) + f" (default: {field.get_default(call_default_factory=True)!r})"
+        if name == "enqueued_token_limits":
+            group.add_argument(
+                "--enqueued-token-limit-for", dest=name, action="append", metavar="MODEL=TOKENS",
+                help="per-model enqueued-token limit; repeat for several models",
+            )
+            continue
+        annotation = field.annotation
+        kind: Any = str
+        if annotation in (int, int | None):
+            kind = int
+        elif annotation in (float, float | None):
+            kind = float
+        if name in _SECRET_FIELDS:
+            help_text = field.description or name
+        group.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+
+
+def settings_from_args(namespace: argparse.Namespace) -> LocalAPISettings:
+    """Build settings from parsed flags; flags left unset keep their defaults."""
+    values: dict[str, Any] = {}
+    for name in LocalAPISettings.model_fields:
+        value = getattr(namespace, name, None)
+        if value is None:
+            continue
+        if name == "enqueued_token_limits":
+            limits: dict[str, int] = {}
+            for item in value:
+                model, _, tokens = item.partition("=")
+                if not model or not tokens.isdigit():
+                    raise argparse.ArgumentTypeError(f"--enqueued-token-limit-for expects MODEL=TOKENS, got {item!r}")
+                limits[model] = int(tokens)
+            value = limits
+        values[name] = value
+    return LocalAPISettings(**values)

@@ -1,0 +1,117 @@
+"""What a use case declares: its source table and its `BatchSpec`.
+
+A use case module builds one `SourceTable` and one `BatchSpec`; everything else (assets,
+partitions, jobs, checks) is derived from them by `batch_pipeline.factory`.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_ENDPOINTS = ("/v1/chat/completions",)
+
+# Provider limits for one batch input file (reference §7).
+MAX_REQUESTS_PER_FILE = 50_000
+MAX_BYTES_PER_FILE = 200 * 1024 * 1024
+
+
+class SpecError(ValueError):
+    """A use case's declaration cannot work; the message names the spec and the field."""
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A CSV table shipped with or produced for a use case, partitioned by a date column."""
+
+    path: Path
+    key: str
+    partition_column: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+
+def template_fields(template: str, *, spec: str, name: str) -> list[str]:
+    """Column names a `{column}` template refers to, in order of first use.
+
+    Only bare `{column}` fields are allowed: format specs, conversions and attribute or index
+    access would let a template do more than substitute a cell, so they are refused here.
+    """
+    fields: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise SpecError(f"spec '{spec}': template '{name}' is not a valid template: {exc}") from exc
+    for _, field_name, format_spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if not field_name.isidentifier() or format_spec or conversion:
+            raise SpecError(
+                f"spec '{spec}': template '{name}' field '{{{field_name}}}' must be a bare column "
+                "name such as {medication_name}"
+            )
+        if field_name not in fields:
+            fields.append(field_name)
+    return fields
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """How each source row becomes one Batch API request.
+
+    Templates use `{column}` placeholders filled from the row's cells; a cell is inserted as
+    data, never re-parsed as a template, so braces in the data are harmless.
+    """
+
+    name: str
+    model: str
+    prompt: str
+    system_prompt: str | None = None
+    endpoint: str = "/v1/chat/completions"
+    parameters: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    owners: tuple[str, ...] = ()
+    max_prompt_chars: int = 32_000
+    max_requests_per_shard: int = MAX_REQUESTS_PER_FILE
+    max_shard_bytes: int = MAX_BYTES_PER_FILE
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise SpecError(f"spec '{self.name}': name must be a Python identifier")
+        if self.endpoint not in SUPPORTED_ENDPOINTS:
+            raise SpecError(
+                f"spec '{self.name}': endpoint '{self.endpoint}' is not supported; "
+                f"use one of {', '.join(SUPPORTED_ENDPOINTS)}"
+            )
+        if not 0 < self.max_requests_per_shard <= MAX_REQUESTS_PER_FILE:
+            raise SpecError(
+                f"spec '{self.name}': max_requests_per_shard must be 1..{MAX_REQUESTS_PER_FILE}"
+            )
+        if not 0 < self.max_shard_bytes <= MAX_BYTES_PER_FILE:
+            raise SpecError(f"spec '{self.name}': max_shard_bytes must be 1..{MAX_BYTES_PER_FILE}")
+        reserved = {"model", "messages", "stream"} & set(self.parameters)
+        if reserved:
+            raise SpecError(
+                f"spec '{self.name}': parameters may not set {sorted(reserved)}; "
+                "the spec's model and templates fill them"
+            )
+        self.template_columns()  # validates the templates early, when the use case is imported
+
+    def templates(self) -> dict[str, str]:
+        """The prompt templates by message role."""
+        out = {"user": self.prompt}
+        if self.system_prompt:
+            out = {"system": self.system_prompt, **out}
+        return out
+
+    def template_columns(self) -> list[str]:
+        """Every column any template refers to, in order of first use."""
+        columns: list[str] = []
+        for role, template in self.templates().items():
+            for column in template_fields(template, spec=self.name, name=role):
+                if column not in columns:
+                    columns.append(column)
+        return columns

@@ -1,0 +1,59 @@
+"""The warehouse: every byte that must outlive the provider, under one root (folder or URL).
+
+Layout (DESIGN.md): `<root>/<use_case>/{requests,raw,results}/partition=<key>/...`.
+Writes are atomic: a local file is written beside its target and renamed into place; on object
+stores a single PUT is already atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+
+class Warehouse:
+    """Paths and atomic writes under a warehouse root."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = UPath(root)
+        self._local = self.root.protocol in ("", "file", "local")
+
+    def partition_dir(self, use_case: str, area: str, partition: str) -> UPath:
+        return self.root / use_case / area / f"partition={partition}"
+
+    def write_bytes(self, path: UPath, data: bytes) -> UPath:
+        """Write `data` to `path` so readers see either the old file or the whole new one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._local:
+            path.write_bytes(data)
+            return path
+        target = Path(path.path)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        return path
+
+    def write_parquet(self, path: UPath, table: pa.Table) -> UPath:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return self.write_bytes(path, sink.getvalue().to_pybytes())
+
+    def read_parquet(self, path: UPath) -> pa.Table:
+        with path.open("rb") as f:
+            return pq.read_table(f)
+
+    def remove_stale(self, folder: UPath, pattern: str, keep: set[str]) -> None:
+        """Delete files matching `pattern` in `folder` that a rewrite no longer produced."""
+        if not folder.exists():
+            return
+        for path in folder.glob(pattern):
+            if path.name not in keep:
+                path.unlink()

@@ -1,0 +1,110 @@
+"""Fixtures for the local Batch API tests: embedded clients and real uvicorn server processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from batch_pipeline.local_api import embedded_client
+from tests.local_api.support import FAST, free_port
+
+
+@dataclass
+class ServerProcess:
+    """A ``python -m batch_pipeline.local_api`` process on a free port."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def client(self, api_key: str = "sk-local-test", **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL by PID: no shutdown hooks run."""
+        os.kill(self.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+StartServer = Callable[..., ServerProcess]
+
+
+def launch(data_dir: Path, log_dir: Path, *args: str) -> ServerProcess:
+    """Start a server process and wait until it answers."""
+    port = free_port()
+    log_path = log_dir / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "batch_pipeline.local_api", "--port", str(port), "--data-dir", str(data_dir),
+             *args], stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}/v1", log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{server.log()}")
+        try:
+            httpx2.get(f"{server.base_url}/files?limit=1", timeout=1.0)
+            return server
+        except httpx2.TransportError:
+            time.sleep(0.05)
+    server.stop()
+    raise AssertionError(f"server did not start:\n{server.log()}")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """Start servers for one test (``start(data_dir, *flags)``); all are stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, *args: str) -> ServerProcess:
+        server = launch(data_dir or tmp_path / "server-data", tmp_path, *args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server per test module: starting a process costs more than most tests."""
+    folder = tmp_path_factory.mktemp("shared-server")
+    server = launch(folder / "data", folder, "--pace-seconds", str(FAST.pace_seconds))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["embedded", "http"])
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> openai.OpenAI:
+    """The same tests through an embedded client and over HTTP against a real server process."""
+    if request.param == "embedded":
+        return embedded_client(tmp_path / "embedded-data", settings=FAST)
+    return request.getfixturevalue("shared_server").client()

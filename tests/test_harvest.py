@@ -1,0 +1,80 @@
+import orjson
+import pyarrow as pa
+
+from batch_pipeline.harvest import BatchOutcome, assemble, counts_by_status, parse_lines
+
+
+def ok(cid: str, text: str = "hi") -> dict:
+    return {"id": f"batch_req_{cid}", "custom_id": cid, "error": None, "response": {
+        "status_code": 200, "request_id": "req_1", "body": {
+            "model": "gpt-4o-mini", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}}}
+
+
+def http_error(cid: str, status: int, code: str | None) -> dict:
+    return {"id": "x", "custom_id": cid, "error": None, "response": {"status_code": status, "request_id": "r", "body": {
+        "error": {"message": f"failed {status}", "type": "server_error", "param": None, "code": code}}}}
+
+
+def never_ran(cid: str, code: str) -> dict:
+    return {"id": "x", "custom_id": cid, "response": None, "error": {"code": code, "message": f"{code} happened"}}
+
+
+def jsonl(*lines: dict) -> bytes:
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+def index(ids: list[str], shards: list[int | None], statuses: list[str] | None = None) -> pa.Table:
+    statuses = statuses or ["pending" if s is not None else "rejected" for s in shards]
+    return pa.table({
+        "id": ids, "custom_id": ids, "shard": pa.array(shards, pa.int32()), "status": statuses,
+        "error_code": pa.array([None if s == "pending" else "missing_value" for s in statuses], pa.string()),
+        "error_message": pa.array([None if s == "pending" else "column 'name' is empty" for s in statuses],
+                                  pa.string()),
+    })
+
+
+def test_parse_follows_the_robust_rule():
+    parsed = parse_lines(jsonl(ok("a"), http_error("b", 429, "rate_limit_exceeded"), http_error("c", 500, None),
+                               never_ran("d", "batch_expired"), never_ran("e", "batch_cancelled"))).to_pylist()
+    assert [(p["custom_id"], p["status"], p["error_code"]) for p in parsed] == [
+        ("a", "succeeded", None), ("b", "failed", "rate_limit_exceeded"), ("c", "failed", "server_error"),
+        ("d", "expired", "batch_expired"), ("e", "cancelled", "batch_cancelled")]
+    assert parsed[0]["output"] == "hi" and parsed[0]["input_tokens"] == 10 and parsed[0]["output_tokens"] == 5
+
+
+def test_every_row_exactly_once_in_source_order_whatever_the_file_order():
+    idx = index(["r1", "r2", "r3", "r4", "r5"], [0, 0, None, 1, 1])
+    lines = parse_lines(jsonl(ok("r2", "two"), ok("r1", "one"), never_ran("r4", "batch_expired"), ok("unknown")))
+    outcomes = [BatchOutcome(0, "batch_a", "completed"), BatchOutcome(1, "batch_b", "expired")]
+    result = assemble(idx, "id", lines, outcomes, {"gpt-4o-mini": (1e-6, 2e-6)}).to_pylist()
+    assert [r["custom_id"] for r in result] == ["r1", "r2", "r3", "r4", "r5"]
+    assert [r["status"] for r in result] == ["succeeded", "succeeded", "rejected", "expired", "expired"]
+    assert [r["output"] for r in result][:2] == ["one", "two"]
+    assert result[2]["error_message"] == "column 'name' is empty" and result[2]["attempts"] == 0
+    assert result[4]["error_code"] == "batch_expired" and result[4]["batch_id"] == "batch_b"
+    assert result[0]["cost_usd"] == 10 * 1e-6 + 5 * 2e-6
+    assert result[3]["cost_usd"] is None
+
+
+def test_failed_batch_and_missing_lines_still_give_every_row_a_status():
+    idx = index(["a", "b", "c"], [0, 1, 1])
+    outcomes = [BatchOutcome(0, "batch_0", "failed", "token_limit_exceeded", "Enqueued token limit reached"),
+                BatchOutcome(1, "batch_1", "completed")]
+    result = assemble(idx, "id", parse_lines(jsonl(ok("b"))), outcomes, {}).to_pylist()
+    assert [(r["status"], r["error_code"]) for r in result] == [
+        ("failed", "token_limit_exceeded"), ("succeeded", None), ("failed", "missing_result")]
+
+
+def test_a_success_wins_over_a_failure_for_the_same_custom_id():
+    idx = index(["a"], [0])
+    lines = parse_lines(jsonl(http_error("a", 500, None), ok("a")))
+    [row] = assemble(idx, "id", lines, [BatchOutcome(0, "b", "completed")], {}).to_pylist()
+    assert row["status"] == "succeeded"
+
+
+def test_counts_cover_every_status():
+    idx = index(["a", "b"], [0, None])
+    table = assemble(idx, "id", parse_lines(jsonl(ok("a"))), [BatchOutcome(0, "b", "completed")], {})
+    assert counts_by_status(table) == {"succeeded": 1, "failed": 0, "invalid_output": 0, "rejected": 1,
+                                       "expired": 0, "cancelled": 0}

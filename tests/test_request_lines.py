@@ -1,0 +1,83 @@
+import orjson
+import pyarrow as pa
+import pytest
+
+from batch_pipeline.request_lines import build_requests
+from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
+
+SOURCE = SourceTable(path="t.csv", key="id", partition_column="day")
+SPEC = BatchSpec(name="leaflets", model="gpt-4o-mini", system_prompt="Be kind.", prompt="About {name}: {notes}",
+                 parameters={"max_tokens": 50}, max_prompt_chars=200)
+
+
+def table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in ("id", "day", "name", "notes")]))
+
+
+def lines(built) -> list[dict]:
+    return [orjson.loads(line) for shard in built.shards for line in shard.splitlines()]
+
+
+def test_each_row_becomes_one_request_line():
+    built = build_requests(table([{"id": "a", "day": "d", "name": "Aspirin", "notes": "{not a field}"}]), SOURCE, SPEC)
+    [line] = lines(built)
+    assert line == {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "system", "content": "Be kind."},
+                         {"role": "user", "content": "About Aspirin: {not a field}"}],
+            "max_tokens": 50,
+        },
+    }
+    assert built.index.to_pylist() == [
+        {"id": "a", "custom_id": "a", "shard": 0, "status": "pending", "error_code": None, "error_message": None}
+    ]
+
+
+def test_unusable_rows_are_rejected_naming_the_column_and_the_rest_flow():
+    rows = [
+        {"id": "ok", "day": "d", "name": "Aspirin", "notes": "daily"},
+        {"id": "no-name", "day": "d", "name": None, "notes": "daily"},
+        {"id": "blank", "day": "d", "name": "X", "notes": "   "},
+        {"id": None, "day": "d", "name": "X", "notes": "n"},
+        {"id": "ok", "day": "d", "name": "Again", "notes": "dup"},
+        {"id": "long", "day": "d", "name": "X", "notes": "y" * 500},
+        {"id": "emoji 🎉", "day": "d", "name": "Ünïcode 💊", "notes": "fine"},
+    ]
+    built = build_requests(table(rows), SOURCE, SPEC)
+    index = built.index.to_pylist()
+    assert [r["status"] for r in index] == ["pending", "rejected", "rejected", "rejected", "rejected", "rejected", "pending"]
+    reasons = [r["error_message"] for r in index]
+    assert "column 'name' is empty" in reasons[1]
+    assert "column 'notes' is empty" in reasons[2]
+    assert "column 'id'" in reasons[3]
+    assert "column 'id' repeats a key" in reasons[4]
+    assert "column 'notes'" in reasons[5] and "limit of 200" in reasons[5]
+    assert len({r["custom_id"] for r in index}) == len(rows)
+    assert [l["custom_id"] for l in lines(built)] == [index[0]["custom_id"], index[6]["custom_id"]]
+    assert lines(built)[1]["body"]["messages"][1]["content"] == "About Ünïcode 💊: fine"
+
+
+def test_missing_column_fails_naming_the_column_and_the_spec():
+    bad = BatchSpec(name="leaflets", model="m", prompt="{nmae}")
+    with pytest.raises(SpecError, match="spec 'leaflets': column 'nmae' .* did you mean 'name'"):
+        build_requests(table([{"id": "a", "day": "d", "name": "x", "notes": "y"}]), SOURCE, bad)
+
+
+def test_shards_respect_line_and_byte_limits():
+    rows = [{"id": f"r{i}", "day": "d", "name": "n" * 20, "notes": "x"} for i in range(10)]
+    by_count = build_requests(table(rows), SOURCE, BatchSpec(name="s", model="m", prompt="{name}", max_requests_per_shard=3))
+    assert [s.count(b"\n") for s in by_count.shards] == [3, 3, 3, 1]
+    line_bytes = len(by_count.shards[0].splitlines(keepends=True)[0])
+    by_bytes = build_requests(table(rows), SOURCE, BatchSpec(name="s", model="m", prompt="{name}", max_shard_bytes=2 * line_bytes + 1))
+    assert all(len(s) <= 2 * line_bytes + 1 for s in by_bytes.shards)
+    assert sum(s.count(b"\n") for s in by_bytes.shards) == 10
+    assert by_bytes.index["shard"].to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_empty_partition_builds_nothing():
+    built = build_requests(table([]), SOURCE, SPEC)
+    assert built.shards == [] and built.index.num_rows == 0
