@@ -2,11 +2,15 @@
 
 import dagster as dg
 
-from assets import patient_education
+from assets import ad_copy, content_analysis, manuscript_review, patient_education
 from batch_pipeline import BatchAPIResource, WarehouseResource, build_batch_monitor
 
 USE_CASES = [
+    manuscript_review.use_case,
     patient_education.use_case,
+    ad_copy.use_case,
+    content_analysis.classification,
+    content_analysis.embeddings,
 ]
 
 defs = dg.Definitions.merge(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
+import bpe_openai
 from genai_prices import Usage, calc_price
 
 BATCH_DISCOUNT = 0.5  # the Batch API bills half the synchronous price (reference §7)
@@ -26,3 +29,70 @@ def batch_price_per_token(model: str) -> tuple[float, float] | None:
 def batch_prices(models: list[str]) -> dict[str, tuple[float, float]]:
     """Per-token batch prices of the models that have one."""
     return {m: p for m in set(models) if m and (p := batch_price_per_token(m)) is not None}
+
+
+# Chat formatting adds a few tokens per message and for the reply's priming (OpenAI cookbook).
+_TOKENS_PER_MESSAGE = 3
+_TOKENS_PER_REPLY = 3
+
+
+@cache
+def _encoding(model: str) -> Any:
+    try:
+        return bpe_openai.encoding_for_model(model)
+    except (ValueError, bpe_openai.UnsupportedModelError):  # not in its tables: the family's encoding
+        return bpe_openai.get_encoding("cl100k_base" if model.startswith("text-embedding") else "o200k_base")
+
+
+def input_tokens(model: str, messages_by_role: list[list[str | None]], chat: bool) -> list[int]:
+    """Prompt tokens per request, counted offline with the model's BPE encoding.
+
+    `messages_by_role` holds one list of texts per role (None for a rejected row, counted 0).
+    """
+    encoding = _encoding(model)
+    totals = [_TOKENS_PER_REPLY if chat else 0] * len(messages_by_role[0]) if messages_by_role else []
+    for texts in messages_by_role:
+        counts = encoding.encode_ordinary_batch([t or "" for t in texts])
+        for i, (text, tokens) in enumerate(zip(texts, counts)):
+            if text is not None:
+                totals[i] += len(tokens) + (_TOKENS_PER_MESSAGE if chat else 0)
+    return totals
+
+
+def price_for(model: str, configured: tuple[float, float] | None) -> tuple[float, float]:
+    """Per-token batch price: configured (USD per million) first, else `genai-prices`."""
+    if configured is not None:
+        return configured[0] / _PER, configured[1] / _PER
+    price = batch_price_per_token(model)
+    if price is None:
+        raise LookupError(
+            f"model '{model}' has no price in genai-prices; set the spec's "
+            "price_per_million_tokens=(input_usd, output_usd) at batch prices"
+        )
+    return price
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a partition's requests should cost, before anything is sent."""
+
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+    def metadata(self) -> dict[str, float | int]:
+        return {
+            "estimated_input_tokens": self.input_tokens,
+            "estimated_output_tokens": self.output_tokens,
+            "estimated_cost_usd": round(self.cost_usd, 6),
+        }
+
+
+def estimate(model: str, configured: tuple[float, float] | None, input_tokens: list[int],
+             output_tokens_per_request: int) -> Estimate:
+    """Counted input tokens plus the expected output tokens of every request, at batch prices."""
+    requests = sum(1 for t in input_tokens if t)
+    tokens_in, tokens_out = sum(input_tokens), requests * output_tokens_per_request
+    price_in, price_out = price_for(model, configured)
+    return Estimate(requests, tokens_in, tokens_out, tokens_in * price_in + tokens_out * price_out)

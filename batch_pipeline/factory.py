@@ -5,6 +5,7 @@ Each asset works over `context.partition_keys`, so one run can submit a whole ba
 """
 
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -12,7 +13,9 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 import pyarrow as pa
 
-from batch_pipeline.cost import batch_prices
+from pydantic import Field
+
+from batch_pipeline.cost import Estimate, batch_prices, estimate
 from batch_pipeline.gateway import TERMINAL
 from batch_pipeline.harvest import BatchOutcome, assemble, counts_by_status, parse_lines
 from batch_pipeline.preview import markdown_table
@@ -21,6 +24,7 @@ from batch_pipeline.resources import BatchAPIResource, WarehouseResource
 from batch_pipeline.source import read_partition
 from batch_pipeline.spec import BatchSpec, SourceTable
 from batch_pipeline.submission import Shard, Submission, submit_shards
+from batch_pipeline.warehouse import Warehouse
 
 INDEX_FILE = "rows.parquet"
 RESULTS_FILE = "results.parquet"
@@ -37,6 +41,18 @@ class UseCase:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def estimate(self, index: pa.Table) -> Estimate:
+        """The cost estimate of a partition's request index; a clear error for an unpriced model."""
+        try:
+            return estimate(
+                self.spec.model,
+                self.spec.price_per_million_tokens,
+                index["estimated_input_tokens"].to_pylist(),
+                self.spec.output_tokens_per_request(),
+            )
+        except LookupError as exc:
+            raise dg.Failure(f"spec '{self.name}': {exc}") from exc
 
     def key(self, stage: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, stage])
@@ -96,6 +112,39 @@ def submissions_from(materialization: dg.AssetMaterialization | None) -> list[Su
     return [Submission(**record) for record in entry.value]
 
 
+class SubmitConfig(dg.Config):
+    """Run-time knobs of a submission, set in the Launchpad."""
+
+    max_run_cost_usd: float | None = Field(
+        default=None, description="Refuse to submit when this run's estimated cost is higher."
+    )
+
+
+def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_limit: float | None) -> None:
+    """Stop before any upload when a partition, or the run, is estimated over its budget."""
+    total = 0.0
+    for partition in partitions:
+        folder = wh.partition_dir(uc.name, "requests", partition)
+        if not (folder / INDEX_FILE).exists():
+            raise dg.Failure(
+                f"{uc.name} {partition}: no request index at {folder}; "
+                "materialize the requests asset for this partition first"
+            )
+        cost = uc.estimate(wh.read_parquet(folder / INDEX_FILE)).cost_usd
+        total += cost
+        limit = uc.spec.max_cost_usd
+        if limit is not None and cost > limit:
+            raise dg.Failure(
+                f"{uc.name} {partition}: estimated cost ${cost:.4f} is over the spec's "
+                f"max_cost_usd ${limit:.4f}; nothing was uploaded"
+            )
+    if run_limit is not None and total > run_limit:
+        raise dg.Failure(
+            f"{uc.name}: estimated cost ${total:.4f} of {len(partitions)} partitions is over "
+            f"max_run_cost_usd ${run_limit:.4f}; nothing was uploaded"
+        )
+
+
 def _accounting_problems(partition: str, index: pa.Table, results: pa.Table) -> list[str]:
     """Source rows missing from, or doubled in, a partition's results, by custom_id."""
     expected = index["custom_id"].to_pylist()
@@ -139,8 +188,11 @@ def _build_assets(uc: UseCase) -> list:
     )
     def requests(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
         wh = warehouse.warehouse()
+        total = 0.0
         for partition in context.partition_keys:
             built = build_requests(read_partition(source, partition), source, spec)
+            cost = uc.estimate(built.index)
+            total += cost.cost_usd
             folder = wh.partition_dir(uc.name, "requests", partition)
             names = [f"shard-{i:05d}.jsonl" for i in range(len(built.shards))]
             paths = [str(wh.write_bytes(folder / n, d)) for n, d in zip(names, built.shards)]
@@ -153,6 +205,7 @@ def _build_assets(uc: UseCase) -> list:
             )
             metadata = {
                 "dagster/row_count": built.index.num_rows,
+                **cost.metadata(),
                 "requests": built.requests,
                 "rejected": built.rejected,
                 "shards": dg.MetadataValue.json(paths),
@@ -164,6 +217,9 @@ def _build_assets(uc: UseCase) -> list:
             if built.index.num_rows == 0:
                 metadata["note"] = f"partition {partition} has no source rows"
             context.add_asset_metadata(metadata, partition_key=partition)
+        context.log.info(
+            "estimated cost of %d partitions: $%.4f at batch prices", len(context.partition_keys), total
+        )
 
     @dg.asset(
         key=uc.key("batches"),
@@ -176,18 +232,16 @@ def _build_assets(uc: UseCase) -> list:
     )
     def batches(
         context: dg.AssetExecutionContext,
+        config: SubmitConfig,
         warehouse: WarehouseResource,
         batch_api: BatchAPIResource,
     ) -> None:
-        wh, gateway = warehouse.warehouse(), batch_api.gateway()
+        wh = warehouse.warehouse()
+        _check_budget(wh, uc, context.partition_keys, config.max_run_cost_usd)
+        gateway = batch_api.gateway()
         for partition in context.partition_keys:
             folder = wh.partition_dir(uc.name, "requests", partition)
-            paths = sorted(folder.glob("shard-*.jsonl")) if folder.exists() else []
-            if not (folder / INDEX_FILE).exists():
-                raise dg.Failure(
-                    f"{uc.name} {partition}: no request index at {folder}; "
-                    "materialize the requests asset for this partition first"
-                )
+            paths = sorted(folder.glob("shard-*.jsonl"))
             shards = [Shard(i, str(p), p.read_bytes()) for i, p in enumerate(paths)]
             submissions = submit_shards(
                 gateway,
@@ -267,7 +321,7 @@ def _build_assets(uc: UseCase) -> list:
                 )
             lines = pa.concat_tables(parsed) if parsed else parse_lines(b"")
             prices = batch_prices([m for m in set(lines["model"].to_pylist()) if m])
-            table = assemble(index, source.key, lines, outcomes, prices)
+            table = assemble(index, source.key, lines, outcomes, prices, spec)
             path = wh.write_parquet(
                 wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE, table
             )
@@ -277,6 +331,7 @@ def _build_assets(uc: UseCase) -> list:
             cost = pa.compute.sum(table["cost_usd"]).as_py()
             context.add_asset_metadata(
                 {
+                    "estimated_cost_usd": round(uc.estimate(index).cost_usd, 6),
                     "dagster/row_count": table.num_rows,
                     **{f"status/{k}": v for k, v in counts.items()},
                     "batch_ids": dg.MetadataValue.json([s.batch_id for s in submissions]),

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.request_lines import PENDING
+from batch_pipeline.response_schema import arrow_fields, parse_answer
+from batch_pipeline.spec import BatchSpec
 
 STATUSES = ("succeeded", "failed", "invalid_output", "rejected", "expired", "cancelled")
 _LINE_STATUS = {"batch_expired": "expired", "batch_cancelled": "cancelled"}
@@ -29,6 +31,7 @@ PARSED_SCHEMA = pa.schema(
         ("model", pa.string()),
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
+        ("embedding", pa.list_(pa.float32())),
     ]
 )
 
@@ -56,10 +59,12 @@ def parse_lines(data: bytes) -> pa.Table:
         body = (response or {}).get("body") or {}
         status_code = (response or {}).get("status_code") or 0
         usage = body.get("usage") or {}
-        output = code = message = None
+        output = code = message = embedding = None
         if response is not None and 200 <= status_code < 300 and error is None:
             status = "succeeded"
-            output = _chat_text(body)
+            output, refusal, embedding = _answer(body)
+            if refusal is not None:
+                status, code, message = "invalid_output", "refusal", refusal
         elif error is not None:
             code, message = error.get("code"), error.get("message")
             status = _LINE_STATUS.get(code or "", "failed")
@@ -76,14 +81,26 @@ def parse_lines(data: bytes) -> pa.Table:
         cols["model"].append(body.get("model"))
         cols["input_tokens"].append(usage.get("prompt_tokens", usage.get("input_tokens")))
         cols["output_tokens"].append(usage.get("completion_tokens", usage.get("output_tokens")))
+        cols["embedding"].append(embedding)
     return pa.table(cols, schema=PARSED_SCHEMA)
 
 
-def _chat_text(body: dict) -> str | None:
-    choices = body.get("choices") or []
-    if not choices:
-        return None
-    return (choices[0].get("message") or {}).get("content")
+def _answer(body: dict) -> tuple[str | None, str | None, list[float] | None]:
+    """(text, refusal, embedding) from a chat completion, a response or an embedding body."""
+    if body.get("object") == "list" or "data" in body:
+        data = body.get("data") or [{}]
+        return None, None, data[0].get("embedding")
+    if "choices" in body:
+        message = ((body.get("choices") or [{}])[0]).get("message") or {}
+        return message.get("content"), message.get("refusal"), None
+    texts, refusal = [], None
+    for item in body.get("output") or []:
+        for part in item.get("content") or [] if item.get("type") == "message" else []:
+            if part.get("type") == "output_text":
+                texts.append(part.get("text") or "")
+            elif part.get("type") == "refusal":
+                refusal = part.get("refusal")
+    return ("".join(texts) if texts else None), refusal, None
 
 
 def assemble(
@@ -92,8 +109,14 @@ def assemble(
     parsed: pa.Table,
     outcomes: list[BatchOutcome],
     prices: dict[str, tuple[float, float]],
+    spec: BatchSpec | None = None,
 ) -> pa.Table:
-    """Join parsed lines onto the request index: exactly one result row per source row."""
+    """Join parsed lines onto the request index: exactly one result row per source row.
+
+    With a spec that has a response model, each answer is validated and its fields land as
+    typed columns after `output`; an answer that does not validate becomes `invalid_output`.
+    Embeddings land as a fixed-size list column `embedding`.
+    """
     # A custom_id may appear in both files on some providers; a success wins over a failure.
     parsed = parsed.append_column(
         "_rank", pc.if_else(pc.equal(parsed["status"], "succeeded"), 0, 1)
@@ -105,13 +128,16 @@ def assemble(
     shard_ids = index["shard"].to_pylist()
     batch_ids = [by_shard[s].batch_id if s is not None and s in by_shard else None for s in shard_ids]
 
-    left = index.append_column("_row", pa.array(range(index.num_rows), pa.int64())).append_column(
-        "batch_id", pa.array(batch_ids, pa.string())
-    )
-    left = left.rename_columns(
-        [n if n not in ("status", "error_code", "error_message") else f"_index_{n}" for n in left.column_names]
-    )
-    joined = left.join(parsed, keys="custom_id", join_type="left outer").sort_by("_row")
+    # A positional lookup rather than a hash join: Arrow joins cannot carry list columns.
+    positions = pc.index_in(index["custom_id"], value_set=parsed["custom_id"].combine_chunks())
+    joined = parsed.take(positions)
+    for name in (key_column, "custom_id", "shard"):
+        joined = joined.drop_columns([name]) if name in joined.column_names else joined
+    joined = joined.append_column(key_column, index[key_column]).append_column(
+        "custom_id", index["custom_id"]).append_column("shard", index["shard"]).append_column(
+        "batch_id", pa.array(batch_ids, pa.string()))
+    for name in ("status", "error_code", "error_message"):
+        joined = joined.append_column(f"_index_{name}", index[name])
 
     status = joined["status"].to_pylist()
     code = joined["error_code"].to_pylist()
@@ -129,12 +155,14 @@ def assemble(
 
     model = joined["model"]
     input_tokens, output_tokens = joined["input_tokens"], joined["output_tokens"]
+    answer_columns = _answer_columns(joined, spec, status, code, message)
     return pa.table(
         {
             key_column: joined[key_column],
             "custom_id": joined["custom_id"],
             "status": pa.array(status, pa.string()),
             "output": joined["output"],
+            **answer_columns,
             "error_code": pa.array(code, pa.string()),
             "error_message": pa.array(message, pa.string()),
             "attempts": pc.if_else(pc.equal(joined["_index_status"], PENDING), 1, 0).cast(pa.int32()),
@@ -145,6 +173,32 @@ def assemble(
             "batch_id": joined["batch_id"],
         }
     )
+
+
+def _answer_columns(
+    joined: pa.Table, spec: BatchSpec | None, status: list, code: list, message: list
+) -> dict[str, pa.Array]:
+    """Typed columns of the response model's fields, or the embedding column; updates statuses."""
+    if spec is None:
+        return {}
+    if spec.endpoint == "/v1/embeddings":
+        vectors = joined["embedding"].combine_chunks()
+        dims = spec.parameters.get("dimensions") or max((len(v) for v in vectors.to_pylist() if v), default=0)
+        if dims == 0:
+            return {"embedding": pa.nulls(len(vectors), pa.list_(pa.float32(), 1))}
+        return {"embedding": vectors.cast(pa.list_(pa.float32(), dims))}
+    if spec.response_model is None:
+        return {}
+    records: list[dict] = []
+    for i, text in enumerate(joined["output"].to_pylist()):
+        values = None
+        if status[i] == "succeeded":
+            values, reason = parse_answer(spec.response_model, text)
+            if values is None:
+                status[i], code[i], message[i] = "invalid_output", "invalid_output", reason
+        records.append(values or {})
+    typed = pa.Table.from_pylist(records, schema=pa.schema(arrow_fields(spec.response_model)))
+    return {name: typed[name] for name in typed.column_names}
 
 
 def _shifted(values: pa.ChunkedArray) -> pa.Array:

@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batch_pipeline.cost import input_tokens
 from batch_pipeline.custom_ids import custom_id_for, custom_ids
 from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
 
@@ -27,8 +28,8 @@ class PartitionRequests:
     """What one partition of a source table turns into.
 
     `index` has the key column, `custom_id`, `shard` (null for rejected rows), `status`
-    (`pending` or `rejected`), `error_code` and `error_message`. `shards` holds the JSONL bytes of
-    each shard, in shard order.
+    (`pending` or `rejected`), `error_code`, `error_message` and `estimated_input_tokens`
+    (counted offline; 0 for rejected rows). `shards` holds the JSONL bytes of each shard.
     """
 
     index: pa.Table
@@ -96,6 +97,8 @@ def build_requests(table: pa.Table, source: SourceTable, spec: BatchSpec) -> Par
 
     lines = _encode_lines(spec, ids, rendered, codes)
     shard_of, shards = _shard(lines, spec)
+    usable = [[None if codes[i] else t for i, t in enumerate(values.to_pylist())] for values in rendered.values()]
+    tokens = input_tokens(spec.model, usable, chat=spec.endpoint != "/v1/embeddings") if n else []
     index = pa.table(
         {
             source.key: keys,
@@ -104,6 +107,7 @@ def build_requests(table: pa.Table, source: SourceTable, spec: BatchSpec) -> Par
             "status": pa.array([REJECTED if c else PENDING for c in codes], pa.string()),
             "error_code": pa.array(codes, pa.string()),
             "error_message": pa.array(messages, pa.string()),
+            "estimated_input_tokens": pa.array(tokens, pa.int64()),
         }
     )
     return PartitionRequests(index=index, shards=shards)
@@ -160,25 +164,40 @@ def _encode_lines(
     rendered: dict[str, pa.Array],
     codes: list[str | None],
 ) -> list[bytes | None]:
-    roles = list(rendered)
-    columns = [rendered[r].to_pylist() for r in roles]
+    """One JSONL line per usable row, with the body the spec's endpoint expects."""
+    texts = {role: values.to_pylist() for role, values in rendered.items()}
+    body_for = _body_builder(spec)
     lines: list[bytes | None] = []
     for i, custom_id in enumerate(ids.to_pylist()):
         if codes[i] is not None:
             lines.append(None)
             continue
-        body = {
-            "model": spec.model,
-            "messages": [{"role": r, "content": col[i]} for r, col in zip(roles, columns)],
-            **spec.parameters,
-        }
-        lines.append(
-            orjson.dumps(
-                {"custom_id": custom_id, "method": "POST", "url": spec.endpoint, "body": body},
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
-        )
+        line = {"custom_id": custom_id, "method": "POST", "url": spec.endpoint,
+                "body": body_for({role: t[i] for role, t in texts.items()})}
+        lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
     return lines
+
+
+def _body_builder(spec: BatchSpec):
+    """A function from one row's rendered texts (by role) to its request body."""
+    params = dict(spec.parameters)
+    if spec.endpoint == "/v1/embeddings":
+        return lambda t: {"model": spec.model, "input": t["user"], **params}
+    schema = None
+    if spec.response_model is not None:
+        from batch_pipeline.response_schema import strict_json_schema
+
+        schema = {"name": spec.response_model.__name__, "strict": True,
+                  "schema": strict_json_schema(spec.response_model)}
+    if spec.endpoint == "/v1/responses":
+        if schema:
+            params["text"] = {"format": {"type": "json_schema", **schema}}
+        return lambda t: {"model": spec.model, **({"instructions": t["system"]} if "system" in t else {}),
+                          "input": t["user"], **params}
+    if schema:
+        params["response_format"] = {"type": "json_schema", "json_schema": schema}
+    return lambda t: {"model": spec.model,
+                      "messages": [{"role": role, "content": text} for role, text in t.items()], **params}
 
 
 def _shard(lines: list[bytes | None], spec: BatchSpec) -> tuple[list[int | None], list[bytes]]:

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SUPPORTED_ENDPOINTS = ("/v1/chat/completions",)
+from pydantic import BaseModel
+
+SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
+# Columns every results table has; a response model's fields may not reuse these names.
+RESULT_COLUMNS = (
+    "custom_id", "status", "output", "error_code", "error_message", "attempts", "model",
+    "input_tokens", "output_tokens", "cost_usd", "batch_id", "embedding",
+)
 
 # Provider limits for one batch input file (reference §7).
 MAX_REQUESTS_PER_FILE = 50_000
@@ -63,7 +70,13 @@ class BatchSpec:
     """How each source row becomes one Batch API request.
 
     Templates use `{column}` placeholders filled from the row's cells; a cell is inserted as
-    data, never re-parsed as a template, so braces in the data are harmless.
+    data, never re-parsed as a template, so braces in the data are harmless. For
+    `/v1/embeddings` the rendered `prompt` is the input text and `system_prompt` is unused.
+
+    `response_model` (a Pydantic model) makes requests carry its strict JSON schema and lands
+    each of its fields as a typed column. `price_per_million_tokens` ((input, output) USD at
+    batch prices) is needed only for a model the `genai-prices` package does not know.
+    `max_cost_usd` stops a partition's submission, before any upload, when its estimate is higher.
     """
 
     name: str
@@ -72,8 +85,12 @@ class BatchSpec:
     system_prompt: str | None = None
     endpoint: str = "/v1/chat/completions"
     parameters: dict[str, Any] = field(default_factory=dict)
+    response_model: type[BaseModel] | None = None
     description: str = ""
     owners: tuple[str, ...] = ()
+    expected_output_tokens: int | None = None
+    price_per_million_tokens: tuple[float, float] | None = None
+    max_cost_usd: float | None = None
     max_prompt_chars: int = 32_000
     max_requests_per_shard: int = MAX_REQUESTS_PER_FILE
     max_shard_bytes: int = MAX_BYTES_PER_FILE
@@ -92,18 +109,37 @@ class BatchSpec:
             )
         if not 0 < self.max_shard_bytes <= MAX_BYTES_PER_FILE:
             raise SpecError(f"spec '{self.name}': max_shard_bytes must be 1..{MAX_BYTES_PER_FILE}")
-        reserved = {"model", "messages", "stream"} & set(self.parameters)
-        if reserved:
+        reserved = {"model", "messages", "input", "instructions", "stream", "response_format", "text"}
+        if reserved & set(self.parameters):
             raise SpecError(
-                f"spec '{self.name}': parameters may not set {sorted(reserved)}; "
-                "the spec's model and templates fill them"
+                f"spec '{self.name}': parameters may not set {sorted(reserved & set(self.parameters))}; "
+                "the spec's model, templates and response_model fill them"
             )
+        if self.response_model is not None:
+            if self.endpoint == "/v1/embeddings":
+                raise SpecError(f"spec '{self.name}': embeddings take no response_model")
+            clash = set(self.response_model.model_fields) & set(RESULT_COLUMNS)
+            if clash:
+                raise SpecError(
+                    f"spec '{self.name}': response_model fields {sorted(clash)} clash with result "
+                    "columns; rename them"
+                )
+            from batch_pipeline.response_schema import arrow_fields, strict_json_schema
+
+            try:
+                strict_json_schema(self.response_model)
+                arrow_fields(self.response_model)
+            except Exception as exc:  # pydantic/openai raise several types for unusable models
+                raise SpecError(
+                    f"spec '{self.name}': response_model {self.response_model.__name__} cannot be "
+                    f"used as a strict response schema: {exc}"
+                ) from exc
         self.template_columns()  # validates the templates early, when the use case is imported
 
     def templates(self) -> dict[str, str]:
         """The prompt templates by message role."""
         out = {"user": self.prompt}
-        if self.system_prompt:
+        if self.system_prompt and self.endpoint != "/v1/embeddings":
             out = {"system": self.system_prompt, **out}
         return out
 
@@ -115,3 +151,12 @@ class BatchSpec:
                 if column not in columns:
                     columns.append(column)
         return columns
+
+    def output_tokens_per_request(self) -> int:
+        """Output tokens assumed per request for the cost estimate before anything is sent."""
+        if self.endpoint == "/v1/embeddings":
+            return 0
+        if self.expected_output_tokens is not None:
+            return self.expected_output_tokens
+        p = self.parameters
+        return int(p.get("max_completion_tokens") or p.get("max_tokens") or p.get("max_output_tokens") or 512)

@@ -18,7 +18,7 @@ def provider_counts() -> tuple[int, int]:
 
 
 def test_partition_to_parquet_every_row_once(instance, pipeline_env):
-    uc = USE_CASES[0]
+    uc = next(u for u in USE_CASES if u.name == "patient_education")
     assert submit(defs, instance, uc.submit_job_name, PARTITION).success
 
     requests, cursor, _ = tick_until_requested(defs, instance)
@@ -52,7 +52,7 @@ def test_partition_to_parquet_every_row_once(instance, pipeline_env):
 
 
 def test_rerun_with_same_content_creates_no_batch_and_uploads_nothing(instance):
-    uc = USE_CASES[0]
+    uc = next(u for u in USE_CASES if u.name == "patient_education")
     assert submit(defs, instance, uc.submit_job_name, PARTITION).success
     before = provider_counts()
     assert submit(defs, instance, uc.submit_job_name, PARTITION).success

@@ -33,7 +33,8 @@ def test_each_row_becomes_one_request_line():
         },
     }
     assert built.index.to_pylist() == [
-        {"id": "a", "custom_id": "a", "shard": 0, "status": "pending", "error_code": None, "error_message": None}
+        {"id": "a", "custom_id": "a", "shard": 0, "status": "pending", "error_code": None, "error_message": None,
+         "estimated_input_tokens": 21}
     ]
 
 

@@ -33,17 +33,17 @@ _STOP = frozenset(
     "until very were what when where which while will with within without would your yours write short "
     "explain describe give list using make sure need want tell answer question following based provide".split()
 )
-_SENTENCES = (
+_SENTENCES = tuple((template, template.startswith("{A}")) for template in (
     "{A} is the main point to keep in mind.",
     "In short, {A} is closely tied to {B}.",
     "When {A} comes up, consider {B} and {C} as well.",
     "A practical note: {B} matters most where {A} is involved.",
     "Overall, the answer depends on {A}, {B} and {C}.",
     "It helps to look at {C} first, then at {A}.",
-    "{B} deserves a careful, plain-language explanation.",
+    "{A} deserves a careful, plain-language explanation.",
     "Most questions about {A} come back to {C}.",
-)
-_DEFAULT_WORDS = ("the request", "the details", "the context")
+))
+_DEFAULT_WORDS = ["the request", "the details", "the context"]
 EMBEDDING_DIMENSIONS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536, "text-embedding-ada-002": 1536}
 
 
@@ -80,15 +80,18 @@ def keywords(text: str, limit: int = 6) -> list[str]:
 
 def compose(words: list[str], seed: int) -> str:
     """A short paragraph echoing ``words``; the seed picks sentence templates and order."""
-    pool = words or list(_DEFAULT_WORDS)
-    count = 3 + seed % 3
-    sentences = []
-    for i in range(count):
-        template = _SENTENCES[(seed >> (4 * i)) % len(_SENTENCES)]
-        a, b, c = (pool[(i + k + (seed >> 20)) % len(pool)] for k in range(3))
-        sentence = template.format(A=a, B=b, C=c)
-        sentences.append(sentence[0].upper() + sentence[1:])
-    return " ".join(sentences)
+    pool = words or _DEFAULT_WORDS
+    size = len(pool)
+    lead = pool[:3]
+    topics = lead[0] if len(lead) == 1 else f"{', '.join(lead[:-1])} and {lead[-1]}"
+    parts = [f"Here is a short overview of {topics}."]
+    shift = seed >> 20
+    for i in range(2 + seed % 3):
+        template, leads_with_a = _SENTENCES[(seed >> (4 * i)) % len(_SENTENCES)]
+        a = pool[(i + shift) % size]
+        parts.append(template.format(A=a.capitalize() if leads_with_a else a, B=pool[(i + 1 + shift) % size],
+                                     C=pool[(i + 2 + shift) % size]))
+    return " ".join(parts)
 
 
 def _cap(text: str, limit: int | None) -> tuple[str, int, bool]:
@@ -117,7 +120,7 @@ def _positive_int(body: dict[str, Any], *names: str) -> tuple[int | None, Reply 
 def _answer(words: list[str], seed: int, schema: dict[str, Any] | None) -> str:
     if schema is None:
         return compose(words, seed)
-    return orjson.dumps(instance_for(schema, words or list(_DEFAULT_WORDS), seed)).decode()
+    return orjson.dumps(instance_for(schema, words or _DEFAULT_WORDS, seed)).decode()
 
 
 def chat_completions(body: dict[str, Any]) -> Reply:

@@ -23,6 +23,7 @@ import secrets
 import socket
 import sqlite3
 import string
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,7 +161,7 @@ class Store:
             path.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "state.sqlite3"
         self._host = socket.gethostname()
-        self.owner = f"{self._host}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._nonce = secrets.token_hex(4)
         # Switching to WAL needs a moment of exclusive access: serialize first-time setup.
         with FileLock(str(self.root / ".init.lock")):
             with self.connect() as conn:
@@ -324,18 +325,24 @@ class Store:
         ).fetchone()
         return int(row["n"])
 
+    @property
+    def owner(self) -> str:
+        """Lease holder id: one per thread, so two threads of a process never share a batch."""
+        return f"{self._host}:{os.getpid()}:{threading.get_ident()}:{self._nonce}"
+
     def acquire(self, batch_id: str) -> BatchRow | None:
         """Take the batch's lease, or None if another live worker holds it (never waits for it)."""
         now = time.time()
+        owner = self.owner
         with self.transaction() as conn:
             row = conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
             if row is None or row["status"] in TERMINAL_STATUSES:
                 return None
             holder = row["lease_owner"]
-            if holder and holder != self.owner and self._holder_active(holder, row["lease_until"], now):
+            if holder and holder != owner and self._holder_active(holder, row["lease_until"], now):
                 return None
             conn.execute("UPDATE batches SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                         (self.owner, now + self.lease_seconds, batch_id))
+                         (owner, now + self.lease_seconds, batch_id))
         return _batch_row(row)
 
     def _holder_active(self, holder: str, lease_until: float, now: float) -> bool:

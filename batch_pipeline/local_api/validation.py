@@ -37,7 +37,7 @@ class Validation:
     errors: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
     model: str | None = None
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # counted only when an enqueued-token limit applies
 
     def add(self, code: str, message: str, line: int | None = None, param: str | None = None) -> None:
         if len(self.errors) < MAX_REPORTED_ERRORS:
@@ -60,6 +60,7 @@ def validate_input(path: Path, endpoint: str, settings: LocalAPISettings) -> Val
     models: set[str] = set()
     embedding_count = 0
     required = _REQUIRED_BODY_FIELD.get(endpoint)
+    count_tokens = settings.enqueued_token_limit is not None or bool(settings.enqueued_token_limits)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
@@ -113,7 +114,8 @@ def validate_input(path: Path, endpoint: str, settings: LocalAPISettings) -> Val
                 continue
             if endpoint == "/v1/embeddings":
                 embedding_count += len(embedding_inputs(body.get("input")) or [])
-            result.prompt_tokens += prompt_tokens(endpoint, body)
+            if count_tokens:
+                result.prompt_tokens += prompt_tokens(endpoint, body)
     if result.total == 0:
         result.add("empty_file", "The input file contains no requests.")
     if result.total > settings.max_requests_per_batch:

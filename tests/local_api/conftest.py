@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+import uvicorn
 
-from batch_pipeline.local_api import embedded_client
+from batch_pipeline.local_api import LocalAPISettings, create_app, embedded_client
 from tests.local_api.support import FAST, free_port
 
 
@@ -70,8 +72,10 @@ def launch(data_dir: Path, log_dir: Path, *args: str) -> ServerProcess:
         if process.poll() is not None:
             raise AssertionError(f"server exited early:\n{server.log()}")
         try:
-            httpx2.get(f"{server.base_url}/files?limit=1", timeout=1.0)
+            httpx2.get(f"{server.base_url}/files?limit=1", timeout=0.5)
             return server
+        except httpx2.TimeoutException:
+            return server  # connected, but the call stalls: an injected fault
         except httpx2.TransportError:
             time.sleep(0.05)
     server.stop()
@@ -108,3 +112,57 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> openai.OpenAI:
     if request.param == "embedded":
         return embedded_client(tmp_path / "embedded-data", settings=FAST)
     return request.getfixturevalue("shared_server").client()
+
+
+def settings_flags(settings: LocalAPISettings) -> list[str]:
+    """The command-line flags that reproduce ``settings`` on a server process."""
+    flags = []
+    for name, value in settings.model_dump(exclude_defaults=True).items():
+        if name == "enqueued_token_limits":
+            flags += [f"--enqueued-token-limit-for={model}={tokens}" for model, tokens in value.items()]
+        else:
+            flags.append(f"--{name.replace('_', '-')}={value}")
+    return flags
+
+
+class ThreadedServer:
+    """uvicorn serving the app on a free port from a thread of the test process.
+
+    Same sockets, same HTTP stack and lifespan as a server process, without paying the
+    process start-up (importing the project) for each test that needs its own settings.
+    """
+
+    def __init__(self, data_dir: Path, settings: LocalAPISettings) -> None:
+        config = uvicorn.Config(create_app(data_dir, settings=settings), host="127.0.0.1", port=free_port(),
+                                log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.base_url = f"http://127.0.0.1:{config.port}/v1"
+        self.thread = threading.Thread(target=self.server.run, name="test-uvicorn")
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+MakeClient = Callable[..., openai.OpenAI]
+
+
+@pytest.fixture(params=["embedded", "http"])
+def make_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeClient]:
+    """``make_client(settings, **openai_kwargs)``: an embedded client, or one for a fresh HTTP server."""
+    servers: list[ThreadedServer] = []
+
+    def make(settings: LocalAPISettings, **kwargs: Any) -> openai.OpenAI:
+        if request.param == "embedded":
+            return embedded_client(tmp_path / "embedded-data", settings=settings, **kwargs)
+        servers.append(ThreadedServer(tmp_path / f"server-data-{len(servers)}", settings))
+        return openai.OpenAI(base_url=servers[-1].base_url, api_key="sk-local-test", **kwargs)
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -1,0 +1,44 @@
+"""Ad copy: headline, body and call-to-action variants for each product launch."""
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import BaseModel
+
+from batch_pipeline import BatchSpec, SourceTable, UseCase
+
+
+class AdVariant(BaseModel):
+    headline: str
+    body: str
+    call_to_action: str
+
+
+class AdCopy(BaseModel):
+    variants: list[AdVariant]
+    tone: str
+
+
+use_case = UseCase(
+    spec=BatchSpec(
+        name="ad_copy",
+        description="Three ad copy variants per launched product, for A/B tests.",
+        endpoint="/v1/responses",
+        model="gpt-4o-mini",
+        system_prompt="You write concise, honest ad copy. No claims the features do not support.",
+        prompt=(
+            "Write 3 ad variants for {product_name} ({category}), priced ${price_usd}, "
+            "for {audience}. Features: {features}."
+        ),
+        response_model=AdCopy,
+        parameters={"temperature": 0.8, "max_output_tokens": 500},
+        expected_output_tokens=250,
+        owners=("team:growth",),
+    ),
+    source=SourceTable(
+        path=Path(__file__).parents[1] / "data" / "products.csv",
+        key="sku",
+        partition_column="launch_date",
+    ),
+    partitions_def=dg.DailyPartitionsDefinition(start_date="2026-11-20", timezone="UTC"),
+)

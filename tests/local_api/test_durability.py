@@ -1,0 +1,87 @@
+"""Durability and safety: SIGKILL mid-batch then restart, concurrent clients, loopback binding."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from batch_pipeline.local_api import LocalAPISettings, embedded_client
+from tests.local_api.conftest import StartServer, settings_flags
+from tests.local_api.support import chat_line, jsonl, read_jsonl, wait_terminal
+
+LINES = [chat_line(f"row-{i}", f"Leaflet for medication {i}") for i in range(300)]
+
+
+def test_sigkill_while_in_progress_then_restart_completes_every_line(tmp_path: Path,
+                                                                     start_server: StartServer) -> None:
+    data_dir = tmp_path / "data"
+    flags = settings_flags(LocalAPISettings(pace_seconds=1.0))
+    server = start_server(data_dir, *flags)
+    client = server.client()
+    file_id = client.files.create(file=("in.jsonl", jsonl(LINES)), purpose="batch").id
+    batch_id = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                     completion_window="24h").id
+    deadline = time.monotonic() + 20
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status == "in_progress" and 0 < batch.request_counts.completed:
+            break
+        assert time.monotonic() < deadline, batch.status
+        time.sleep(0.01)
+    server.kill()
+
+    restarted = start_server(data_dir, *flags)
+    client = restarted.client()
+    batch = wait_terminal(client, batch_id)
+    assert batch.status == "completed"
+    assert batch.request_counts.model_dump() == {"total": 300, "completed": 300, "failed": 0}
+    ids = Counter(r["custom_id"] for r in read_jsonl(client, batch.output_file_id))
+    assert ids == Counter(line["custom_id"] for line in LINES), "every line exactly once after the restart"
+    assert client.files.retrieve(file_id).bytes == len(jsonl(LINES))
+
+
+@pytest.mark.parametrize("mode", ["http", "embedded"])
+def test_ten_concurrent_clients_corrupt_nothing(mode: str, tmp_path: Path, start_server: StartServer) -> None:
+    settings = LocalAPISettings(pace_seconds=0.05)
+    if mode == "http":
+        base_url = start_server(tmp_path / "data", *settings_flags(settings)).base_url
+
+        def new_client() -> openai.OpenAI:
+            return openai.OpenAI(base_url=base_url, api_key="sk-local")
+    else:
+        def new_client() -> openai.OpenAI:
+            return embedded_client(tmp_path / "data", settings=settings)
+
+    def work(worker: int) -> list[tuple[str, str, int]]:
+        client = new_client()
+        created = []
+        for shard in range(3):
+            lines = [chat_line(f"w{worker}-s{shard}-{i}", f"worker {worker} shard {shard} row {i}") for i in range(20)]
+            file_id = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch").id
+            batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                          completion_window="24h", metadata={"worker": str(worker)})
+            created.append((file_id, batch.id, len(jsonl(lines))))
+        return created
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        created = [item for items in pool.map(work, range(10)) for item in items]
+    client = new_client()
+    assert len({batch_id for _, batch_id, _ in created}) == 30
+    listed = {b.id for b in client.batches.list(limit=100)}
+    assert listed == {batch_id for _, batch_id, _ in created}
+    for file_id, batch_id, size in created:
+        assert client.files.retrieve(file_id).bytes == size
+        batch = wait_terminal(client, batch_id)
+        assert batch.request_counts.model_dump() == {"total": 20, "completed": 20, "failed": 0}
+        assert len(read_jsonl(client, batch.output_file_id)) == 20
+
+
+def test_server_binds_loopback_by_default(start_server: StartServer) -> None:
+    server = start_server()
+    assert server.base_url.startswith("http://127.0.0.1:")
+    assert "Uvicorn running on http://127.0.0.1:" in server.log()

@@ -1,0 +1,63 @@
+"""Bad input: a clear error naming the column and spec, or a clear note; never a lost row."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from assets.definitions import USE_CASES, defs
+from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, WarehouseResource
+from tests.helpers import execute, submit, tick_until_requested
+
+
+def test_empty_partition_gives_an_empty_result_with_a_note(instance, pipeline_env):
+    uc = next(u for u in USE_CASES if u.name == "patient_education")
+    partition = "2026-11-27"  # in the partitions definition, no rows in the table
+    assert submit(defs, instance, uc.submit_job_name, partition).success
+    requests = instance.get_latest_materialization_event(uc.key("requests")).asset_materialization
+    assert requests.metadata["note"].value == f"partition {partition} has no source rows"
+    [request], _, _ = tick_until_requested(defs, instance)
+    assert execute(defs, instance, request).success
+    path = pipeline_env / "warehouse" / uc.name / "results" / f"partition={partition}" / "results.parquet"
+    table = pq.read_table(path)
+    assert table.num_rows == 0 and "status" in table.column_names
+
+
+def test_misspelled_column_fails_the_requests_asset_naming_column_and_spec(instance, tmp_path):
+    csv = tmp_path / "drugs.csv"
+    csv.write_text("id,day,name\nd1,2026-11-20,Aspirin\n")
+    uc = UseCase(
+        spec=BatchSpec(name="typo_case", model="gpt-4o-mini", prompt="Tell me about {nmae}"),
+        source=SourceTable(path=csv, key="id", partition_column="day"),
+        partitions_def=dg.DailyPartitionsDefinition(start_date="2026-11-20"),
+    )
+    local = uc.definitions()
+    result = dg.materialize(
+        [a for a in local.assets if isinstance(a, dg.AssetsDefinition) and a.key == uc.key("requests")],
+        partition_key="2026-11-20",
+        instance=instance,
+        resources={"warehouse": WarehouseResource(), "batch_api": BatchAPIResource()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else ""
+    message += failure.step_failure_data.error.message
+    assert "spec 'typo_case': column 'nmae' is not in source table 'drugs.csv'" in message
+    assert "did you mean 'name'" in message
+
+
+@pytest.mark.parametrize("header", ["id,name\n", "id,day\n"])
+def test_missing_partition_or_template_column_is_named(instance, tmp_path, header):
+    csv = tmp_path / "t.csv"
+    csv.write_text(header + "a,b\n")
+    from batch_pipeline.source import read_partition
+
+    source = SourceTable(path=csv, key="id", partition_column="day")
+    spec = BatchSpec(name="s", model="m", prompt="{name}")
+    from batch_pipeline.request_lines import build_requests
+    from batch_pipeline.spec import SpecError
+
+    with pytest.raises((ValueError, SpecError), match="'(day|name)'"):
+        build_requests(read_partition(source, "b"), source, spec)
