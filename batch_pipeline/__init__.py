@@ -1,19 +1,26 @@
 """batch_pipeline: any table to OpenAI Batch API work, orchestrated by Dagster.
 
 The engine knows no use case: a use case hands a `SourceTable` and a `BatchSpec` to `UseCase`.
+Names are imported on first use so that the local Batch API and the CLI start without loading
+Dagster.
 """
 
-from batch_pipeline.factory import UseCase
-from batch_pipeline.monitor import build_batch_monitor
-from batch_pipeline.resources import BatchAPIResource, WarehouseResource
-from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "BatchAPIResource",
-    "BatchSpec",
-    "SourceTable",
-    "SpecError",
-    "UseCase",
-    "WarehouseResource",
-    "build_batch_monitor",
-]
+_EXPORTS = {
+    "BatchAPIResource": "batch_pipeline.resources",
+    "BatchSpec": "batch_pipeline.spec",
+    "SourceTable": "batch_pipeline.spec",
+    "SpecError": "batch_pipeline.spec",
+    "UseCase": "batch_pipeline.factory",
+    "WarehouseResource": "batch_pipeline.resources",
+    "build_batch_monitor": "batch_pipeline.monitor",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'batch_pipeline' has no attribute '{name}'")
+    return getattr(import_module(_EXPORTS[name]), name)

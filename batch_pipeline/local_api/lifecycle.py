@@ -162,8 +162,10 @@ class Lifecycle:
                         conn)
             doc = dict(row.doc, status="in_progress", in_progress_at=int(now), model=found.model,
                        request_counts={"total": found.total, "completed": 0, "failed": 0})
+            # Stages are scheduled from the previous stage's due time, not from when someone looked,
+            # so a client polling every 30 s (a Dagster sensor) sees a batch catch up in one poll.
             return self.store.update_batch(row.id, doc, conn, model=model, enqueued_tokens=found.prompt_tokens,
-                                           due_at=now + self.settings.pace_seconds)
+                                           due_at=min(now, row.due_at) + self.settings.pace_seconds)
 
     def _allowed_lines(self, row: BatchRow, now: float) -> int:
         """Lines that may have run by ``now``: pace spreads a batch over about one stage."""
@@ -237,7 +239,7 @@ class Lifecycle:
         if done >= total:
             now = time.time()
             doc.update(status="finalizing", finalizing_at=int(now))
-            columns["due_at"] = now + settings.pace_seconds + settings.finalizing_seconds
+            columns["due_at"] = min(now, row.due_at) + settings.pace_seconds + settings.finalizing_seconds
         return self.store.update_batch(row.id, doc, input_offset=offset, lines_done=done,
                                        out_size=out_size, err_size=err_size, **columns)
 
