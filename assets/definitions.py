@@ -1,9 +1,7 @@
 """The one code location: every use case, the batch monitor and the resources."""
 
-import dagster as dg
-
 from assets import ad_copy, content_analysis, manuscript_review, patient_education
-from batch_pipeline import BatchAPIResource, WarehouseResource, build_batch_monitor
+from batch_pipeline import definitions_for
 
 USE_CASES = [
     manuscript_review.use_case,
@@ -13,10 +11,4 @@ USE_CASES = [
     content_analysis.embeddings,
 ]
 
-defs = dg.Definitions.merge(
-    *(uc.definitions() for uc in USE_CASES),
-    dg.Definitions(
-        sensors=[build_batch_monitor(USE_CASES)],
-        resources={"batch_api": BatchAPIResource(), "warehouse": WarehouseResource()},
-    ),
-)
+defs = definitions_for(USE_CASES)

@@ -16,6 +16,7 @@ _EXPORTS = {
     "UseCase": "batch_pipeline.factory",
     "WarehouseResource": "batch_pipeline.resources",
     "build_batch_monitor": "batch_pipeline.monitor",
+    "definitions_for": "batch_pipeline.definitions",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -92,12 +92,11 @@ def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
 
 
 def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> None:
-    """Tick the real sensor until every submitted partition has had its results run."""
+    """Tick the real sensor, running what it asks for, until nothing is in flight."""
     sensor = defs.resolve_sensor_def(MONITOR_NAME)
-    waiting = {k for k, r in runs.items() if r.submitted}
     cursor, deadline, last = None, time.monotonic() + _TIMEOUT_SECONDS, ""
-    print(f"\nwaiting for {len(waiting)} partitions' batches (sensor '{MONITOR_NAME}')")
-    while waiting and time.monotonic() < deadline:
+    print(f"\nwaiting for batches (sensor '{MONITOR_NAME}')")
+    while time.monotonic() < deadline:
         with dg.build_sensor_context(
             instance=instance,
             instance_ref=instance.get_ref(),
@@ -108,11 +107,14 @@ def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> 
         ) as context:
             tick = sensor.evaluate_tick(context)
         cursor = tick.cursor
+        if tick.skip_message == "no batches in flight":
+            break
         if tick.skip_message and tick.skip_message != last:
             print(f"  sensor: {tick.skip_message}")
             last = tick.skip_message
         for request in tick.run_requests:
             key = (request.tags["batch_pipeline/use_case"], request.partition_key)
+            kind = request.tags["batch_pipeline/reason"]
             tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": MONITOR_NAME}
             result = defs.resolve_job_def(request.job_name).execute_in_process(
                 instance=instance,
@@ -122,14 +124,16 @@ def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> 
                 raise_on_error=False,
             )
             run = runs[key]
-            run.harvested = result.success
             run.error = None if result.success else _failure(result)
-            waiting.discard(key)
-            print(f"  {key[0]} {key[1]}: {'results written' if result.success else 'FAILED ' + str(run.error)}")
-        if waiting and not tick.run_requests:
+            if kind == "results":
+                run.harvested = result.success
+            outcome = {"results": "results written", "admit": "queued shards submitted"}[kind]
+            print(f"  {key[0]} {key[1]}: {outcome if result.success else 'FAILED ' + str(run.error)}")
+        if not tick.run_requests:
             time.sleep(1.0)
-    for key in waiting:
-        runs[key].error = f"batches not finished within {_TIMEOUT_SECONDS} s"
+    for run in runs.values():
+        if run.submitted and not run.harvested and run.error is None:
+            run.error = f"batches not finished within {_TIMEOUT_SECONDS} s"
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:

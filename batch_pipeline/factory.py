@@ -5,25 +5,29 @@ Each asset works over `context.partition_keys`, so one run can submit a whole ba
 """
 
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+import orjson
 import pyarrow as pa
+from upath import UPath
 
 from pydantic import Field
 
 from batch_pipeline.cost import Estimate, batch_prices, estimate
-from batch_pipeline.gateway import TERMINAL
-from batch_pipeline.harvest import BatchOutcome, assemble, counts_by_status, parse_lines
+from batch_pipeline.gateway import TERMINAL, BatchGateway
+from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines, counts_by_status, retryable
+from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
 from batch_pipeline.preview import markdown_table
 from batch_pipeline.request_lines import build_requests
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
 from batch_pipeline.source import read_partition
 from batch_pipeline.spec import BatchSpec, SourceTable
-from batch_pipeline.submission import Shard, Submission, submit_shards
+from batch_pipeline.submission import Queued, Shard, Submission, submit_shards
 from batch_pipeline.warehouse import Warehouse
 
 INDEX_FILE = "rows.parquet"
@@ -74,6 +78,19 @@ class UseCase:
         )
 
     @cached_property
+    def admit_job(self) -> UnresolvedAssetJobDefinition:
+        return dg.define_asset_job(
+            f"{self.name}_admit",
+            selection=[self.key("batches")],
+            description=f"Submit {self.name} shards that waited for enqueued-token capacity.",
+        )
+
+    @property
+    def record_keys(self) -> list[dg.AssetKey]:
+        """The assets whose materializations record what was submitted for a partition."""
+        return [self.key("batches"), self.key("results")]
+
+    @cached_property
     def results_job(self) -> UnresolvedAssetJobDefinition:
         return dg.define_asset_job(
             self.results_job_name,
@@ -87,29 +104,9 @@ class UseCase:
         )
         return dg.Definitions(
             assets=_build_assets(self),
-            jobs=[self.submit_job, self.results_job],
+            jobs=[self.submit_job, self.admit_job, self.results_job],
             schedules=[schedule],
         )
-
-
-def latest_submissions(
-    instance: dg.DagsterInstance, use_case: UseCase, partition: str
-) -> list[Submission] | None:
-    """The batches recorded by the latest materialization of a partition's batches asset."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=use_case.key("batches"), asset_partitions=[partition]),
-        limit=1,
-    ).records
-    if not records:
-        return None
-    return submissions_from(records[0].asset_materialization)
-
-
-def submissions_from(materialization: dg.AssetMaterialization | None) -> list[Submission] | None:
-    entry = materialization.metadata.get("submissions") if materialization else None
-    if entry is None:
-        return None
-    return [Submission(**record) for record in entry.value]
 
 
 class SubmitConfig(dg.Config):
@@ -158,6 +155,101 @@ def _accounting_problems(partition: str, index: pa.Table, results: pa.Table) -> 
     if doubled:
         problems.append(f"{partition}: {len(doubled)} rows doubled: {', '.join(doubled[:20])}")
     return problems
+
+
+def _tokens_by_shard(index: pa.Table) -> dict[int, int]:
+    grouped = index.group_by("shard").aggregate([("estimated_input_tokens", "sum")])
+    return {
+        row["shard"]: row["estimated_input_tokens_sum"] for row in grouped.to_pylist() if row["shard"] is not None
+    }
+
+
+def _harvest_batch(
+    wh: Warehouse, gateway: BatchGateway, uc: UseCase, partition: str, sub: Submission
+) -> pa.Table:
+    """One terminal batch's lines; its provider files are kept raw in the warehouse first."""
+    batch = gateway.retrieve(sub.batch_id)
+    if batch.status not in TERMINAL:
+        raise dg.Failure(
+            f"{uc.name} {partition}: batch {batch.id} is still {batch.status}; the "
+            "batch monitor sensor requests this run once every batch is terminal"
+        )
+    raw_dir = wh.partition_dir(uc.name, "raw", partition)
+    raw_files = []
+    for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
+        if not file_id:  # null, or "" on Azure
+            continue
+        path = raw_dir / f"{batch.id}.{kind}.jsonl"
+        if not path.exists():
+            wh.write_bytes(path, gateway.download(file_id))
+        raw_files.append(path.read_bytes())
+    first_error = (batch.errors.data or [None])[0] if batch.errors else None
+    outcome = BatchOutcome(
+        batch.id,
+        batch.status,
+        first_error.code if first_error else None,
+        first_error.message if first_error else None,
+    )
+    return batch_lines(outcome, sub.attempt, _custom_ids(UPath(sub.path)), raw_files)
+
+
+def _custom_ids(shard: UPath) -> list[str]:
+    return [orjson.loads(line)["custom_id"] for line in shard.read_bytes().splitlines() if line.strip()]
+
+
+def _follow_ups(
+    context: dg.AssetExecutionContext,
+    wh: Warehouse,
+    gateway: BatchGateway,
+    uc: UseCase,
+    partition: str,
+    record: PartitionRecord,
+    index: pa.Table,
+    results: pa.Table,
+    token_limit: int | None,
+) -> tuple[list[Submission], list[Queued]]:
+    """Queue retryable failures as a follow-up round, and submit what is due and fits."""
+    spec = uc.spec
+    queued = list(record.queued)
+    waiting = {cid for q in queued for cid in _custom_ids(UPath(q.path))}
+    retry = [cid for cid in retryable(results, spec.max_attempts) if cid not in waiting]
+    if retry:
+        attempt = max([s.attempt for s in record.submissions] + [q.attempt for q in queued]) + 1
+        parents = sorted(set(results.filter(pa.compute.is_in(
+            results["custom_id"], value_set=pa.array(retry)))["batch_id"].drop_null().to_pylist()))
+        folder = wh.partition_dir(uc.name, "requests", partition)
+        wanted = set(retry)
+        lines = [
+            line
+            for path in sorted(folder.glob("shard-*.jsonl"))
+            for line in path.read_bytes().splitlines(keepends=True)
+            if orjson.loads(line)["custom_id"] in wanted
+        ]
+        tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist()))
+        not_before = time.time() + spec.retry_backoff_seconds * 2 ** (attempt - 2)
+        for i in range(0, len(lines), spec.max_requests_per_shard):
+            chunk = lines[i : i + spec.max_requests_per_shard]
+            path = wh.write_bytes(folder / f"retry-a{attempt}-{i // spec.max_requests_per_shard:05d}.jsonl",
+                                  b"".join(chunk))
+            ids = [orjson.loads(line)["custom_id"] for line in chunk]
+            queued.append(Queued(i // spec.max_requests_per_shard, attempt, str(path), len(chunk),
+                                 sum(tokens.get(c, 0) for c in ids), not_before, "retry", parents))
+        context.log.info(
+            "%s %s: %d requests failed for retryable reasons; attempt %d queued from %s",
+            uc.name, partition, len(retry), attempt, time.strftime("%H:%M:%S", time.localtime(not_before)),
+        )
+    due = [q for q in queued if q.not_before <= time.time()]
+    if not due:
+        return list(record.submissions), queued
+    shards = [
+        Shard(q.shard, q.path, UPath(q.path).read_bytes(), q.attempt, q.estimated_tokens, tuple(q.parent_batch_ids))
+        for q in due
+    ]
+    new, still = submit_shards(
+        gateway, use_case=uc.name, partition=partition, endpoint=spec.endpoint, model=spec.model,
+        shards=shards, token_limit=token_limit, log=context.log.info,
+    )
+    return list(record.submissions) + new, [q for q in queued if q not in due] + still
 
 
 def _build_assets(uc: UseCase) -> list:
@@ -241,23 +333,28 @@ def _build_assets(uc: UseCase) -> list:
         gateway = batch_api.gateway()
         for partition in context.partition_keys:
             folder = wh.partition_dir(uc.name, "requests", partition)
-            paths = sorted(folder.glob("shard-*.jsonl"))
-            shards = [Shard(i, str(p), p.read_bytes()) for i, p in enumerate(paths)]
-            submissions = submit_shards(
+            tokens = _tokens_by_shard(wh.read_parquet(folder / INDEX_FILE))
+            shards = [
+                Shard(i, str(p), p.read_bytes(), estimated_tokens=tokens.get(i, 0))
+                for i, p in enumerate(sorted(folder.glob("shard-*.jsonl")))
+            ]
+            submissions, queued = submit_shards(
                 gateway,
                 use_case=uc.name,
                 partition=partition,
                 endpoint=spec.endpoint,
+                model=spec.model,
                 shards=shards,
+                token_limit=batch_api.enqueued_token_limits.get(spec.model),
                 log=context.log.info,
             )
             new = sum(not s.reused for s in submissions)
             context.add_asset_metadata(
                 {
-                    "submissions": dg.MetadataValue.json([s.record() for s in submissions]),
-                    "batch_ids": dg.MetadataValue.json([s.batch_id for s in submissions]),
+                    **record_metadata(submissions, queued, harvested=[]),
                     "new_batches": new,
                     "reused_batches": len(submissions) - new,
+                    "queued_shards": len(queued),
                     "requests": sum(s.requests for s in submissions),
                     "provider": batch_api.describe(),
                 },
@@ -287,55 +384,38 @@ def _build_assets(uc: UseCase) -> list:
         wh, gateway = warehouse.warehouse(), batch_api.gateway()
         problems: list[str] = []
         for partition in context.partition_keys:
-            submissions = latest_submissions(context.instance, uc, partition)
-            if submissions is None:
+            record = latest_record(context.instance, uc.record_keys, partition)
+            if record is None:
                 raise dg.Failure(f"{uc.name} {partition}: no batches submitted for this partition yet")
             index = wh.read_parquet(wh.partition_dir(uc.name, "requests", partition) / INDEX_FILE)
-            raw_dir = wh.partition_dir(uc.name, "raw", partition)
-            outcomes, parsed = [], []
-            for sub in submissions:
-                batch = gateway.retrieve(sub.batch_id)
-                if batch.status not in TERMINAL:
-                    raise dg.Failure(
-                        f"{uc.name} {partition}: batch {batch.id} is still {batch.status}; the "
-                        "batch monitor sensor requests this run once every batch is terminal"
-                    )
-                for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
-                    if not file_id:  # null, or "" on Azure
-                        continue
-                    path = raw_dir / f"{batch.id}.{kind}.jsonl"
-                    data = path.read_bytes() if path.exists() else None
-                    if data is None:
-                        data = gateway.download(file_id)
-                        wh.write_bytes(path, data)
-                    parsed.append(parse_lines(data))
-                first_error = (batch.errors.data or [None])[0] if batch.errors else None
-                outcomes.append(
-                    BatchOutcome(
-                        shard=sub.shard,
-                        batch_id=batch.id,
-                        status=batch.status,
-                        error_code=first_error.code if first_error else None,
-                        error_message=first_error.message if first_error else None,
-                    )
-                )
-            lines = pa.concat_tables(parsed) if parsed else parse_lines(b"")
+            lines = pa.concat_tables(
+                [_harvest_batch(wh, gateway, uc, partition, sub) for sub in record.submissions]
+                or [batch_lines(BatchOutcome("", "completed"), 1, [], [])]
+            )
             prices = batch_prices([m for m in set(lines["model"].to_pylist()) if m])
-            table = assemble(index, source.key, lines, outcomes, prices, spec)
+            table = assemble(index, source.key, lines, prices, spec)
+            submissions, queued = _follow_ups(
+                context, wh, gateway, uc, partition, record, index, table,
+                token_limit=batch_api.enqueued_token_limits.get(spec.model),
+            )
             path = wh.write_parquet(
                 wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE, table
             )
             counts = counts_by_status(table)
-            context.log.info("%s %s: %s", uc.name, partition, counts)
+            retrying = sum(q.requests for q in queued) + sum(
+                s.requests for s in submissions[len(record.submissions):]
+            )
+            context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, counts, retrying)
             problems.extend(_accounting_problems(partition, index, table))
             cost = pa.compute.sum(table["cost_usd"]).as_py()
             context.add_asset_metadata(
                 {
-                    "estimated_cost_usd": round(uc.estimate(index).cost_usd, 6),
                     "dagster/row_count": table.num_rows,
                     **{f"status/{k}": v for k, v in counts.items()},
-                    "batch_ids": dg.MetadataValue.json([s.batch_id for s in submissions]),
+                    **record_metadata(submissions, queued, [s.batch_id for s in record.submissions]),
+                    "retrying": retrying,
                     "parquet": dg.MetadataValue.path(str(path)),
+                    "estimated_cost_usd": round(uc.estimate(index).cost_usd, 6),
                     "cost_usd": dg.MetadataValue.float(round(cost or 0.0, 6)),
                     "preview": dg.MetadataValue.md(
                         markdown_table(table.select([source.key, "status", "output", "error_message"]), 5)

@@ -20,6 +20,12 @@ PIPELINE = "batch_pipeline"
 LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
 
 
+@dataclass(frozen=True)
+class Sweep:
+    found: dict[str, Batch]
+    enqueued_tokens: int
+
+
 @dataclass
 class BatchGateway:
     """Pipeline-level operations on one provider; `calls` counts requests sent, for monitoring."""
@@ -42,17 +48,32 @@ class BatchGateway:
                 return
             after = page.data[-1].id
 
-    def find_batches(self, idempotency_keys: set[str]) -> dict[str, Batch]:
-        """Our batches carrying any of `idempotency_keys`, newest first wins; a bounded sweep."""
+    def sweep(self, idempotency_keys: set[str], model: str | None = None) -> Sweep:
+        """One bounded pass over our batches, newest first.
+
+        Finds the batches carrying any of `idempotency_keys` (the newest wins) and adds up the
+        estimated tokens of our batches of `model` that are not terminal yet (what the provider
+        counts against its enqueued-token limit).
+        """
         found: dict[str, Batch] = {}
+        enqueued = 0
         for pages, page in enumerate(self.batch_pages(), start=1):
             for batch in page:
-                key = (batch.metadata or {}).get("idempotency_key")
+                meta = batch.metadata or {}
+                if meta.get("pipeline") != PIPELINE:
+                    continue
+                key = meta.get("idempotency_key")
                 if key in idempotency_keys and key not in found:
                     found[key] = batch
-            if found.keys() >= idempotency_keys or pages >= self.sweep_pages:
+                if model and meta.get("model") == model and batch.status not in TERMINAL:
+                    enqueued += int(meta.get("estimated_tokens") or 0)
+            if pages >= self.sweep_pages or (not model and found.keys() >= idempotency_keys):
                 break
-        return found
+        return Sweep(found, enqueued)
+
+    def find_batches(self, idempotency_keys: set[str]) -> dict[str, Batch]:
+        """Our batches carrying any of `idempotency_keys`; a bounded sweep."""
+        return self.sweep(idempotency_keys).found
 
     def find_input_file(self, filename: str) -> str | None:
         """The id of an already uploaded batch input file named `filename`, if any.

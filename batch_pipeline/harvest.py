@@ -36,11 +36,19 @@ PARSED_SCHEMA = pa.schema(
 )
 
 
+# Failures that another attempt can fix: rate limits, server errors, expiry, a full queue,
+# a line the provider lost. Bad requests and content policy refusals are not retried.
+RETRYABLE_CODES = frozenset({
+    "rate_limit_exceeded", "server_error", "internal_error", "service_unavailable", "http_429",
+    "http_500", "http_502", "http_503", "http_504", "batch_expired", "token_limit_exceeded",
+    "missing_result",
+})
+
+
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What the provider says about one shard's batch once it is terminal."""
+    """What the provider says about one batch once it is terminal."""
 
-    shard: int
     batch_id: str
     status: str
     error_code: str | None = None
@@ -49,20 +57,29 @@ class BatchOutcome:
 
 def parse_lines(data: bytes) -> pa.Table:
     """Parse output or error JSONL into one row per line (reference §5.1's robust rule)."""
-    cols: dict[str, list] = {name: [] for name in PARSED_SCHEMA.names}
+    # One pass, appending to one list per column; a chat completion's answer is read inline
+    # (most lines), other bodies through `_answer`. Per line, orjson is most of the cost.
+    ids, statuses, outputs, codes, messages, models, ins, outs, embeddings = [], [], [], [], [], [], [], [], []
+    loads = orjson.loads
     for raw in data.splitlines():
-        if not raw.strip():
+        if not raw or raw.isspace():
             continue
-        line = orjson.loads(raw)
+        line = loads(raw)
         response = line.get("response") or None
         error = line.get("error") or None
-        body = (response or {}).get("body") or {}
-        status_code = (response or {}).get("status_code") or 0
-        usage = body.get("usage") or {}
+        if response is not None:
+            body = response.get("body") or {}
+            status_code = response.get("status_code") or 0
+        else:
+            body, status_code = {}, 0
         output = code = message = embedding = None
         if response is not None and 200 <= status_code < 300 and error is None:
             status = "succeeded"
-            output, refusal, embedding = _answer(body)
+            if "choices" in body and "data" not in body and body.get("object") != "list":
+                answer = ((body["choices"] or [{}])[0]).get("message") or {}
+                output, refusal = answer.get("content"), answer.get("refusal")
+            else:
+                output, refusal, embedding = _answer(body)
             if refusal is not None:
                 status, code, message = "invalid_output", "refusal", refusal
         elif error is not None:
@@ -73,16 +90,17 @@ def parse_lines(data: bytes) -> pa.Table:
             code = body_error.get("code") or body_error.get("type") or f"http_{status_code}"
             message = body_error.get("message") or f"request failed with HTTP {status_code}"
             status = "failed"
-        cols["custom_id"].append(line.get("custom_id"))
-        cols["status"].append(status)
-        cols["output"].append(output)
-        cols["error_code"].append(code)
-        cols["error_message"].append(message)
-        cols["model"].append(body.get("model"))
-        cols["input_tokens"].append(usage.get("prompt_tokens", usage.get("input_tokens")))
-        cols["output_tokens"].append(usage.get("completion_tokens", usage.get("output_tokens")))
-        cols["embedding"].append(embedding)
-    return pa.table(cols, schema=PARSED_SCHEMA)
+        usage = body.get("usage") or {}
+        ids.append(line.get("custom_id"))
+        statuses.append(status)
+        outputs.append(output)
+        codes.append(code)
+        messages.append(message)
+        models.append(body.get("model"))
+        ins.append(usage.get("prompt_tokens", usage.get("input_tokens")))
+        outs.append(usage.get("completion_tokens", usage.get("output_tokens")))
+        embeddings.append(embedding)
+    return pa.table([ids, statuses, outputs, codes, messages, models, ins, outs, embeddings], schema=PARSED_SCHEMA)
 
 
 def _answer(body: dict) -> tuple[str | None, str | None, list[float] | None]:
@@ -103,69 +121,82 @@ def _answer(body: dict) -> tuple[str | None, str | None, list[float] | None]:
     return ("".join(texts) if texts else None), refusal, None
 
 
+def batch_lines(
+    outcome: BatchOutcome, attempt: int, expected: list[str], raw_files: list[bytes]
+) -> pa.Table:
+    """Every expected request of one batch as one parsed line, tagged with batch and attempt.
+
+    A request the batch sent back in neither file gets its status from the batch (expired,
+    cancelled, failed validation, or `missing_result`), so nothing silently disappears.
+    """
+    parsed = [parse_lines(data) for data in raw_files]
+    lines = pa.concat_tables(parsed) if parsed else parse_lines(b"")
+    wanted = pa.array(expected, pa.string())
+    lines = lines.filter(pc.is_in(lines["custom_id"], value_set=wanted))
+    missing = pc.invert(pc.is_in(wanted, value_set=lines["custom_id"].combine_chunks())).to_pylist()
+    absent = [cid for cid, m in zip(expected, missing) if m]
+    if absent:
+        status, code, message = _missing_line(outcome)
+        lines = pa.concat_tables([lines, pa.Table.from_pylist(
+            [{"custom_id": cid, "status": status, "error_code": code, "error_message": message} for cid in absent],
+            schema=PARSED_SCHEMA)])
+    n = lines.num_rows
+    return lines.append_column("batch_id", pa.array([outcome.batch_id] * n, pa.string())).append_column(
+        "attempt", pa.array([attempt] * n, pa.int32()))
+
+
 def assemble(
     index: pa.Table,
     key_column: str,
-    parsed: pa.Table,
-    outcomes: list[BatchOutcome],
+    lines: pa.Table,
     prices: dict[str, tuple[float, float]],
     spec: BatchSpec | None = None,
 ) -> pa.Table:
-    """Join parsed lines onto the request index: exactly one result row per source row.
+    """Join batch lines (from `batch_lines`, all attempts) onto the request index.
 
-    With a spec that has a response model, each answer is validated and its fields land as
-    typed columns after `output`; an answer that does not validate becomes `invalid_output`.
-    Embeddings land as a fixed-size list column `embedding`.
+    Exactly one result row per source row, in source order. Per request, a success from any
+    attempt wins (a custom_id may be in both files on some providers); otherwise the latest
+    attempt's outcome stands. `attempts` counts the batches the request was sent in. With a
+    response model, answers are validated into typed columns after `output` (`invalid_output`
+    when they do not validate); embeddings land as a fixed-size list column `embedding`.
     """
-    # A custom_id may appear in both files on some providers; a success wins over a failure.
-    parsed = parsed.append_column(
-        "_rank", pc.if_else(pc.equal(parsed["status"], "succeeded"), 0, 1)
-    ).sort_by([("custom_id", "ascending"), ("_rank", "ascending")])
-    first = pc.not_equal(parsed["custom_id"], pc.fill_null(_shifted(parsed["custom_id"]), ""))
-    parsed = parsed.filter(first).drop_columns(["_rank"])
-
-    by_shard = {o.shard: o for o in outcomes}
-    shard_ids = index["shard"].to_pylist()
-    batch_ids = [by_shard[s].batch_id if s is not None and s in by_shard else None for s in shard_ids]
+    if lines.num_rows:
+        counts = lines.group_by("custom_id").aggregate([("attempt", "count_distinct")])
+        lines = lines.append_column("_rank", pc.if_else(pc.equal(lines["status"], "succeeded"), 0, 1))
+        lines = lines.sort_by([("custom_id", "ascending"), ("_rank", "ascending"), ("attempt", "descending")])
+        first = pc.not_equal(lines["custom_id"], pc.fill_null(_shifted(lines["custom_id"]), ""))
+        lines = lines.filter(first).drop_columns(["_rank"])
+        attempts = counts.take(pc.index_in(lines["custom_id"], value_set=counts["custom_id"]))["attempt_count_distinct"]
+        lines = lines.append_column("attempts", attempts.cast(pa.int32()))
+    else:
+        lines = lines.append_column("attempts", pa.array([], pa.int32()))
 
     # A positional lookup rather than a hash join: Arrow joins cannot carry list columns.
-    positions = pc.index_in(index["custom_id"], value_set=parsed["custom_id"].combine_chunks())
-    joined = parsed.take(positions)
-    for name in (key_column, "custom_id", "shard"):
-        joined = joined.drop_columns([name]) if name in joined.column_names else joined
-    joined = joined.append_column(key_column, index[key_column]).append_column(
-        "custom_id", index["custom_id"]).append_column("shard", index["shard"]).append_column(
-        "batch_id", pa.array(batch_ids, pa.string()))
-    for name in ("status", "error_code", "error_message"):
-        joined = joined.append_column(f"_index_{name}", index[name])
-
-    status = joined["status"].to_pylist()
-    code = joined["error_code"].to_pylist()
-    message = joined["error_message"].to_pylist()
-    for i, (index_status, shard) in enumerate(
-        zip(joined["_index_status"].to_pylist(), joined["shard"].to_pylist())
-    ):
-        if index_status != PENDING:
-            status[i] = index_status
-            code[i] = joined["_index_error_code"][i].as_py()
-            message[i] = joined["_index_error_message"][i].as_py()
-        elif status[i] is None:
-            outcome = by_shard.get(shard)
-            status[i], code[i], message[i] = _missing_line(outcome)
+    positions = pc.index_in(index["custom_id"], value_set=lines["custom_id"].combine_chunks())
+    joined = lines.take(positions)
+    pending = pc.equal(index["status"], PENDING)
+    lost = pc.and_(pending, pc.is_null(joined["status"]))  # sent in no batch: cannot happen, never hidden
+    status = pc.if_else(pending, pc.if_else(lost, "failed", joined["status"]), index["status"]).to_pylist()
+    code = pc.if_else(pending, pc.if_else(lost, "not_submitted", joined["error_code"]), index["error_code"]).to_pylist()
+    message = pc.if_else(
+        pending,
+        pc.if_else(lost, "the request was never sent in a batch", joined["error_message"]),
+        index["error_message"],
+    ).to_pylist()
 
     model = joined["model"]
     input_tokens, output_tokens = joined["input_tokens"], joined["output_tokens"]
     answer_columns = _answer_columns(joined, spec, status, code, message)
     return pa.table(
         {
-            key_column: joined[key_column],
-            "custom_id": joined["custom_id"],
+            key_column: index[key_column],
+            "custom_id": index["custom_id"],
             "status": pa.array(status, pa.string()),
             "output": joined["output"],
             **answer_columns,
             "error_code": pa.array(code, pa.string()),
             "error_message": pa.array(message, pa.string()),
-            "attempts": pc.if_else(pc.equal(joined["_index_status"], PENDING), 1, 0).cast(pa.int32()),
+            "attempts": pc.fill_null(joined["attempts"], 0),
             "model": model,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
@@ -173,6 +204,15 @@ def assemble(
             "batch_id": joined["batch_id"],
         }
     )
+
+
+def retryable(results: pa.Table, max_attempts: int) -> list[str]:
+    """custom_ids whose latest failure is worth another attempt and that have attempts left."""
+    mask = pc.and_(
+        pc.is_in(results["error_code"], value_set=pa.array(sorted(RETRYABLE_CODES))),
+        pc.less(results["attempts"], max_attempts),
+    )
+    return results.filter(pc.fill_null(mask, False))["custom_id"].to_pylist()
 
 
 def _answer_columns(
@@ -207,10 +247,8 @@ def _shifted(values: pa.ChunkedArray) -> pa.Array:
     return pa.concat_arrays([pa.nulls(1, flat.type), flat.slice(0, max(len(flat) - 1, 0))])[: len(flat)]
 
 
-def _missing_line(outcome: BatchOutcome | None) -> tuple[str, str | None, str | None]:
+def _missing_line(outcome: BatchOutcome) -> tuple[str, str | None, str | None]:
     """Status of a request whose line is in neither file, from its batch's outcome."""
-    if outcome is None:
-        return "failed", "not_submitted", "the request's shard has no batch"
     status = _BATCH_STATUS.get(outcome.status)
     if outcome.status == "failed":
         return "failed", outcome.error_code or "batch_failed", outcome.error_message or (

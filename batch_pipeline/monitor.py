@@ -1,12 +1,14 @@
 """One sensor watching every batch in flight, for every use case, with list calls only.
 
-The sensor learns what was submitted from new materializations of each use case's batches asset
-(the Dagster instance is the truth for what the pipeline submitted), then reads batch states from
-`batches.list` pages, newest first, stopping as soon as every watched batch has been seen. When
-all batches of a partition are terminal it requests that partition's results run; the run key
-names the exact batches, so the same submission is harvested once and a resubmission again.
+The sensor learns what was submitted from the partition records (materializations of the
+batches and results assets), then reads batch states from `batches.list` pages, newest first,
+stopping as soon as every watched batch has been seen. It requests:
+- a partition's results run once all its batches are terminal (the run key names the exact
+  batches, so the same submission is harvested once and a follow-up round again);
+- a run of the batches asset for shards that waited for enqueued-token capacity, once the
+  batches in flight leave room for them;
+- a results run for a retry round whose backoff has passed, to submit it.
 """
-
 
 import hashlib
 import json
@@ -17,8 +19,9 @@ from dataclasses import dataclass, field
 import dagster as dg
 import openai
 
-from batch_pipeline.factory import UseCase, submissions_from
+from batch_pipeline.factory import UseCase
 from batch_pipeline.gateway import TERMINAL, BatchGateway
+from batch_pipeline.records import PartitionRecord, record_from
 from batch_pipeline.resources import BatchAPIResource
 
 MONITOR_NAME = "batch_monitor"
@@ -30,35 +33,54 @@ _LIST_SLACK_SECONDS = 3600
 
 @dataclass
 class Watch:
-    """A partition's submitted batches waiting to become terminal."""
+    """A partition's batches waiting to become terminal, and its shards waiting to be sent."""
 
     use_case: str
     partition: str
-    batch_ids: list[str]
-    submitted_at: float
     record_id: int
+    submitted_at: float
+    harvest: bool
+    pending: list[list] = field(default_factory=list)  # [batch_id, estimated_tokens]
+    queued: list[list] = field(default_factory=list)  # [attempt, estimated_tokens, not_before]
     progress: dict[str, list] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, uc: UseCase, partition: str, record: PartitionRecord, from_results: bool) -> "Watch":
+        pending = [[s.batch_id, s.estimated_tokens] for s in record.unharvested]
+        return cls(
+            use_case=uc.name,
+            partition=partition,
+            record_id=record.record_id,
+            submitted_at=record.timestamp,
+            harvest=bool(pending) or not from_results,
+            pending=pending,
+            queued=[[q.attempt, q.estimated_tokens, q.not_before] for q in record.queued],
+        )
+
     @property
-    def run_key(self) -> str:
-        if not self.batch_ids:  # nothing was sent: key on the submission record itself
-            return f"{self.use_case}:{self.partition}:record-{self.record_id}"
-        digest = hashlib.sha256(",".join(sorted(self.batch_ids)).encode()).hexdigest()[:16]
-        return f"{self.use_case}:{self.partition}:{digest}"
+    def done(self) -> bool:
+        return not self.harvest and not self.queued
+
+    def run_key(self, kind: str) -> str:
+        if kind == "results" and self.pending:
+            digest = hashlib.sha256(",".join(sorted(b for b, _ in self.pending)).encode()).hexdigest()[:16]
+            return f"{self.use_case}:{self.partition}:{digest}"
+        return f"{self.use_case}:{self.partition}:{kind}-{self.record_id}"
 
 
 def build_batch_monitor(use_cases: Sequence[UseCase], interval_seconds: int = 30) -> dg.SensorDefinition:
     """The sensor for all use cases; it runs by default."""
     by_name = {uc.name: uc for uc in use_cases}
-    jobs = [uc.results_job for uc in use_cases]
+    jobs = [job for uc in use_cases for job in (uc.results_job, uc.admit_job)]
 
     @dg.sensor(
         name=MONITOR_NAME,
         jobs=jobs,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Watches every batch in flight with batches.list pages and requests a "
-        "partition's results run once all its batches are terminal.",
+        description="Watches every batch in flight with batches.list pages; requests a "
+        "partition's results run once all its batches are terminal, and the submission of "
+        "shards that waited for capacity or for a retry backoff.",
     )
     def batch_monitor(
         context: dg.SensorEvaluationContext, batch_api: BatchAPIResource
@@ -66,9 +88,8 @@ def build_batch_monitor(use_cases: Sequence[UseCase], interval_seconds: int = 30
         cursor = json.loads(context.cursor) if context.cursor else {}
         after: dict[str, int] = cursor.get("after", {})
         watches = {k: Watch(**w) for k, w in cursor.get("watches", {}).items()}
-
         for uc in use_cases:
-            _collect_submissions(context.instance, uc, after, watches)
+            _collect_records(context.instance, uc, after, watches)
 
         def result(**kwargs) -> dg.SensorResult:
             state = {"after": after, "watches": {k: vars(w) for k, w in watches.items()}}
@@ -76,37 +97,31 @@ def build_batch_monitor(use_cases: Sequence[UseCase], interval_seconds: int = 30
 
         if not watches:
             return result(skip_reason="no batches in flight")
-
         gateway = batch_api.gateway()
         try:
             states = _batch_states(gateway, watches)
-        except openai.APIError as exc:  # no key or message from the provider is logged
+        except openai.APIError as exc:  # the exception's text may echo request details; not logged
             return result(skip_reason=f"provider unavailable, will retry next tick: {type(exc).__name__}")
 
+        in_flight = _tokens_in_flight(watches, states, by_name)
         run_requests, observations, waiting = [], [], []
         for key, watch in list(watches.items()):
-            seen = [states[b] for b in watch.batch_ids if b in states]
-            for batch in seen:
-                counts = batch.request_counts
-                progress = [batch.status, counts.completed, counts.failed, counts.total] if counts else [batch.status]
-                if watch.progress.get(batch.id) != progress:
-                    watch.progress[batch.id] = progress
-                    observations.append(_observation(by_name[watch.use_case], watch, batch))
-            if len(seen) == len(watch.batch_ids) and all(b.status in TERMINAL for b in seen):
-                run_requests.append(
-                    dg.RunRequest(
-                        run_key=watch.run_key,
-                        job_name=by_name[watch.use_case].results_job_name,
-                        partition_key=watch.partition,
-                        tags={"batch_pipeline/use_case": watch.use_case},
-                    )
-                )
+            uc = by_name[watch.use_case]
+            seen = [states[b] for b, _ in watch.pending if b in states]
+            observations += _progress(uc, watch, seen)
+            terminal = len(seen) == len(watch.pending) and all(b.status in TERMINAL for b in seen)
+            request = _next_run(uc, watch, terminal, in_flight, batch_api.enqueued_token_limits.get(uc.spec.model))
+            if request is not None:
+                run_requests.append(request)
                 del watches[key]
             else:
                 done = sum(b.status in TERMINAL for b in seen)
-                waiting.append(f"{key} {done}/{len(watch.batch_ids)} batches terminal")
+                waiting.append(
+                    f"{key} {done}/{len(watch.pending)} batches terminal"
+                    + (f", {len(watch.queued)} shards queued" if watch.queued else "")
+                )
         context.log.info(
-            "listed batches in %d calls; %d results runs requested; waiting: %s",
+            "listed batches in %d calls; %d runs requested; waiting: %s",
             gateway.calls, len(run_requests), ", ".join(waiting) or "nothing",
         )
         if not run_requests:
@@ -119,39 +134,64 @@ def build_batch_monitor(use_cases: Sequence[UseCase], interval_seconds: int = 30
     return batch_monitor
 
 
-def _collect_submissions(
+def _next_run(
+    uc: UseCase, watch: Watch, terminal: bool, in_flight: dict[str, int], limit: int | None
+) -> dg.RunRequest | None:
+    """The run a partition needs now, if any."""
+    now = time.time()
+    due = [q for q in watch.queued if q[2] <= now]
+    fits = bool(due) and (limit is None or in_flight.get(uc.spec.model, 0) + min(q[1] for q in due) <= limit)
+    if due and fits and all(q[0] == 1 for q in due):
+        job, kind = uc.admit_job.name, "admit"
+    elif terminal and (watch.harvest or (due and fits)):
+        job, kind = uc.results_job.name, "results"
+    else:
+        return None
+    if kind == "admit":
+        in_flight[uc.spec.model] = in_flight.get(uc.spec.model, 0) + sum(q[1] for q in due)
+    return dg.RunRequest(
+        run_key=watch.run_key(kind),
+        job_name=job,
+        partition_key=watch.partition,
+        tags={"batch_pipeline/use_case": watch.use_case, "batch_pipeline/reason": kind},
+    )
+
+
+def _collect_records(
     instance: dg.DagsterInstance, uc: UseCase, after: dict[str, int], watches: dict[str, Watch]
 ) -> None:
-    """Watch every partition whose batches asset materialized since the last tick."""
-    asset = uc.key("batches").to_user_string()
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=uc.key("batches"), after_storage_id=after.get(asset)),
-        limit=_EVENTS_PER_TICK,
-        ascending=True,
-    ).records
-    for record in records:
-        after[asset] = record.storage_id
-        materialization = record.asset_materialization
-        submissions = submissions_from(materialization)
-        if materialization is None or submissions is None:
-            continue
-        partition = materialization.partition
-        watches[f"{uc.name}|{partition}"] = Watch(
-            use_case=uc.name,
-            partition=partition,
-            batch_ids=[s.batch_id for s in submissions],
-            submitted_at=record.timestamp,
-            record_id=record.storage_id,
-        )
+    """Watch every partition whose record changed since the last tick; the newest record wins."""
+    for key in uc.record_keys:
+        name = key.to_user_string()
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after.get(name)),
+            limit=_EVENTS_PER_TICK,
+            ascending=True,
+        ).records
+        for event in records:
+            after[name] = event.storage_id
+            record = record_from(event)
+            partition = event.asset_materialization.partition if event.asset_materialization else None
+            if record is None or partition is None:
+                continue
+            watch_key = f"{uc.name}|{partition}"
+            current = watches.get(watch_key)
+            if current is not None and current.record_id > record.record_id:
+                continue
+            watch = Watch.of(uc, partition, record, from_results=key == uc.key("results"))
+            if watch.done:
+                watches.pop(watch_key, None)
+            else:
+                watches[watch_key] = watch
 
 
 def _batch_states(gateway: BatchGateway, watches: dict[str, Watch]) -> dict[str, openai.types.Batch]:
     """The current state of every watched batch, from as few list pages as possible."""
-    wanted = {b for w in watches.values() for b in w.batch_ids}
-    oldest = min(w.submitted_at for w in watches.values()) - _LIST_SLACK_SECONDS
+    wanted = {b for w in watches.values() for b, _ in w.pending}
     states: dict[str, openai.types.Batch] = {}
     if not wanted:
         return states
+    oldest = min(w.submitted_at for w in watches.values()) - _LIST_SLACK_SECONDS
     for page in gateway.batch_pages():
         for batch in page:
             if batch.id in wanted:
@@ -161,9 +201,33 @@ def _batch_states(gateway: BatchGateway, watches: dict[str, Watch]) -> dict[str,
     return states
 
 
-def _observation(uc: UseCase, watch: Watch, batch: openai.types.Batch) -> dg.AssetObservation:
-    counts = batch.request_counts
-    metadata: dict = {"batch_id": batch.id, "status": batch.status}
-    if counts:
-        metadata |= {"completed": counts.completed, "failed": counts.failed, "total": counts.total}
-    return dg.AssetObservation(asset_key=uc.key("batches"), partition=watch.partition, metadata=metadata)
+def _tokens_in_flight(
+    watches: dict[str, Watch], states: dict[str, openai.types.Batch], by_name: dict[str, UseCase]
+) -> dict[str, int]:
+    """Estimated tokens of our batches not yet terminal, per model (unseen ones count)."""
+    totals: dict[str, int] = {}
+    for watch in watches.values():
+        model = by_name[watch.use_case].spec.model
+        for batch_id, tokens in watch.pending:
+            state = states.get(batch_id)
+            if state is None or state.status not in TERMINAL:
+                totals[model] = totals.get(model, 0) + tokens
+    return totals
+
+
+def _progress(uc: UseCase, watch: Watch, seen: list[openai.types.Batch]) -> list[dg.AssetObservation]:
+    """An observation on the batches asset for each batch whose progress changed."""
+    observations = []
+    for batch in seen:
+        counts = batch.request_counts
+        progress = [batch.status, counts.completed, counts.failed, counts.total] if counts else [batch.status]
+        if watch.progress.get(batch.id) == progress:
+            continue
+        watch.progress[batch.id] = progress
+        metadata: dict = {"batch_id": batch.id, "status": batch.status}
+        if counts:
+            metadata |= {"completed": counts.completed, "failed": counts.failed, "total": counts.total}
+        observations.append(
+            dg.AssetObservation(asset_key=uc.key("batches"), partition=watch.partition, metadata=metadata)
+        )
+    return observations

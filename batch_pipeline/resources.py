@@ -8,6 +8,7 @@ config error, but an unset `OPENAI_API_KEY` is meaningful: it selects the local 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import openai
@@ -36,7 +37,16 @@ class BatchAPIResource(dg.ConfigurableResource):
         description="State of the embedded local Batch API; defaults to "
         "$BATCH_PIPELINE_LOCAL_API_DIR, else `.local_batch_api` in the working directory.",
     )
+    local_api_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="LocalAPISettings fields (pace, limits, faults) of the embedded local Batch API.",
+    )
     max_retries: int = Field(default=5, description="Client retries on 429/5xx/timeouts.")
+    enqueued_token_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per-model enqueued-token limit of your organization (the 'batch queue "
+        "limit'); shards that would exceed it wait and are submitted as earlier batches finish.",
+    )
     timeout_seconds: float = Field(default=120.0, description="Per-request timeout.")
 
     def uses_local_api(self) -> bool:
@@ -45,10 +55,11 @@ class BatchAPIResource(dg.ConfigurableResource):
     def client(self) -> openai.OpenAI:
         options = {"max_retries": self.max_retries, "timeout": self.timeout_seconds}
         if self.uses_local_api():
-            from batch_pipeline.local_api import embedded_client
+            from batch_pipeline.local_api import LocalAPISettings, embedded_client
 
             folder = self.local_api_dir or dg.EnvVar("BATCH_PIPELINE_LOCAL_API_DIR").get_value()
-            return embedded_client(Path(folder or ".local_batch_api").resolve(), **options)
+            settings = LocalAPISettings(**self.local_api_settings)
+            return embedded_client(Path(folder or ".local_batch_api").resolve(), settings=settings, **options)
         return openai.OpenAI(
             api_key=self.api_key or dg.EnvVar("OPENAI_API_KEY").get_value(),
             base_url=self.base_url or dg.EnvVar("OPENAI_BASE_URL").get_value(),

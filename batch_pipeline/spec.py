@@ -77,6 +77,8 @@ class BatchSpec:
     each of its fields as a typed column. `price_per_million_tokens` ((input, output) USD at
     batch prices) is needed only for a model the `genai-prices` package does not know.
     `max_cost_usd` stops a partition's submission, before any upload, when its estimate is higher.
+    Requests that fail for retryable reasons are resubmitted in follow-up batches until they have
+    been sent `max_attempts` times, waiting `retry_backoff_seconds` (doubling each round) first.
     """
 
     name: str
@@ -91,6 +93,8 @@ class BatchSpec:
     expected_output_tokens: int | None = None
     price_per_million_tokens: tuple[float, float] | None = None
     max_cost_usd: float | None = None
+    max_attempts: int = 3
+    retry_backoff_seconds: float = 60.0
     max_prompt_chars: int = 32_000
     max_requests_per_shard: int = MAX_REQUESTS_PER_FILE
     max_shard_bytes: int = MAX_BYTES_PER_FILE
@@ -107,6 +111,8 @@ class BatchSpec:
             raise SpecError(
                 f"spec '{self.name}': max_requests_per_shard must be 1..{MAX_REQUESTS_PER_FILE}"
             )
+        if self.max_attempts < 1:
+            raise SpecError(f"spec '{self.name}': max_attempts must be at least 1")
         if not 0 < self.max_shard_bytes <= MAX_BYTES_PER_FILE:
             raise SpecError(f"spec '{self.name}': max_shard_bytes must be 1..{MAX_BYTES_PER_FILE}")
         reserved = {"model", "messages", "input", "instructions", "stream", "response_format", "text"}

@@ -4,15 +4,22 @@ Each shard's idempotency key is derived from the use case, the partition, the sh
 the attempt, so it is the same on every rerun of the same work. Before uploading, the provider's
 batch metadata is swept for that key; a batch that exists is reused. An upload whose batch was
 never created (a crash between the two calls) is found by its file name and reused.
+
+A shard that would push the model's enqueued tokens over the configured limit is not sent: it is
+returned as `Queued`, and the batch monitor asks for it to be submitted once capacity frees,
+instead of letting the provider fail the batch with `token_limit_exceeded`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from batch_pipeline.gateway import PIPELINE, BatchGateway
+
+_METADATA_VALUE_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,9 @@ class Shard:
     index: int
     path: str
     data: bytes
+    attempt: int = 1
+    estimated_tokens: int = 0
+    parent_batch_ids: tuple[str, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -34,36 +44,64 @@ class Shard:
 
 @dataclass(frozen=True)
 class Submission:
-    """A shard's batch at the provider, as recorded in the batches asset's metadata."""
+    """A shard's batch at the provider, as recorded in the assets' metadata."""
 
     shard: int
+    attempt: int
+    path: str
     batch_id: str
     input_file_id: str
     idempotency_key: str
     status: str
     requests: int
+    estimated_tokens: int
     reused: bool
+    parent_batch_ids: list[str] = field(default_factory=list)
 
     def record(self) -> dict:
         return asdict(self)
 
 
-def idempotency_key(use_case: str, partition: str, shard: Shard, attempt: int) -> str:
+@dataclass(frozen=True)
+class Queued:
+    """A shard written but not yet sent: waiting for capacity or for its retry backoff."""
+
+    shard: int
+    attempt: int
+    path: str
+    requests: int
+    estimated_tokens: int
+    not_before: float
+    reason: str
+    parent_batch_ids: list[str] = field(default_factory=list)
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def idempotency_key(use_case: str, partition: str, shard: Shard) -> str:
     """Same work, same key: on every rerun, retry and machine."""
-    material = f"{PIPELINE}|{use_case}|{partition}|{shard.index}|{shard.sha256}|{attempt}"
+    material = f"{PIPELINE}|{use_case}|{partition}|{shard.index}|{shard.sha256}|{shard.attempt}"
     return hashlib.sha256(material.encode()).hexdigest()[:40]
 
 
-def batch_metadata(use_case: str, partition: str, shard: Shard, attempt: int) -> dict[str, str]:
+def batch_metadata(use_case: str, partition: str, model: str, shard: Shard) -> dict[str, str]:
     """The batch's metadata; with it alone the provider can tell what was submitted."""
-    return {
+    metadata = {
         "pipeline": PIPELINE,
         "use_case": use_case,
         "partition": partition,
         "shard": str(shard.index),
-        "attempt": str(attempt),
-        "idempotency_key": idempotency_key(use_case, partition, shard, attempt),
+        "attempt": str(shard.attempt),
+        "idempotency_key": idempotency_key(use_case, partition, shard),
+        "model": model,
+        "estimated_tokens": str(shard.estimated_tokens),
     }
+    if shard.parent_batch_ids:
+        parents = ",".join(shard.parent_batch_ids)
+        metadata["parent_batch_ids"] = parents[:_METADATA_VALUE_CHARS].rsplit(",", 1)[0] if len(
+            parents) > _METADATA_VALUE_CHARS else parents
+    return metadata
 
 
 def submit_shards(
@@ -72,21 +110,34 @@ def submit_shards(
     use_case: str,
     partition: str,
     endpoint: str,
+    model: str,
     shards: list[Shard],
-    attempt: int = 1,
+    token_limit: int | None = None,
     log: Callable[[str], None] = print,
-) -> list[Submission]:
-    """Make sure each shard has exactly one batch; create only the missing ones."""
-    metadata = {s.index: batch_metadata(use_case, partition, s, attempt) for s in shards}
+) -> tuple[list[Submission], list[Queued]]:
+    """Make sure each shard has exactly one batch; create only the missing ones that fit."""
+    metadata = {s.index: batch_metadata(use_case, partition, model, s) for s in shards}
     wanted = {m["idempotency_key"] for m in metadata.values()}
-    existing = gateway.find_batches(wanted) if wanted else {}
-    submissions = []
+    sweep = gateway.sweep(wanted, model if token_limit is not None else None) if wanted else None
+    existing = sweep.found if sweep else {}
+    enqueued = sweep.enqueued_tokens if sweep else 0
+    submissions: list[Submission] = []
+    queued: list[Queued] = []
     for shard in shards:
         meta = metadata[shard.index]
         key = meta["idempotency_key"]
         batch = existing.get(key)
         reused = batch is not None
         if batch is None:
+            if token_limit is not None and enqueued + shard.estimated_tokens > token_limit:
+                log(
+                    f"shard {shard.index}: queued; {shard.estimated_tokens:,} tokens would exceed the "
+                    f"{token_limit:,} enqueued-token limit of {model} ({enqueued:,} in flight)"
+                )
+                queued.append(Queued(shard.index, shard.attempt, shard.path, shard.requests,
+                                     shard.estimated_tokens, time.time(), "enqueued_token_limit",
+                                     list(shard.parent_batch_ids)))
+                continue
             filename = f"{key}.jsonl"
             file_id = gateway.find_input_file(filename)
             if file_id is None:
@@ -95,18 +146,23 @@ def submit_shards(
             else:
                 log(f"shard {shard.index}: reusing upload {file_id} left by an earlier attempt")
             batch = gateway.create_batch(input_file_id=file_id, endpoint=endpoint, metadata=meta)
-            log(f"shard {shard.index}: created batch {batch.id}")
+            enqueued += shard.estimated_tokens
+            log(f"shard {shard.index} attempt {shard.attempt}: created batch {batch.id}")
         else:
             log(f"shard {shard.index}: batch {batch.id} already submitted ({batch.status}); reused")
         submissions.append(
             Submission(
                 shard=shard.index,
+                attempt=shard.attempt,
+                path=shard.path,
                 batch_id=batch.id,
                 input_file_id=batch.input_file_id,
                 idempotency_key=key,
                 status=batch.status,
                 requests=shard.requests,
+                estimated_tokens=shard.estimated_tokens,
                 reused=reused,
+                parent_batch_ids=list(shard.parent_batch_ids),
             )
         )
-    return submissions
+    return submissions, queued

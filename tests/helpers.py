@@ -49,3 +49,19 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunR
     return defs.resolve_job_def(request.job_name).execute_in_process(
         instance=instance, partition_key=request.partition_key, tags=tags
     )
+
+
+def run_until_idle(defs: dg.Definitions, instance: dg.DagsterInstance, timeout: float = 90):
+    """Do what the daemon does: tick, execute every requested run, until nothing is in flight."""
+    cursor, executed, deadline = None, [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = tick(defs, instance, cursor)
+        cursor = data.cursor
+        if data.skip_message == "no batches in flight":
+            return executed
+        for request in data.run_requests:
+            assert execute(defs, instance, request).success, request
+            executed.append(request)
+        if not data.run_requests:
+            time.sleep(0.2)
+    raise AssertionError(f"still in flight after {timeout}s: {data.skip_message}")

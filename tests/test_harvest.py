@@ -1,7 +1,7 @@
 import orjson
 import pyarrow as pa
 
-from batch_pipeline.harvest import BatchOutcome, assemble, counts_by_status, parse_lines
+from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines, counts_by_status, parse_lines, retryable
 
 
 def ok(cid: str, text: str = "hi") -> dict:
@@ -45,36 +45,52 @@ def test_parse_follows_the_robust_rule():
 
 def test_every_row_exactly_once_in_source_order_whatever_the_file_order():
     idx = index(["r1", "r2", "r3", "r4", "r5"], [0, 0, None, 1, 1])
-    lines = parse_lines(jsonl(ok("r2", "two"), ok("r1", "one"), never_ran("r4", "batch_expired"), ok("unknown")))
-    outcomes = [BatchOutcome(0, "batch_a", "completed"), BatchOutcome(1, "batch_b", "expired")]
-    result = assemble(idx, "id", lines, outcomes, {"gpt-4o-mini": (1e-6, 2e-6)}).to_pylist()
+    lines = pa.concat_tables([
+        batch_lines(BatchOutcome("batch_a", "completed"), 1, ["r1", "r2"],
+                    [jsonl(ok("r2", "two"), ok("r1", "one"), ok("unknown"))]),
+        batch_lines(BatchOutcome("batch_b", "expired"), 1, ["r4", "r5"], [jsonl(never_ran("r4", "batch_expired"))]),
+    ])
+    result = assemble(idx, "id", lines, {"gpt-4o-mini": (1e-6, 2e-6)}).to_pylist()
     assert [r["custom_id"] for r in result] == ["r1", "r2", "r3", "r4", "r5"]
     assert [r["status"] for r in result] == ["succeeded", "succeeded", "rejected", "expired", "expired"]
     assert [r["output"] for r in result][:2] == ["one", "two"]
     assert result[2]["error_message"] == "column 'name' is empty" and result[2]["attempts"] == 0
     assert result[4]["error_code"] == "batch_expired" and result[4]["batch_id"] == "batch_b"
+    assert [r["attempts"] for r in result] == [1, 1, 0, 1, 1]
     assert result[0]["cost_usd"] == 10 * 1e-6 + 5 * 2e-6
     assert result[3]["cost_usd"] is None
 
 
 def test_failed_batch_and_missing_lines_still_give_every_row_a_status():
     idx = index(["a", "b", "c"], [0, 1, 1])
-    outcomes = [BatchOutcome(0, "batch_0", "failed", "token_limit_exceeded", "Enqueued token limit reached"),
-                BatchOutcome(1, "batch_1", "completed")]
-    result = assemble(idx, "id", parse_lines(jsonl(ok("b"))), outcomes, {}).to_pylist()
+    lines = pa.concat_tables([
+        batch_lines(BatchOutcome("batch_0", "failed", "token_limit_exceeded", "Enqueued token limit reached"), 1,
+                    ["a"], []),
+        batch_lines(BatchOutcome("batch_1", "completed"), 1, ["b", "c"], [jsonl(ok("b"))]),
+    ])
+    result = assemble(idx, "id", lines, {}).to_pylist()
     assert [(r["status"], r["error_code"]) for r in result] == [
         ("failed", "token_limit_exceeded"), ("succeeded", None), ("failed", "missing_result")]
+    assert retryable(assemble(idx, "id", lines, {}), max_attempts=3) == ["a", "c"]
+    assert retryable(assemble(idx, "id", lines, {}), max_attempts=1) == []
 
 
-def test_a_success_wins_over_a_failure_for_the_same_custom_id():
-    idx = index(["a"], [0])
-    lines = parse_lines(jsonl(http_error("a", 500, None), ok("a")))
-    [row] = assemble(idx, "id", lines, [BatchOutcome(0, "b", "completed")], {}).to_pylist()
-    assert row["status"] == "succeeded"
+def test_a_success_wins_over_a_failure_and_the_latest_attempt_over_older_ones():
+    idx = index(["a", "b"], [0, 0])
+    lines = pa.concat_tables([
+        batch_lines(BatchOutcome("first", "completed"), 1, ["a", "b"],
+                    [jsonl(http_error("a", 500, None), http_error("b", 429, "rate_limit_exceeded"))]),
+        batch_lines(BatchOutcome("second", "completed"), 2, ["a", "b"],
+                    [jsonl(ok("a"), never_ran("b", "batch_expired"))]),
+    ])
+    a, b = assemble(idx, "id", lines, {}).to_pylist()
+    assert (a["status"], a["attempts"], a["batch_id"]) == ("succeeded", 2, "second")
+    assert (b["status"], b["error_code"], b["attempts"], b["batch_id"]) == ("expired", "batch_expired", 2, "second")
 
 
 def test_counts_cover_every_status():
     idx = index(["a", "b"], [0, None])
-    table = assemble(idx, "id", parse_lines(jsonl(ok("a"))), [BatchOutcome(0, "b", "completed")], {})
+    lines = batch_lines(BatchOutcome("b", "completed"), 1, ["a"], [jsonl(ok("a"))])
+    table = assemble(idx, "id", lines, {})
     assert counts_by_status(table) == {"succeeded": 1, "failed": 0, "invalid_output": 0, "rejected": 1,
                                        "expired": 0, "cancelled": 0}

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, field_validator
 
 from assets.definitions import USE_CASES, defs
-from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, WarehouseResource
+from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, definitions_for
 from batch_pipeline.source import read_partition
 from tests.helpers import execute, submit, tick_until_requested
 
@@ -71,12 +71,7 @@ def _custom_use_case(tmp_path, **spec_args) -> tuple[UseCase, dg.Definitions]:
         source=SourceTable(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date="2026-11-20"),
     )
-    from batch_pipeline import build_batch_monitor
-
-    local = dg.Definitions.merge(uc.definitions(), dg.Definitions(
-        sensors=[build_batch_monitor([uc])],
-        resources={"batch_api": BatchAPIResource(), "warehouse": WarehouseResource()}))
-    return uc, local
+    return uc, definitions_for([uc])
 
 
 def test_answers_that_do_not_validate_are_invalid_output_with_the_reason(instance, pipeline_env, tmp_path):

@@ -1,0 +1,31 @@
+"""Assembling a code location from use cases: their assets and jobs, one monitor, the resources."""
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from batch_pipeline.factory import UseCase
+from batch_pipeline.monitor import build_batch_monitor
+from batch_pipeline.resources import BatchAPIResource, WarehouseResource
+
+
+def definitions_for(
+    use_cases: Sequence[UseCase],
+    batch_api: BatchAPIResource | None = None,
+    warehouse: WarehouseResource | None = None,
+    monitor_interval_seconds: int = 30,
+) -> dg.Definitions:
+    """One `Definitions` for the given use cases; resources default to the environment's."""
+    names = [uc.name for uc in use_cases]
+    if len(set(names)) != len(names):
+        raise ValueError(f"use case names must be unique: {names}")
+    return dg.Definitions.merge(
+        *(uc.definitions() for uc in use_cases),
+        dg.Definitions(
+            sensors=[build_batch_monitor(use_cases, monitor_interval_seconds)],
+            resources={
+                "batch_api": batch_api or BatchAPIResource(),
+                "warehouse": warehouse or WarehouseResource(),
+            },
+        ),
+    )
