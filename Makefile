@@ -21,6 +21,7 @@ test: $(STAMP)
 # The Dagster UI on the same instance and warehouse the demo used.
 dev: $(STAMP)
 	mkdir -p .dagster_home
+	[ -f .dagster_home/dagster.yaml ] || cp dagster.yaml .dagster_home/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml
 
 clean:

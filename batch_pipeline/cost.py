@@ -54,14 +54,21 @@ def input_tokens(model: str, messages_by_role: list[list[str | None]], chat: boo
     totals = [_TOKENS_PER_REPLY if chat else 0] * len(messages_by_role[0]) if messages_by_role else []
     for texts in messages_by_role:
         # A text repeated across rows (a template without fields, such as a fixed system prompt)
-        # is counted once; counting is most of the cost of building requests.
-        counted: dict[str, int] = {}
-        for i, text in enumerate(texts):
-            if text is not None:
-                tokens = counted.get(text)
-                if tokens is None:
-                    tokens = counted[text] = count(text)
-                totals[i] += tokens + per_message
+        # is counted once when the first rows show repeats; counting is most of the cost of
+        # building requests.
+        head = [t for t in texts[:16] if t is not None]
+        if len(set(head)) < len(head):
+            counted: dict[str, int] = {}
+            for i, text in enumerate(texts):
+                if text is not None:
+                    tokens = counted.get(text)
+                    if tokens is None:
+                        tokens = counted[text] = count(text)
+                    totals[i] += tokens + per_message
+        else:  # texts that differ row by row: no cache to fill
+            for i, text in enumerate(texts):
+                if text is not None:
+                    totals[i] += count(text) + per_message
     return totals
 
 

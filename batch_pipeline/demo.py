@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
+from batch_pipeline.cost import BATCH_DISCOUNT
 from batch_pipeline.harvest import STATUSES
 from batch_pipeline.monitor import MONITOR_NAME
 from batch_pipeline.source import partition_keys
@@ -66,7 +67,7 @@ def run_demo(warehouse: str | None, base_url: str | None) -> int:
             print(f"  {name} {partition}: {'submitted' if run.submitted else 'FAILED ' + str(run.error)}")
 
     _harvest(defs, instance, runs)
-    _print_summary(runs)
+    _print_summary(runs, instance, USE_CASES)
     return 0 if all(r.submitted and r.harvested for r in runs.values()) else 1
 
 
@@ -85,9 +86,9 @@ def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
     if not os.environ.get("DAGSTER_HOME"):
         home = Path(".dagster_home").resolve()
         home.mkdir(exist_ok=True)
-        settings = home / "dagster.yaml"
+        settings, shipped = home / "dagster.yaml", Path("dagster.yaml")
         if not settings.exists():
-            settings.write_text("telemetry:\n  enabled: false\n")
+            settings.write_text(shipped.read_text() if shipped.exists() else "telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
 
 
@@ -143,27 +144,49 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "run failed"
 
 
-def _print_summary(runs: dict) -> None:
-    header = ["use case", "partition", "rows", "batches", *STATUSES, "parquet"]
-    table = []
+def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: list) -> None:
+    root = Path(os.environ["BATCH_PIPELINE_WAREHOUSE"])
+    rows, totals = [], {}
     for run in runs.values():
-        path = Path(os.environ["BATCH_PIPELINE_WAREHOUSE"]) / run.use_case / "results" / f"partition={run.partition}" / "results.parquet"
+        path = root / run.use_case / "results" / f"partition={run.partition}" / "results.parquet"
         if not run.harvested or not path.exists():
-            table.append([run.use_case, run.partition, "-", "-", *["-"] * len(STATUSES), run.error or "not harvested"])
+            rows.append([run.use_case, run.partition, "-", "-", *["-"] * len(STATUSES), run.error or "not harvested"])
             continue
-        results = pq.read_table(path, columns=["status", "batch_id"])
+        results = pq.read_table(path, columns=["status", "batch_id", "cost_usd"])
         statuses = results["status"].to_pylist()
         batches = {b for b in results["batch_id"].to_pylist() if b}
-        table.append(
-            [run.use_case, run.partition, str(results.num_rows), str(len(batches)),
-             *[str(statuses.count(s)) for s in STATUSES], str(path)]
-        )
-    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
-    print()
-    for row in [header, ["-" * w for w in widths], *table]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
-    root = os.environ["BATCH_PIPELINE_WAREHOUSE"]
+        rows.append([run.use_case, run.partition, str(results.num_rows), str(len(batches)),
+                     *[str(statuses.count(s)) for s in STATUSES], str(path)])
+        total = totals.setdefault(run.use_case, {"rows": 0, "succeeded": 0, "estimated": 0.0, "actual": 0.0})
+        total["rows"] += results.num_rows
+        total["succeeded"] += statuses.count("succeeded")
+        total["actual"] += sum(c for c in results["cost_usd"].to_pylist() if c)
+        total["estimated"] += _estimate_of(instance, next(u for u in use_cases if u.name == run.use_case), run.partition)
+    _print_table(["use case", "partition", "rows", "batches", *STATUSES, "parquet"], rows)
+
+    costs = []
+    for name, t in totals.items():
+        synchronous = t["actual"] / BATCH_DISCOUNT
+        costs.append([name, str(t["rows"]), str(t["succeeded"]), f"${t['estimated']:.6f}", f"${t['actual']:.6f}",
+                      f"${synchronous:.6f}", f"${synchronous - t['actual']:.6f}"])
+    _print_table(["use case", "rows", "succeeded", "estimated", "actual", "at sync prices", "saved"], costs)
     print(
         "\nquery it: .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"select status, count(*) "
         f"from read_parquet('{root}/*/results/**/*.parquet', hive_partitioning=true) group by 1\\\").show()\""
     )
+
+
+def _estimate_of(instance: dg.DagsterInstance, uc, partition: str) -> float:
+    """The estimate the requests asset recorded before this partition's batches were sent."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=uc.key("requests"), asset_partitions=[partition]), limit=1
+    ).records
+    meta = records[0].asset_materialization.metadata if records else {}
+    return meta["estimated_cost_usd"].value if "estimated_cost_usd" in meta else 0.0
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    print()
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -23,7 +23,8 @@ from batch_pipeline.gateway import TERMINAL, BatchGateway
 from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines, counts_by_status, retryable
 from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
 from batch_pipeline.preview import markdown_table
-from batch_pipeline.request_lines import build_requests
+from batch_pipeline.carry_over import carry_over, merge_carried
+from batch_pipeline.request_lines import PENDING, build_requests
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
 from batch_pipeline.source import read_partition
 from batch_pipeline.spec import BatchSpec, SourceTable
@@ -32,6 +33,7 @@ from batch_pipeline.warehouse import Warehouse
 
 INDEX_FILE = "rows.parquet"
 RESULTS_FILE = "results.parquet"
+CARRIED_FILE = "carried.parquet"
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,12 @@ class UseCase:
 
     def estimate(self, index: pa.Table) -> Estimate:
         """The cost estimate of a partition's request index; a clear error for an unpriced model."""
+        to_send = pa.compute.equal(index["status"], PENDING)
         try:
             return estimate(
                 self.spec.model,
                 self.spec.price_per_million_tokens,
-                index["estimated_input_tokens"].to_pylist(),
+                index["estimated_input_tokens"].filter(to_send).to_pylist(),
                 self.spec.output_tokens_per_request(),
             )
         except LookupError as exc:
@@ -140,6 +143,17 @@ def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_lim
             f"{uc.name}: estimated cost ${total:.4f} of {len(partitions)} partitions is over "
             f"max_run_cost_usd ${run_limit:.4f}; nothing was uploaded"
         )
+
+
+def _rate_check(name: str, count: int, answered: int, limit: float) -> dg.AssetCheckResult:
+    rate = count / answered if answered else 0.0
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=rate <= limit,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rate": dg.MetadataValue.float(round(rate, 4)), "count": count, "answered": answered,
+                  "limit": dg.MetadataValue.float(limit)},
+    )
 
 
 def _accounting_problems(partition: str, index: pa.Table, results: pa.Table) -> list[str]:
@@ -283,23 +297,37 @@ def _build_assets(uc: UseCase) -> list:
         total = 0.0
         for partition in context.partition_keys:
             built = build_requests(read_partition(source, partition), source, spec)
-            cost = uc.estimate(built.index)
-            total += cost.cost_usd
             folder = wh.partition_dir(uc.name, "requests", partition)
-            names = [f"shard-{i:05d}.jsonl" for i in range(len(built.shards))]
-            paths = [str(wh.write_bytes(folder / n, d)) for n, d in zip(names, built.shards)]
-            wh.write_parquet(folder / INDEX_FILE, built.index)
+            results_path = wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE
+            kept = carry_over(
+                built,
+                spec,
+                wh.read_parquet(folder / INDEX_FILE) if (folder / INDEX_FILE).exists() else None,
+                wh.read_parquet(results_path) if results_path.exists() else None,
+            )
+            cost = uc.estimate(kept.index)
+            total += cost.cost_usd
+            names = [f"shard-{i:05d}.jsonl" for i in range(len(kept.shards))]
+            paths = [str(wh.write_bytes(folder / n, d)) for n, d in zip(names, kept.shards)]
+            if kept.carried is not None:
+                wh.write_parquet(folder / CARRIED_FILE, kept.carried)
+            elif (folder / CARRIED_FILE).exists():
+                (folder / CARRIED_FILE).unlink()
+            wh.write_parquet(folder / INDEX_FILE, kept.index)
             wh.remove_stale(folder, "shard-*.jsonl", set(names))
+            carried = kept.carried.num_rows if kept.carried is not None else 0
             rejected = built.index.filter(pa.compute.equal(built.index["status"], "rejected"))
             context.log.info(
-                "%s %s: %d rows -> %d requests in %d shards, %d rejected",
-                uc.name, partition, built.index.num_rows, built.requests, len(paths), built.rejected,
+                "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer",
+                uc.name, partition, built.index.num_rows, built.requests - carried, len(paths),
+                built.rejected, carried,
             )
             metadata = {
                 "dagster/row_count": built.index.num_rows,
                 **cost.metadata(),
-                "requests": built.requests,
+                "requests": built.requests - carried,
                 "rejected": built.rejected,
+                "kept_answers": carried,
                 "shards": dg.MetadataValue.json(paths),
                 "folder": dg.MetadataValue.path(str(folder)),
                 "rejected_preview": dg.MetadataValue.md(
@@ -317,7 +345,7 @@ def _build_assets(uc: UseCase) -> list:
         key=uc.key("batches"),
         deps=[requests],
         kinds={"openai"},
-        pool="batch_api",
+        pool=f"{uc.name}_batch_api",
         description="Each request shard uploaded and submitted as one Batch API batch, tagged "
         "with an idempotency key so a rerun reuses the batch instead of paying twice.",
         **common,
@@ -364,6 +392,7 @@ def _build_assets(uc: UseCase) -> list:
     @dg.asset(
         key=uc.key("results"),
         deps=[batches],
+        pool=f"{uc.name}_batch_api",
         kinds={"python", "parquet"},
         description="One row per source row of the partition: the answer, its status, error, "
         "tokens, cost and batch id, joined by custom_id and written as Parquet.",
@@ -372,7 +401,17 @@ def _build_assets(uc: UseCase) -> list:
                 "every_row_once",
                 asset=uc.key("results"),
                 description="Every source row of the partition appears exactly once.",
-            )
+            ),
+            dg.AssetCheckSpec(
+                "invalid_output_rate",
+                asset=uc.key("results"),
+                description=f"At most {spec.max_invalid_output_rate:.0%} of answers fail their schema.",
+            ),
+            dg.AssetCheckSpec(
+                "refusal_rate",
+                asset=uc.key("results"),
+                description=f"At most {spec.max_refusal_rate:.0%} of requests are refused by the model.",
+            ),
         ],
         **common,
     )
@@ -383,6 +422,7 @@ def _build_assets(uc: UseCase) -> list:
     ) -> dg.MaterializeResult:
         wh, gateway = warehouse.warehouse(), batch_api.gateway()
         problems: list[str] = []
+        rates = {"answered": 0, "invalid_output": 0, "refusal": 0}
         for partition in context.partition_keys:
             record = latest_record(context.instance, uc.record_keys, partition)
             if record is None:
@@ -394,6 +434,8 @@ def _build_assets(uc: UseCase) -> list:
             )
             prices = batch_prices([m for m in set(lines["model"].to_pylist()) if m])
             table = assemble(index, source.key, lines, prices, spec)
+            carried_path = wh.partition_dir(uc.name, "requests", partition) / CARRIED_FILE
+            table = merge_carried(table, wh.read_parquet(carried_path) if carried_path.exists() else None)
             submissions, queued = _follow_ups(
                 context, wh, gateway, uc, partition, record, index, table,
                 token_limit=batch_api.enqueued_token_limits.get(spec.model),
@@ -407,6 +449,9 @@ def _build_assets(uc: UseCase) -> list:
             )
             context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, counts, retrying)
             problems.extend(_accounting_problems(partition, index, table))
+            rates["answered"] += counts["succeeded"] + counts["invalid_output"]
+            rates["invalid_output"] += counts["invalid_output"]
+            rates["refusal"] += pa.compute.sum(pa.compute.equal(table["error_code"], "refusal")).as_py() or 0
             cost = pa.compute.sum(table["cost_usd"]).as_py()
             context.add_asset_metadata(
                 {
@@ -423,12 +468,16 @@ def _build_assets(uc: UseCase) -> list:
                 },
                 partition_key=partition,
             )
-        check = dg.AssetCheckResult(
-            check_name="every_row_once",
-            passed=not problems,
-            description="; ".join(problems)[:2000] or None,
-            metadata={"partitions": len(context.partition_keys), "problems": len(problems)},
-        )
-        return dg.MaterializeResult(check_results=[check])
+        checks = [
+            dg.AssetCheckResult(
+                check_name="every_row_once",
+                passed=not problems,
+                description="; ".join(problems)[:2000] or None,
+                metadata={"partitions": len(context.partition_keys), "problems": len(problems)},
+            ),
+            _rate_check("invalid_output_rate", rates["invalid_output"], rates["answered"], spec.max_invalid_output_rate),
+            _rate_check("refusal_rate", rates["refusal"], rates["answered"], spec.max_refusal_rate),
+        ]
+        return dg.MaterializeResult(check_results=checks)
 
     return [source_asset, requests, batches, results]

@@ -18,6 +18,7 @@ from openai.types import Batch
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 PIPELINE = "batch_pipeline"
 LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
+INPUT_FILE_TTL_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,17 @@ class BatchGateway:
         return None
 
     def upload(self, filename: str, data: bytes) -> str:
+        """Upload a batch input file that the provider deletes by itself after a week.
+
+        A batch runs within 24 hours and the request lines stay in the warehouse, so the provider's
+        copy is not needed for long; expiry keeps a crashed run from leaking storage.
+        """
         self.calls += 1
-        return self.client.files.create(file=(filename, data), purpose="batch").id
+        return self.client.files.create(
+            file=(filename, data),
+            purpose="batch",
+            expires_after={"anchor": "created_at", "seconds": INPUT_FILE_TTL_SECONDS},
+        ).id
 
     def create_batch(
         self, *, input_file_id: str, endpoint: str, metadata: dict[str, str], attempts: int = 4

@@ -93,6 +93,8 @@ class BatchSpec:
     expected_output_tokens: int | None = None
     price_per_million_tokens: tuple[float, float] | None = None
     max_cost_usd: float | None = None
+    max_invalid_output_rate: float = 0.05
+    max_refusal_rate: float = 0.02
     max_attempts: int = 3
     retry_backoff_seconds: float = 60.0
     max_prompt_chars: int = 32_000

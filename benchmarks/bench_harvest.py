@@ -1,0 +1,172 @@
+"""Harvest: provider output + error JSONL files to a Parquet table joined to the source rows, rows/s.
+
+Beside it, in the same run: the naive baseline (`json.loads` per line into a pandas DataFrame,
+then `merge` onto the request index and `to_parquet`), and the rate at which `pyarrow.json`
+reads the same files (schema inference, no extraction, no join). Ours goes through the public
+harvest functions the results asset uses (`batch_lines` per batch, then `assemble`).
+Run alone: ``.venv/bin/python -m benchmarks.bench_harvest --rows 100000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from batch_pipeline.cost import batch_prices
+from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines
+from benchmarks.bench_requests import ours as build
+from benchmarks.workload import SPEC, provider_files, write_source
+
+KEY = "medication_id"
+
+
+def prepare(count: int, workdir: Path) -> Path:
+    """Requests for `count` rows (index + shards) and the provider files answering them."""
+    folder = workdir / f"harvest-{count}"
+    build(write_source(workdir / f"source-{count}.csv", count), folder / "requests")
+    index = pq.read_table(folder / "requests" / "rows.parquet")
+    pending = index.filter(pc.equal(index["status"], "pending"))
+    raw = folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for shard, (output, error) in enumerate(provider_files(pending["custom_id"].to_pylist())):
+        (raw / f"batch_{shard:05d}.output.jsonl").write_bytes(output)
+        (raw / f"batch_{shard:05d}.error.jsonl").write_bytes(error)
+    return folder
+
+
+def _expected_by_shard(index: pa.Table) -> dict[int, list[str]]:
+    expected: dict[int, list[str]] = {}
+    for shard, cid in zip(index["shard"].to_pylist(), index["custom_id"].to_pylist()):
+        if shard is not None:
+            expected.setdefault(shard, []).append(cid)
+    return expected
+
+
+def ours(folder: Path, out: Path) -> int:
+    """What the results asset does for one partition: every batch's lines, then one join."""
+    index = pq.read_table(folder / "requests" / "rows.parquet")
+    expected = _expected_by_shard(index)
+    parts = []
+    for shard, ids in sorted(expected.items()):
+        raw = [(folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl").read_bytes() for kind in ("output", "error")]
+        parts.append(batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, ids, raw))
+    lines = pa.concat_tables(parts)
+    prices = batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
+    table = assemble(index, KEY, lines, prices, SPEC)
+    pq.write_table(table, out)
+    return table.num_rows
+
+
+def ours_by_shard(folder: Path, out: Path) -> int:
+    """The same, one shard at a time: each shard's index rows (a contiguous run of source rows)
+    joined to that shard's lines and written as a row group, so memory holds one shard."""
+    index = pq.read_table(folder / "requests" / "rows.parquet")
+    shards = index["shard"].to_pylist()
+    starts = [0] + [i for i in range(1, len(shards)) if shards[i] is not None and shards[i] != _previous(shards, i)]
+    writer, rows = None, 0
+    for n, start in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(shards)
+        part = index.slice(start, end - start)
+        shard = next((s for s in part["shard"].to_pylist() if s is not None), None)
+        ids = [c for c, s in zip(part["custom_id"].to_pylist(), part["shard"].to_pylist()) if s is not None]
+        raw = [] if shard is None else [
+            (folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl").read_bytes() for kind in ("output", "error")]
+        lines = batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, ids, raw)
+        prices = batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
+        table = assemble(part, KEY, lines, prices, SPEC)
+        if writer is None:
+            writer = pq.ParquetWriter(out, table.schema)
+        writer.write_table(table)
+        rows += table.num_rows
+        del lines, table, raw
+    if writer:
+        writer.close()
+    return rows
+
+
+def _previous(shards: list, i: int):
+    for j in range(i - 1, -1, -1):
+        if shards[j] is not None:
+            return shards[j]
+    return None
+
+
+def naive(folder: Path, out: Path) -> int:
+    """json.loads per line into a DataFrame, merge onto the index, to_parquet."""
+    import pandas as pd
+
+    index = pd.read_parquet(folder / "requests" / "rows.parquet", columns=[KEY, "custom_id", "status"])
+    records = []
+    for path in sorted((folder / "raw").glob("*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                rec = json.loads(raw)
+                response = rec.get("response") or {}
+                body = response.get("body") or {}
+                ok = 200 <= (response.get("status_code") or 0) < 300 and not rec.get("error")
+                error = rec.get("error") or body.get("error") or {}
+                usage = body.get("usage") or {}
+                records.append({
+                    "custom_id": rec["custom_id"], "result_status": "succeeded" if ok else "failed",
+                    "output": body["choices"][0]["message"]["content"] if ok else None,
+                    "error_code": None if ok else error.get("code"),
+                    "error_message": None if ok else error.get("message"), "model": body.get("model"),
+                    "input_tokens": usage.get("prompt_tokens"), "output_tokens": usage.get("completion_tokens"),
+                })
+    table = index.merge(pd.DataFrame(records), on="custom_id", how="left")
+    table.to_parquet(out)
+    return len(table)
+
+
+def pyarrow_json(folder: Path) -> int:
+    """pyarrow.json reading the same files (rows = lines read)."""
+    rows = 0
+    for path in sorted((folder / "raw").glob("*.jsonl")):
+        data = path.read_bytes()
+        if data.strip():
+            rows += pajson.read_json(io.BytesIO(data)).num_rows
+    return rows
+
+
+def timed(fn, *args) -> tuple[float, int]:
+    started = time.perf_counter()
+    n = fn(*args)
+    return time.perf_counter() - started, n
+
+
+def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
+    folder = prepare(count, workdir)
+    result: dict = {"rows": count}
+    seconds, n = timed(ours, folder, workdir / "ours.parquet")
+    result["ours"] = n / seconds
+    seconds, n = timed(ours_by_shard, folder, workdir / "ours-by-shard.parquet")
+    result["ours_by_shard"] = n / seconds
+    seconds, lines = timed(pyarrow_json, folder)
+    result["pyarrow_json"] = lines / seconds
+    if with_naive:
+        seconds, n = timed(naive, folder, workdir / "naive.parquet")
+        result["naive"] = n / seconds
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(measure(args.rows, Path(tmp)), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Reruns send only new work: unchanged rows keep the answer they already paid for."""
+
+from __future__ import annotations
+
+from tests.helpers import run_until_idle, submit
+from tests.test_retries import PARTITION, make, provider_batches, results
+
+
+def files(defs) -> list:
+    return list(defs.resources["batch_api"].client().files.list(purpose="batch"))
+
+
+def test_changed_and_added_rows_are_the_only_new_work(instance, pipeline_env):
+    uc, defs = make(pipeline_env, rows=10)
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    run_until_idle(defs, instance)
+    before = {r["custom_id"]: r for r in results(pipeline_env)}
+    [first] = provider_batches(defs)
+
+    csv = uc.source.path
+    text = csv.read_text().replace("note 3 about", "note 3 (amended) about").replace("note 7 about", "note 7 (amended) about")
+    csv.write_text(text + f"n999,{PARTITION},a brand new note\n")
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    run_until_idle(defs, instance)
+
+    after = {r["custom_id"]: r for r in results(pipeline_env)}
+    batches = provider_batches(defs)
+    assert len(batches) == 2
+    second = next(b for b in batches if b.id != first.id)
+    assert second.request_counts.total == 3
+    assert {c for c, r in after.items() if r["batch_id"] == second.id} == {"n003", "n007", "n999"}
+    unchanged = set(before) - {"n003", "n007"}
+    assert all(after[c] == before[c] for c in unchanged)
+    assert len(after) == 11 and all(r["status"] == "succeeded" for r in after.values())
+
+
+def test_rerun_after_harvest_sends_nothing(instance, pipeline_env):
+    uc, defs = make(pipeline_env, rows=6)
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    run_until_idle(defs, instance)
+    before = results(pipeline_env)
+    counts = (len(provider_batches(defs)), len(files(defs)))
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    requests = instance.get_latest_materialization_event(uc.key("requests")).asset_materialization
+    assert requests.metadata["kept_answers"].value == 6 and requests.metadata["estimated_cost_usd"].value == 0
+    run_until_idle(defs, instance)
+    assert (len(provider_batches(defs)), len(files(defs))) == counts
+    assert results(pipeline_env) == before
