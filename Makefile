@@ -18,6 +18,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Throughput, memory and monitoring figures beside their baselines, into benchmarks/RESULTS.md
+# (a few minutes on 2 cores; everything is generated in a temporary folder).
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks.run
+
 # The Dagster UI on the same instance and warehouse the demo used.
 dev: $(STAMP)
 	mkdir -p .dagster_home

@@ -27,7 +27,7 @@ from batch_pipeline.carry_over import carry_over, merge_carried
 from batch_pipeline.request_lines import PENDING, build_requests
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
 from batch_pipeline.source import read_partition
-from batch_pipeline.spec import BatchSpec, SourceTable
+from batch_pipeline.spec import RESULT_COLUMNS, BatchSpec, SourceTable, SpecError
 from batch_pipeline.submission import Queued, Shard, Submission, submit_shards
 from batch_pipeline.warehouse import Warehouse
 
@@ -43,6 +43,13 @@ class UseCase:
     spec: BatchSpec
     source: SourceTable
     partitions_def: dg.PartitionsDefinition
+
+    def __post_init__(self) -> None:
+        if self.source.key in RESULT_COLUMNS or self.source.key == "partition":
+            raise SpecError(
+                f"spec '{self.name}': key column '{self.source.key}' clashes with a result column; "
+                "rename it in the source table"
+            )
 
     @property
     def name(self) -> str:

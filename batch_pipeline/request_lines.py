@@ -8,6 +8,7 @@ Templates are rendered column-wise with Arrow; only the final JSON encoding is p
 from __future__ import annotations
 
 import difflib
+import json
 import string
 import uuid
 from collections.abc import Iterable, Iterator
@@ -19,6 +20,7 @@ import pyarrow.compute as pc
 
 from batch_pipeline.cost import input_tokens
 from batch_pipeline.custom_ids import custom_id_for, custom_ids
+from batch_pipeline.source import SOURCE_ERROR
 from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
 
 PENDING = "pending"
@@ -161,6 +163,9 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
             if codes[i] is None:
                 codes[i], messages[i] = code, message
 
+    if SOURCE_ERROR in batch.schema.names:  # a malformed CSV line, kept as a row by `source`
+        for i in pc.indices_nonzero(pc.is_valid(batch.column(SOURCE_ERROR))).to_pylist():
+            codes[i], messages[i] = "malformed_row", batch.column(SOURCE_ERROR)[i].as_py()
     reject(_blank(keys), "missing_value", f"column '{source.key}' (the row key) is empty")
     ids = _custom_ids_with_duplicates(keys, source.key, reject, seen, offset)
 
@@ -249,8 +254,8 @@ def _line_encoder(spec: BatchSpec):
     """A function from a chunk's custom_ids and rendered texts (by role) to its JSONL lines.
 
     Every line has the same shape, so one sample line with a marker in each variable slot is
-    encoded once and cut into its constant byte runs; a row's line is those runs with its own
-    values, each encoded by orjson, in between: byte for byte what encoding the whole line
+    encoded once and cut into its constant runs; a row's line is those runs with its own
+    values, each encoded as a JSON string, in between: byte for byte what encoding the whole line
     dict per row gives, at a fraction of the cost. Roles whose template has no field are
     constant and baked into the runs. Rejected rows get None.
     """
@@ -275,15 +280,23 @@ def _line_encoder(spec: BatchSpec):
         template += before.replace(b"%", b"%%") + b"%s"
     template += rest.replace(b"%", b"%%")
 
+    line_format = template.decode()
+
     def encode(ids: list[str], texts: dict[str, list[str]], codes: list[str | None]) -> list[bytes | None]:
-        values = [list(map(orjson.dumps, ids if name == "custom_id" else texts[name])) for name in order]
-        lines: list[bytes | None] = [template % row for row in zip(*values)]
+        values = [list(map(_json_string, ids if name == "custom_id" else texts[name])) for name in order]
+        lines: list[bytes | None] = [(line_format % row).encode() for row in zip(*values)]
         for i, code in enumerate(codes):
             if code is not None:
                 lines[i] = None
         return lines
 
     return encode
+
+
+# A str as a JSON string, byte for byte what orjson writes for it (checked for every code point),
+# without orjson's page-sized buffer per call: tens of thousands of small orjson outputs kept at
+# once cost about 4 KB each in resident memory.
+_json_string = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
 
 
 def _encode_lines(

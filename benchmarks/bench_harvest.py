@@ -146,6 +146,7 @@ def timed(fn, *args) -> tuple[float, int]:
 
 
 def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
     folder = prepare(count, workdir)
     result: dict = {"rows": count}
     seconds, n = timed(ours, folder, workdir / "ours.parquet")

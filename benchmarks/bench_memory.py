@@ -52,6 +52,7 @@ def peak_rss_mb(mode: str, count: int, workdir: Path) -> float:
 
 def measure(counts: list[int], workdir: Path) -> dict:
     """{mode: {rows: peak MB}}; inputs for every size are prepared here, outside the children."""
+    workdir.mkdir(parents=True, exist_ok=True)
     from benchmarks.bench_harvest import prepare
 
     for count in counts:

@@ -103,6 +103,7 @@ def timed(fn, *args) -> tuple[float, int]:
 
 
 def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
     csv_path = write_source(workdir / f"source-{count}.csv", count)
     result: dict = {"rows": count}
     seconds, n = timed(ours, csv_path, workdir / "ours")

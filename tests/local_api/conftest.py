@@ -24,7 +24,7 @@ from tests.local_api.support import FAST, free_port
 
 @dataclass
 class ServerProcess:
-    """A ``python -m batch_pipeline.local_api`` process on a free port."""
+    """A ``batch-pipeline local-api`` server process on a free port."""
 
     process: subprocess.Popen[bytes]
     base_url: str
@@ -64,7 +64,7 @@ def launch(data_dir: Path, log_dir: Path, *args: str) -> ServerProcess:
     log_path = log_dir / f"server-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "batch_pipeline.local_api", "--port", str(port), "--data-dir", str(data_dir),
+            [sys.executable, "-m", "batch_pipeline.cli", "local-api", "--port", str(port), "--data-dir", str(data_dir),
              *args], stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(process, f"http://127.0.0.1:{port}/v1", log_path)
     deadline = time.monotonic() + 30

@@ -1,0 +1,46 @@
+"""The benchmark code at tiny sizes, so it keeps working; no timing is asserted anywhere."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch_pipeline.request_lines import build_requests, stream_requests
+from batch_pipeline.source import read_partition, read_partition_batches
+from benchmarks import bench_harvest, bench_monitor, bench_requests, run
+from benchmarks.workload import PARTITION, SPEC, source_for, write_source
+
+HAS_PANDAS = importlib.util.find_spec("pandas") is not None
+
+
+def test_streaming_build_equals_build_requests(tmp_path):
+    source = source_for(write_source(tmp_path / "s.csv", 2_500))
+    whole = build_requests(read_partition(source, PARTITION), source, SPEC)
+    small = type(SPEC)(**{**SPEC.__dict__, "max_requests_per_shard": 700})
+    parts = list(stream_requests(read_partition_batches(source, PARTITION, block_size=64 << 10), source, small))
+    assert pa.concat_tables([index for index, _ in parts]).drop_columns(["shard"]).equals(
+        whole.index.drop_columns(["shard"]))
+    assert b"".join(shard for _, shard in parts if shard) == b"".join(whole.shards)
+    assert whole.rejected == 3 and [s.count(b"\n") for _, s in parts if s] == [700, 700, 700, 397]
+
+
+def test_benchmarks_run_at_tiny_sizes(tmp_path):
+    requests = bench_requests.measure(300, tmp_path / "r", with_naive=HAS_PANDAS)
+    harvest = bench_harvest.measure(300, tmp_path / "h", with_naive=HAS_PANDAS)
+    assert requests["ours"] > 0 and harvest["ours"] > 0
+    folder = tmp_path / "h" / "harvest-300"
+    whole = pq.read_table(tmp_path / "h" / "ours.parquet")
+    assert whole.equals(pq.read_table(tmp_path / "h" / "ours-by-shard.parquet"))
+    assert whole.num_rows == 300 and set(whole["status"].to_pylist()) == {"succeeded", "failed", "rejected"}
+    assert (folder / "requests" / "rows.parquet").exists()
+
+    monitor = bench_monitor.measure([3], tmp_path / "m")
+    assert monitor == {3: {"tick": 1, "per_batch": 3}}
+
+    if HAS_PANDAS:
+        text = run.render([300], [requests], [harvest], {"build": {100: 1.0, 300: 1.5}, "harvest": {100: 1.0, 300: 1.2},
+                                                         "harvest-by-shard": {100: 1.0, 300: 1.1}},
+                          monitor, None, "smoke")
+        assert "| 300 |" in text and "Monitoring cost" in text
