@@ -19,6 +19,7 @@ from upath import UPath
 from pydantic import Field
 
 from batch_pipeline.cost import Estimate, batch_prices, estimate
+from batch_pipeline.failpoints import failpoint
 from batch_pipeline.gateway import TERMINAL, BatchGateway
 from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines, counts_by_status, retryable
 from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
@@ -203,6 +204,7 @@ def _harvest_batch(
         path = raw_dir / f"{batch.id}.{kind}.jsonl"
         if not path.exists():
             wh.write_bytes(path, gateway.download(file_id))
+            failpoint("harvest.downloaded")
         raw_files.append(path.read_bytes())
     first_error = (batch.errors.data or [None])[0] if batch.errors else None
     outcome = BatchOutcome(
@@ -316,6 +318,7 @@ def _build_assets(uc: UseCase) -> list:
             total += cost.cost_usd
             names = [f"shard-{i:05d}.jsonl" for i in range(len(kept.shards))]
             paths = [str(wh.write_bytes(folder / n, d)) for n, d in zip(names, kept.shards)]
+            failpoint("requests.shards_written")
             if kept.carried is not None:
                 wh.write_parquet(folder / CARRIED_FILE, kept.carried)
             elif (folder / CARRIED_FILE).exists():
@@ -344,6 +347,7 @@ def _build_assets(uc: UseCase) -> list:
             if built.index.num_rows == 0:
                 metadata["note"] = f"partition {partition} has no source rows"
             context.add_asset_metadata(metadata, partition_key=partition)
+        failpoint("requests.done")
         context.log.info(
             "estimated cost of %d partitions: $%.4f at batch prices", len(context.partition_keys), total
         )
@@ -395,6 +399,7 @@ def _build_assets(uc: UseCase) -> list:
                 },
                 partition_key=partition,
             )
+        failpoint("batches.done")
 
     @dg.asset(
         key=uc.key("results"),
@@ -450,6 +455,7 @@ def _build_assets(uc: UseCase) -> list:
             path = wh.write_parquet(
                 wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE, table
             )
+            failpoint("results.written")
             counts = counts_by_status(table)
             retrying = sum(q.requests for q in queued) + sum(
                 s.requests for s in submissions[len(record.submissions):]

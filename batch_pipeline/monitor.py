@@ -20,6 +20,7 @@ import dagster as dg
 import openai
 
 from batch_pipeline.factory import UseCase
+from batch_pipeline.failpoints import failpoint
 from batch_pipeline.gateway import TERMINAL, BatchGateway
 from batch_pipeline.records import PartitionRecord, record_from
 from batch_pipeline.resources import BatchAPIResource
@@ -102,6 +103,7 @@ def build_batch_monitor(use_cases: Sequence[UseCase], interval_seconds: int = 30
             states = _batch_states(gateway, watches)
         except openai.APIError as exc:  # the exception's text may echo request details; not logged
             return result(skip_reason=f"provider unavailable, will retry next tick: {type(exc).__name__}")
+        failpoint("monitor.listed")
 
         in_flight = _tokens_in_flight(watches, states, by_name)
         run_requests, observations, waiting = [], [], []

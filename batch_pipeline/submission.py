@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from batch_pipeline.failpoints import failpoint
 from batch_pipeline.gateway import PIPELINE, BatchGateway
 
 _METADATA_VALUE_CHARS = 512
@@ -143,9 +144,11 @@ def submit_shards(
             if file_id is None:
                 file_id = gateway.upload(filename, shard.data)
                 log(f"shard {shard.index}: uploaded {shard.requests} requests as {file_id}")
+                failpoint("submission.uploaded")
             else:
                 log(f"shard {shard.index}: reusing upload {file_id} left by an earlier attempt")
             batch = gateway.create_batch(input_file_id=file_id, endpoint=endpoint, metadata=meta)
+            failpoint("submission.created")
             enqueued += shard.estimated_tokens
             log(f"shard {shard.index} attempt {shard.attempt}: created batch {batch.id}")
         else:

@@ -87,13 +87,21 @@ def floor_inputs(count: int) -> tuple[list[str], list[str]]:
 
 
 def floor(ids: list[str], texts: list[str]) -> int:
-    """orjson encoding the same line dicts, nothing else: no reading, no checks, no disk."""
+    """orjson encoding the same line dicts, nothing else: no reading, no checks, no disk.
+
+    Lines are joined 50,000 at a time, as any shard writer would: holding a million small orjson
+    outputs at once costs ~4 KB of resident memory each and would slow the floor itself down.
+    """
     dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     system, params, url, model = SPEC.system_prompt, SPEC.parameters, SPEC.endpoint, SPEC.model
-    lines = [dumps({"custom_id": cid, "method": "POST", "url": url, "body": {
-        "model": model, "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
-        **params}}, option=option) for cid, text in zip(ids, texts)]
-    return len(lines)
+    count = 0
+    for start in range(0, len(ids), SHARD_LINES):
+        shard = b"".join([dumps({"custom_id": cid, "method": "POST", "url": url, "body": {
+            "model": model, "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+            **params}}, option=option) for cid, text in zip(ids[start:start + SHARD_LINES],
+                                                            texts[start:start + SHARD_LINES])])
+        count += shard.count(b"\n")
+    return count
 
 
 def timed(fn, *args) -> tuple[float, int]:
