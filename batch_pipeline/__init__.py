@@ -13,7 +13,7 @@ _EXPORTS = {
     "BatchSpec": "batch_pipeline.spec",
     "SourceTable": "batch_pipeline.spec",
     "SpecError": "batch_pipeline.spec",
-    "UseCase": "batch_pipeline.factory",
+    "UseCase": "batch_pipeline.use_case",
     "WarehouseResource": "batch_pipeline.resources",
     "build_batch_monitor": "batch_pipeline.monitor",
     "definitions_for": "batch_pipeline.definitions",

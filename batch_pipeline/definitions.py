@@ -4,9 +4,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from batch_pipeline.factory import UseCase
+from batch_pipeline.factory import use_case_definitions
 from batch_pipeline.monitor import build_batch_monitor
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
+from batch_pipeline.use_case import UseCase
 
 
 def definitions_for(
@@ -20,7 +21,7 @@ def definitions_for(
     if len(set(names)) != len(names):
         raise ValueError(f"use case names must be unique: {names}")
     return dg.Definitions.merge(
-        *(uc.definitions() for uc in use_cases),
+        *(use_case_definitions(uc) for uc in use_cases),
         dg.Definitions(
             sensors=[build_batch_monitor(use_cases, monitor_interval_seconds)],
             resources={

@@ -5,31 +5,24 @@ Each asset works over `context.partition_keys`, so one run can submit a whole ba
 """
 
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-import orjson
 import pyarrow as pa
-from upath import UPath
-
 from pydantic import Field
 
-from batch_pipeline.cost import Estimate, batch_prices, estimate
-from batch_pipeline.failpoints import failpoint
-from batch_pipeline.gateway import TERMINAL, BatchGateway
-from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines, counts_by_status, retryable
-from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
-from batch_pipeline.preview import markdown_table
 from batch_pipeline.carry_over import carry_over, merge_carried
-from batch_pipeline.request_lines import PENDING, build_requests
+from batch_pipeline.cost import batch_prices
+from batch_pipeline.failpoints import failpoint
+from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines, counts_by_status
+from batch_pipeline.preview import markdown_table
+from batch_pipeline.records import latest_record, record_metadata
+from batch_pipeline.request_lines import build_requests
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
+from batch_pipeline.results_run import follow_ups, harvest_batch
 from batch_pipeline.source import read_partition
-from batch_pipeline.spec import RESULT_COLUMNS, BatchSpec, SourceTable, SpecError
-from batch_pipeline.submission import Queued, Shard, Submission, submit_shards
+from batch_pipeline.submission import Shard, submit_shards
+from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import Warehouse
 
 INDEX_FILE = "rows.parquet"
@@ -37,87 +30,16 @@ RESULTS_FILE = "results.parquet"
 CARRIED_FILE = "carried.parquet"
 
 
-@dataclass(frozen=True)
-class UseCase:
-    """One use case: a source table, its spec and its partitions."""
-
-    spec: BatchSpec
-    source: SourceTable
-    partitions_def: dg.PartitionsDefinition
-
-    def __post_init__(self) -> None:
-        if self.source.key in RESULT_COLUMNS or self.source.key == "partition":
-            raise SpecError(
-                f"spec '{self.name}': key column '{self.source.key}' clashes with a result column; "
-                "rename it in the source table"
-            )
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def estimate(self, index: pa.Table) -> Estimate:
-        """The cost estimate of a partition's request index; a clear error for an unpriced model."""
-        to_send = pa.compute.equal(index["status"], PENDING)
-        try:
-            return estimate(
-                self.spec.model,
-                self.spec.price_per_million_tokens,
-                index["estimated_input_tokens"].filter(to_send).to_pylist(),
-                self.spec.output_tokens_per_request(),
-            )
-        except LookupError as exc:
-            raise dg.Failure(f"spec '{self.name}': {exc}") from exc
-
-    def key(self, stage: str) -> dg.AssetKey:
-        return dg.AssetKey([self.name, stage])
-
-    @property
-    def submit_job_name(self) -> str:
-        return f"{self.name}_submit"
-
-    @property
-    def results_job_name(self) -> str:
-        return f"{self.name}_results"
-
-    @cached_property
-    def submit_job(self) -> UnresolvedAssetJobDefinition:
-        return dg.define_asset_job(
-            self.submit_job_name,
-            selection=[self.key("requests"), self.key("batches")],
-            description=f"Build and submit {self.name} batch requests for a partition.",
-        )
-
-    @cached_property
-    def admit_job(self) -> UnresolvedAssetJobDefinition:
-        return dg.define_asset_job(
-            f"{self.name}_admit",
-            selection=[self.key("batches")],
-            description=f"Submit {self.name} shards that waited for enqueued-token capacity.",
-        )
-
-    @property
-    def record_keys(self) -> list[dg.AssetKey]:
-        """The assets whose materializations record what was submitted for a partition."""
-        return [self.key("batches"), self.key("results")]
-
-    @cached_property
-    def results_job(self) -> UnresolvedAssetJobDefinition:
-        return dg.define_asset_job(
-            self.results_job_name,
-            selection=[self.key("results")],
-            description=f"Harvest finished {self.name} batches into Parquet.",
-        )
-
-    def definitions(self) -> dg.Definitions:
-        schedule = dg.build_schedule_from_partitioned_job(
-            self.submit_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.RUNNING
-        )
-        return dg.Definitions(
-            assets=_build_assets(self),
-            jobs=[self.submit_job, self.admit_job, self.results_job],
-            schedules=[schedule],
-        )
+def use_case_definitions(uc: UseCase) -> dg.Definitions:
+    """The use case's assets, its submit, admit and results jobs, and its daily schedule."""
+    schedule = dg.build_schedule_from_partitioned_job(
+        uc.submit_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.RUNNING
+    )
+    return dg.Definitions(
+        assets=_build_assets(uc),
+        jobs=[uc.submit_job, uc.admit_job, uc.results_job],
+        schedules=[schedule],
+    )
 
 
 class SubmitConfig(dg.Config):
@@ -184,95 +106,6 @@ def _tokens_by_shard(index: pa.Table) -> dict[int, int]:
     return {
         row["shard"]: row["estimated_input_tokens_sum"] for row in grouped.to_pylist() if row["shard"] is not None
     }
-
-
-def _harvest_batch(
-    wh: Warehouse, gateway: BatchGateway, uc: UseCase, partition: str, sub: Submission
-) -> pa.Table:
-    """One terminal batch's lines; its provider files are kept raw in the warehouse first."""
-    batch = gateway.retrieve(sub.batch_id)
-    if batch.status not in TERMINAL:
-        raise dg.Failure(
-            f"{uc.name} {partition}: batch {batch.id} is still {batch.status}; the "
-            "batch monitor sensor requests this run once every batch is terminal"
-        )
-    raw_dir = wh.partition_dir(uc.name, "raw", partition)
-    raw_files = []
-    for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
-        if not file_id:  # null, or "" on Azure
-            continue
-        path = raw_dir / f"{batch.id}.{kind}.jsonl"
-        if not path.exists():
-            wh.write_bytes(path, gateway.download(file_id))
-            failpoint("harvest.downloaded")
-        raw_files.append(path.read_bytes())
-    first_error = (batch.errors.data or [None])[0] if batch.errors else None
-    outcome = BatchOutcome(
-        batch.id,
-        batch.status,
-        first_error.code if first_error else None,
-        first_error.message if first_error else None,
-    )
-    return batch_lines(outcome, sub.attempt, _custom_ids(UPath(sub.path)), raw_files)
-
-
-def _custom_ids(shard: UPath) -> list[str]:
-    return [orjson.loads(line)["custom_id"] for line in shard.read_bytes().splitlines() if line.strip()]
-
-
-def _follow_ups(
-    context: dg.AssetExecutionContext,
-    wh: Warehouse,
-    gateway: BatchGateway,
-    uc: UseCase,
-    partition: str,
-    record: PartitionRecord,
-    index: pa.Table,
-    results: pa.Table,
-    token_limit: int | None,
-) -> tuple[list[Submission], list[Queued]]:
-    """Queue retryable failures as a follow-up round, and submit what is due and fits."""
-    spec = uc.spec
-    queued = list(record.queued)
-    waiting = {cid for q in queued for cid in _custom_ids(UPath(q.path))}
-    retry = [cid for cid in retryable(results, spec.max_attempts) if cid not in waiting]
-    if retry:
-        attempt = max([s.attempt for s in record.submissions] + [q.attempt for q in queued]) + 1
-        parents = sorted(set(results.filter(pa.compute.is_in(
-            results["custom_id"], value_set=pa.array(retry)))["batch_id"].drop_null().to_pylist()))
-        folder = wh.partition_dir(uc.name, "requests", partition)
-        wanted = set(retry)
-        lines = [
-            line
-            for path in sorted(folder.glob("shard-*.jsonl"))
-            for line in path.read_bytes().splitlines(keepends=True)
-            if orjson.loads(line)["custom_id"] in wanted
-        ]
-        tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist()))
-        not_before = time.time() + spec.retry_backoff_seconds * 2 ** (attempt - 2)
-        for i in range(0, len(lines), spec.max_requests_per_shard):
-            chunk = lines[i : i + spec.max_requests_per_shard]
-            path = wh.write_bytes(folder / f"retry-a{attempt}-{i // spec.max_requests_per_shard:05d}.jsonl",
-                                  b"".join(chunk))
-            ids = [orjson.loads(line)["custom_id"] for line in chunk]
-            queued.append(Queued(i // spec.max_requests_per_shard, attempt, str(path), len(chunk),
-                                 sum(tokens.get(c, 0) for c in ids), not_before, "retry", parents))
-        context.log.info(
-            "%s %s: %d requests failed for retryable reasons; attempt %d queued from %s",
-            uc.name, partition, len(retry), attempt, time.strftime("%H:%M:%S", time.localtime(not_before)),
-        )
-    due = [q for q in queued if q.not_before <= time.time()]
-    if not due:
-        return list(record.submissions), queued
-    shards = [
-        Shard(q.shard, q.path, UPath(q.path).read_bytes(), q.attempt, q.estimated_tokens, tuple(q.parent_batch_ids))
-        for q in due
-    ]
-    new, still = submit_shards(
-        gateway, use_case=uc.name, partition=partition, endpoint=spec.endpoint, model=spec.model,
-        shards=shards, token_limit=token_limit, log=context.log.info,
-    )
-    return list(record.submissions) + new, [q for q in queued if q not in due] + still
 
 
 def _build_assets(uc: UseCase) -> list:
@@ -441,15 +274,15 @@ def _build_assets(uc: UseCase) -> list:
                 raise dg.Failure(f"{uc.name} {partition}: no batches submitted for this partition yet")
             index = wh.read_parquet(wh.partition_dir(uc.name, "requests", partition) / INDEX_FILE)
             lines = pa.concat_tables(
-                [_harvest_batch(wh, gateway, uc, partition, sub) for sub in record.submissions]
+                [harvest_batch(wh, gateway, uc, partition, sub) for sub in record.submissions]
                 or [batch_lines(BatchOutcome("", "completed"), 1, [], [])]
             )
             prices = batch_prices([m for m in set(lines["model"].to_pylist()) if m])
             table = assemble(index, source.key, lines, prices, spec)
             carried_path = wh.partition_dir(uc.name, "requests", partition) / CARRIED_FILE
             table = merge_carried(table, wh.read_parquet(carried_path) if carried_path.exists() else None)
-            submissions, queued = _follow_ups(
-                context, wh, gateway, uc, partition, record, index, table,
+            submissions, queued = follow_ups(
+                context.log.info, wh, gateway, uc, partition, record, index, table,
                 token_limit=batch_api.enqueued_token_limits.get(spec.model),
             )
             path = wh.write_parquet(

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import dagster as dg
 import openai
 
-from batch_pipeline.factory import UseCase
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.gateway import TERMINAL, BatchGateway
 from batch_pipeline.records import PartitionRecord, record_from
 from batch_pipeline.resources import BatchAPIResource
+from batch_pipeline.use_case import UseCase
 
 MONITOR_NAME = "batch_monitor"
 _EVENTS_PER_TICK = 1000

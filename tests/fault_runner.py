@@ -12,7 +12,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, WarehouseResource, definitions_for
+from batch_pipeline import (
+    BatchAPIResource,
+    BatchSpec,
+    SourceTable,
+    UseCase,
+    WarehouseResource,
+    definitions_for,
+)
 from tests.helpers import execute, submit, tick, tick_until_requested
 
 PARTITION = "2026-11-20"

@@ -8,6 +8,7 @@ import pytest
 
 from assets.definitions import USE_CASES, defs
 from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, WarehouseResource
+from batch_pipeline.factory import use_case_definitions
 from tests.helpers import execute, submit, tick_until_requested
 
 
@@ -32,7 +33,7 @@ def test_misspelled_column_fails_the_requests_asset_naming_column_and_spec(insta
         source=SourceTable(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date="2026-11-20"),
     )
-    local = uc.definitions()
+    local = use_case_definitions(uc)
     result = dg.materialize(
         [a for a in local.assets if isinstance(a, dg.AssetsDefinition) and a.key == uc.key("requests")],
         partition_key="2026-11-20",

@@ -1,7 +1,14 @@
 import orjson
 import pyarrow as pa
 
-from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines, counts_by_status, parse_lines, retryable
+from batch_pipeline.harvest import (
+    BatchOutcome,
+    assemble,
+    batch_lines,
+    counts_by_status,
+    parse_lines,
+    retryable,
+)
 
 
 def ok(cid: str, text: str = "hi") -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import duckdb
-import pytest
 
 from assets.definitions import USE_CASES, defs
 from batch_pipeline.resources import BatchAPIResource

@@ -1,0 +1,111 @@
+"""What a results run does for one partition besides writing Parquet.
+
+`harvest_batch` turns one terminal batch into parsed lines, keeping the provider's files raw in
+the warehouse first (they expire at the provider). `follow_ups` queues the requests that failed
+for retryable reasons as the next round, and submits every queued round that is due and fits.
+"""
+
+import time
+from collections.abc import Callable
+
+import dagster as dg
+import orjson
+import pyarrow as pa
+from upath import UPath
+
+from batch_pipeline.failpoints import failpoint
+from batch_pipeline.gateway import TERMINAL, BatchGateway
+from batch_pipeline.harvest import BatchOutcome, batch_lines, retryable
+from batch_pipeline.records import PartitionRecord
+from batch_pipeline.submission import Queued, Shard, Submission, submit_shards
+from batch_pipeline.use_case import UseCase
+from batch_pipeline.warehouse import Warehouse
+
+
+def harvest_batch(
+    wh: Warehouse, gateway: BatchGateway, uc: UseCase, partition: str, sub: Submission
+) -> pa.Table:
+    """One terminal batch's lines; its provider files are kept raw in the warehouse first."""
+    batch = gateway.retrieve(sub.batch_id)
+    if batch.status not in TERMINAL:
+        raise dg.Failure(
+            f"{uc.name} {partition}: batch {batch.id} is still {batch.status}; the "
+            "batch monitor sensor requests this run once every batch is terminal"
+        )
+    raw_dir = wh.partition_dir(uc.name, "raw", partition)
+    raw_files = []
+    for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
+        if not file_id:  # null, or "" on Azure
+            continue
+        path = raw_dir / f"{batch.id}.{kind}.jsonl"
+        if not path.exists():
+            wh.write_bytes(path, gateway.download(file_id))
+            failpoint("harvest.downloaded")
+        raw_files.append(path.read_bytes())
+    first_error = (batch.errors.data or [None])[0] if batch.errors else None
+    outcome = BatchOutcome(
+        batch.id,
+        batch.status,
+        first_error.code if first_error else None,
+        first_error.message if first_error else None,
+    )
+    return batch_lines(outcome, sub.attempt, _custom_ids(UPath(sub.path)), raw_files)
+
+
+def _custom_ids(shard: UPath) -> list[str]:
+    return [orjson.loads(line)["custom_id"] for line in shard.read_bytes().splitlines() if line.strip()]
+
+
+def follow_ups(
+    log: Callable[[str], None],
+    wh: Warehouse,
+    gateway: BatchGateway,
+    uc: UseCase,
+    partition: str,
+    record: PartitionRecord,
+    index: pa.Table,
+    results: pa.Table,
+    token_limit: int | None,
+) -> tuple[list[Submission], list[Queued]]:
+    """Queue retryable failures as a follow-up round, and submit what is due and fits."""
+    spec = uc.spec
+    queued = list(record.queued)
+    waiting = {cid for q in queued for cid in _custom_ids(UPath(q.path))}
+    retry = [cid for cid in retryable(results, spec.max_attempts) if cid not in waiting]
+    if retry:
+        attempt = max([s.attempt for s in record.submissions] + [q.attempt for q in queued]) + 1
+        parents = sorted(set(results.filter(pa.compute.is_in(
+            results["custom_id"], value_set=pa.array(retry)))["batch_id"].drop_null().to_pylist()))
+        folder = wh.partition_dir(uc.name, "requests", partition)
+        wanted = set(retry)
+        lines = [
+            line
+            for path in sorted(folder.glob("shard-*.jsonl"))
+            for line in path.read_bytes().splitlines(keepends=True)
+            if orjson.loads(line)["custom_id"] in wanted
+        ]
+        tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist()))
+        not_before = time.time() + spec.retry_backoff_seconds * 2 ** (attempt - 2)
+        for i in range(0, len(lines), spec.max_requests_per_shard):
+            chunk = lines[i : i + spec.max_requests_per_shard]
+            path = wh.write_bytes(folder / f"retry-a{attempt}-{i // spec.max_requests_per_shard:05d}.jsonl",
+                                  b"".join(chunk))
+            ids = [orjson.loads(line)["custom_id"] for line in chunk]
+            queued.append(Queued(i // spec.max_requests_per_shard, attempt, str(path), len(chunk),
+                                 sum(tokens.get(c, 0) for c in ids), not_before, "retry", parents))
+        log(
+            f"{uc.name} {partition}: {len(retry)} requests failed for retryable reasons; attempt "
+            f"{attempt} queued from {time.strftime('%H:%M:%S', time.localtime(not_before))}"
+        )
+    due = [q for q in queued if q.not_before <= time.time()]
+    if not due:
+        return list(record.submissions), queued
+    shards = [
+        Shard(q.shard, q.path, UPath(q.path).read_bytes(), q.attempt, q.estimated_tokens, tuple(q.parent_batch_ids))
+        for q in due
+    ]
+    new, still = submit_shards(
+        gateway, use_case=uc.name, partition=partition, endpoint=spec.endpoint, model=spec.model,
+        shards=shards, token_limit=token_limit, log=log,
+    )
+    return list(record.submissions) + new, [q for q in queued if q not in due] + still
