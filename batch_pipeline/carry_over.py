@@ -3,90 +3,86 @@
 When a partition's requests are rebuilt (a rerun, a backfill that overlaps, rows changed or
 added), a row whose request line is byte-for-byte the one that already got a final answer
 (`succeeded` or `invalid_output`: both were paid for) keeps that answer. Only new or changed
-rows, and rows whose last outcome was not final, go into the new shards.
+rows, and rows whose last outcome was not final, go into the new shards. Works one shard at a
+time, beside `request_lines.stream_requests`.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from hashlib import blake2b
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from batch_pipeline.request_lines import PENDING, PartitionRequests
-from batch_pipeline.spec import BatchSpec
+from batch_pipeline.request_lines import PENDING
 
 CARRIED = "carried"
 KEPT_STATUSES = ("succeeded", "invalid_output")
+_ID_START = len(b'{"custom_id":"')  # every line we build starts with its (portable) custom_id
+
+
+def _custom_id(line: bytes) -> str:
+    return line[_ID_START : line.index(b'"', _ID_START)].decode()
+
+
+def _digest(line: bytes) -> str:
+    return blake2b(line, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
-class CarryOver:
-    index: pa.Table
-    shards: list[bytes]
-    carried: pa.Table | None  # previous result rows kept as they are
+class PreviousAnswers:
+    """custom_id -> request hash of every row whose last harvest gave it a final answer."""
+
+    hashes: dict[str, str]
+
+    @classmethod
+    def load(cls, old_index: pa.Table | None, old_results: pa.Table | None) -> "PreviousAnswers":
+        """From the previous request index and results (only their id, hash and status columns)."""
+        if old_index is None or old_results is None or "request_sha" not in old_index.column_names:
+            return cls({})
+        final = old_results.filter(pc.is_in(old_results["status"], value_set=pa.array(KEPT_STATUSES)))
+        kept = old_index.filter(pc.is_in(old_index["custom_id"], value_set=final["custom_id"]))
+        return cls(dict(zip(kept["custom_id"].to_pylist(), kept["request_sha"].to_pylist())))
+
+    def apply(self, index: pa.Table, shard: bytes | None) -> tuple[pa.Table, bytes | None, list[str]]:
+        """One streamed shard without the lines that keep their answer.
+
+        Returns the index chunk with `request_sha` added and kept rows marked `carried`, the
+        shard's remaining bytes (None when nothing is left to send) and the kept custom_ids.
+        """
+        lines = shard.splitlines(keepends=True) if shard else []
+        hashes = {_custom_id(line): _digest(line) for line in lines}
+        keep = {c for c, h in hashes.items() if self.hashes.get(c) == h}
+        ids = index["custom_id"].to_pylist()
+        index = index.append_column("request_sha", pa.array([hashes.get(c) for c in ids], pa.string()))
+        if keep:
+            mask = pa.array([c in keep for c in ids])
+            index = index.set_column(
+                index.schema.get_field_index("status"), "status", pc.if_else(mask, CARRIED, index["status"])
+            ).set_column(
+                index.schema.get_field_index("shard"), "shard",
+                pc.if_else(mask, pa.scalar(None, pa.int32()), index["shard"]),
+            )
+            lines = [line for line in lines if _custom_id(line) not in keep]
+        return index, (b"".join(lines) if lines else None), sorted(keep)
 
 
-def request_hashes(shards: list[bytes]) -> dict[str, str]:
-    """custom_id -> hash of its exact request line."""
-    return {
-        orjson.loads(line)["custom_id"]: blake2b(line, digest_size=16).hexdigest()
-        for shard in shards
-        for line in shard.splitlines()
-        if line.strip()
-    }
+def carried_rows(old_results: pq.ParquetFile, kept: list[str]) -> Iterator[pa.Table]:
+    """The previous result rows of the kept requests, one row group at a time."""
+    wanted = pa.array(kept, pa.string())
+    for group in range(old_results.num_row_groups):
+        table = old_results.read_row_group(group)
+        yield table.filter(pc.is_in(table["custom_id"], value_set=wanted))
 
 
-def carry_over(
-    built: PartitionRequests, spec: BatchSpec, old_index: pa.Table | None, old_results: pa.Table | None
-) -> CarryOver:
-    """Drop from the new shards every request whose identical line already has a final answer."""
-    hashes = request_hashes(built.shards)
-    index = built.index.append_column(
-        "request_sha", pa.array([hashes.get(c) for c in built.index["custom_id"].to_pylist()], pa.string())
-    )
-    if old_index is None or old_results is None or "request_sha" not in old_index.column_names:
-        return CarryOver(index, built.shards, None)
-    final = old_results.filter(pc.is_in(old_results["status"], value_set=pa.array(KEPT_STATUSES)))
-    old_sha = dict(zip(old_index["custom_id"].to_pylist(), old_index["request_sha"].to_pylist()))
-    keep = {
-        cid for cid in final["custom_id"].to_pylist()
-        if cid in hashes and old_sha.get(cid) == hashes[cid]
-    }
-    if not keep:
-        return CarryOver(index, built.shards, None)
-    lines = [
-        line
-        for shard in built.shards
-        for line in shard.splitlines(keepends=True)
-        if orjson.loads(line)["custom_id"] not in keep
-    ]
-    shards, shard_of = _reshard(lines, spec)
-    ids = index["custom_id"].to_pylist()
-    statuses = index["status"].to_pylist()
-    index = index.set_column(
+def renumber(index: pa.Table, shard: int) -> pa.Table:
+    """Point the chunk's pending rows at the shard file they were written to."""
+    pending = pc.equal(index["status"], PENDING)
+    return index.set_column(
         index.schema.get_field_index("shard"), "shard",
-        pa.array([shard_of.get(c) if s == PENDING else None for c, s in zip(ids, statuses)], pa.int32()),
-    ).set_column(
-        index.schema.get_field_index("status"), "status",
-        pa.array([CARRIED if c in keep else s for c, s in zip(ids, statuses)], pa.string()),
+        pc.if_else(pending, pa.scalar(shard, pa.int32()), pa.scalar(None, pa.int32())),
     )
-    carried = final.filter(pc.is_in(final["custom_id"], value_set=pa.array(sorted(keep))))
-    return CarryOver(index, shards, carried)
-
-
-def _reshard(lines: list[bytes], spec: BatchSpec) -> tuple[list[bytes], dict[str, int]]:
-    shards: list[list[bytes]] = []
-    size = 0
-    shard_of: dict[str, int] = {}
-    for line in lines:
-        if not shards or len(shards[-1]) >= spec.max_requests_per_shard or size + len(line) > spec.max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(line)
-        size += len(line)
-        shard_of[orjson.loads(line)["custom_id"]] = len(shards) - 1
-    return [b"".join(s) for s in shards], shard_of
 
 
 def merge_carried(results: pa.Table, carried: pa.Table | None) -> pa.Table:
@@ -96,6 +92,8 @@ def merge_carried(results: pa.Table, carried: pa.Table | None) -> pa.Table:
     carried = carried.select(results.column_names).cast(results.schema)
     positions = pc.index_in(results["custom_id"], value_set=carried["custom_id"])
     is_carried = pc.is_valid(positions)
+    if not pc.any(is_carried).as_py():
+        return results
     order = pa.array(range(results.num_rows), pa.int64())
     merged = pa.concat_tables([
         results.filter(pc.invert(is_carried)).append_column("_row", order.filter(pc.invert(is_carried))),

@@ -9,18 +9,19 @@ from collections.abc import Sequence
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
+from upath import UPath
 
-from batch_pipeline.carry_over import carry_over, merge_carried
-from batch_pipeline.cost import batch_prices
+from batch_pipeline.carry_over import PreviousAnswers, carried_rows, renumber
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines, counts_by_status
+from batch_pipeline.harvest import STATUSES, counts_by_status, retryable
 from batch_pipeline.preview import markdown_table
 from batch_pipeline.records import latest_record, record_metadata
-from batch_pipeline.request_lines import build_requests
+from batch_pipeline.request_lines import PENDING, REJECTED, empty_index, stream_requests
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
-from batch_pipeline.results_run import follow_ups, harvest_batch
-from batch_pipeline.source import read_partition
+from batch_pipeline.results_run import follow_ups, harvest_slices
+from batch_pipeline.source import read_partition_batches
 from batch_pipeline.submission import Shard, submit_shards
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import Warehouse
@@ -101,6 +102,13 @@ def _accounting_problems(partition: str, index: pa.Table, results: pa.Table) -> 
     return problems
 
 
+def _columns(path: UPath, columns: list[str]) -> pa.Table | None:
+    if not path.exists():
+        return None
+    with path.open("rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
 def _tokens_by_shard(index: pa.Table) -> dict[int, int]:
     grouped = index.group_by("shard").aggregate([("estimated_input_tokens", "sum")])
     return {
@@ -138,46 +146,54 @@ def _build_assets(uc: UseCase) -> list:
         wh = warehouse.warehouse()
         total = 0.0
         for partition in context.partition_keys:
-            built = build_requests(read_partition(source, partition), source, spec)
             folder = wh.partition_dir(uc.name, "requests", partition)
             results_path = wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE
-            kept = carry_over(
-                built,
-                spec,
-                wh.read_parquet(folder / INDEX_FILE) if (folder / INDEX_FILE).exists() else None,
-                wh.read_parquet(results_path) if results_path.exists() else None,
+            previous = PreviousAnswers.load(
+                _columns(folder / INDEX_FILE, ["custom_id", "request_sha"]),
+                _columns(results_path, ["custom_id", "status"]),
             )
-            cost = uc.estimate(kept.index)
-            total += cost.cost_usd
-            names = [f"shard-{i:05d}.jsonl" for i in range(len(kept.shards))]
-            paths = [str(wh.write_bytes(folder / n, d)) for n, d in zip(names, kept.shards)]
+            # One shard in memory at a time: each is written as soon as it is complete.
+            chunks, names, kept = [], [], []
+            for chunk, shard in stream_requests(read_partition_batches(source, partition), source, spec):
+                chunk, shard, carried = previous.apply(chunk, shard)
+                kept += carried
+                if shard is not None:
+                    names.append(f"shard-{len(names):05d}.jsonl")
+                    wh.write_bytes(folder / names[-1], shard)
+                    chunk = renumber(chunk, len(names) - 1)
+                chunks.append(chunk)
             failpoint("requests.shards_written")
-            if kept.carried is not None:
-                wh.write_parquet(folder / CARRIED_FILE, kept.carried)
+            index = pa.concat_tables(chunks) if chunks else empty_index(source, spec)
+            if kept:
+                with wh.parquet_writer(folder / CARRIED_FILE) as write, results_path.open("rb") as old:
+                    for rows in carried_rows(pq.ParquetFile(old), kept):
+                        write(rows)
             elif (folder / CARRIED_FILE).exists():
                 (folder / CARRIED_FILE).unlink()
-            wh.write_parquet(folder / INDEX_FILE, kept.index)
+            wh.write_parquet(folder / INDEX_FILE, index)
             wh.remove_stale(folder, "shard-*.jsonl", set(names))
-            carried = kept.carried.num_rows if kept.carried is not None else 0
-            rejected = built.index.filter(pa.compute.equal(built.index["status"], "rejected"))
+            cost = uc.estimate(index)
+            total += cost.cost_usd
+            status = index["status"]
+            to_send = pa.compute.sum(pa.compute.equal(status, PENDING)).as_py() or 0
+            rejected = index.filter(pa.compute.equal(status, REJECTED))
             context.log.info(
                 "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer",
-                uc.name, partition, built.index.num_rows, built.requests - carried, len(paths),
-                built.rejected, carried,
+                uc.name, partition, index.num_rows, to_send, len(names), rejected.num_rows, len(kept),
             )
             metadata = {
-                "dagster/row_count": built.index.num_rows,
+                "dagster/row_count": index.num_rows,
                 **cost.metadata(),
-                "requests": built.requests - carried,
-                "rejected": built.rejected,
-                "kept_answers": carried,
-                "shards": dg.MetadataValue.json(paths),
+                "requests": to_send,
+                "rejected": rejected.num_rows,
+                "kept_answers": len(kept),
+                "shards": dg.MetadataValue.json([str(folder / n) for n in names]),
                 "folder": dg.MetadataValue.path(str(folder)),
                 "rejected_preview": dg.MetadataValue.md(
                     markdown_table(rejected.select([source.key, "error_code", "error_message"]), 10)
                 ),
             }
-            if built.index.num_rows == 0:
+            if index.num_rows == 0:
                 metadata["note"] = f"partition {partition} has no source rows"
             context.add_asset_metadata(metadata, partition_key=partition)
         failpoint("requests.done")
@@ -272,44 +288,50 @@ def _build_assets(uc: UseCase) -> list:
             record = latest_record(context.instance, uc.record_keys, partition)
             if record is None:
                 raise dg.Failure(f"{uc.name} {partition}: no batches submitted for this partition yet")
-            index = wh.read_parquet(wh.partition_dir(uc.name, "requests", partition) / INDEX_FILE)
-            lines = pa.concat_tables(
-                [harvest_batch(wh, gateway, uc, partition, sub) for sub in record.submissions]
-                or [batch_lines(BatchOutcome("", "completed"), 1, [], [])]
-            )
-            prices = batch_prices([m for m in set(lines["model"].to_pylist()) if m])
-            table = assemble(index, source.key, lines, prices, spec)
-            carried_path = wh.partition_dir(uc.name, "requests", partition) / CARRIED_FILE
-            table = merge_carried(table, wh.read_parquet(carried_path) if carried_path.exists() else None)
-            submissions, queued = follow_ups(
-                context.log.info, wh, gateway, uc, partition, record, index, table,
-                token_limit=batch_api.enqueued_token_limits.get(spec.model),
-            )
-            path = wh.write_parquet(
-                wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE, table
-            )
+            folder = wh.partition_dir(uc.name, "requests", partition)
+            index = wh.read_parquet(folder / INDEX_FILE)
+            carried = wh.read_parquet(folder / CARRIED_FILE) if (folder / CARRIED_FILE).exists() else None
+            path = wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE
+            counts, retry, parents, cost, preview = dict.fromkeys(STATUSES, 0), [], set(), 0.0, None
+            with wh.parquet_writer(path) as write:
+                for table in harvest_slices(wh, gateway, uc, partition, record, index, carried):
+                    write(table)
+                    for status, n in counts_by_status(table).items():
+                        counts[status] += n
+                    again = retryable(table, spec.max_attempts)
+                    retry += again
+                    parents |= set(table.filter(pa.compute.is_in(table["custom_id"], value_set=pa.array(
+                        again, pa.string())))["batch_id"].drop_null().to_pylist())
+                    cost += pa.compute.sum(table["cost_usd"]).as_py() or 0.0
+                    rates["refusal"] += pa.compute.sum(pa.compute.equal(table["error_code"], "refusal")).as_py() or 0
+                    preview = preview or (table if table.num_rows else None)
+                # Follow-ups are submitted before the Parquet is committed: a crash in between
+                # leaves the previous results, so a rerun finds the same round and reuses it.
+                submissions, queued = follow_ups(
+                    context.log.info, wh, gateway, uc, partition, record, index, retry, parents,
+                    token_limit=batch_api.enqueued_token_limits.get(spec.model),
+                )
             failpoint("results.written")
-            counts = counts_by_status(table)
+            written = pq.read_table(path.open("rb"), columns=["custom_id"])  # what is on disk
+            problems.extend(_accounting_problems(partition, index, written))
             retrying = sum(q.requests for q in queued) + sum(
                 s.requests for s in submissions[len(record.submissions):]
             )
             context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, counts, retrying)
-            problems.extend(_accounting_problems(partition, index, table))
             rates["answered"] += counts["succeeded"] + counts["invalid_output"]
             rates["invalid_output"] += counts["invalid_output"]
-            rates["refusal"] += pa.compute.sum(pa.compute.equal(table["error_code"], "refusal")).as_py() or 0
-            cost = pa.compute.sum(table["cost_usd"]).as_py()
             context.add_asset_metadata(
                 {
-                    "dagster/row_count": table.num_rows,
+                    "dagster/row_count": index.num_rows,
                     **{f"status/{k}": v for k, v in counts.items()},
                     **record_metadata(submissions, queued, [s.batch_id for s in record.submissions]),
                     "retrying": retrying,
                     "parquet": dg.MetadataValue.path(str(path)),
                     "estimated_cost_usd": round(uc.estimate(index).cost_usd, 6),
-                    "cost_usd": dg.MetadataValue.float(round(cost or 0.0, 6)),
+                    "cost_usd": dg.MetadataValue.float(round(cost, 6)),
                     "preview": dg.MetadataValue.md(
-                        markdown_table(table.select([source.key, "status", "output", "error_message"]), 5)
+                        markdown_table(preview.select([source.key, "status", "output", "error_message"]), 5)
+                        if preview is not None else "_no rows_"
                     ),
                 },
                 partition_key=partition,

@@ -67,6 +67,8 @@ def parse_lines(data: bytes) -> pa.Table:
         line = loads(raw)
         response = line.get("response") or None
         error = line.get("error") or None
+        if error is not None and error.get("code") is None and error.get("message") is None:
+            error = None  # an error object with nothing in it is no error
         if response is not None:
             body = response.get("body") or {}
             status_code = response.get("status_code") or 0
@@ -122,7 +124,10 @@ def _answer(body: dict) -> tuple[str | None, str | None, list[float] | None]:
 
 
 def batch_lines(
-    outcome: BatchOutcome, attempt: int, expected: list[str], raw_files: list[bytes]
+    outcome: BatchOutcome,
+    attempt: int,
+    expected: list[str],
+    raw_files: list[bytes],
 ) -> pa.Table:
     """Every expected request of one batch as one parsed line, tagged with batch and attempt.
 
@@ -266,13 +271,14 @@ def _cost(
     prices: dict[str, tuple[float, float]],
 ) -> pa.Array:
     """Per-row cost in USD from token usage and per-token batch prices; null when unpriced."""
-    models = model.to_pylist()
-    ins, outs = input_tokens.to_pylist(), output_tokens.to_pylist()
-    cost: list[float | None] = []
-    for m, i, o in zip(models, ins, outs):
-        price = prices.get(m) if m else None
-        cost.append(None if price is None or i is None else i * price[0] + (o or 0) * price[1])
-    return pa.array(cost, pa.float64())
+    names = pa.array(list(prices), pa.string())
+    position = pc.index_in(model, value_set=names)
+    per_input = pa.array([p[0] for p in prices.values()], pa.float64()).take(position)
+    per_output = pa.array([p[1] for p in prices.values()], pa.float64()).take(position)
+    return pc.add(
+        pc.multiply(pc.cast(input_tokens, pa.float64()), per_input),
+        pc.multiply(pc.cast(pc.fill_null(output_tokens, 0), pa.float64()), per_output),
+    )
 
 
 def counts_by_status(results: pa.Table) -> dict[str, int]:

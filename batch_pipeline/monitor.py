@@ -145,7 +145,7 @@ def _next_run(
     fits = bool(due) and (limit is None or in_flight.get(uc.spec.model, 0) + min(q[1] for q in due) <= limit)
     if due and fits and all(q[0] == 1 for q in due):
         job, kind = uc.admit_job.name, "admit"
-    elif terminal and (watch.harvest or (due and fits)):
+    elif terminal and not any(q[0] == 1 for q in watch.queued) and (watch.harvest or (due and fits)):
         job, kind = uc.results_job.name, "results"
     else:
         return None

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from batch_pipeline.cost import input_tokens
 from batch_pipeline.custom_ids import custom_id_for, custom_ids
-from batch_pipeline.source import SOURCE_ERROR
+from batch_pipeline.source import SOURCE_ERROR, columns
 from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
 
 PENDING = "pending"
@@ -135,6 +135,13 @@ def stream_requests(
 _EMPTY_STRINGS = pa.array([], pa.string())
 
 
+def empty_index(source: SourceTable, spec: BatchSpec) -> pa.Table:
+    """The index of a partition with no rows; the spec is still checked against the table's columns."""
+    check_columns(pa.table({c: _EMPTY_STRINGS for c in columns(source)}), source, spec)
+    return _index_table(source.key, _EMPTY_STRINGS, _EMPTY_STRINGS, [], [], [], []).append_column(
+        "request_sha", _EMPTY_STRINGS)
+
+
 def _index_table(key_column: str, keys: pa.Array, ids: pa.Array, shard_of: list, codes: list,
                  messages: list, tokens: list) -> pa.Table:
     return pa.table(
@@ -183,12 +190,13 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
     too_long = pc.greater(total_chars, spec.max_prompt_chars)
     for i in pc.indices_nonzero(too_long).to_pylist():
         if codes[i] is None:
-            longest = max(cells, key=lambda c: len(cells[c][i].as_py() or ""))
+            lengths = {column: len(values[i].as_py() or "") for column, values in cells.items()}
+            longest = max(lengths, key=lengths.__getitem__)
             codes[i] = "input_too_long"
             messages[i] = (
                 f"prompt is {total_chars[i].as_py():,} characters, over the spec's limit of "
                 f"{spec.max_prompt_chars:,}; longest input is column '{longest}' "
-                f"({len(cells[longest][i].as_py()):,} characters)"
+                f"({lengths[longest]:,} characters)"
             )
 
     texts = {role: values.to_pylist() for role, values in rendered.items()}

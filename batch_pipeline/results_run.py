@@ -1,21 +1,26 @@
 """What a results run does for one partition besides writing Parquet.
 
+`harvest_slices` yields the partition's result rows one first-round shard at a time (with the
+follow-up rounds' lines for those rows), so memory holds one shard, not the partition.
 `harvest_batch` turns one terminal batch into parsed lines, keeping the provider's files raw in
 the warehouse first (they expire at the provider). `follow_ups` queues the requests that failed
 for retryable reasons as the next round, and submits every queued round that is due and fits.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from upath import UPath
 
+from batch_pipeline.carry_over import merge_carried
+from batch_pipeline.cost import batch_prices
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.gateway import TERMINAL, BatchGateway
-from batch_pipeline.harvest import BatchOutcome, batch_lines, retryable
+from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines
 from batch_pipeline.records import PartitionRecord
 from batch_pipeline.submission import Queued, Shard, Submission, submit_shards
 from batch_pipeline.use_case import UseCase
@@ -52,6 +57,47 @@ def harvest_batch(
     return batch_lines(outcome, sub.attempt, _custom_ids(UPath(sub.path)), raw_files)
 
 
+def harvest_slices(
+    wh: Warehouse,
+    gateway: BatchGateway,
+    uc: UseCase,
+    partition: str,
+    record: PartitionRecord,
+    index: pa.Table,
+    carried: pa.Table | None,
+) -> Iterator[pa.Table]:
+    """Result rows in source order, one slice per first-round shard."""
+    first = {s.shard: s for s in record.submissions if s.attempt == 1}
+    later = [harvest_batch(wh, gateway, uc, partition, s) for s in record.submissions if s.attempt > 1]
+    later_lines = pa.concat_tables(later) if later else None
+    prices = batch_prices([uc.spec.model])
+    for rows, shard in _slices(index):
+        parts = [harvest_batch(wh, gateway, uc, partition, first[shard])] if shard in first else []
+        if later_lines is not None:
+            parts.append(later_lines.filter(pc.is_in(later_lines["custom_id"], value_set=rows["custom_id"])))
+        lines = pa.concat_tables(parts) if parts else batch_lines(BatchOutcome("", "completed"), 1, [], [])
+        prices |= batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
+        yield merge_carried(assemble(rows, uc.source.key, lines, prices, uc.spec), carried)
+
+
+def _slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:
+    """Contiguous runs of the index, each starting where a new first-round shard starts."""
+    shards = index["shard"].to_pylist()
+    starts = [0]
+    current = None
+    for i, shard in enumerate(shards):
+        if shard is not None and shard != current:
+            if current is not None:
+                starts.append(i)
+            current = shard
+    starts.append(len(shards))
+    for begin, end in zip(starts, starts[1:]):
+        rows = index.slice(begin, end - begin)
+        yield rows, next((s for s in rows["shard"].to_pylist() if s is not None), None)
+    if not shards:
+        yield index, None
+
+
 def _custom_ids(shard: UPath) -> list[str]:
     return [orjson.loads(line)["custom_id"] for line in shard.read_bytes().splitlines() if line.strip()]
 
@@ -64,18 +110,22 @@ def follow_ups(
     partition: str,
     record: PartitionRecord,
     index: pa.Table,
-    results: pa.Table,
+    retryable_ids: list[str],
+    parents: set[str],
     token_limit: int | None,
 ) -> tuple[list[Submission], list[Queued]]:
-    """Queue retryable failures as a follow-up round, and submit what is due and fits."""
+    """Queue retryable failures as a follow-up round, and submit what is due and fits.
+
+    `retryable_ids` are the requests whose latest failure is worth another attempt, `parents`
+    the batches they failed in (recorded in the follow-up batch's metadata).
+    """
     spec = uc.spec
     queued = list(record.queued)
     waiting = {cid for q in queued for cid in _custom_ids(UPath(q.path))}
-    retry = [cid for cid in retryable(results, spec.max_attempts) if cid not in waiting]
+    retry = [cid for cid in retryable_ids if cid not in waiting]
     if retry:
         attempt = max([s.attempt for s in record.submissions] + [q.attempt for q in queued]) + 1
-        parents = sorted(set(results.filter(pa.compute.is_in(
-            results["custom_id"], value_set=pa.array(retry)))["batch_id"].drop_null().to_pylist()))
+        parents = sorted(parents)
         folder = wh.partition_dir(uc.name, "requests", partition)
         wanted = set(retry)
         lines = [

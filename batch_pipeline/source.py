@@ -11,12 +11,16 @@ import pyarrow.csv as pacsv
 
 from batch_pipeline.spec import SourceTable
 
-
 # A line the CSV parser cannot split into the header's columns is not dropped: it becomes a
 # row carrying this column, with the line number and what was wrong, and ends up rejected.
 SOURCE_ERROR = "_source_error"
 # The CSV reader's block size bounds the largest row it can read; cells of several MB are real.
 _MAX_ROW_BYTES = 64 << 20
+
+
+def columns(source: SourceTable) -> list[str]:
+    """The table's column names, from its header line."""
+    return _header(source)
 
 
 def _header(source: SourceTable) -> list[str]:

@@ -8,7 +8,10 @@ stores a single PUT is already atomic.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,6 +48,39 @@ class Warehouse:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
         return self.write_bytes(path, sink.getvalue().to_pybytes())
+
+    @contextmanager
+    def parquet_writer(self, path: UPath) -> Iterator[Callable[[pa.Table], None]]:
+        """Write a Parquet file one table (row group) at a time; it appears whole or not at all.
+
+        Tables must share a schema; memory holds one of them. The file is built beside its target
+        (or in a local temp file for an object store) and moved into place when the block ends.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        local = Path(path.path).with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if self._local else Path(
+            tempfile.mkstemp(suffix=".parquet")[1])
+        writer: pq.ParquetWriter | None = None
+
+        def write(table: pa.Table) -> None:
+            nonlocal writer
+            if writer is None:
+                writer = pq.ParquetWriter(local, table.schema, compression="zstd")
+            writer.write_table(table)
+
+        try:
+            yield write
+            if writer is None:
+                raise ValueError(f"nothing was written to {path}")
+            writer.close()
+            writer = None
+            if self._local:
+                os.replace(local, path.path)
+            else:
+                path.fs.put_file(str(local), path.path)
+        finally:
+            if writer is not None:
+                writer.close()
+            local.unlink(missing_ok=True)
 
     def read_parquet(self, path: UPath) -> pa.Table:
         with path.open("rb") as f:

@@ -16,13 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from batch_pipeline.cost import batch_prices
 from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines
+from batch_pipeline.results_run import _slices
+from batch_pipeline.warehouse import Warehouse
 from benchmarks.bench_requests import ours as build
 from benchmarks.workload import SPEC, provider_files, write_source
 
@@ -43,61 +44,24 @@ def prepare(count: int, workdir: Path) -> Path:
     return folder
 
 
-def _expected_by_shard(index: pa.Table) -> dict[int, list[str]]:
-    expected: dict[int, list[str]] = {}
-    for shard, cid in zip(index["shard"].to_pylist(), index["custom_id"].to_pylist()):
-        if shard is not None:
-            expected.setdefault(shard, []).append(cid)
-    return expected
-
-
 def ours(folder: Path, out: Path) -> int:
-    """What the results asset does for one partition: every batch's lines, then one join."""
+    """What the results asset does for one partition: one first-round shard's rows at a time
+    (`results_run._slices`), joined to that shard's lines and written as a row group."""
     index = pq.read_table(folder / "requests" / "rows.parquet")
-    expected = _expected_by_shard(index)
-    parts = []
-    for shard, ids in sorted(expected.items()):
-        raw = [(folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl").read_bytes() for kind in ("output", "error")]
-        parts.append(batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, ids, raw))
-    lines = pa.concat_tables(parts)
-    prices = batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
-    table = assemble(index, KEY, lines, prices, SPEC)
-    pq.write_table(table, out)
-    return table.num_rows
-
-
-def ours_by_shard(folder: Path, out: Path) -> int:
-    """The same, one shard at a time: each shard's index rows (a contiguous run of source rows)
-    joined to that shard's lines and written as a row group, so memory holds one shard."""
-    index = pq.read_table(folder / "requests" / "rows.parquet")
-    shards = index["shard"].to_pylist()
-    starts = [0] + [i for i in range(1, len(shards)) if shards[i] is not None and shards[i] != _previous(shards, i)]
-    writer, rows = None, 0
-    for n, start in enumerate(starts):
-        end = starts[n + 1] if n + 1 < len(starts) else len(shards)
-        part = index.slice(start, end - start)
-        shard = next((s for s in part["shard"].to_pylist() if s is not None), None)
-        ids = [c for c, s in zip(part["custom_id"].to_pylist(), part["shard"].to_pylist()) if s is not None]
-        raw = [] if shard is None else [
-            (folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl").read_bytes() for kind in ("output", "error")]
-        lines = batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, ids, raw)
-        prices = batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
-        table = assemble(part, KEY, lines, prices, SPEC)
-        if writer is None:
-            writer = pq.ParquetWriter(out, table.schema)
-        writer.write_table(table)
-        rows += table.num_rows
-        del lines, table, raw
-    if writer:
-        writer.close()
+    warehouse = Warehouse(out.parent)
+    rows = 0
+    with warehouse.parquet_writer(warehouse.root / out.name) as write:
+        for part, shard in _slices(index):
+            ids = [c for c, s in zip(part["custom_id"].to_pylist(), part["shard"].to_pylist()) if s is not None]
+            raw = [] if shard is None else [
+                (folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl").read_bytes() for kind in ("output", "error")]
+            lines = batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, ids, raw)
+            prices = batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
+            table = assemble(part, KEY, lines, prices, SPEC)
+            write(table)
+            rows += table.num_rows
+            del lines, table, raw
     return rows
-
-
-def _previous(shards: list, i: int):
-    for j in range(i - 1, -1, -1):
-        if shards[j] is not None:
-            return shards[j]
-    return None
 
 
 def naive(folder: Path, out: Path) -> int:
@@ -151,8 +115,6 @@ def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
     result: dict = {"rows": count}
     seconds, n = timed(ours, folder, workdir / "ours.parquet")
     result["ours"] = n / seconds
-    seconds, n = timed(ours_by_shard, folder, workdir / "ours-by-shard.parquet")
-    result["ours_by_shard"] = n / seconds
     seconds, lines = timed(pyarrow_json, folder)
     result["pyarrow_json"] = lines / seconds
     if with_naive:

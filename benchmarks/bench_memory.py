@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODES = ("build", "harvest", "harvest-by-shard")
+MODES = ("build", "harvest")
 
 
 def _child(mode: str, count: int, workdir: Path) -> None:
@@ -25,10 +25,8 @@ def _child(mode: str, count: int, workdir: Path) -> None:
     folder = workdir / f"harvest-{count}"
     if mode == "build":
         bench_requests.ours(workdir / f"source-{count}.csv", workdir / f"build-{count}")
-    elif mode == "harvest":
-        bench_harvest.ours(folder, workdir / f"mem-{count}.parquet")
     else:
-        bench_harvest.ours_by_shard(folder, workdir / f"mem-{count}.parquet")
+        bench_harvest.ours(folder, workdir / f"mem-{count}.parquet")
     print(json.dumps({"peak_rss_mb": _peak_kib() / 1024}))
 
 

@@ -32,7 +32,6 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
     assert requests["ours"] > 0 and harvest["ours"] > 0
     folder = tmp_path / "h" / "harvest-300"
     whole = pq.read_table(tmp_path / "h" / "ours.parquet")
-    assert whole.equals(pq.read_table(tmp_path / "h" / "ours-by-shard.parquet"))
     assert whole.num_rows == 300 and set(whole["status"].to_pylist()) == {"succeeded", "failed", "rejected"}
     assert (folder / "requests" / "rows.parquet").exists()
 
@@ -40,7 +39,6 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
     assert monitor == {3: {"tick": 1, "per_batch": 3}}
 
     if HAS_PANDAS:
-        text = run.render([300], [requests], [harvest], {"build": {100: 1.0, 300: 1.5}, "harvest": {100: 1.0, 300: 1.2},
-                                                         "harvest-by-shard": {100: 1.0, 300: 1.1}},
+        text = run.render([300], [requests], [harvest], {"build": {100: 1.0, 300: 1.5}, "harvest": {100: 1.0, 300: 1.2}},
                           monitor, None, "smoke")
         assert "| 300 |" in text and "Monitoring cost" in text

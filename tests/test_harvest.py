@@ -101,3 +101,56 @@ def test_counts_cover_every_status():
     table = assemble(idx, "id", lines, {})
     assert counts_by_status(table) == {"succeeded": 1, "failed": 0, "invalid_output": 0, "rejected": 1,
                                        "expired": 0, "cancelled": 0}
+
+
+def chat(cid: str, **message) -> dict:
+    line = ok(cid)
+    line["response"]["body"]["choices"][0]["message"] = {"role": "assistant", **message}
+    return line
+
+
+ODD_LINES = [
+    ok("a", "plain answer"),
+    chat("b", content=None, refusal="I can't help with that."),
+    chat("c", content="ünïcode 💊 and \"quotes\" and \\n"),
+    {"custom_id": "d", "response": {"status_code": 200, "request_id": "r", "body": {"model": "m", "choices": []}},
+     "error": None},
+    http_error("e", 429, "rate_limit_exceeded"),
+    http_error("f", 500, None),
+    {"custom_id": "g", "response": {"status_code": 400, "body": {"error": {"message": "", "type": "", "code": ""}}},
+     "error": None},
+    {"custom_id": "h", "response": {"status_code": 0, "request_id": "", "body": {}}, "error": None},
+    never_ran("i", "batch_expired"),
+    never_ran("j", "batch_cancelled"),
+    {"custom_id": "k", "response": None, "error": {"code": "server_error", "message": "boom"}},
+    {"custom_id": "l", "response": {}, "error": {}},
+    {"custom_id": "m", "response": {"status_code": 200, "body": {"model": "m", "choices": [{"message": {}}],
+                                                                "usage": {"input_tokens": 3, "output_tokens": 4}}},
+     "error": {"code": None, "message": None}},
+    {"custom_id": "n", "response": {"status_code": 200, "body": {"model": "m", "choices": [
+        {"message": {"content": "first"}}, {"message": {"content": "second"}}]}}, "error": None, "extra": [1, 2]},
+]
+
+
+def test_odd_lines_follow_the_robust_rule():
+    rows = {r["custom_id"]: r for r in parse_lines(jsonl(*ODD_LINES)).to_pylist()}
+    summary = {cid: (r["status"], r["error_code"], r["output"]) for cid, r in rows.items()}
+    assert summary == {
+        "a": ("succeeded", None, "plain answer"),
+        "b": ("invalid_output", "refusal", None),
+        "c": ("succeeded", None, 'ünïcode 💊 and "quotes" and \\n'),
+        "d": ("succeeded", None, None),
+        "e": ("failed", "rate_limit_exceeded", None),
+        "f": ("failed", "server_error", None),
+        "g": ("failed", "http_400", None),
+        "h": ("failed", "http_0", None),
+        "i": ("expired", "batch_expired", None),
+        "j": ("cancelled", "batch_cancelled", None),
+        "k": ("failed", "server_error", None),
+        "l": ("failed", "http_0", None),
+        "m": ("succeeded", None, None),
+        "n": ("succeeded", None, "first"),
+    }
+    assert rows["b"]["error_message"] == "I can't help with that."
+    assert rows["h"]["error_message"] == "request failed with HTTP 0"
+    assert (rows["m"]["input_tokens"], rows["m"]["output_tokens"]) == (3, 4)
