@@ -102,6 +102,17 @@ def _accounting_problems(partition: str, index: pa.Table, results: pa.Table) -> 
     return problems
 
 
+def _retrying(context: dg.AssetExecutionContext, uc: UseCase, partition: str) -> bool:
+    """Leave a partition as it is while a retry round is in flight (see PartitionRecord.retrying)."""
+    record = latest_record(context.instance, uc.record_keys, partition)
+    if record is None or not record.retrying:
+        return False
+    note = "left as it was: a retry round is in flight; the batch monitor finishes it"
+    context.log.warning("%s %s: %s", uc.name, partition, note)
+    context.add_asset_metadata({"note": note}, partition_key=partition)
+    return True
+
+
 def _columns(path: UPath, columns: list[str]) -> pa.Table | None:
     if not path.exists():
         return None
@@ -146,6 +157,8 @@ def _build_assets(uc: UseCase) -> list:
         wh = warehouse.warehouse()
         total = 0.0
         for partition in context.partition_keys:
+            if _retrying(context, uc, partition):
+                continue
             folder = wh.partition_dir(uc.name, "requests", partition)
             results_path = wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE
             previous = PreviousAnswers.load(
@@ -220,6 +233,8 @@ def _build_assets(uc: UseCase) -> list:
         _check_budget(wh, uc, context.partition_keys, config.max_run_cost_usd)
         gateway = batch_api.gateway()
         for partition in context.partition_keys:
+            if _retrying(context, uc, partition):
+                continue
             folder = wh.partition_dir(uc.name, "requests", partition)
             tokens = _tokens_by_shard(wh.read_parquet(folder / INDEX_FILE))
             shards = [

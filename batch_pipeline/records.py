@@ -12,6 +12,8 @@ import dagster as dg
 
 from batch_pipeline.submission import Queued, Submission
 
+_LOOKBACK = 20  # materializations per asset searched for the newest one carrying a record
+
 
 @dataclass(frozen=True)
 class PartitionRecord:
@@ -25,6 +27,12 @@ class PartitionRecord:
     def unharvested(self) -> list[Submission]:
         done = set(self.harvested)
         return [s for s in self.submissions if s.batch_id not in done]
+
+    @property
+    def retrying(self) -> bool:
+        """A follow-up round is in flight or waiting: rebuilding the partition now could send its
+        requests a second time, and would drop the round from the record."""
+        return any(s.attempt > 1 for s in self.unharvested) or any(q.attempt > 1 for q in self.queued)
 
 
 def record_metadata(
@@ -55,12 +63,17 @@ def record_from(event: dg.EventLogRecord) -> PartitionRecord | None:
 def latest_record(
     instance: dg.DagsterInstance, keys: list[dg.AssetKey], partition: str
 ) -> PartitionRecord | None:
-    """The newest record of a partition among the given assets' materializations."""
-    newest = None
+    """The newest record of a partition among the given assets' materializations.
+
+    A materialization without a record (a partition left as it was) does not count.
+    """
+    records = []
     for key in keys:
         for event in instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=_LOOKBACK
         ).records:
-            if newest is None or event.storage_id > newest.storage_id:
-                newest = event
-    return record_from(newest) if newest else None
+            record = record_from(event)
+            if record is not None:
+                records.append(record)
+                break
+    return max(records, key=lambda r: r.record_id, default=None)

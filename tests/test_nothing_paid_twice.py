@@ -46,3 +46,27 @@ def test_rerun_after_harvest_sends_nothing(instance, pipeline_env):
     run_until_idle(defs, instance)
     assert (len(provider_batches(defs)), len(files(defs))) == counts
     assert results(pipeline_env) == before
+
+
+def test_an_overlapping_rerun_leaves_a_retry_round_in_flight_alone(instance, pipeline_env):
+    from tests.helpers import execute, tick_until_requested
+
+    uc, defs = make(pipeline_env, rows=12, local_api={"line_rate_limit_fraction": 0.4, "fault_seed": 4,
+                                                       "pace_seconds": 1.5})
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    [request], _, _ = tick_until_requested(defs, instance)
+    assert execute(defs, instance, request).success  # harvests round 1, submits round 2
+    in_flight = provider_batches(defs)
+    assert any(b.metadata["attempt"] == "2" and b.status not in ("completed", "failed") for b in in_flight)
+
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success  # a backfill overlapping it
+    requests = instance.get_latest_materialization_event(uc.key("requests")).asset_materialization
+    assert "retry round is in flight" in requests.metadata["note"].value
+    assert len(provider_batches(defs)) == len(in_flight)
+
+    run_until_idle(defs, instance)
+    batches = provider_batches(defs)
+    keys = [(b.metadata["shard"], b.metadata["attempt"]) for b in batches]
+    assert len(keys) == len(set(keys))
+    rows = results(pipeline_env)
+    assert len(rows) == 12 and all(r["status"] == "succeeded" or r["attempts"] == 3 for r in rows)
