@@ -228,10 +228,7 @@ def _answer_columns(
         return {}
     if spec.endpoint == "/v1/embeddings":
         vectors = joined["embedding"].combine_chunks()
-        dims = spec.parameters.get("dimensions") or max((len(v) for v in vectors.to_pylist() if v), default=0)
-        if dims == 0:
-            return {"embedding": pa.nulls(len(vectors), pa.list_(pa.float32(), 1))}
-        return {"embedding": vectors.cast(pa.list_(pa.float32(), dims))}
+        return {"embedding": vectors.cast(pa.list_(pa.float32(), spec.parameters["dimensions"]))}
     if spec.response_model is None:
         return {}
     records: list[dict] = []

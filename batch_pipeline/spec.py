@@ -123,6 +123,11 @@ class BatchSpec:
                 f"spec '{self.name}': parameters may not set {sorted(reserved & set(self.parameters))}; "
                 "the spec's model, templates and response_model fill them"
             )
+        if self.endpoint == "/v1/embeddings" and not isinstance(self.parameters.get("dimensions"), int):
+            raise SpecError(
+                f"spec '{self.name}': embeddings need parameters={{'dimensions': N}}; the results "
+                "store them as a fixed-size list column"
+            )
         if self.response_model is not None:
             if self.endpoint == "/v1/embeddings":
                 raise SpecError(f"spec '{self.name}': embeddings take no response_model")

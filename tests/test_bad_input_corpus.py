@@ -175,7 +175,9 @@ class Unusable(BaseModel):
         ({"response_model": Unusable}, "cannot be used as a strict response schema"),
         ({"prompt": "{drug name}"}, "must be a bare column name"),
         ({"parameters": {"stream": True}}, "may not set \\['stream'\\]"),
-        ({"endpoint": "/v1/embeddings", "response_model": Clashing}, "embeddings take no response_model"),
+        ({"endpoint": "/v1/embeddings", "parameters": {"dimensions": 8}, "response_model": Clashing},
+         "embeddings take no response_model"),
+        ({"endpoint": "/v1/embeddings"}, "embeddings need parameters"),
         ({"max_attempts": 0}, "max_attempts must be at least 1"),
     ],
 )
