@@ -21,6 +21,7 @@ import openai
 import orjson
 
 from batch_pipeline.local_api import LocalAPISettings, embedded_client
+from batch_pipeline.local_api.responders import respond
 
 MEDICATIONS = ("metformin", "lisinopril", "atorvastatin", "levothyroxine", "amlodipine", "omeprazole", "warfarin")
 
@@ -42,8 +43,8 @@ def orjson_baseline(lines: list[dict[str, Any]]) -> tuple[float, bytes]:
     return time.perf_counter() - started, data
 
 
-def upload_to_output(client: openai.OpenAI, data: bytes, poll: float) -> tuple[float, int]:
-    """Seconds from upload to downloaded output, and the number of output lines."""
+def upload_to_output(client: openai.OpenAI, data: bytes, poll: float) -> tuple[float, bytes]:
+    """Seconds from upload to downloaded output, and the output file."""
     started = time.perf_counter()
     file_id = client.files.create(file=("shard.jsonl", data), purpose="batch").id
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
@@ -53,7 +54,22 @@ def upload_to_output(client: openai.OpenAI, data: bytes, poll: float) -> tuple[f
     if batch.status != "completed" or not batch.output_file_id:
         raise SystemExit(f"batch ended {batch.status}: {batch.errors}")
     output = client.files.content(batch.output_file_id).content
-    return time.perf_counter() - started, output.count(b"\n")
+    return time.perf_counter() - started, output
+
+
+def check_output(data: bytes, output: bytes, samples: int = 500) -> None:
+    """Sampled result lines are byte for byte ``orjson.dumps`` of what ``respond`` answers (the
+    API writes chat results from pre-encoded templates; this keeps them equal)."""
+    requests, results = data.splitlines(), output.splitlines()
+    assert len(requests) == len(results), (len(requests), len(results))
+    for i in range(0, len(results), max(1, len(results) // samples)):
+        got, request = orjson.loads(results[i]), orjson.loads(requests[i])
+        status, body = respond(request["url"], request["body"])
+        body["created"] = got["response"]["body"]["created"]
+        expected = {"id": got["id"], "custom_id": request["custom_id"],
+                    "response": {"status_code": status, "request_id": got["response"]["request_id"],
+                                 "body": body}, "error": None}
+        assert orjson.dumps(expected) == results[i], f"result line {i} differs from respond()"
 
 
 def free_port() -> int:
@@ -65,8 +81,9 @@ def free_port() -> int:
 def served(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A server process with pace 0, so its background thread runs the batch flat out."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "batch_pipeline.local_api", "--port", str(port), "--data-dir",
-                                str(data_dir), "--pace-seconds", "0"], stdout=subprocess.DEVNULL,
+    # The project CLI serves the local API (there is no ``python -m batch_pipeline.local_api``).
+    process = subprocess.Popen([sys.executable, "-m", "batch_pipeline.cli", "local-api", "--port", str(port),
+                                "--data-dir", str(data_dir), "--pace-seconds", "0"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}/v1"
     for _ in range(600):
@@ -89,15 +106,15 @@ def main() -> None:
     print(f"orjson encode (baseline): {baseline:8.3f} s  {args.lines / baseline:12,.0f} lines/s")
     with tempfile.TemporaryDirectory() as tmp:
         settings = LocalAPISettings(pace_seconds=0)
-        seconds, count = upload_to_output(embedded_client(Path(tmp) / "embedded", settings=settings), data, 0.0)
-        assert count == args.lines
+        seconds, output = upload_to_output(embedded_client(Path(tmp) / "embedded", settings=settings), data, 0.0)
+        check_output(data, output)
         print(f"local API, embedded:      {seconds:8.3f} s  {args.lines / seconds:12,.0f} lines/s"
               f"  ratio to baseline {baseline / seconds:.3f}")
         process, base_url = served(Path(tmp) / "served")
         try:
             client = openai.OpenAI(base_url=base_url, api_key="sk-local")
-            seconds, count = upload_to_output(client, data, 0.02)
-            assert count == args.lines
+            seconds, output = upload_to_output(client, data, 0.02)
+            check_output(data, output)
             print(f"local API, served:        {seconds:8.3f} s  {args.lines / seconds:12,.0f} lines/s"
                   f"  ratio to baseline {baseline / seconds:.3f}")
         finally:

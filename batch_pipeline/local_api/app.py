@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -246,9 +247,13 @@ def _routes(api: LocalBatchAPI) -> list[Route]:
         file_id = request.path_params["file_id"]
         await api.run(store.get_file, file_id)
         path = store.file_path(file_id)
-        if not path.exists():
-            raise not_found(f"No such File object: {file_id}")
-        return ContentResponse(path, media_type="application/octet-stream")
+        try:
+            # Stat here (inline when embedded): FileResponse would otherwise stat in an anyio
+            # worker thread, and with the embedded transport's pathsend no thread is needed at all.
+            stat_result = await api.run(os.stat, path)
+        except FileNotFoundError:
+            raise not_found(f"No such File object: {file_id}") from None
+        return ContentResponse(path, media_type="application/octet-stream", stat_result=stat_result)
 
     async def create_batch(request: Request) -> Response:
         raw = await request.body()

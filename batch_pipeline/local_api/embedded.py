@@ -64,8 +64,19 @@ class EmbeddedTransport(httpx2.BaseTransport):
             "headers": [(key.lower(), value) for key, value in request.headers.raw], "scheme": url.scheme,
             "path": url.path, "raw_path": url.raw_path.split(b"?")[0], "query_string": url.query,
             "server": (url.host, url.port or 80), "client": ("127.0.0.1", 0), "root_path": "",
+            # File downloads arrive as one path to read here, not as 1 MiB chunks over thread hops.
+            "extensions": {"http.response.pathsend": {}},
         }
-        status, headers, content = _run(lambda: self._call(scope, body))
+        # The coroutine leaves its result here instead of returning it: on Python 3.11,
+        # ``asyncio.run`` formats the finished task's repr (via ``signal.getsignal``), and a
+        # returned 48 MB body would be repr'd in full, twice, per call.
+        result: list[tuple[int, list[tuple[bytes, bytes]], bytes]] = []
+
+        async def call() -> None:
+            result.append(await self._call(scope, body))
+
+        _run(call)
+        status, headers, content = result[0]
         if any(key == STALL_HEADER.encode() for key, _ in headers):
             raise httpx2.ReadTimeout("The local Batch API stalled this call (injected timeout).", request=request)
         return httpx2.Response(status, headers=headers, content=content, request=request)
@@ -88,6 +99,9 @@ class EmbeddedTransport(httpx2.BaseTransport):
             if message["type"] == "http.response.start":
                 response["status"] = message["status"]
                 response["headers"] = list(message.get("headers", []))
+            elif message["type"] == "http.response.pathsend":
+                response["chunks"].append(Path(message["path"]).read_bytes())
+                finished.set()
             elif message["type"] == "http.response.body":
                 response["chunks"].append(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -97,7 +111,8 @@ class EmbeddedTransport(httpx2.BaseTransport):
             await self.app(scope, receive, send)
         finally:
             finished.set()
-        return response["status"], response["headers"], b"".join(response["chunks"])
+        chunks = response["chunks"]
+        return response["status"], response["headers"], chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def embedded_client(data_dir: str | Path, *, settings: LocalAPISettings | None = None,

@@ -24,8 +24,12 @@ from batch_pipeline.local_api.errors import error_body
 from batch_pipeline.local_api.structured import instance_for
 
 Reply = tuple[int, dict[str, Any]]
+# A successful reply already serialized: status, the body's JSON (exactly ``orjson.dumps`` of the
+# dict reply), prompt tokens and completion tokens (for the batch's usage).
+EncodedReply = tuple[int, bytes, int, int]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+_LOWER_WORD = re.compile(r"[a-z][a-z'-]{3,}")  # _WORD on lowercased ASCII text
 _STOP = frozenset(
     "about above after again also among because been before being below between both could does doing "
     "during each either every from have having here into itself just like more most much must only other "
@@ -43,6 +47,21 @@ _SENTENCES = tuple((template, template.startswith("{A}")) for template in (
     "{A} deserves a careful, plain-language explanation.",
     "Most questions about {A} come back to {C}.",
 ))
+# The same templates as f-strings of (A, B, C): several times cheaper to fill than ``str.format``.
+_FILLS: tuple[Callable[[str, str, str], str], ...] = (
+    lambda a, b, c: f"{a} is the main point to keep in mind.",
+    lambda a, b, c: f"In short, {a} is closely tied to {b}.",
+    lambda a, b, c: f"When {a} comes up, consider {b} and {c} as well.",
+    lambda a, b, c: f"A practical note: {b} matters most where {a} is involved.",
+    lambda a, b, c: f"Overall, the answer depends on {a}, {b} and {c}.",
+    lambda a, b, c: f"It helps to look at {c} first, then at {a}.",
+    lambda a, b, c: f"{a} deserves a careful, plain-language explanation.",
+    lambda a, b, c: f"Most questions about {a} come back to {c}.",
+)
+if tuple(fill("{A}", "{B}", "{C}") for fill in _FILLS) != tuple(template for template, _ in _SENTENCES):
+    raise AssertionError("_FILLS must spell out _SENTENCES")
+_POSITIONAL = tuple((fill, leads) for fill, (_, leads) in zip(_FILLS, _SENTENCES))
+_SENTENCE_COUNT = len(_SENTENCES)
 _DEFAULT_WORDS = ["the request", "the details", "the context"]
 EMBEDDING_DIMENSIONS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536, "text-embedding-ada-002": 1536}
 
@@ -69,6 +88,15 @@ def _seed(body: dict[str, Any]) -> int:
 def keywords(text: str, limit: int = 6) -> list[str]:
     """Distinct content words of ``text`` in order of appearance."""
     found: list[str] = []
+    if text.isascii():
+        # Lowercasing ASCII maps letters to letters and nothing else, so the matches of the
+        # lowered text are the lowered matches: one ``lower`` instead of one per word.
+        for word in _LOWER_WORD.findall(text.lower()):
+            if word not in _STOP and word not in found:
+                found.append(word)
+                if len(found) == limit:
+                    break
+        return found
     for word in _WORD.findall(text):
         lowered = word.lower()
         if lowered not in _STOP and lowered not in found:
@@ -82,15 +110,19 @@ def compose(words: list[str], seed: int) -> str:
     """A short paragraph echoing ``words``; the seed picks sentence templates and order."""
     pool = words or _DEFAULT_WORDS
     size = len(pool)
-    lead = pool[:3]
-    topics = lead[0] if len(lead) == 1 else f"{', '.join(lead[:-1])} and {lead[-1]}"
-    parts = [f"Here is a short overview of {topics}."]
-    shift = seed >> 20
+    if size >= 3:
+        parts = [f"Here is a short overview of {pool[0]}, {pool[1]} and {pool[2]}."]
+    elif size == 2:
+        parts = [f"Here is a short overview of {pool[0]} and {pool[1]}."]
+    else:
+        parts = [f"Here is a short overview of {pool[0]}."]
+    # ring[j] == pool[(j + shift) % size] for the j < 6 that sentences use: no modulo per word.
+    start = (seed >> 20) % size
+    ring = (pool[start:] + pool[:start]) * (6 // size + 1)
     for i in range(2 + seed % 3):
-        template, leads_with_a = _SENTENCES[(seed >> (4 * i)) % len(_SENTENCES)]
-        a = pool[(i + shift) % size]
-        parts.append(template.format(A=a.capitalize() if leads_with_a else a, B=pool[(i + 1 + shift) % size],
-                                     C=pool[(i + 2 + shift) % size]))
+        fill, leads_with_a = _POSITIONAL[(seed >> (4 * i)) % _SENTENCE_COUNT]
+        a = ring[i]
+        parts.append(fill(a.capitalize() if leads_with_a else a, ring[i + 1], ring[i + 2]))
     return " ".join(parts)
 
 
@@ -123,7 +155,12 @@ def _answer(words: list[str], seed: int, schema: dict[str, Any] | None) -> str:
     return orjson.dumps(instance_for(schema, words or _DEFAULT_WORDS, seed)).decode()
 
 
-def chat_completions(body: dict[str, Any]) -> Reply:
+# One chat answer before serialization: seed, [(content, cut)] per choice, prompt and completion tokens.
+_ChatAnswer = tuple[int, list[tuple[str, bool]], int, int]
+
+
+def _chat_answer(body: dict[str, Any]) -> Reply | _ChatAnswer:
+    """The chat answer for ``body``, or an error reply (a 2-tuple) when the body is invalid."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _invalid("Invalid 'messages': expected a non-empty array.", "messages")
@@ -132,9 +169,13 @@ def chat_completions(body: dict[str, Any]) -> Reply:
         n = 1
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
         return _invalid(f"Invalid 'n': expected an integer between 1 and 128, but got {n!r}.", "n")
-    cap, error = _positive_int(body, "max_completion_tokens", "max_tokens")
-    if error:
-        return error
+    cap = body.get("max_completion_tokens")
+    if cap is None:
+        cap = body.get("max_tokens")
+    if cap is not None and (type(cap) is not int or cap < 1):  # fast accept; the general check below
+        cap, error = _positive_int(body, "max_completion_tokens", "max_tokens")
+        if error:
+            return error
     schema = None
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
@@ -147,23 +188,39 @@ def chat_completions(body: dict[str, Any]) -> Reply:
     for message in messages:
         if not isinstance(message, dict):
             return _invalid("Invalid 'messages': each message must be an object.", "messages")
-        text = _text_of(message.get("content"))
-        prompt_tokens += 4 + estimate_tokens(text)
+        content = message.get("content")
+        text = content if type(content) is str else _text_of(content)
+        prompt_tokens += 4 + (len(text) + 3) // 4  # estimate_tokens, inlined
         if message.get("role") == "user":
             last_user = text
     words = keywords(last_user or " ".join(_text_of(m.get("content")) for m in messages))
     seed = _seed(body)
-    choices = []
+    if n == 1 and schema is None:  # the common shape, with _answer and _cap inlined
+        content = compose(words, seed)
+        tokens = (len(content) + 3) // 4
+        if cap is None or tokens <= cap:
+            return seed, [(content, False)], prompt_tokens, tokens
+        return seed, [(content[: cap * 4], True)], prompt_tokens, cap
+    answers = []
     completion_tokens = 0
     for index in range(n):
         content, tokens, cut = _cap(_answer(words, seed + index, schema), cap)
         completion_tokens += tokens
-        choices.append({
-            "index": index,
-            "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
-            "logprobs": None,
-            "finish_reason": "length" if cut else "stop",
-        })
+        answers.append((content, cut))
+    return seed, answers, prompt_tokens, completion_tokens
+
+
+def chat_completions(body: dict[str, Any]) -> Reply:
+    answer = _chat_answer(body)
+    if len(answer) == 2:
+        return answer  # type: ignore[return-value]
+    seed, answers, prompt_tokens, completion_tokens = answer  # type: ignore[misc]
+    choices = [{
+        "index": index,
+        "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+        "logprobs": None,
+        "finish_reason": "length" if cut else "stop",
+    } for index, (content, cut) in enumerate(answers)]
     return 200, {
         "id": f"chatcmpl-{seed:016x}",
         "object": "chat.completion",
@@ -174,6 +231,41 @@ def chat_completions(body: dict[str, Any]) -> Reply:
         "service_tier": "default",
         "system_fingerprint": None,
     }
+
+
+# ``orjson.dumps`` of the dict ``chat_completions`` builds, as byte templates (compact JSON, keys
+# in insertion order). Keep the two in step: ``benchmarks/bench_local_api.py`` checks they agree.
+_CHAT_HEAD = b'{"id":"chatcmpl-%016x","object":"chat.completion","created":%d,"model":%s,"choices":['
+_CHAT_CHOICE = (b'{"index":%d,"message":{"role":"assistant","content":%s,"refusal":null,"annotations":[]},'
+                b'"logprobs":null,"finish_reason":"%s"}')
+_CHAT_TAIL = (b'],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
+              b'"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},'
+              b'"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,'
+              b'"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},'
+              b'"service_tier":"default","system_fingerprint":null}')
+_CHAT_ONE = _CHAT_HEAD + _CHAT_CHOICE.replace(b'{"index":%d', b'{"index":0', 1) + _CHAT_TAIL  # n == 1
+_FINISH = {False: b"stop", True: b"length"}
+
+
+def chat_completions_encoded(body: dict[str, Any]) -> Reply | EncodedReply:
+    """``chat_completions`` with a successful body already serialized (same bytes, less work)."""
+    answer = _chat_answer(body)
+    if len(answer) == 2:
+        return answer  # type: ignore[return-value]
+    seed, answers, prompt_tokens, completion_tokens = answer  # type: ignore[misc]
+    model = orjson.dumps(body.get("model"))
+    if len(answers) == 1:
+        content, cut = answers[0]
+        encoded = _CHAT_ONE % (seed, int(time.time()), model, orjson.dumps(content), _FINISH[cut],
+                               prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+    else:
+        encoded = b"".join((
+            _CHAT_HEAD % (seed, int(time.time()), model),
+            b",".join(_CHAT_CHOICE % (index, orjson.dumps(content), _FINISH[cut])
+                      for index, (content, cut) in enumerate(answers)),
+            _CHAT_TAIL % (prompt_tokens, completion_tokens, prompt_tokens + completion_tokens),
+        ))
+    return 200, encoded, prompt_tokens, completion_tokens
 
 
 def _chat_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
@@ -319,6 +411,13 @@ RESPONDERS: dict[str, Callable[[dict[str, Any]], Reply]] = {
     "/v1/embeddings": embeddings,
     "/v1/completions": completions,
 }
+
+
+def respond_fast(endpoint: str, body: dict[str, Any]) -> Reply | EncodedReply:
+    """``respond``, with chat successes already serialized (an ``EncodedReply``)."""
+    if endpoint == "/v1/chat/completions":
+        return chat_completions_encoded(body)
+    return respond(endpoint, body)
 
 
 def respond(endpoint: str, body: dict[str, Any]) -> Reply:

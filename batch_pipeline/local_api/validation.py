@@ -74,10 +74,11 @@ def validate_input(path: Path, endpoint: str, settings: LocalAPISettings) -> Val
             if not isinstance(line, dict):
                 result.add("invalid_json_line", "This line is not parseable as valid JSON.", number)
                 continue
-            missing = [key for key in ("custom_id", "method", "url", "body") if key not in line]
-            for key in missing:
-                result.add("missing_required_parameter", f"Missing required parameter: '{key}'.", number, key)
-            if missing:
+            if not ("custom_id" in line and "method" in line and "url" in line and "body" in line):
+                for key in ("custom_id", "method", "url", "body"):
+                    if key not in line:
+                        result.add("missing_required_parameter", f"Missing required parameter: '{key}'.", number,
+                                   key)
                 continue
             custom_id, body = line["custom_id"], line["body"]
             if not isinstance(custom_id, str) or not custom_id:
@@ -101,7 +102,9 @@ def validate_input(path: Path, endpoint: str, settings: LocalAPISettings) -> Val
                 result.add("streaming_unsupported", f"{name}: Streaming is not supported in the Batch API.",
                            number, "body.stream")
             model = body.get("model")
-            if not isinstance(model, str) or not model:
+            if model == result.model and model is not None:
+                pass  # the batch's model again (the common case): nothing new to record
+            elif not isinstance(model, str) or not model:
                 result.add("invalid_request", "Model parameter is required.", number, "body.model")
             else:
                 models.add(model)
