@@ -92,45 +92,53 @@ def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
         os.environ["DAGSTER_HOME"] = str(home)
 
 
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
+    """One evaluation of the real batch monitor, with the Definitions' resources, as the daemon does."""
+    with dg.build_sensor_context(
+        instance=instance,
+        instance_ref=instance.get_ref(),
+        cursor=cursor,
+        resources=defs.resources,
+        repository_def=defs.get_repository_def(),
+        sensor_name=MONITOR_NAME,
+    ) as context:
+        return defs.resolve_sensor_def(MONITOR_NAME).evaluate_tick(context)
+
+
+def execute(
+    defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest, run_config: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    """Run what the monitor asked for, tagged as the daemon would tag it."""
+    tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": MONITOR_NAME}
+    return defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=tags, run_config=run_config,
+        raise_on_error=False,
+    )
+
+
 def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> None:
     """Tick the real sensor, running what it asks for, until nothing is in flight."""
-    sensor = defs.resolve_sensor_def(MONITOR_NAME)
     cursor, deadline, last = None, time.monotonic() + _TIMEOUT_SECONDS, ""
     print(f"\nwaiting for batches (sensor '{MONITOR_NAME}')")
     while time.monotonic() < deadline:
-        with dg.build_sensor_context(
-            instance=instance,
-            instance_ref=instance.get_ref(),
-            cursor=cursor,
-            resources=defs.resources,
-            repository_def=defs.get_repository_def(),
-            sensor_name=MONITOR_NAME,
-        ) as context:
-            tick = sensor.evaluate_tick(context)
-        cursor = tick.cursor
-        if tick.skip_message == "no batches in flight":
+        tick_data = tick(defs, instance, cursor)
+        cursor = tick_data.cursor
+        if tick_data.skip_message == "no batches in flight":
             break
-        if tick.skip_message and tick.skip_message != last:
-            print(f"  sensor: {tick.skip_message}")
-            last = tick.skip_message
-        for request in tick.run_requests:
+        if tick_data.skip_message and tick_data.skip_message != last:
+            print(f"  sensor: {tick_data.skip_message}")
+            last = tick_data.skip_message
+        for request in tick_data.run_requests:
             key = (request.tags["batch_pipeline/use_case"], request.partition_key)
             kind = request.tags["batch_pipeline/reason"]
-            tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": MONITOR_NAME}
-            result = defs.resolve_job_def(request.job_name).execute_in_process(
-                instance=instance,
-                partition_key=request.partition_key,
-                tags=tags,
-                run_config=_QUIET,
-                raise_on_error=False,
-            )
+            result = execute(defs, instance, request, _QUIET)
             run = runs[key]
             run.error = None if result.success else _failure(result)
             if kind == "results":
                 run.harvested = result.success
             outcome = {"results": "results written", "admit": "queued shards submitted"}[kind]
             print(f"  {key[0]} {key[1]}: {outcome if result.success else 'FAILED ' + str(run.error)}")
-        if not tick.run_requests:
+        if not tick_data.run_requests:
             time.sleep(1.0)
     for run in runs.values():
         if run.submitted and not run.harvested and run.error is None:

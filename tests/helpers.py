@@ -6,7 +6,15 @@ import time
 
 import dagster as dg
 
-from batch_pipeline.monitor import MONITOR_NAME
+from batch_pipeline.demo import execute as _execute
+from batch_pipeline.demo import tick
+
+
+def execute(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest):
+    """Run what the monitor asked for; it must succeed."""
+    result = _execute(defs, instance, request)
+    assert result.success, request
+    return result
 
 
 def submit(defs: dg.Definitions, instance: dg.DagsterInstance, job: str, partition: str):
@@ -14,19 +22,6 @@ def submit(defs: dg.Definitions, instance: dg.DagsterInstance, job: str, partiti
         instance=instance, partition_key=partition, raise_on_error=False
     )
     return result
-
-
-def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
-    """One evaluation of the real batch monitor sensor, with the Definitions' resources."""
-    with dg.build_sensor_context(
-        instance=instance,
-        instance_ref=instance.get_ref(),
-        cursor=cursor,
-        resources=defs.resources,
-        repository_def=defs.get_repository_def(),
-        sensor_name=MONITOR_NAME,
-    ) as context:
-        return defs.resolve_sensor_def(MONITOR_NAME).evaluate_tick(context)
 
 
 def tick_until_requested(
@@ -42,13 +37,6 @@ def tick_until_requested(
             return data.run_requests, cursor, ticks
         time.sleep(0.2)
     raise AssertionError(f"sensor requested nothing in {timeout}s: {[t.skip_message for t in ticks][-3:]}")
-
-
-def execute(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest):
-    tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": MONITOR_NAME}
-    return defs.resolve_job_def(request.job_name).execute_in_process(
-        instance=instance, partition_key=request.partition_key, tags=tags
-    )
 
 
 def run_until_idle(defs: dg.Definitions, instance: dg.DagsterInstance, timeout: float = 90):
