@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def run_demo(warehouse: str | None, base_url: str | None) -> int:
     """Run the demo; the exit code is non-zero if any stage failed."""
     _configure_environment(warehouse, base_url)
     logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed below instead
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)  # BackfillPolicy is beta, knowingly
     from assets.definitions import USE_CASES, defs  # after the environment is set
 
     instance = dg.DagsterInstance.get()

@@ -17,7 +17,7 @@ from batch_pipeline.carry_over import PreviousAnswers, carried_rows, renumber
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest import STATUSES, counts_by_status, retryable
 from batch_pipeline.preview import markdown_table
-from batch_pipeline.records import latest_record, record_metadata
+from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
 from batch_pipeline.request_lines import PENDING, REJECTED, empty_index, stream_requests
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
 from batch_pipeline.results_run import follow_ups, harvest_slices
@@ -102,15 +102,40 @@ def _accounting_problems(partition: str, index: pa.Table, results: pa.Table) -> 
     return problems
 
 
-def _retrying(context: dg.AssetExecutionContext, uc: UseCase, partition: str) -> bool:
-    """Leave a partition as it is while a retry round is in flight (see PartitionRecord.retrying)."""
+def _retrying(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str) -> bool:
+    """Leave a partition as it is while a retry round is in flight.
+
+    In flight means recorded and not harvested (see `PartitionRecord.retrying`), or a round's
+    request file written after the latest record that no record mentions: a results run died
+    between preparing a round and Dagster recording it. Rebuilding then could send that round's
+    requests a second time; re-executing the results run finds the round and carries on.
+    """
     record = latest_record(context.instance, uc.record_keys, partition)
-    if record is None or not record.retrying:
+    if record is None:
         return False
-    note = "left as it was: a retry round is in flight; the batch monitor finishes it"
+    if record.retrying:
+        note = "left as it was: a retry round is in flight; the batch monitor finishes it"
+    elif _unrecorded_rounds(wh, uc, partition, record):
+        note = (
+            "left as it was: a results run prepared a retry round that was never recorded; "
+            "re-execute the partition's results run (run retries do this by themselves)"
+        )
+    else:
+        return False
     context.log.warning("%s %s: %s", uc.name, partition, note)
     context.add_asset_metadata({"note": note}, partition_key=partition)
     return True
+
+
+def _unrecorded_rounds(wh: Warehouse, uc: UseCase, partition: str, record: PartitionRecord) -> list[str]:
+    folder = wh.partition_dir(uc.name, "requests", partition)
+    if not folder.exists():
+        return []
+    known = {s.path for s in record.submissions} | {q.path for q in record.queued}
+    return [
+        str(p) for p in folder.glob("retry-*.jsonl")
+        if str(p) not in known and p.stat().st_mtime > record.timestamp
+    ]
 
 
 def _columns(path: UPath, columns: list[str]) -> pa.Table | None:
@@ -157,7 +182,7 @@ def _build_assets(uc: UseCase) -> list:
         wh = warehouse.warehouse()
         total = 0.0
         for partition in context.partition_keys:
-            if _retrying(context, uc, partition):
+            if _retrying(context, wh, uc, partition):
                 continue
             folder = wh.partition_dir(uc.name, "requests", partition)
             results_path = wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE
@@ -233,7 +258,7 @@ def _build_assets(uc: UseCase) -> list:
         _check_budget(wh, uc, context.partition_keys, config.max_run_cost_usd)
         gateway = batch_api.gateway()
         for partition in context.partition_keys:
-            if _retrying(context, uc, partition):
+            if _retrying(context, wh, uc, partition):
                 continue
             folder = wh.partition_dir(uc.name, "requests", partition)
             tokens = _tokens_by_shard(wh.read_parquet(folder / INDEX_FILE))

@@ -90,6 +90,9 @@ MATRIX = {
         submitted(r, i), killed_at(r, "harvest", "results.written")),
     "per-request 429/500, retried in follow-up batches": lambda r, i: with_faults(
         r, line_rate_limit_fraction=0.3, line_server_error_fraction=0.2, fault_seed=11),
+    "killed after a follow-up round and its Parquet, before Dagster recorded them": lambda r, i: (
+        with_faults(r, line_rate_limit_fraction=0.4, fault_seed=2), submitted(r, i),
+        killed_at(r, "harvest", "results.written")),
     "killed while creating a follow-up batch": lambda r, i: (
         with_faults(r, line_rate_limit_fraction=0.4, fault_seed=2), submitted(r, i),
         killed_at(r, "harvest", "submission.created")),
