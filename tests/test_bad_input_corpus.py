@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +152,6 @@ def test_spec_columns_missing_from_the_table_fail_naming_them(tmp_path, header, 
 def test_a_missing_partition_column_fails_naming_it(tmp_path):
     with pytest.raises(ValueError, match="no partition column 'day'"):
         build(tmp_path, "g1,A,b\n", header="id,name,notes")
-
-
-class Mood(enum.Enum):
-    up = "up"
 
 
 class Clashing(BaseModel):
