@@ -142,7 +142,8 @@ def _next_run(
     """The run a partition needs now, if any."""
     now = time.time()
     due = [q for q in watch.queued if q[2] <= now]
-    fits = bool(due) and (limit is None or in_flight.get(uc.spec.model, 0) + min(q[1] for q in due) <= limit)
+    enqueued = in_flight.get(uc.spec.model, 0)
+    fits = bool(due) and (limit is None or not enqueued or enqueued + min(q[1] for q in due) <= limit)
     if due and fits and all(q[0] == 1 for q in due):
         job, kind = uc.admit_job.name, "admit"
     elif terminal and not any(q[0] == 1 for q in watch.queued) and (watch.harvest or (due and fits)):

@@ -130,7 +130,9 @@ def submit_shards(
         batch = existing.get(key)
         reused = batch is not None
         if batch is None:
-            if token_limit is not None and enqueued + shard.estimated_tokens > token_limit:
+            # A shard bigger than the whole limit goes alone when nothing else is queued, rather
+            # than waiting forever; the provider then refuses or accepts it, and retries follow.
+            if token_limit is not None and enqueued and enqueued + shard.estimated_tokens > token_limit:
                 log(
                     f"shard {shard.index}: queued; {shard.estimated_tokens:,} tokens would exceed the "
                     f"{token_limit:,} enqueued-token limit of {model} ({enqueued:,} in flight)"

@@ -94,3 +94,12 @@ def test_admission_holds_shards_back_instead_of_hitting_the_queue_limit(instance
     assert [r["status"] for r in rows] == ["succeeded"] * 12
     batches = provider_batches(defs)
     assert len(batches) == 3 and all(b.status == "completed" for b in batches)
+
+
+def test_a_shard_bigger_than_the_whole_limit_goes_alone(instance, pipeline_env):
+    uc, defs = make(pipeline_env, rows=8, max_requests_per_shard=4, token_limits={"gpt-4o-mini": 10})
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert len(provider_batches(defs)) == 1  # the first went alone, the second waits
+    run_until_idle(defs, instance)
+    assert [r["status"] for r in results(pipeline_env)] == ["succeeded"] * 8
+    assert len(provider_batches(defs)) == 2
