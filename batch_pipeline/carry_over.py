@@ -15,17 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_pipeline.request_lines import PENDING
+from batch_pipeline.request_lines import PENDING, line_custom_id
 
 CARRIED = "carried"
 KEPT_STATUSES = ("succeeded", "invalid_output")
-_ID_START = len(b'{"custom_id":"')  # every line we build starts with its (portable) custom_id
-
-
-def _custom_id(line: bytes) -> str:
-    return line[_ID_START : line.index(b'"', _ID_START)].decode()
-
-
 def _digest(line: bytes) -> str:
     return blake2b(line, digest_size=16).hexdigest()
 
@@ -52,7 +45,7 @@ class PreviousAnswers:
         shard's remaining bytes (None when nothing is left to send) and the kept custom_ids.
         """
         lines = shard.splitlines(keepends=True) if shard else []
-        hashes = {_custom_id(line): _digest(line) for line in lines}
+        hashes = {line_custom_id(line): _digest(line) for line in lines}
         keep = {c for c, h in hashes.items() if self.hashes.get(c) == h}
         ids = index["custom_id"].to_pylist()
         index = index.append_column("request_sha", pa.array([hashes.get(c) for c in ids], pa.string()))
@@ -64,7 +57,7 @@ class PreviousAnswers:
                 index.schema.get_field_index("shard"), "shard",
                 pc.if_else(mask, pa.scalar(None, pa.int32()), index["shard"]),
             )
-            lines = [line for line in lines if _custom_id(line) not in keep]
+            lines = [line for line in lines if line_custom_id(line) not in keep]
         return index, (b"".join(lines) if lines else None), sorted(keep)
 
 

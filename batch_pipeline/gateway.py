@@ -76,17 +76,18 @@ class BatchGateway:
         """Our batches carrying any of `idempotency_keys`; a bounded sweep."""
         return self.sweep(idempotency_keys).found
 
-    def find_input_file(self, filename: str) -> str | None:
-        """The id of an already uploaded batch input file named `filename`, if any.
+    def input_files(self) -> dict[str, str]:
+        """Uploaded batch input files by name (the newest of a name wins), from one listing.
 
         Covers a process that died between upload and batch create: the upload is reused
         instead of leaked and paid for in storage twice.
         """
         self.calls += 1
-        for file in self.client.files.list(purpose="batch"):
-            if file.filename == filename and file.status != "error":
-                return file.id
-        return None
+        found: dict[str, str] = {}
+        for file in self.client.files.list(purpose="batch"):  # newest first
+            if file.status != "error":
+                found.setdefault(file.filename, file.id)
+        return found
 
     def upload(self, filename: str, data: bytes) -> str:
         """Upload a batch input file that the provider deletes by itself after a week.

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import dagster as dg
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
@@ -22,6 +21,7 @@ from batch_pipeline.failpoints import failpoint
 from batch_pipeline.gateway import TERMINAL, BatchGateway
 from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines
 from batch_pipeline.records import PartitionRecord
+from batch_pipeline.request_lines import line_custom_id
 from batch_pipeline.submission import Queued, Shard, Submission, submit_shards
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import Warehouse
@@ -71,7 +71,7 @@ def harvest_slices(
     later = [harvest_batch(wh, gateway, uc, partition, s) for s in record.submissions if s.attempt > 1]
     later_lines = pa.concat_tables(later) if later else None
     prices = batch_prices([uc.spec.model])
-    for rows, shard in _slices(index):
+    for rows, shard in shard_slices(index):
         parts = [harvest_batch(wh, gateway, uc, partition, first[shard])] if shard in first else []
         if later_lines is not None:
             parts.append(later_lines.filter(pc.is_in(later_lines["custom_id"], value_set=rows["custom_id"])))
@@ -80,7 +80,7 @@ def harvest_slices(
         yield merge_carried(assemble(rows, uc.source.key, lines, prices, uc.spec), carried)
 
 
-def _slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:
+def shard_slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:
     """Contiguous runs of the index, each starting where a new first-round shard starts."""
     shards = index["shard"].to_pylist()
     starts = [0]
@@ -99,7 +99,7 @@ def _slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:
 
 
 def _custom_ids(shard: UPath) -> list[str]:
-    return [orjson.loads(line)["custom_id"] for line in shard.read_bytes().splitlines() if line.strip()]
+    return [line_custom_id(line) for line in shard.read_bytes().splitlines() if line.strip()]
 
 
 def follow_ups(
@@ -132,7 +132,7 @@ def follow_ups(
             line
             for path in sorted(folder.glob("shard-*.jsonl"))
             for line in path.read_bytes().splitlines(keepends=True)
-            if orjson.loads(line)["custom_id"] in wanted
+            if line_custom_id(line) in wanted
         ]
         tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist()))
         not_before = time.time() + spec.retry_backoff_seconds * 2 ** (attempt - 2)
@@ -140,7 +140,7 @@ def follow_ups(
             chunk = lines[i : i + spec.max_requests_per_shard]
             path = wh.write_bytes(folder / f"retry-a{attempt}-{i // spec.max_requests_per_shard:05d}.jsonl",
                                   b"".join(chunk))
-            ids = [orjson.loads(line)["custom_id"] for line in chunk]
+            ids = [line_custom_id(line) for line in chunk]
             queued.append(Queued(i // spec.max_requests_per_shard, attempt, str(path), len(chunk),
                                  sum(tokens.get(c, 0) for c in ids), not_before, "retry", parents))
         log(

@@ -124,6 +124,7 @@ def submit_shards(
     enqueued = sweep.enqueued_tokens if sweep else 0
     submissions: list[Submission] = []
     queued: list[Queued] = []
+    uploads: dict[str, str] | None = None  # listed once, only if some shard needs an upload
     for shard in shards:
         meta = metadata[shard.index]
         key = meta["idempotency_key"]
@@ -142,7 +143,9 @@ def submit_shards(
                                      list(shard.parent_batch_ids)))
                 continue
             filename = f"{key}.jsonl"
-            file_id = gateway.find_input_file(filename)
+            if uploads is None:
+                uploads = gateway.input_files()
+            file_id = uploads.get(filename)
             if file_id is None:
                 file_id = gateway.upload(filename, shard.data)
                 log(f"shard {shard.index}: uploaded {shard.requests} requests as {file_id}")

@@ -9,11 +9,8 @@ Run alone: ``.venv/bin/python -m benchmarks.bench_harvest --rows 100000``.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -22,10 +19,10 @@ import pyarrow.parquet as pq
 
 from batch_pipeline.cost import batch_prices
 from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines
-from batch_pipeline.results_run import _slices
+from batch_pipeline.results_run import shard_slices
 from batch_pipeline.warehouse import Warehouse
 from benchmarks.bench_requests import ours as build
-from benchmarks.workload import SPEC, provider_files, write_source
+from benchmarks.workload import SPEC, provider_files, run_alone, timed, write_source
 
 KEY = "medication_id"
 
@@ -46,12 +43,12 @@ def prepare(count: int, workdir: Path) -> Path:
 
 def ours(folder: Path, out: Path) -> int:
     """What the results asset does for one partition: one first-round shard's rows at a time
-    (`results_run._slices`), joined to that shard's lines and written as a row group."""
+    (`results_run.shard_slices`), joined to that shard's lines and written as a row group."""
     index = pq.read_table(folder / "requests" / "rows.parquet")
     warehouse = Warehouse(out.parent)
     rows = 0
     with warehouse.parquet_writer(warehouse.root / out.name) as write:
-        for part, shard in _slices(index):
+        for part, shard in shard_slices(index):
             ids = [c for c, s in zip(part["custom_id"].to_pylist(), part["shard"].to_pylist()) if s is not None]
             raw = [] if shard is None else [
                 (folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl").read_bytes() for kind in ("output", "error")]
@@ -103,11 +100,6 @@ def pyarrow_json(folder: Path) -> int:
     return rows
 
 
-def timed(fn, *args) -> tuple[float, int]:
-    started = time.perf_counter()
-    n = fn(*args)
-    return time.perf_counter() - started, n
-
 
 def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -123,13 +115,5 @@ def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=100_000)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(measure(args.rows, Path(tmp)), indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(measure, __doc__)

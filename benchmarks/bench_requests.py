@@ -10,10 +10,7 @@ Run alone: ``.venv/bin/python -m benchmarks.bench_requests --rows 100000``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -23,7 +20,7 @@ import pyarrow.parquet as pq
 from batch_pipeline import request_lines
 from batch_pipeline.request_lines import stream_requests
 from batch_pipeline.source import read_partition_batches
-from benchmarks.workload import PARTITION, SPEC, rows, source_for, write_source
+from benchmarks.workload import PARTITION, SPEC, rows, run_alone, source_for, timed, write_source
 
 SHARD_LINES = 50_000
 
@@ -104,11 +101,6 @@ def floor(ids: list[str], texts: list[str]) -> int:
     return count
 
 
-def timed(fn, *args) -> tuple[float, int]:
-    started = time.perf_counter()
-    n = fn(*args)
-    return time.perf_counter() - started, n
-
 
 def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -128,13 +120,5 @@ def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=100_000)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(measure(args.rows, Path(tmp)), indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(measure, __doc__)

@@ -5,12 +5,17 @@ error files those requests would come back as. Nothing large is committed; rows 
 
 from __future__ import annotations
 
+import argparse
 import csv
+import json
+import tempfile
+import time
 from pathlib import Path
 
 import orjson
 
-from batch_pipeline.spec import BatchSpec, SourceTable
+from assets import patient_education
+from batch_pipeline.spec import SourceTable
 
 PARTITION = "2026-11-20"
 COLUMNS = ("medication_id", "list_date", "name", "drug_class", "indication", "dosage_notes")
@@ -27,21 +32,23 @@ _NOTES = ("500 mg twice daily with meals; increase gradually to reduce stomach u
           "dose adjusted to INR; avoid large changes in vitamin K intake",
           "1-2 puffs every 4-6 hours as needed for wheezing")
 
-SPEC = BatchSpec(
-    name="patient_education",
-    model="gpt-4o-mini",
-    system_prompt=(
-        "You write patient education leaflets at a 6th-grade reading level. Be accurate, kind "
-        "and brief. Never change a dose; tell the reader to ask their pharmacist or doctor."
-    ),
-    prompt=(
-        "Write a leaflet for {name} ({drug_class}).\n"
-        "What it is for: {indication}.\n"
-        "How it is usually taken: {dosage_notes}.\n"
-        "Sections: What it does, How to take it, Common side effects, When to get help."
-    ),
-    parameters={"temperature": 0.3, "max_tokens": 600},
-)
+SPEC = patient_education.spec  # the shipped use case's spec, so the benchmark measures real requests
+
+
+def timed(fn, *args) -> tuple[float, int]:
+    """(seconds, what fn returned: rows or lines handled)."""
+    started = time.perf_counter()
+    n = fn(*args)
+    return time.perf_counter() - started, n
+
+
+def run_alone(measure, doc: str | None) -> None:
+    """`python -m benchmarks.<name> --rows N`: one benchmark's figures as JSON."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(measure(args.rows, Path(tmp)), indent=1))
 
 
 def source_for(path: Path) -> SourceTable:

@@ -82,3 +82,13 @@ def test_shards_respect_line_and_byte_limits():
 def test_empty_partition_builds_nothing():
     built = build_requests(table([]), SOURCE, SPEC)
     assert built.shards == [] and built.index.num_rows == 0
+
+
+def test_line_custom_id_reads_the_id_without_parsing():
+    from batch_pipeline.request_lines import line_custom_id
+
+    keys = ["plain-1", "with space", "ünï 💊", "x" * 80]
+    built = build_requests(table([{"id": k, "day": "d", "name": "n", "notes": "m"} for k in keys]), SOURCE, SPEC)
+    lines = [line for shard in built.shards for line in shard.splitlines()]
+    assert [line_custom_id(line) for line in lines] == [orjson.loads(line)["custom_id"] for line in lines]
+    assert len(lines) == 4
