@@ -9,56 +9,61 @@ time, beside `request_lines.stream_requests`.
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from hashlib import blake2b
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_pipeline.request_lines import PENDING, line_custom_id
+from batch_pipeline.request_lines import HASH_TYPE, PENDING
 
 CARRIED = "carried"
 KEPT_STATUSES = ("succeeded", "invalid_output")
-def _digest(line: bytes) -> str:
-    return blake2b(line, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
 class PreviousAnswers:
-    """custom_id -> request hash of every row whose last harvest gave it a final answer."""
+    """`custom_id` and `request_hash` of every row whose last harvest gave it a final answer."""
 
-    hashes: dict[str, str]
+    answered: pa.Table
 
     @classmethod
     def load(cls, old_index: pa.Table | None, old_results: pa.Table | None) -> "PreviousAnswers":
-        """From the previous request index and results (only their id, hash and status columns)."""
-        if old_index is None or old_results is None or "request_sha" not in old_index.column_names:
-            return cls({})
+        """From the previous request index and results (only their id, hash and status columns).
+
+        An index from before `request_hash` (or with none) keeps nothing: its rows are sent again.
+        """
+        empty = pa.table({"custom_id": pa.array([], pa.string()), "request_hash": pa.array([], HASH_TYPE)})
+        if old_index is None or old_results is None or "request_hash" not in old_index.column_names:
+            return cls(empty)
         final = old_results.filter(pc.is_in(old_results["status"], value_set=pa.array(KEPT_STATUSES)))
         kept = old_index.filter(pc.is_in(old_index["custom_id"], value_set=final["custom_id"]))
-        return cls(dict(zip(kept["custom_id"].to_pylist(), kept["request_sha"].to_pylist())))
+        return cls(kept.select(["custom_id", "request_hash"]))
 
-    def apply(self, index: pa.Table, shard: bytes | None) -> tuple[pa.Table, bytes | None, list[str]]:
+    def apply(self, index: pa.Table,
+              lines: pa.ChunkedArray | None) -> tuple[pa.Table, pa.ChunkedArray | None, list[str]]:
         """One streamed shard without the lines that keep their answer.
 
-        Returns the index chunk with `request_sha` added and kept rows marked `carried`, the
-        shard's remaining bytes (None when nothing is left to send) and the kept custom_ids.
+        `index` and `lines` are as `stream_requests` yields them (its pending rows are the lines).
+        Returns the index with kept rows marked `carried`, the remaining lines (None when nothing
+        is left to send) and the kept custom_ids.
         """
-        lines = shard.splitlines(keepends=True) if shard else []
-        hashes = {line_custom_id(line): _digest(line) for line in lines}
-        keep = {c for c, h in hashes.items() if self.hashes.get(c) == h}
-        ids = index["custom_id"].to_pylist()
-        index = index.append_column("request_sha", pa.array([hashes.get(c) for c in ids], pa.string()))
-        if keep:
-            mask = pa.array([c in keep for c in ids])
-            index = index.set_column(
-                index.schema.get_field_index("status"), "status", pc.if_else(mask, CARRIED, index["status"])
-            ).set_column(
-                index.schema.get_field_index("shard"), "shard",
-                pc.if_else(mask, pa.scalar(None, pa.int32()), index["shard"]),
-            )
-            lines = [line for line in lines if line_custom_id(line) not in keep]
-        return index, (b"".join(lines) if lines else None), sorted(keep)
+        if lines is None or not self.answered.num_rows:
+            return index, lines, []
+        position = pc.index_in(index["custom_id"], value_set=self.answered["custom_id"])
+        before = self.answered["request_hash"].take(position)
+        pending = pc.equal(index["status"], PENDING)
+        keep = pc.fill_null(pc.and_(pending, pc.equal(before, index["request_hash"])), False)
+        if not pc.any(keep).as_py():
+            return index, lines, []
+        kept = index["custom_id"].filter(keep).to_pylist()
+        lines = lines.filter(pc.invert(keep.filter(pending)))
+        index = index.set_column(
+            index.schema.get_field_index("status"), "status", pc.if_else(keep, CARRIED, index["status"])
+        ).set_column(
+            index.schema.get_field_index("shard"), "shard",
+            pc.if_else(keep, pa.scalar(None, pa.int32()), index["shard"]),
+        )
+        return index, (lines if len(lines) else None), sorted(kept)
 
 
 def carried_rows(old_results: pq.ParquetFile, kept: list[str]) -> Iterator[pa.Table]:

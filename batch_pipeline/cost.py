@@ -32,8 +32,8 @@ def batch_prices(models: list[str]) -> dict[str, tuple[float, float]]:
 
 
 # Chat formatting adds a few tokens per message and for the reply's priming (OpenAI cookbook).
-_TOKENS_PER_MESSAGE = 3
-_TOKENS_PER_REPLY = 3
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_REPLY = 3
 
 
 @cache
@@ -44,32 +44,9 @@ def _encoding(model: str) -> Any:
         return bpe_openai.get_encoding("cl100k_base" if model.startswith("text-embedding") else "o200k_base")
 
 
-def input_tokens(model: str, messages_by_role: list[list[str | None]], chat: bool) -> list[int]:
-    """Prompt tokens per request, counted offline with the model's BPE encoding.
-
-    `messages_by_role` holds one list of texts per role (None for a rejected row, counted 0).
-    """
-    count = _counter(model)
-    per_message = _TOKENS_PER_MESSAGE if chat else 0
-    totals = [_TOKENS_PER_REPLY if chat else 0] * len(messages_by_role[0]) if messages_by_role else []
-    for texts in messages_by_role:
-        # A text repeated across rows (a template without fields, such as a fixed system prompt)
-        # is counted once when the first rows show repeats; counting is most of the cost of
-        # building requests.
-        head = [t for t in texts[:16] if t is not None]
-        if len(set(head)) < len(head):
-            counted: dict[str, int] = {}
-            for i, text in enumerate(texts):
-                if text is not None:
-                    tokens = counted.get(text)
-                    if tokens is None:
-                        tokens = counted[text] = count(text)
-                    totals[i] += tokens + per_message
-        else:  # texts that differ row by row: no cache to fill
-            for i, text in enumerate(texts):
-                if text is not None:
-                    totals[i] += count(text) + per_message
-    return totals
+def count_tokens(model: str, texts: list[str]) -> list[int]:
+    """Tokens of each text, counted offline with the model's BPE encoding."""
+    return list(map(_counter(model), texts))
 
 
 @cache

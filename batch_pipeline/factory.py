@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
-from batch_pipeline.carry_over import PreviousAnswers, carried_rows, renumber
+from batch_pipeline.carry_over import PreviousAnswers, carried_rows
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest import STATUSES, counts_by_status, retryable
 from batch_pipeline.preview import markdown_table
 from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
-from batch_pipeline.request_lines import PENDING, REJECTED, empty_index, stream_requests
+from batch_pipeline.request_files import write_requests
+from batch_pipeline.request_lines import PENDING, REJECTED
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
 from batch_pipeline.results_run import follow_ups, harvest_slices
 from batch_pipeline.source import read_partition_batches
@@ -142,7 +143,8 @@ def _columns(path: UPath, columns: list[str]) -> pa.Table | None:
     if not path.exists():
         return None
     with path.open("rb") as f:
-        return pq.read_table(f, columns=columns)
+        present = pq.read_schema(f).names
+        return pq.read_table(f, columns=[c for c in columns if c in present])
 
 
 def _tokens_by_shard(index: pa.Table) -> dict[int, int]:
@@ -187,21 +189,12 @@ def _build_assets(uc: UseCase) -> list:
             folder = wh.partition_dir(uc.name, "requests", partition)
             results_path = wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE
             previous = PreviousAnswers.load(
-                _columns(folder / INDEX_FILE, ["custom_id", "request_sha"]),
+                _columns(folder / INDEX_FILE, ["custom_id", "request_hash"]),
                 _columns(results_path, ["custom_id", "status"]),
             )
-            # One shard in memory at a time: each is written as soon as it is complete.
-            chunks, names, kept = [], [], []
-            for chunk, shard in stream_requests(read_partition_batches(source, partition), source, spec):
-                chunk, shard, carried = previous.apply(chunk, shard)
-                kept += carried
-                if shard is not None:
-                    names.append(f"shard-{len(names):05d}.jsonl")
-                    wh.write_bytes(folder / names[-1], shard)
-                    chunk = renumber(chunk, len(names) - 1)
-                chunks.append(chunk)
+            written = write_requests(wh, folder, read_partition_batches(source, partition), source, spec, previous)
             failpoint("requests.shards_written")
-            index = pa.concat_tables(chunks) if chunks else empty_index(source, spec)
+            index, names, kept = written.index, written.shards, written.kept
             if kept:
                 with wh.parquet_writer(folder / CARRIED_FILE) as write, results_path.open("rb") as old:
                     for rows in carried_rows(pq.ParquetFile(old), kept):

@@ -2,12 +2,18 @@
 
 The result is an index with one row per source row (in source order) and the request lines of
 the rows that became requests, split into shards within the provider's per-file limits.
-Templates are rendered column-wise with Arrow; only the final JSON encoding is per row (orjson).
+Everything is column-wise with Arrow, a chunk of rows at a time: templates are rendered straight
+into JSON lines, shards are cut on cumulative line sizes and a shard's bytes are its lines'
+buffer. Python touches single rows only to say why a row is rejected, to escape a cell that
+needs JSON escaping, and to count the tokens of a sample of rows.
 """
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import functools
+import itertools
 import json
 import string
 import uuid
@@ -17,14 +23,19 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 
-from batch_pipeline.cost import input_tokens
+from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
 from batch_pipeline.custom_ids import custom_id_for, custom_ids
 from batch_pipeline.source import SOURCE_ERROR, columns
 from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
 
 PENDING = "pending"
 REJECTED = "rejected"
+# Rows whose tokens are counted per chunk; a bigger chunk is estimated from a sample this size.
+TOKEN_SAMPLE_ROWS = 1_000
+_CHUNK_ROWS = 50_000  # source rows validated, rendered, counted and encoded at a time
+HASH_TYPE = pa.binary(16)
 
 
 @dataclass(frozen=True)
@@ -32,8 +43,9 @@ class PartitionRequests:
     """What one partition of a source table turns into.
 
     `index` has the key column, `custom_id`, `shard` (null for rejected rows), `status`
-    (`pending` or `rejected`), `error_code`, `error_message` and `estimated_input_tokens`
-    (counted offline; 0 for rejected rows). `shards` holds the JSONL bytes of each shard.
+    (`pending` or `rejected`), `error_code`, `error_message`, `estimated_input_tokens` (0 for
+    rejected rows) and `request_hash` (128 bits of the request line; null for rejected rows).
+    `shards` holds the JSONL bytes of each shard.
     """
 
     index: pa.Table
@@ -44,21 +56,17 @@ class PartitionRequests:
         return pc.sum(pc.equal(self.index["status"], REJECTED)).as_py() or 0
 
 
-
-def check_columns(table: pa.Table, source: SourceTable, spec: BatchSpec) -> None:
+def check_columns(table: pa.Table | pa.RecordBatch, source: SourceTable, spec: BatchSpec) -> None:
     """Fail loudly, naming the column and the spec, when the spec asks for a column the table lacks."""
     needed = [source.key, source.partition_column, *spec.template_columns()]
     for column in needed:
-        if column not in table.column_names:
-            close = difflib.get_close_matches(column, table.column_names, n=1)
+        if column not in table.schema.names:
+            close = difflib.get_close_matches(column, table.schema.names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SpecError(
                 f"spec '{spec.name}': column '{column}' is not in source table "
-                f"'{source.path.name}' (columns: {', '.join(table.column_names)}){hint}"
+                f"'{source.path.name}' (columns: {', '.join(table.schema.names)}){hint}"
             )
-
-
-_CHUNK_ROWS = 50_000  # source rows validated, rendered, counted and encoded at a time
 
 
 def build_requests(table: pa.Table, source: SourceTable, spec: BatchSpec) -> PartitionRequests:
@@ -66,70 +74,102 @@ def build_requests(table: pa.Table, source: SourceTable, spec: BatchSpec) -> Par
     check_columns(table, source, spec)
     indexes: list[pa.Table] = []
     shards: list[bytes] = []
-    for index, shard in stream_requests(table, source, spec):
+    for index, lines in stream_requests(table, source, spec):
         indexes.append(index)
-        if shard is not None:
-            shards.append(shard)
+        if lines is not None:
+            shards.append(shard_bytes(lines))
     if not indexes:
-        return PartitionRequests(index=_index_table(source.key, _EMPTY_STRINGS, _EMPTY_STRINGS, [], [], [], []),
-                                 shards=[])
+        return PartitionRequests(index=_empty_index(source.key), shards=[])
     return PartitionRequests(index=pa.concat_tables(indexes).combine_chunks(), shards=shards)
 
 
 def stream_requests(
     batches: pa.Table | Iterable[pa.RecordBatch], source: SourceTable, spec: BatchSpec
-) -> Iterator[tuple[pa.Table, bytes | None]]:
+) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
     """`build_requests` one shard at a time, for partitions too big to hold in memory.
 
     `batches` is a table or any iterable of record batches (a streaming CSV reader, say), read
-    as it goes. Yields `(index, shard)` as soon as a shard is complete: `index` holds the index
-    rows since the previous yield, up to the shard's last request (rejected rows stay in source
-    order; those after the last request come with the last shard, or with `shard` None when no
-    row became a request). Concatenated, the yields are exactly what `build_requests` returns.
+    as it goes. Yields `(index, lines)` as soon as a shard is complete: `lines` are the shard's
+    request lines (binary, newline-terminated; `shard_bytes` joins them) and `index` holds the
+    index rows since the previous yield, up to the shard's last request, so its pending rows
+    are the shard's lines in order. Rejected rows stay in source order; those after the last
+    request come with the last shard, or with `lines` None when no row became a request.
     """
     if isinstance(batches, pa.Table):
         batches = batches.to_batches(max_chunksize=_CHUNK_ROWS)
-    encode = None
-    seen: dict[str, int] = {}
+    encoder: _LineEncoder | None = None
+    seen: set[str] = set()
+    repeats: dict[str, int] = {}
     offset = 0
     pending: list[pa.Table] = []  # index rows not yet handed out
-    lines: list[bytes] = []  # the open shard's lines
-    size = shard = 0
+    open_lines: list[pa.Array] = []  # the open shard's lines
+    count = size = shard = 0  # the open shard's lines, bytes and number
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        if encode is None:
+        if encoder is None:
             check_columns(batch, source, spec)
-            encode = _line_encoder(spec)
-        keys, ids, codes, messages, tokens, chunk_lines = _chunk_requests(batch, source, spec, seen, offset, encode)
+            encoder = _LineEncoder(spec)
+        index, lines, usable = _chunk_requests(batch, source, spec, seen, repeats, offset, encoder)
         offset += batch.num_rows
-        shard_of: list[int | None] = [None] * len(chunk_lines)
-        cuts: list[tuple[int, bytes]] = []  # (row before which a shard closed, its bytes)
-        for i, line in enumerate(chunk_lines):
-            if line is None:
-                continue
-            if lines and (len(lines) >= spec.max_requests_per_shard or size + len(line) > spec.max_shard_bytes):
-                cuts.append((i, b"".join(lines)))
-                lines, size, shard = [], 0, shard + 1
-            lines.append(line)
-            size += len(line)
-            shard_of[i] = shard
-        del chunk_lines
-        index = _index_table(source.key, keys, ids, shard_of, codes, messages, tokens)
-        start = 0
-        for row, data in cuts:
-            pending.append(index.slice(start, row - start))
-            start = row
-            yield pa.concat_tables(pending), data
-            pending = []
-        pending.append(index.slice(start))
-    if lines:
-        yield pa.concat_tables(pending), b"".join(lines)
+        cuts, count, size = _shard_cuts(pc.binary_length(lines).to_pylist(), count, size, spec)
+        rows = pc.indices_nonzero(usable)  # the chunk row of each line
+        shard_of = list(itertools.chain.from_iterable(
+            itertools.repeat(shard + i, end - start) for i, (start, end) in
+            enumerate(zip([0, *cuts], [*cuts, len(lines)]))))
+        index = index.add_column(2, "shard", pc.replace_with_mask(
+            pa.nulls(index.num_rows, pa.int32()), usable, pa.array(shard_of, pa.int32())))
+        row_start = line_start = 0
+        for cut in cuts:
+            row = rows[cut].as_py()
+            pending.append(index.slice(row_start, row - row_start))
+            open_lines.append(lines.slice(line_start, cut - line_start))
+            yield pa.concat_tables(pending), pa.chunked_array(open_lines, pa.binary())
+            pending, open_lines, row_start, line_start, shard = [], [], row, cut, shard + 1
+        pending.append(index.slice(row_start))
+        if line_start < len(lines):
+            open_lines.append(lines.slice(line_start))
+    if open_lines:
+        yield pa.concat_tables(pending), pa.chunked_array(open_lines, pa.binary())
     elif pending:
         yield pa.concat_tables(pending), None
 
 
-_EMPTY_STRINGS = pa.array([], pa.string())
+def shard_buffers(lines: pa.ChunkedArray) -> list[pa.Buffer]:
+    """A shard's JSONL as buffers to write one after the other: each chunk's lines sit back to
+    back in its data buffer, so nothing is copied."""
+    buffers = []
+    for chunk in lines.chunks:
+        if len(chunk):
+            offsets = _offsets(chunk)
+            buffers.append(chunk.buffers()[2][offsets[0]:offsets[-1]])
+    return buffers
+
+
+def shard_bytes(lines: pa.ChunkedArray) -> bytes:
+    """A shard's JSONL as one bytes object."""
+    return b"".join(shard_buffers(lines))
+
+
+def _offsets(lines: pa.BinaryArray) -> memoryview:
+    """Where each line starts (and the last one ends) in the array's data buffer."""
+    return memoryview(lines.buffers()[1]).cast("i")[lines.offset : lines.offset + len(lines) + 1]
+
+
+def line_hashes(lines: pa.Array) -> pa.Array:
+    """A 128-bit hash of each request line, to tell an unchanged request from a changed one.
+
+    xxh3 rather than a cryptographic hash: it only has to tell a rebuilt line from the one sent
+    before, and it costs a third of blake2b per line, which matters at a million rows.
+    """
+    if not len(lines):
+        return pa.array([], HASH_TYPE)
+    offsets = _offsets(lines).tolist()
+    data = memoryview(lines.buffers()[2])
+    return pa.array(list(map(xxhash.xxh3_128_digest, map(data.__getitem__, map(slice, offsets, offsets[1:])))),
+                    HASH_TYPE)
+
+
 _ID_START = len(b'{"custom_id":"')
 
 
@@ -144,29 +184,47 @@ def line_custom_id(line: bytes) -> str:
 
 def empty_index(source: SourceTable, spec: BatchSpec) -> pa.Table:
     """The index of a partition with no rows; the spec is still checked against the table's columns."""
-    check_columns(pa.table({c: _EMPTY_STRINGS for c in columns(source)}), source, spec)
-    return _index_table(source.key, _EMPTY_STRINGS, _EMPTY_STRINGS, [], [], [], []).append_column(
-        "request_sha", _EMPTY_STRINGS)
+    check_columns(pa.table({c: pa.array([], pa.string()) for c in columns(source)}), source, spec)
+    return _empty_index(source.key)
 
 
-def _index_table(key_column: str, keys: pa.Array, ids: pa.Array, shard_of: list, codes: list,
-                 messages: list, tokens: list) -> pa.Table:
-    return pa.table(
-        {
-            key_column: keys,
-            "custom_id": ids,
-            "shard": pa.array(shard_of, pa.int32()),
-            "status": pa.array([REJECTED if c else PENDING for c in codes], pa.string()),
-            "error_code": pa.array(codes, pa.string()),
-            "error_message": pa.array(messages, pa.string()),
-            "estimated_input_tokens": pa.array(tokens, pa.int64()),
-        }
-    )
+def _empty_index(key_column: str) -> pa.Table:
+    empty = pa.array([], pa.string())
+    return pa.table({key_column: empty, "custom_id": empty, "shard": pa.array([], pa.int32()), "status": empty,
+                     "error_code": empty, "error_message": empty,
+                     "estimated_input_tokens": pa.array([], pa.int64()), "request_hash": pa.array([], HASH_TYPE)})
 
 
-def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec, seen: dict[str, int],
-                    offset: int, encode):
-    """Keys, custom_ids, rejections, token counts and request lines of one chunk of rows."""
+def _shard_cuts(lengths: list[int], count: int, size: int, spec: BatchSpec) -> tuple[list[int], int, int]:
+    """Where the open shard closes among these next lines (positions of the first line of each
+    new shard) and the open shard's line count and bytes after them.
+
+    Greedy, as a writer appending line by line would: a shard closes before the line that would
+    take it over either limit. A single line over the byte limit is a shard of its own, so the
+    provider refuses it visibly instead of it waiting forever.
+    """
+    cumulative = list(itertools.accumulate(lengths))
+    cuts: list[int] = []
+    start = base = 0  # base: bytes of the lines before `start`
+    while start < len(lengths):
+        hi = min(len(lengths), start + spec.max_requests_per_shard - count)
+        fit = bisect.bisect_right(cumulative, base + spec.max_shard_bytes - size, start, hi) - start
+        if fit == 0 and count == 0:
+            fit = 1
+        if fit:
+            count, size = count + fit, size + cumulative[start + fit - 1] - base
+            base, start = cumulative[start + fit - 1], start + fit
+        if start < len(lengths):
+            cuts.append(start)
+            count = size = 0
+    return cuts, count, size
+
+
+def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec, seen: set[str],
+                    repeats: dict[str, int], offset: int,
+                    encoder: _LineEncoder) -> tuple[pa.Table, pa.BinaryArray, pa.BooleanArray]:
+    """A chunk's index (without `shard`), the request lines of its pending rows in order, and
+    which rows those are."""
     n = batch.num_rows
     keys = batch.column(source.key).cast(pa.string())
     codes: list[str | None] = [None] * n
@@ -181,21 +239,14 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
         for i in pc.indices_nonzero(pc.is_valid(batch.column(SOURCE_ERROR))).to_pylist():
             codes[i], messages[i] = "malformed_row", batch.column(SOURCE_ERROR)[i].as_py()
     reject(_blank(keys), "missing_value", f"column '{source.key}' (the row key) is empty")
-    ids = _custom_ids_with_duplicates(keys, source.key, reject, seen, offset)
+    ids = _custom_ids_with_duplicates(keys, source.key, reject, seen, repeats, offset)
 
     cells = {c: batch.column(c).cast(pa.string()) for c in spec.template_columns()}
     for column, values in cells.items():
         reject(_blank(values), "missing_value", f"column '{column}' is empty")
-
-    rendered = {
-        role: _render(template, cells, n)
-        for role, template in spec.templates().items()
-    }
-    total_chars = _zeros(n)
-    for text in rendered.values():
-        total_chars = pc.add(total_chars, pc.fill_null(pc.utf8_length(text), 0))
-    too_long = pc.greater(total_chars, spec.max_prompt_chars)
-    for i in pc.indices_nonzero(too_long).to_pylist():
+    chars = {role: encoder.chars(role, cells, n) for role in encoder.templates}
+    total_chars = functools.reduce(pc.add, chars.values())
+    for i in pc.indices_nonzero(pc.greater(total_chars, spec.max_prompt_chars)).to_pylist():
         if codes[i] is None:
             lengths = {column: len(values[i].as_py() or "") for column, values in cells.items()}
             longest = max(lengths, key=lengths.__getitem__)
@@ -206,43 +257,55 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
                 f"({lengths[longest]:,} characters)"
             )
 
-    texts = {role: values.to_pylist() for role, values in rendered.items()}
-    del rendered, cells
-    lines = encode(ids.to_pylist(), texts, codes)
-    rejected = [i for i, c in enumerate(codes) if c is not None]
-    for values in texts.values():
-        for i in rejected:
-            values[i] = None
-    tokens = input_tokens(spec.model, list(texts.values()), chat=spec.endpoint != "/v1/embeddings")
-    return keys, ids, codes, messages, tokens, lines
+    error_codes = pa.array(codes, pa.string())
+    usable = pc.is_null(error_codes)
+    if pc.all(usable).as_py():
+        lines = encoder.lines(ids, cells)
+    else:
+        lines = encoder.lines(ids.filter(usable), {c: v.filter(usable) for c, v in cells.items()})
+    tokens = encoder.tokens(cells, chars, usable)
+    hashes = pc.replace_with_mask(pa.nulls(n, HASH_TYPE), usable, line_hashes(lines))
+    index = pa.table({
+        source.key: keys,
+        "custom_id": ids,
+        "status": pc.if_else(usable, PENDING, REJECTED),
+        "error_code": error_codes,
+        "error_message": pa.array(messages, pa.string()),
+        "estimated_input_tokens": tokens,
+        "request_hash": hashes,
+    })
+    return index, lines, usable
 
 
 def _blank(values: pa.Array) -> pa.Array:
-    return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), True)
+    """Null, empty or only whitespace (classified without copying the strings)."""
+    return pc.fill_null(pc.or_(pc.equal(pc.binary_length(values), 0), pc.utf8_is_space(values)), True)
 
 
-def _zeros(n: int) -> pa.Array:
-    return pa.array([0] * n, pa.int64())
-
-
-def _custom_ids_with_duplicates(keys: pa.Array, key_column: str, reject, seen: dict[str, int],
-                                offset: int) -> pa.Array:
+def _custom_ids_with_duplicates(keys: pa.Array, key_column: str, reject, seen: set[str],
+                                repeats: dict[str, int], offset: int) -> pa.Array:
     """custom_ids for every row; rows without a key or with a repeated key get distinct ids.
 
-    `seen` counts the keys of earlier chunks of the partition; `offset` is the chunk's first row.
+    `seen` holds the keys of earlier chunks of the partition and `repeats` how often a repeated
+    one came; `offset` is the chunk's first row.
     """
     filled = pc.fill_null(keys, "")
+    key_list = filled.to_pylist()
+    if (not pc.any(_blank(keys)).as_py() and pc.count_distinct(filled).as_py() == len(key_list)
+            and seen.isdisjoint(key_list)):  # the usual case, checked column-wise
+        seen.update(key_list)
+        return custom_ids(filled)
     ids = custom_ids(filled).to_pylist()
     duplicate = [False] * len(ids)
-    for i, key in enumerate(filled.to_pylist()):
+    for i, key in enumerate(key_list):
         if not key.strip():
             ids[i] = f"nokey-{offset + i}"
-            continue
-        count = seen.get(key, 0) + 1
-        seen[key] = count
-        if count > 1:
+        elif key in seen:
             duplicate[i] = True
+            repeats[key] = count = repeats.get(key, 1) + 1
             ids[i] = custom_id_for(f"{key}#duplicate-{count}")
+        else:
+            seen.add(key)
     if any(duplicate):
         reject(
             pa.array(duplicate),
@@ -265,72 +328,124 @@ def _render(template: str, cells: dict[str, pa.Array], n: int) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
-def _line_encoder(spec: BatchSpec):
-    """A function from a chunk's custom_ids and rendered texts (by role) to its JSONL lines.
-
-    Every line has the same shape, so one sample line with a marker in each variable slot is
-    encoded once and cut into its constant runs; a row's line is those runs with its own
-    values, each encoded as a JSON string, in between: byte for byte what encoding the whole line
-    dict per row gives, at a fraction of the cost. Roles whose template has no field are
-    constant and baked into the runs. Rejected rows get None.
-    """
-    roles = list(spec.templates())
-    constant = {role: _render(t, {}, 1)[0].as_py() for role, t in spec.templates().items()
-                if all(f is None for _, f, _, _ in string.Formatter().parse(t))}
-    tag = f"slot-{uuid.uuid4().hex}-"
-    marker = "\x00" + tag
-    slots = ["custom_id", *(r for r in roles if r not in constant)]
-    sample = orjson.dumps(
-        {"custom_id": marker + "custom_id", "method": "POST", "url": spec.endpoint,
-         "body": _body_builder(spec)({r: constant.get(r, marker + r) for r in roles})},
-        option=orjson.OPT_APPEND_NEWLINE,
-    )
-    encoded = {name: orjson.dumps(marker + name) for name in slots}
-    if any(sample.count(e) != 1 for e in encoded.values()) or sample.count(tag.encode()) != len(slots):
-        return lambda ids, texts, codes: _encode_lines(spec, ids, texts, codes)
-    order = sorted(slots, key=lambda name: sample.index(encoded[name]))
-    template, rest = b"", sample
-    for name in order:
-        before, rest = rest.split(encoded[name], 1)
-        template += before.replace(b"%", b"%%") + b"%s"
-    template += rest.replace(b"%", b"%%")
-
-    line_format = template.decode()
-
-    def encode(ids: list[str], texts: dict[str, list[str]], codes: list[str | None]) -> list[bytes | None]:
-        values = [list(map(_json_string, ids if name == "custom_id" else texts[name])) for name in order]
-        lines: list[bytes | None] = [(line_format % row).encode() for row in zip(*values)]
-        for i, code in enumerate(codes):
-            if code is not None:
-                lines[i] = None
-        return lines
-
-    return encode
-
-
-# A str as a JSON string, byte for byte what orjson writes for it (checked for every code point),
-# without orjson's page-sized buffer per call: tens of thousands of small orjson outputs kept at
-# once cost about 4 KB each in resident memory.
+# A str as a JSON string, byte for byte what orjson writes for it (checked for every code point).
 _json_string = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+_PLAIN_BYTES = bytes(b for b in range(256) if b >= 0x20 and b not in b'"\\')
 
 
-def _encode_lines(
-    spec: BatchSpec,
-    ids: list[str],
-    texts: dict[str, list[str]],
-    codes: list[str | None],
-) -> list[bytes | None]:
-    """One JSONL line per usable row, one line dict at a time (the reference for `_line_encoder`)."""
-    body_for = _body_builder(spec)
-    lines: list[bytes | None] = []
-    for i, custom_id in enumerate(ids):
-        if codes[i] is not None:
-            lines.append(None)
-            continue
-        line = {"custom_id": custom_id, "method": "POST", "url": spec.endpoint,
-                "body": body_for({role: t[i] for role, t in texts.items()})}
-        lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-    return lines
+def _json_escaped(values: pa.Array) -> pa.Array:
+    """Each string as it reads between the quotes of a JSON string.
+
+    Only the cells that hold a quote, a backslash or a control character are escaped, one by one
+    with the standard library's C encoder; every other cell is already its own JSON text. One
+    scan of the column's bytes (deleting every byte that needs no escape) rules out the usual
+    case several times faster than a regular expression per cell.
+    """
+    offsets, data = _offsets(values), values.buffers()[2]
+    if data is None or not data[offsets[0]:offsets[-1]].to_pybytes().translate(None, _PLAIN_BYTES):
+        return values
+    needs = pc.fill_null(pc.match_substring_regex(values, _NEEDS_ESCAPE), False)
+    if not pc.any(needs).as_py():
+        return values
+    escaped = [_json_string(v)[1:-1] for v in values.filter(needs).to_pylist()]
+    return pc.replace_with_mask(values, needs, pa.array(escaped, pa.string()))
+
+
+class _LineEncoder:
+    """Request lines for a chunk of rows, built column-wise from the spec's one line shape.
+
+    One sample line, with a marker in each variable slot (the custom_id and every role whose
+    template has a field), is encoded with orjson once and cut into its constant runs. A row's
+    line is those runs with the row's custom_id and its rendered, JSON-escaped texts in between:
+    byte for byte what orjson gives for the whole line dict, joined by Arrow for every row at once.
+    """
+
+    def __init__(self, spec: BatchSpec):
+        self.spec = spec
+        self.templates = {role: list(string.Formatter().parse(t)) for role, t in spec.templates().items()}
+        self.constant = {role: "".join(literal for literal, _, _, _ in parts)
+                         for role, parts in self.templates.items() if all(f is None for _, f, _, _ in parts)}
+        marker = f"\x00slot-{uuid.uuid4().hex}-"
+        slots = ["custom_id", *(r for r in self.templates if r not in self.constant)]
+        sample = orjson.dumps(
+            {"custom_id": marker + "custom_id", "method": "POST", "url": spec.endpoint,
+             "body": _body_builder(spec)({r: self.constant.get(r, marker + r) for r in self.templates})},
+            option=orjson.OPT_APPEND_NEWLINE,
+        ).decode()
+        encoded = {name: _json_string(marker + name)[1:-1] for name in slots}
+        if any(sample.count(e) != 1 for e in encoded.values()):
+            raise SpecError(f"spec '{spec.name}': every template must appear once in the request body")
+        self.order = sorted(slots, key=lambda name: sample.index(encoded[name]))
+        self.runs: list[str] = []
+        rest = sample
+        for name in self.order:
+            before, rest = rest.split(encoded[name], 1)
+            self.runs.append(before)
+        self.runs.append(rest)
+
+    def lines(self, ids: pa.Array, cells: dict[str, pa.Array]) -> pa.BinaryArray:
+        """The JSONL line of every row (`ids` and `cells` hold only rows that become requests)."""
+        if not len(ids):
+            return pa.array([], pa.binary())
+        escaped = {column: _json_escaped(values) for column, values in cells.items()}
+        parts: list[pa.Array | str] = [self.runs[0]]
+        for name, run in zip(self.order, self.runs[1:]):
+            if name == "custom_id":
+                parts.append(ids)  # portable or hashed: nothing to escape
+            else:
+                for literal, field_name, _, _ in self.templates[name]:
+                    parts.append(_json_string(literal)[1:-1])
+                    if field_name is not None:
+                        parts.append(escaped[field_name])
+            parts.append(run)
+        # Arrow's join costs about as much per part as per byte here: adjacent constants go as one.
+        parts = [p for constant, group in itertools.groupby(parts, key=lambda p: isinstance(p, str))
+                 for p in (["".join(group)] if constant else group)]
+        return pc.binary_join_element_wise(*parts, "").cast(pa.binary())
+
+    def chars(self, role: str, cells: dict[str, pa.Array], n: int) -> pa.Array:
+        """The length in characters of a role's rendered text in each of `n` rows."""
+        literal = sum(len(literal) for literal, _, _, _ in self.templates[role])
+        total = pa.array([literal] * n, pa.int64())
+        for _, field_name, _, _ in self.templates[role]:
+            if field_name is not None:
+                total = pc.add(total, pc.fill_null(pc.utf8_length(cells[field_name]), 0).cast(pa.int64()))
+        return total
+
+    def tokens(self, cells: dict[str, pa.Array], chars: dict[str, pa.Array], usable: pa.Array) -> pa.Array:
+        """Input tokens of every row's request, for the cost estimate and queue admission.
+
+        A role's text is counted with the model's tokenizer for up to TOKEN_SAMPLE_ROWS rows of
+        the chunk; beyond that, an evenly spaced sample of that many rows is counted and every
+        row gets its length times the sample's tokens per character. Counting is about 8 us a row,
+        three times the rest of building a request, and a sample of 1,000 puts a shard's total
+        within about a percent (benchmarks/RESULTS.md measures it).
+        """
+        rows = pc.indices_nonzero(usable)
+        n = len(usable)
+        chat = self.spec.endpoint != "/v1/embeddings"
+        total = pa.array([0] * n, pa.int64())
+        if not len(rows):
+            return total
+        step = -(-len(rows) // TOKEN_SAMPLE_ROWS)
+        sample = rows if step == 1 else rows.take(pa.array(range(0, len(rows), step)))
+        for role in self.templates:
+            if role in self.constant:
+                counted = pa.scalar(count_tokens(self.spec.model, [self.constant[role]])[0], pa.int64())
+            else:
+                template = self.spec.templates()[role]
+                texts = _render(template, {c: v.take(sample) for c, v in cells.items()}, len(sample)).to_pylist()
+                exact = pa.array(count_tokens(self.spec.model, texts), pa.int64())
+                if step == 1:
+                    counted = pc.replace_with_mask(pa.nulls(n, pa.int64()), usable, exact)
+                else:
+                    per_char = pc.sum(exact).as_py() / max(pc.sum(chars[role].take(sample)).as_py(), 1)
+                    counted = pc.round(pc.multiply(chars[role].cast(pa.float64()), per_char)).cast(pa.int64())
+            total = pc.add(total, pc.add(counted, TOKENS_PER_MESSAGE if chat else 0))
+        if chat:
+            total = pc.add(total, TOKENS_PER_REPLY)
+        return pc.if_else(usable, total, 0)
 
 
 def _body_builder(spec: BatchSpec):

@@ -46,7 +46,7 @@ def harvest_batch(
         if not path.exists():
             wh.write_bytes(path, gateway.download(file_id))
             failpoint("harvest.downloaded")
-        raw_files.append(path.read_bytes())
+        raw_files.append(wh.local_path(path) or path.read_bytes())
     first_error = (batch.errors.data or [None])[0] if batch.errors else None
     outcome = BatchOutcome(
         batch.id,

@@ -116,7 +116,8 @@ def read_partition_batches(source: SourceTable, partition_key: str, block_size: 
 
     def matching(table: pa.Table) -> pa.Table:
         values = pc.utf8_trim_whitespace(table.column(source.partition_column))
-        return table.filter(pc.fill_null(pc.equal(values, partition_key), False))
+        keep = pc.fill_null(pc.equal(values, partition_key), False)
+        return table if pc.all(keep).as_py() else table.filter(keep)
 
     for batch in reader:
         yield from matching(_with_errors(batch, header, [])).to_batches()

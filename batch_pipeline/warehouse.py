@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,19 +26,28 @@ class Warehouse:
         self.root = UPath(root)
         self._local = self.root.protocol in ("", "file", "local")
 
+    def local_path(self, path: UPath) -> Path | None:
+        """The file's path on this machine, when the warehouse is a local folder."""
+        return Path(path.path) if self._local else None
+
     def partition_dir(self, use_case: str, area: str, partition: str) -> UPath:
         return self.root / use_case / area / f"partition={partition}"
 
-    def write_bytes(self, path: UPath, data: bytes) -> UPath:
-        """Write `data` to `path` so readers see either the old file or the whole new one."""
+    def write_bytes(self, path: UPath, data: bytes | Sequence[bytes | pa.Buffer]) -> UPath:
+        """Write `data` (bytes, or buffers one after the other) to `path` so readers see either
+        the old file or the whole new one."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        parts = [data] if isinstance(data, bytes) else data
         if not self._local:
-            path.write_bytes(data)
+            with path.open("wb") as f:
+                for part in parts:
+                    f.write(part)
             return path
         target = Path(path.path)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         with open(tmp, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)

@@ -50,8 +50,8 @@ def ours(folder: Path, out: Path) -> int:
     with warehouse.parquet_writer(warehouse.root / out.name) as write:
         for part, shard in shard_slices(index):
             ids = [c for c, s in zip(part["custom_id"].to_pylist(), part["shard"].to_pylist()) if s is not None]
-            raw = [] if shard is None else [
-                (folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl").read_bytes() for kind in ("output", "error")]
+            raw = [] if shard is None else [  # local files, as the results asset passes them
+                folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl" for kind in ("output", "error")]
             lines = batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, ids, raw)
             prices = batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
             table = assemble(part, KEY, lines, prices, SPEC)

@@ -58,16 +58,18 @@ def render(sizes: list[int], requests: list[dict], harvest: list[dict], memory: 
         "",
         "## 1. Request building (CSV rows to JSONL shards on disk), rows/s",
         "",
-        "Goal: >= 10x naive and >= 0.7 of the orjson floor. Ours validates every row and counts input",
-        "tokens offline (bpe) for the cost estimate; neither baseline does either.",
+        "Goal: >= 10x naive and >= 0.7 of the orjson floor. Ours is the requests asset's path: it",
+        "validates every row, estimates input tokens for the cost estimate (a 2,000-row sample per",
+        "chunk counted with the model's tokenizer), hashes each line for carry-over and writes the",
+        "index; neither baseline does any of it. The estimate's error is against counting every row.",
         "",
-        "| rows | ours | naive (iterrows + json.dumps + write per row) | orjson floor | ours / naive | ours / floor | ours, no token counts | that / naive | that / floor |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| rows | ours | naive (iterrows + json.dumps + write per row) | orjson floor | ours / naive | ours / floor | token estimate error |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in requests:
         out.append(f"| {r['rows']:,} | {_rate(r['ours'])} | {_rate(r['naive'])} | {_rate(r['floor'])} | "
-                   f"{r['ours'] / r['naive']:.1f}x | {r['ours'] / r['floor']:.2f} | {_rate(r['ours_no_tokens'])} | "
-                   f"{r['ours_no_tokens'] / r['naive']:.1f}x | {r['ours_no_tokens'] / r['floor']:.2f} |")
+                   f"{r['ours'] / r['naive']:.1f}x | {r['ours'] / r['floor']:.2f} | "
+                   f"{r['token_estimate_error']:+.2%} |")
     big = requests[-1]
     out += ["", f"At {big['rows']:,} rows: >= 10x naive {_goal(big['ours'] >= 10 * big['naive'])} "
                 f"({big['ours'] / big['naive']:.1f}x); >= 0.7 of floor {_goal(big['ours'] >= 0.7 * big['floor'])} "

@@ -36,7 +36,7 @@ SPEC = patient_education.spec  # the shipped use case's spec, so the benchmark m
 
 
 def timed(fn, *args) -> tuple[float, int]:
-    """(seconds, what fn returned: rows or lines handled)."""
+    """(seconds, what fn returned)."""
     started = time.perf_counter()
     n = fn(*args)
     return time.perf_counter() - started, n

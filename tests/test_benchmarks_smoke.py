@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib.util
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_pipeline.request_lines import build_requests, stream_requests
+from batch_pipeline.request_lines import build_requests, shard_bytes, stream_requests
 from batch_pipeline.source import read_partition, read_partition_batches
 from benchmarks import bench_harvest, bench_monitor, bench_requests, run
 from benchmarks.workload import PARTITION, SPEC, source_for, write_source
@@ -20,10 +21,14 @@ def test_streaming_build_equals_build_requests(tmp_path):
     whole = build_requests(read_partition(source, PARTITION), source, SPEC)
     small = type(SPEC)(**{**SPEC.__dict__, "max_requests_per_shard": 700})
     parts = list(stream_requests(read_partition_batches(source, PARTITION, block_size=64 << 10), source, small))
-    assert pa.concat_tables([index for index, _ in parts]).drop_columns(["shard"]).equals(
-        whole.index.drop_columns(["shard"]))
-    assert b"".join(shard for _, shard in parts if shard) == b"".join(whole.shards)
-    assert whole.rejected == 3 and [s.count(b"\n") for _, s in parts if s] == [700, 700, 700, 397]
+    streamed = pa.concat_tables([index for index, _ in parts])
+    estimated = ["shard", "estimated_input_tokens"]  # small chunks are counted, a big one sampled
+    assert streamed.drop_columns(estimated).equals(whole.index.drop_columns(estimated))
+    counted, sampled = (pc.sum(t["estimated_input_tokens"]).as_py() for t in (streamed, whole.index))
+    assert abs(sampled - counted) / counted < 0.01
+    shards = [shard_bytes(lines) for _, lines in parts if lines is not None]
+    assert b"".join(shards) == b"".join(whole.shards)
+    assert whole.rejected == 3 and [s.count(b"\n") for s in shards] == [700, 700, 700, 397]
 
 
 def test_benchmarks_run_at_tiny_sizes(tmp_path):

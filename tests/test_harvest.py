@@ -154,3 +154,45 @@ def test_odd_lines_follow_the_robust_rule():
     assert rows["b"]["error_message"] == "I can't help with that."
     assert rows["h"]["error_message"] == "request failed with HTTP 0"
     assert (rows["m"]["input_tokens"], rows["m"]["output_tokens"]) == (3, 4)
+
+
+def response(cid: str, *items: dict) -> dict:
+    return {"custom_id": cid, "error": None, "response": {"status_code": 200, "body": {
+        "object": "response", "model": "gpt-4o-mini", "output": list(items),
+        "usage": {"input_tokens": 7, "output_tokens": 2}}}}
+
+
+def embedding(cid: str, vector: list[float]) -> dict:
+    return {"custom_id": cid, "error": None, "response": {"status_code": 200, "body": {
+        "object": "list", "model": "text-embedding-3-small",
+        "data": [{"object": "embedding", "index": 0, "embedding": vector}], "usage": {"prompt_tokens": 3}}}}
+
+
+SHAPES = [
+    *ODD_LINES,
+    response("r1", {"type": "reasoning", "summary": []},
+             {"type": "message", "content": [{"type": "output_text", "text": "a", "annotations": []},
+                                             {"type": "output_text", "text": "b"}]}),
+    response("r2", {"type": "message", "content": [{"type": "refusal", "refusal": "no"}]}),
+    response("r3"),
+    embedding("v1", [0.25, -0.5, 1.0]),
+]
+
+
+def test_column_wise_parse_equals_the_line_by_line_rules(monkeypatch):
+    from batch_pipeline import harvest
+
+    expected = harvest._parse_each_line(jsonl(*SHAPES))
+    monkeypatch.setattr(harvest, "_parse_each_line", lambda data: (_ for _ in ()).throw(AssertionError("fallback")))
+    assert parse_lines(jsonl(*SHAPES)).to_pylist() == expected.to_pylist()
+    rows = {r["custom_id"]: r for r in expected.to_pylist()}
+    assert (rows["r1"]["output"], rows["r2"]["status"], rows["r3"]["output"]) == ("ab", "invalid_output", None)
+    assert rows["v1"]["embedding"] == [0.25, -0.5, 1.0] and rows["v1"]["input_tokens"] == 3
+
+
+def test_a_line_of_another_shape_does_not_stop_the_file():
+    odd = {"custom_id": "z", "response": {"status_code": 200, "body": "not an object"}, "error": None}
+    rows = {r["custom_id"]: r for r in parse_lines(jsonl(ok("a"), odd)).to_pylist()}
+    assert rows["a"]["status"] == "succeeded"
+    assert (rows["z"]["status"], rows["z"]["error_code"]) == ("failed", "malformed_line")
+    assert rows["z"]["error_message"].startswith("line 2 of the provider's file has an unexpected shape")

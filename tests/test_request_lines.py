@@ -1,6 +1,7 @@
 import orjson
 import pyarrow as pa
 import pytest
+import xxhash
 
 from batch_pipeline.request_lines import build_requests
 from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
@@ -34,7 +35,7 @@ def test_each_row_becomes_one_request_line():
     }
     assert built.index.to_pylist() == [
         {"id": "a", "custom_id": "a", "shard": 0, "status": "pending", "error_code": None, "error_message": None,
-         "estimated_input_tokens": 21}
+         "estimated_input_tokens": 21, "request_hash": xxhash.xxh3_128_digest(built.shards[0])}
     ]
 
 
@@ -92,3 +93,13 @@ def test_line_custom_id_reads_the_id_without_parsing():
     lines = [line for shard in built.shards for line in shard.splitlines()]
     assert [line_custom_id(line) for line in lines] == [orjson.loads(line)["custom_id"] for line in lines]
     assert len(lines) == 4
+
+
+def test_lines_are_what_orjson_writes_whatever_the_cells_hold():
+    cells = ["plain", 'quote " and backslash \\', "tab\tnew\nline\r", "ctrl \x00\x01\x1f\x7f", "ünï 💊 \u2028", "{x}"]
+    rows = [{"id": f"r{i}", "day": "d", "name": v, "notes": cells[-1 - i]} for i, v in enumerate(cells)]
+    built = build_requests(table(rows), SOURCE, SPEC)
+    raw = [line + b"\n" for shard in built.shards for line in shard.splitlines()]
+    assert [orjson.dumps(orjson.loads(line), option=orjson.OPT_APPEND_NEWLINE) for line in raw] == raw
+    assert [orjson.loads(line)["body"]["messages"][1]["content"] for line in raw] == [
+        f"About {name}: {notes}" for name, notes in zip(cells, reversed(cells))]

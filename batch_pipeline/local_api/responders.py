@@ -15,6 +15,7 @@ import random
 import re
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -37,31 +38,23 @@ _STOP = frozenset(
     "until very were what when where which while will with within without would your yours write short "
     "explain describe give list using make sure need want tell answer question following based provide".split()
 )
-_SENTENCES = tuple((template, template.startswith("{A}")) for template in (
-    "{A} is the main point to keep in mind.",
+# Sentences about keywords A, B and C. None starts with a keyword, so no word needs capitalizing.
+_SENTENCES = (
+    "The main point to keep in mind is {A}.",
     "In short, {A} is closely tied to {B}.",
     "When {A} comes up, consider {B} and {C} as well.",
     "A practical note: {B} matters most where {A} is involved.",
     "Overall, the answer depends on {A}, {B} and {C}.",
     "It helps to look at {C} first, then at {A}.",
-    "{A} deserves a careful, plain-language explanation.",
+    "Each of these deserves a careful, plain-language explanation, {A} above all.",
     "Most questions about {A} come back to {C}.",
-))
-# The same templates as f-strings of (A, B, C): several times cheaper to fill than ``str.format``.
-_FILLS: tuple[Callable[[str, str, str], str], ...] = (
-    lambda a, b, c: f"{a} is the main point to keep in mind.",
-    lambda a, b, c: f"In short, {a} is closely tied to {b}.",
-    lambda a, b, c: f"When {a} comes up, consider {b} and {c} as well.",
-    lambda a, b, c: f"A practical note: {b} matters most where {a} is involved.",
-    lambda a, b, c: f"Overall, the answer depends on {a}, {b} and {c}.",
-    lambda a, b, c: f"It helps to look at {c} first, then at {a}.",
-    lambda a, b, c: f"{a} deserves a careful, plain-language explanation.",
-    lambda a, b, c: f"Most questions about {a} come back to {c}.",
 )
-if tuple(fill("{A}", "{B}", "{C}") for fill in _FILLS) != tuple(template for template, _ in _SENTENCES):
-    raise AssertionError("_FILLS must spell out _SENTENCES")
-_POSITIONAL = tuple((fill, leads) for fill, (_, leads) in zip(_FILLS, _SENTENCES))
-_SENTENCE_COUNT = len(_SENTENCES)
+_INTROS = ("", "Here is a short overview of {0}.", "Here is a short overview of {0} and {1}.",
+           "Here is a short overview of {0}, {1} and {2}.")
+_VARIANTS = 256  # paragraph shapes per keyword count, picked by the low byte of the seed
+# (keyword count << 8 | variant) -> format string over the keywords, built on first use: one
+# ``str.format`` per answer instead of a dozen small string operations.
+_PARAGRAPHS: dict[int, str] = {}
 _DEFAULT_WORDS = ["the request", "the details", "the context"]
 EMBEDDING_DIMENSIONS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536, "text-embedding-ada-002": 1536}
 
@@ -81,8 +74,15 @@ def _text_of(content: Any) -> str:
 
 
 def _seed(body: dict[str, Any]) -> int:
-    digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    """64 bits from two C-level checksums of the body's JSON (crc32 low, adler32 high).
+
+    Same body (same keys in the same order), same seed. Nothing here needs a cryptographic
+    hash: the seed only picks templates and ids, and this costs a fraction of blake2b over
+    key-sorted JSON, which matters at 50,000 lines per batch. The low bits, which pick the
+    templates, come from crc32 because adler32 barely changes between similar bodies.
+    """
+    data = orjson.dumps(body)
+    return zlib.adler32(data) << 32 | zlib.crc32(data)
 
 
 def keywords(text: str, limit: int = 6) -> list[str]:
@@ -106,24 +106,24 @@ def keywords(text: str, limit: int = 6) -> list[str]:
     return found
 
 
+def _paragraph(size: int, variant: int) -> str:
+    """Format string of paragraph ``variant`` over ``size`` keywords ({0}.. index the keywords)."""
+    mixed = (variant + 1) * 0x9E3779B97F4A7C15 % 2**64  # spread the variant's 8 bits over 64
+    start = (mixed >> 48) % size
+    ring = [f"{{{(start + j) % size}}}" for j in range(6)]
+    sentences = [_SENTENCES[(mixed >> (8 + 3 * i)) & 7].format(A=ring[i], B=ring[i + 1], C=ring[i + 2])
+                 for i in range(2 + (mixed >> 40) % 3)]
+    return " ".join([_INTROS[min(size, 3)], *sentences])
+
+
 def compose(words: list[str], seed: int) -> str:
-    """A short paragraph echoing ``words``; the seed picks sentence templates and order."""
+    """A short paragraph echoing ``words``; the seed picks the sentences, their order and words."""
     pool = words or _DEFAULT_WORDS
-    size = len(pool)
-    if size >= 3:
-        parts = [f"Here is a short overview of {pool[0]}, {pool[1]} and {pool[2]}."]
-    elif size == 2:
-        parts = [f"Here is a short overview of {pool[0]} and {pool[1]}."]
-    else:
-        parts = [f"Here is a short overview of {pool[0]}."]
-    # ring[j] == pool[(j + shift) % size] for the j < 6 that sentences use: no modulo per word.
-    start = (seed >> 20) % size
-    ring = (pool[start:] + pool[:start]) * (6 // size + 1)
-    for i in range(2 + seed % 3):
-        fill, leads_with_a = _POSITIONAL[(seed >> (4 * i)) % _SENTENCE_COUNT]
-        a = ring[i]
-        parts.append(fill(a.capitalize() if leads_with_a else a, ring[i + 1], ring[i + 2]))
-    return " ".join(parts)
+    key = len(pool) << 8 | seed % _VARIANTS
+    template = _PARAGRAPHS.get(key)
+    if template is None:
+        template = _PARAGRAPHS[key] = _paragraph(len(pool), seed % _VARIANTS)
+    return template.format(*pool)
 
 
 def _cap(text: str, limit: int | None) -> tuple[str, int, bool]:
