@@ -43,18 +43,27 @@ def orjson_baseline(lines: list[dict[str, Any]]) -> tuple[float, bytes]:
     return time.perf_counter() - started, data
 
 
-def upload_to_output(client: openai.OpenAI, data: bytes, poll: float) -> tuple[float, bytes]:
-    """Seconds from upload to downloaded output, and the output file."""
+def upload_to_output(client: openai.OpenAI, data: bytes, poll: float) -> tuple[float, bytes, dict[str, float]]:
+    """Seconds from upload to downloaded output, the output file, and seconds per stage (as
+    the client sees them: upload, until validated, until completed, download)."""
     started = time.perf_counter()
     file_id = client.files.create(file=("shard.jsonl", data), purpose="batch").id
+    stages = {"upload": time.perf_counter() - started}
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    mark = started + stages["upload"]
     while batch.status not in ("completed", "failed", "expired", "cancelled"):
         time.sleep(poll)
         batch = client.batches.retrieve(batch.id)
+        if batch.status != "validating" and "validate" not in stages:
+            stages["validate"] = time.perf_counter() - mark
+            mark += stages["validate"]
     if batch.status != "completed" or not batch.output_file_id:
         raise SystemExit(f"batch ended {batch.status}: {batch.errors}")
+    stages["run"] = time.perf_counter() - mark
     output = client.files.content(batch.output_file_id).content
-    return time.perf_counter() - started, output
+    seconds = time.perf_counter() - started
+    stages["download"] = seconds - sum(stages.values())
+    return seconds, output, stages
 
 
 def check_output(data: bytes, output: bytes, samples: int = 500) -> None:
@@ -96,6 +105,10 @@ def served(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("server did not start")
 
 
+def _stages(stages: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in stages.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=50_000)
@@ -106,17 +119,18 @@ def main() -> None:
     print(f"orjson encode (baseline): {baseline:8.3f} s  {args.lines / baseline:12,.0f} lines/s")
     with tempfile.TemporaryDirectory() as tmp:
         settings = LocalAPISettings(pace_seconds=0)
-        seconds, output = upload_to_output(embedded_client(Path(tmp) / "embedded", settings=settings), data, 0.0)
+        seconds, output, stages = upload_to_output(embedded_client(Path(tmp) / "embedded", settings=settings),
+                                                   data, 0.0)
         check_output(data, output)
         print(f"local API, embedded:      {seconds:8.3f} s  {args.lines / seconds:12,.0f} lines/s"
-              f"  ratio to baseline {baseline / seconds:.3f}")
+              f"  ratio to baseline {baseline / seconds:.3f}  ({_stages(stages)})")
         process, base_url = served(Path(tmp) / "served")
         try:
             client = openai.OpenAI(base_url=base_url, api_key="sk-local")
-            seconds, output = upload_to_output(client, data, 0.02)
+            seconds, output, stages = upload_to_output(client, data, 0.02)
             check_output(data, output)
             print(f"local API, served:        {seconds:8.3f} s  {args.lines / seconds:12,.0f} lines/s"
-                  f"  ratio to baseline {baseline / seconds:.3f}")
+                  f"  ratio to baseline {baseline / seconds:.3f}  ({_stages(stages)})")
         finally:
             process.terminate()
             process.wait()
