@@ -199,12 +199,18 @@ def _parse_line(line: dict) -> tuple:
         message = body_error.get("message") or f"request failed with HTTP {status_code}"
         status = "failed"
     usage = body.get("usage") or {}
-    custom_id, model = line.get("custom_id"), body.get("model")
-    if not isinstance(custom_id, str) or not isinstance(model, (str, type(None))):
-        raise TypeError("custom_id and model must be strings")
-    return (custom_id, status, output, code, message, model,
-            _first(usage.get("prompt_tokens"), usage.get("input_tokens")),
-            _first(usage.get("completion_tokens"), usage.get("output_tokens")), embedding)
+    row = (line.get("custom_id"), status, output, code, message, body.get("model"),
+           _first(usage.get("prompt_tokens"), usage.get("input_tokens")),
+           _first(usage.get("completion_tokens"), usage.get("output_tokens")), embedding)
+    for value, field in zip(row, PARSED_SCHEMA):
+        if value is None and field.name != "custom_id":
+            continue
+        if not isinstance(value, _PYTHON_TYPES[field.type.id]):
+            raise TypeError(f"{field.name} is a {type(value).__name__}")
+    return row
+
+
+_PYTHON_TYPES = {pa.string().id: str, pa.int64().id: int, pa.list_(pa.float32()).id: list}
 
 
 def _first(*values):

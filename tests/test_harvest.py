@@ -196,3 +196,12 @@ def test_a_line_of_another_shape_does_not_stop_the_file():
     assert rows["a"]["status"] == "succeeded"
     assert (rows["z"]["status"], rows["z"]["error_code"]) == ("failed", "malformed_line")
     assert rows["z"]["error_message"].startswith("line 2 of the provider's file has an unexpected shape")
+
+
+def test_values_of_the_wrong_type_fail_their_line_only():
+    lines = [{"custom_id": "t", "response": {"status_code": 200, "body": {"model": "m", "choices": [
+        {"message": {"content": ["a", "list"]}}], "usage": {"prompt_tokens": "many"}}}, "error": None},
+             {"custom_id": 5, "response": "nope", "error": None}, ok("a")]
+    rows = parse_lines(jsonl(*lines)).to_pylist()
+    assert [(r["custom_id"], r["status"], r["error_code"]) for r in rows] == [
+        ("t", "failed", "malformed_line"), (None, "failed", "malformed_line"), ("a", "succeeded", None)]
