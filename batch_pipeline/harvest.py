@@ -165,10 +165,9 @@ def _parse_each_line(data: bytes) -> pa.Table:
             rows.append(_parse_line(line))
         except (orjson.JSONDecodeError, AttributeError, TypeError, IndexError, KeyError) as exc:
             custom_id = line.get("custom_id") if isinstance(line, dict) else None
+            why = f"line {number} of the provider's file has an unexpected shape ({type(exc).__name__}: {exc})"
             rows.append((custom_id if isinstance(custom_id, str) else None, "failed", None, "malformed_line",
-                         f"line {number} of the provider's file has an unexpected shape "
-                         f"({type(exc).__name__}: {exc})",
-                         None, None, None, None))
+                         why, None, None, None, None))
     columns = list(zip(*rows)) if rows else [[] for _ in PARSED_SCHEMA]
     return pa.table([list(c) for c in columns], schema=PARSED_SCHEMA)
 
@@ -238,7 +237,7 @@ def _answer(body: dict) -> tuple[str | None, str | None, list[float] | None]:
 def batch_lines(
     outcome: BatchOutcome,
     attempt: int,
-    expected: list[str],
+    expected: pa.Array | pa.ChunkedArray | list[str],
     raw_files: list[bytes | Path],
 ) -> pa.Table:
     """Every expected request of one batch as one parsed line, tagged with batch and attempt.
@@ -248,7 +247,9 @@ def batch_lines(
     """
     parsed = [parse_lines(data) for data in raw_files]
     lines = pa.concat_tables(parsed) if parsed else parse_lines(b"")
-    wanted = pa.array(expected, pa.string())
+    if isinstance(expected, pa.ChunkedArray):
+        expected = expected.combine_chunks()
+    wanted = expected if isinstance(expected, pa.Array) else pa.array(expected, pa.string())
     known = pc.is_in(lines["custom_id"], value_set=wanted)
     if not pc.all(known).as_py():
         lines = lines.filter(known)

@@ -9,6 +9,7 @@ for retryable reasons as the next round, and submits every queued round that is 
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
 import pyarrow as pa
@@ -28,9 +29,13 @@ from batch_pipeline.warehouse import Warehouse
 
 
 def harvest_batch(
-    wh: Warehouse, gateway: BatchGateway, uc: UseCase, partition: str, sub: Submission
+    wh: Warehouse, gateway: BatchGateway, uc: UseCase, partition: str, sub: Submission,
+    expected: pa.Array | None = None,
 ) -> pa.Table:
-    """One terminal batch's lines; its provider files are kept raw in the warehouse first."""
+    """One terminal batch's lines; its provider files are kept raw in the warehouse first.
+
+    `expected` are the custom_ids the batch was sent, read from its request file when not given.
+    """
     batch = gateway.retrieve(sub.batch_id)
     if batch.status not in TERMINAL:
         raise dg.Failure(
@@ -54,7 +59,9 @@ def harvest_batch(
         first_error.code if first_error else None,
         first_error.message if first_error else None,
     )
-    return batch_lines(outcome, sub.attempt, _custom_ids(UPath(sub.path)), raw_files)
+    if expected is None:
+        expected = _custom_ids(UPath(sub.path))
+    return batch_lines(outcome, sub.attempt, expected, raw_files)
 
 
 def harvest_slices(
@@ -69,15 +76,48 @@ def harvest_slices(
     """Result rows in source order, one slice per first-round shard."""
     first = {s.shard: s for s in record.submissions if s.attempt == 1}
     later = [harvest_batch(wh, gateway, uc, partition, s) for s in record.submissions if s.attempt > 1]
-    later_lines = pa.concat_tables(later) if later else None
+
+    def first_round(shard: int, expected: pa.Array) -> pa.Table | None:
+        return harvest_batch(wh, gateway, uc, partition, first[shard], expected) if shard in first else None
+
+    lines = assembled_slices(index, uc, first_round, pa.concat_tables(later) if later else None)
+    for table in lines:
+        yield merge_carried(table, carried)
+
+
+def assembled_slices(
+    index: pa.Table,
+    uc: UseCase,
+    first_round: Callable[[int, pa.Array], pa.Table | None],
+    later_lines: pa.Table | None,
+) -> Iterator[pa.Table]:
+    """`assemble` one first-round shard's rows at a time, with their follow-up rounds' lines.
+
+    `first_round(shard, custom_ids)` gives the lines of a first-round shard's batch, whose
+    requests are the index rows of that shard.
+    The next shard's lines are read (downloaded, parsed by DuckDB, which runs without the GIL)
+    while this one is assembled and written, so both cores work; memory holds two shards.
+    """
+    slices = list(shard_slices(index))
     prices = batch_prices([uc.spec.model])
-    for rows, shard in shard_slices(index):
-        parts = [harvest_batch(wh, gateway, uc, partition, first[shard])] if shard in first else []
-        if later_lines is not None:
-            parts.append(later_lines.filter(pc.is_in(later_lines["custom_id"], value_set=rows["custom_id"])))
-        lines = pa.concat_tables(parts) if parts else batch_lines(BatchOutcome("", "completed"), 1, [], [])
-        prices |= batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
-        yield merge_carried(assemble(rows, uc.source.key, lines, prices, uc.spec), carried)
+
+    def read(i: int) -> pa.Table | None:
+        rows, shard = slices[i]
+        if shard is None:
+            return None
+        return first_round(shard, rows["custom_id"].filter(pc.fill_null(pc.equal(rows["shard"], shard), False)))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="harvest-reader") as reader:
+        upcoming: Future | None = reader.submit(read, 0) if slices else None
+        for i, (rows, _) in enumerate(slices):
+            first_lines = upcoming.result()
+            upcoming = reader.submit(read, i + 1) if i + 1 < len(slices) else None
+            parts = [first_lines] if first_lines is not None else []
+            if later_lines is not None:
+                parts.append(later_lines.filter(pc.is_in(later_lines["custom_id"], value_set=rows["custom_id"])))
+            lines = pa.concat_tables(parts) if parts else batch_lines(BatchOutcome("", "completed"), 1, [], [])
+            prices |= batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
+            yield assemble(rows, uc.source.key, lines, prices, uc.spec)
 
 
 def shard_slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:

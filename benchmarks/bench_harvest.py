@@ -13,16 +13,17 @@ import io
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from batch_pipeline.cost import batch_prices
-from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines
-from batch_pipeline.results_run import shard_slices
+from assets import patient_education
+from batch_pipeline.harvest import BatchOutcome, batch_lines
+from batch_pipeline.results_run import assembled_slices
 from batch_pipeline.warehouse import Warehouse
 from benchmarks.bench_requests import ours as build
-from benchmarks.workload import SPEC, provider_files, run_alone, timed, write_source
+from benchmarks.workload import provider_files, run_alone, timed, write_source
 
 KEY = "medication_id"
 
@@ -42,22 +43,21 @@ def prepare(count: int, workdir: Path) -> Path:
 
 
 def ours(folder: Path, out: Path) -> int:
-    """What the results asset does for one partition: one first-round shard's rows at a time
-    (`results_run.shard_slices`), joined to that shard's lines and written as a row group."""
+    """What the results asset does for one partition, through `results_run.assembled_slices`:
+    one first-round shard's rows at a time, joined to that shard's lines (its raw files read
+    as the results asset reads them, the next shard's meanwhile) and written as a row group."""
     index = pq.read_table(folder / "requests" / "rows.parquet")
     warehouse = Warehouse(out.parent)
+
+    def first_round(shard: int, expected: pa.Array) -> pa.Table:
+        raw = [folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl" for kind in ("output", "error")]
+        return batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, expected, raw)
+
     rows = 0
     with warehouse.parquet_writer(warehouse.root / out.name) as write:
-        for part, shard in shard_slices(index):
-            ids = [c for c, s in zip(part["custom_id"].to_pylist(), part["shard"].to_pylist()) if s is not None]
-            raw = [] if shard is None else [  # local files, as the results asset passes them
-                folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl" for kind in ("output", "error")]
-            lines = batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, ids, raw)
-            prices = batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
-            table = assemble(part, KEY, lines, prices, SPEC)
+        for table in assembled_slices(index, patient_education.use_case, first_round, None):
             write(table)
             rows += table.num_rows
-            del lines, table, raw
     return rows
 
 
