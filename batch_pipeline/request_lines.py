@@ -33,9 +33,11 @@ from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
 PENDING = "pending"
 REJECTED = "rejected"
 # Rows whose tokens are counted per chunk; a bigger chunk is estimated from a sample this size.
-TOKEN_SAMPLE_ROWS = 1_000
+TOKEN_SAMPLE_ROWS = 500
 _CHUNK_ROWS = 50_000  # source rows validated, rendered, counted and encoded at a time
 HASH_TYPE = pa.binary(16)
+# The index columns with few distinct values (the rest, keys and hashes, are unique per row).
+INDEX_CATEGORIES = ("shard", "status", "error_code", "error_message")
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,7 @@ def stream_requests(
     if isinstance(batches, pa.Table):
         batches = batches.to_batches(max_chunksize=_CHUNK_ROWS)
     encoder: _LineEncoder | None = None
-    seen: set[str] = set()
-    repeats: dict[str, int] = {}
+    keys = _KeyLedger()
     offset = 0
     pending: list[pa.Table] = []  # index rows not yet handed out
     open_lines: list[pa.Array] = []  # the open shard's lines
@@ -110,7 +111,7 @@ def stream_requests(
         if encoder is None:
             check_columns(batch, source, spec)
             encoder = _LineEncoder(spec)
-        index, lines, usable = _chunk_requests(batch, source, spec, seen, repeats, offset, encoder)
+        index, lines, usable = _chunk_requests(batch, source, spec, keys, offset, encoder)
         offset += batch.num_rows
         cuts, count, size = _shard_cuts(pc.binary_length(lines).to_pylist(), count, size, spec)
         rows = pc.indices_nonzero(usable)  # the chunk row of each line
@@ -220,8 +221,7 @@ def _shard_cuts(lengths: list[int], count: int, size: int, spec: BatchSpec) -> t
     return cuts, count, size
 
 
-def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec, seen: set[str],
-                    repeats: dict[str, int], offset: int,
+def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec, ledger: _KeyLedger, offset: int,
                     encoder: _LineEncoder) -> tuple[pa.Table, pa.BinaryArray, pa.BooleanArray]:
     """A chunk's index (without `shard`), the request lines of its pending rows in order, and
     which rows those are."""
@@ -239,7 +239,9 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
         for i in pc.indices_nonzero(pc.is_valid(batch.column(SOURCE_ERROR))).to_pylist():
             codes[i], messages[i] = "malformed_row", batch.column(SOURCE_ERROR)[i].as_py()
     reject(_blank(keys), "missing_value", f"column '{source.key}' (the row key) is empty")
-    ids = _custom_ids_with_duplicates(keys, source.key, reject, seen, repeats, offset)
+    ids, duplicate = ledger.custom_ids(keys, offset)
+    if duplicate is not None:
+        reject(duplicate, "duplicate_key", f"column '{source.key}' repeats a key already used by an earlier row")
 
     cells = {c: batch.column(c).cast(pa.string()) for c in spec.template_columns()}
     for column, values in cells.items():
@@ -282,37 +284,44 @@ def _blank(values: pa.Array) -> pa.Array:
     return pc.fill_null(pc.or_(pc.equal(pc.binary_length(values), 0), pc.utf8_is_space(values)), True)
 
 
-def _custom_ids_with_duplicates(keys: pa.Array, key_column: str, reject, seen: set[str],
-                                repeats: dict[str, int], offset: int) -> pa.Array:
-    """custom_ids for every row; rows without a key or with a repeated key get distinct ids.
+class _KeyLedger:
+    """The row keys of a partition's earlier chunks, so a repeated key gets its own custom_id
+    (and its row is rejected) however far apart the two rows are."""
 
-    `seen` holds the keys of earlier chunks of the partition and `repeats` how often a repeated
-    one came; `offset` is the chunk's first row.
-    """
-    filled = pc.fill_null(keys, "")
-    key_list = filled.to_pylist()
-    if (not pc.any(_blank(keys)).as_py() and pc.count_distinct(filled).as_py() == len(key_list)
-            and seen.isdisjoint(key_list)):  # the usual case, checked column-wise
-        seen.update(key_list)
-        return custom_ids(filled)
-    ids = custom_ids(filled).to_pylist()
-    duplicate = [False] * len(ids)
-    for i, key in enumerate(key_list):
-        if not key.strip():
-            ids[i] = f"nokey-{offset + i}"
-        elif key in seen:
-            duplicate[i] = True
-            repeats[key] = count = repeats.get(key, 1) + 1
-            ids[i] = custom_id_for(f"{key}#duplicate-{count}")
-        else:
-            seen.add(key)
-    if any(duplicate):
-        reject(
-            pa.array(duplicate),
-            "duplicate_key",
-            f"column '{key_column}' repeats a key already used by an earlier row",
-        )
-    return pa.array(ids, pa.string())
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.chunks: list[list[str]] = []  # the keys each chunk added, to undo the fast path
+        self.repeats: dict[str, int] = {}
+
+    def custom_ids(self, keys: pa.Array, offset: int) -> tuple[pa.Array, pa.Array | None]:
+        """custom_ids for a chunk's rows (`offset`: its first row in the partition), and which
+        rows repeat an earlier key (None when none do). A row without a key gets `nokey-<row>`."""
+        filled = pc.fill_null(keys, "")
+        key_list = filled.to_pylist()
+        if not pc.any(_blank(keys)).as_py():
+            # The usual case, every key new, costs one set update: a large set's lookups are
+            # cache misses, so checking first and adding after would cost two.
+            before = len(self.seen)
+            self.seen.update(key_list)
+            if len(self.seen) == before + len(key_list):
+                self.chunks.append(key_list)
+                return custom_ids(filled), None
+            self.seen = set(itertools.chain.from_iterable(self.chunks))
+        ids = custom_ids(filled).to_pylist()
+        duplicate = [False] * len(ids)
+        added = []
+        for i, key in enumerate(key_list):
+            if not key.strip():
+                ids[i] = f"nokey-{offset + i}"
+            elif key in self.seen:
+                duplicate[i] = True
+                self.repeats[key] = count = self.repeats.get(key, 1) + 1
+                ids[i] = custom_id_for(f"{key}#duplicate-{count}")
+            else:
+                self.seen.add(key)
+                added.append(key)
+        self.chunks.append(added)
+        return pa.array(ids, pa.string()), (pa.array(duplicate) if any(duplicate) else None)
 
 
 def _render(template: str, cells: dict[str, pa.Array], n: int) -> pa.Array:
@@ -406,12 +415,11 @@ class _LineEncoder:
 
     def chars(self, role: str, cells: dict[str, pa.Array], n: int) -> pa.Array:
         """The length in characters of a role's rendered text in each of `n` rows."""
-        literal = sum(len(literal) for literal, _, _, _ in self.templates[role])
-        total = pa.array([literal] * n, pa.int64())
+        total = pa.scalar(sum(len(literal) for literal, _, _, _ in self.templates[role]), pa.int64())
         for _, field_name, _, _ in self.templates[role]:
             if field_name is not None:
                 total = pc.add(total, pc.fill_null(pc.utf8_length(cells[field_name]), 0).cast(pa.int64()))
-        return total
+        return total if isinstance(total, pa.Array) else pa.array([total.as_py()] * n, pa.int64())
 
     def tokens(self, cells: dict[str, pa.Array], chars: dict[str, pa.Array], usable: pa.Array) -> pa.Array:
         """Input tokens of every row's request, for the cost estimate and queue admission.
@@ -419,7 +427,7 @@ class _LineEncoder:
         A role's text is counted with the model's tokenizer for up to TOKEN_SAMPLE_ROWS rows of
         the chunk; beyond that, an evenly spaced sample of that many rows is counted and every
         row gets its length times the sample's tokens per character. Counting is about 8 us a row,
-        three times the rest of building a request, and a sample of 1,000 puts a shard's total
+        three times the rest of building a request, and a sample of 500 puts a shard's total
         within about a percent (benchmarks/RESULTS.md measures it).
         """
         rows = pc.indices_nonzero(usable)

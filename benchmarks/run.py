@@ -62,7 +62,7 @@ def render(sizes: list[int], requests: list[dict], harvest: list[dict], memory: 
         "## 1. Request building (CSV rows to JSONL shards on disk), rows/s",
         "",
         "Goal: >= 10x naive and >= 0.7 of the orjson floor. Ours is the requests asset's path: it",
-        "validates every row, estimates input tokens for the cost estimate (a 1,000-row sample per",
+        "validates every row, estimates input tokens for the cost estimate (a 500-row sample per",
         "chunk counted with the model's tokenizer), hashes each line for carry-over and writes the",
         "index; neither baseline does any of it. The estimate's error is against counting every row.",
         "",

@@ -103,3 +103,15 @@ def test_lines_are_what_orjson_writes_whatever_the_cells_hold():
     assert [orjson.dumps(orjson.loads(line), option=orjson.OPT_APPEND_NEWLINE) for line in raw] == raw
     assert [orjson.loads(line)["body"]["messages"][1]["content"] for line in raw] == [
         f"About {name}: {notes}" for name, notes in zip(cells, reversed(cells))]
+
+
+def test_a_key_repeated_in_a_later_chunk_is_rejected_with_its_own_custom_id():
+    from batch_pipeline.request_lines import stream_requests
+
+    rows = [{"id": f"k{i}", "day": "d", "name": "n", "notes": "m"} for i in range(6)]
+    rows += [{"id": "k1", "day": "d", "name": "again", "notes": "m"}, {"id": "k7", "day": "d", "name": "n", "notes": "m"}]
+    streamed = pa.concat_tables([index for index, _ in stream_requests(table(rows).to_batches(max_chunksize=3),
+                                                                       SOURCE, SPEC)])
+    assert streamed.drop_columns(["shard"]).equals(build_requests(table(rows), SOURCE, SPEC).index.drop_columns(["shard"]))
+    assert streamed["status"].to_pylist() == ["pending"] * 6 + ["rejected", "pending"]
+    assert streamed["error_code"][6].as_py() == "duplicate_key" and len(set(streamed["custom_id"].to_pylist())) == 8
