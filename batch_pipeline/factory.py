@@ -15,7 +15,7 @@ from upath import UPath
 
 from batch_pipeline.carry_over import PreviousAnswers, carried_rows
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.harvest import STATUSES, counts_by_status, retryable
+from batch_pipeline.harvest import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
 from batch_pipeline.preview import markdown_table
 from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
 from batch_pipeline.request_files import write_requests
@@ -326,7 +326,7 @@ def _build_assets(uc: UseCase) -> list:
             carried = wh.read_parquet(folder / CARRIED_FILE) if (folder / CARRIED_FILE).exists() else None
             path = wh.partition_dir(uc.name, "results", partition) / RESULTS_FILE
             counts, retry, parents, cost, preview = dict.fromkeys(STATUSES, 0), [], set(), 0.0, None
-            with wh.parquet_writer(path) as write:
+            with wh.parquet_writer(path, unique=RESULT_UNIQUE + (uc.source.key,)) as write:
                 for table in harvest_slices(wh, gateway, uc, partition, record, index, carried):
                     write(table)
                     for status, n in counts_by_status(table).items():

@@ -62,11 +62,12 @@ class Warehouse:
         return self.write_bytes(path, [sink.getvalue()])
 
     @contextmanager
-    def parquet_writer(self, path: UPath) -> Iterator[Callable[[pa.Table], None]]:
+    def parquet_writer(self, path: UPath, unique: Sequence[str] = ()) -> Iterator[Callable[[pa.Table], None]]:
         """Write a Parquet file one table (row group) at a time; it appears whole or not at all.
 
         Tables must share a schema; memory holds one of them. The file is built beside its target
         (or in a local temp file for an object store) and moved into place when the block ends.
+        Columns named in `unique` (a value per row) are not dictionary-encoded: trying costs time.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         local = Path(path.path).with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if self._local else Path(
@@ -76,7 +77,8 @@ class Warehouse:
         def write(table: pa.Table) -> None:
             nonlocal writer
             if writer is None:
-                writer = pq.ParquetWriter(local, table.schema, compression="zstd")
+                dictionary = [name for name in table.schema.names if name not in unique]
+                writer = pq.ParquetWriter(local, table.schema, compression="zstd", use_dictionary=dictionary)
             writer.write_table(table)
 
         try:

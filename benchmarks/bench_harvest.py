@@ -19,7 +19,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from assets import patient_education
-from batch_pipeline.harvest import BatchOutcome, batch_lines
+from batch_pipeline.harvest import RESULT_UNIQUE, BatchOutcome, batch_lines
 from batch_pipeline.results_run import assembled_slices
 from batch_pipeline.warehouse import Warehouse
 from benchmarks.bench_requests import ours as build
@@ -54,7 +54,7 @@ def ours(folder: Path, out: Path) -> int:
         return batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, expected, raw)
 
     rows = 0
-    with warehouse.parquet_writer(warehouse.root / out.name) as write:
+    with warehouse.parquet_writer(warehouse.root / out.name, unique=RESULT_UNIQUE + (KEY,)) as write:
         for table in assembled_slices(index, patient_education.use_case, first_round, None):
             write(table)
             rows += table.num_rows
