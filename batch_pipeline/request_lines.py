@@ -36,6 +36,9 @@ REJECTED = "rejected"
 TOKEN_SAMPLE_ROWS = 500
 _CHUNK_ROWS = 50_000  # source rows validated, rendered, counted and encoded at a time
 HASH_TYPE = pa.binary(16)
+# 64-bit offsets: a chunk's lines repeat the spec's constant text (a JSON schema can be kilobytes)
+# and can pass 2 GB together.
+LINE_TYPE = pa.large_binary()
 # The index columns with few distinct values (the rest, keys and hashes, are unique per row).
 INDEX_CATEGORIES = ("shard", "status", "error_code", "error_message")
 
@@ -125,13 +128,13 @@ def stream_requests(
             row = rows[cut].as_py()
             pending.append(index.slice(row_start, row - row_start))
             open_lines.append(lines.slice(line_start, cut - line_start))
-            yield pa.concat_tables(pending), pa.chunked_array(open_lines, pa.binary())
+            yield pa.concat_tables(pending), pa.chunked_array(open_lines, LINE_TYPE)
             pending, open_lines, row_start, line_start, shard = [], [], row, cut, shard + 1
         pending.append(index.slice(row_start))
         if line_start < len(lines):
             open_lines.append(lines.slice(line_start))
     if open_lines:
-        yield pa.concat_tables(pending), pa.chunked_array(open_lines, pa.binary())
+        yield pa.concat_tables(pending), pa.chunked_array(open_lines, LINE_TYPE)
     elif pending:
         yield pa.concat_tables(pending), None
 
@@ -152,9 +155,10 @@ def shard_bytes(lines: pa.ChunkedArray) -> bytes:
     return b"".join(shard_buffers(lines))
 
 
-def _offsets(lines: pa.BinaryArray) -> memoryview:
-    """Where each line starts (and the last one ends) in the array's data buffer."""
-    return memoryview(lines.buffers()[1]).cast("i")[lines.offset : lines.offset + len(lines) + 1]
+def _offsets(values: pa.Array) -> memoryview:
+    """Where each value starts (and the last one ends) in the array's data buffer."""
+    width = "q" if values.type in (pa.large_binary(), pa.large_string()) else "i"
+    return memoryview(values.buffers()[1]).cast(width)[values.offset : values.offset + len(values) + 1]
 
 
 def line_hashes(lines: pa.Array) -> pa.Array:
@@ -222,7 +226,7 @@ def _shard_cuts(lengths: list[int], count: int, size: int, spec: BatchSpec) -> t
 
 
 def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec, ledger: _KeyLedger, offset: int,
-                    encoder: _LineEncoder) -> tuple[pa.Table, pa.BinaryArray, pa.BooleanArray]:
+                    encoder: _LineEncoder) -> tuple[pa.Table, pa.LargeBinaryArray, pa.BooleanArray]:
     """A chunk's index (without `shard`), the request lines of its pending rows in order, and
     which rows those are."""
     n = batch.num_rows
@@ -393,10 +397,10 @@ class _LineEncoder:
             self.runs.append(before)
         self.runs.append(rest)
 
-    def lines(self, ids: pa.Array, cells: dict[str, pa.Array]) -> pa.BinaryArray:
+    def lines(self, ids: pa.Array, cells: dict[str, pa.Array]) -> pa.LargeBinaryArray:
         """The JSONL line of every row (`ids` and `cells` hold only rows that become requests)."""
         if not len(ids):
-            return pa.array([], pa.binary())
+            return pa.array([], LINE_TYPE)
         escaped = {column: _json_escaped(values) for column, values in cells.items()}
         parts: list[pa.Array | str] = [self.runs[0]]
         for name, run in zip(self.order, self.runs[1:]):
@@ -411,7 +415,9 @@ class _LineEncoder:
         # Arrow's join costs about as much per part as per byte here: adjacent constants go as one.
         parts = [p for constant, group in itertools.groupby(parts, key=lambda p: isinstance(p, str))
                  for p in (["".join(group)] if constant else group)]
-        return pc.binary_join_element_wise(*parts, "").cast(pa.binary())
+        wide = pa.large_string()
+        parts = [pa.scalar(p, wide) if isinstance(p, str) else p.cast(wide) for p in parts]
+        return pc.binary_join_element_wise(*parts, pa.scalar("", wide)).cast(LINE_TYPE)
 
     def chars(self, role: str, cells: dict[str, pa.Array], n: int) -> pa.Array:
         """The length in characters of a role's rendered text in each of `n` rows."""
