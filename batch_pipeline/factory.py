@@ -19,7 +19,7 @@ from batch_pipeline.harvest import RESULT_UNIQUE, STATUSES, counts_by_status, re
 from batch_pipeline.preview import markdown_table
 from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
 from batch_pipeline.request_files import write_requests
-from batch_pipeline.request_lines import INDEX_CATEGORIES, PENDING, REJECTED
+from batch_pipeline.request_lines import INDEX_UNIQUE, PENDING, REJECTED
 from batch_pipeline.resources import BatchAPIResource, WarehouseResource
 from batch_pipeline.results_run import follow_ups, harvest_slices
 from batch_pipeline.source import read_partition_batches
@@ -201,7 +201,7 @@ def _build_assets(uc: UseCase) -> list:
                         write(rows)
             elif (folder / CARRIED_FILE).exists():
                 (folder / CARRIED_FILE).unlink()
-            wh.write_parquet(folder / INDEX_FILE, index, dictionary=INDEX_CATEGORIES)
+            wh.write_parquet(folder / INDEX_FILE, index, unique=INDEX_UNIQUE + (source.key,))
             wh.remove_stale(folder, "shard-*.jsonl", set(names))
             cost = uc.estimate(index)
             total += cost.cost_usd

@@ -39,8 +39,7 @@ HASH_TYPE = pa.binary(16)
 # 64-bit offsets: a chunk's lines repeat the spec's constant text (a JSON schema can be kilobytes)
 # and can pass 2 GB together.
 LINE_TYPE = pa.large_binary()
-# The index columns with few distinct values (the rest, keys and hashes, are unique per row).
-INDEX_CATEGORIES = ("shard", "status", "error_code", "error_message")
+INDEX_UNIQUE = ("custom_id", "request_hash")  # index columns with a value per row (and the row key)
 
 
 @dataclass(frozen=True)
@@ -242,8 +241,9 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
     if SOURCE_ERROR in batch.schema.names:  # a malformed CSV line, kept as a row by `source`
         for i in pc.indices_nonzero(pc.is_valid(batch.column(SOURCE_ERROR))).to_pylist():
             codes[i], messages[i] = "malformed_row", batch.column(SOURCE_ERROR)[i].as_py()
-    reject(_blank(keys), "missing_value", f"column '{source.key}' (the row key) is empty")
-    ids, duplicate = ledger.custom_ids(keys, offset)
+    blank_keys = _blank(keys)
+    reject(blank_keys, "missing_value", f"column '{source.key}' (the row key) is empty")
+    ids, duplicate = ledger.custom_ids(keys, blank_keys, offset)
     if duplicate is not None:
         reject(duplicate, "duplicate_key", f"column '{source.key}' repeats a key already used by an earlier row")
 
@@ -297,12 +297,13 @@ class _KeyLedger:
         self.chunks: list[list[str]] = []  # the keys each chunk added, to undo the fast path
         self.repeats: dict[str, int] = {}
 
-    def custom_ids(self, keys: pa.Array, offset: int) -> tuple[pa.Array, pa.Array | None]:
+    def custom_ids(self, keys: pa.Array, blank: pa.Array, offset: int) -> tuple[pa.Array, pa.Array | None]:
         """custom_ids for a chunk's rows (`offset`: its first row in the partition), and which
-        rows repeat an earlier key (None when none do). A row without a key gets `nokey-<row>`."""
+        rows repeat an earlier key (None when none do). A row without a key (`blank`) gets
+        `nokey-<row>`."""
         filled = pc.fill_null(keys, "")
         key_list = filled.to_pylist()
-        if not pc.any(_blank(keys)).as_py():
+        if not pc.any(blank).as_py():
             # The usual case, every key new, costs one set update: a large set's lookups are
             # cache misses, so checking first and adding after would cost two.
             before = len(self.seen)

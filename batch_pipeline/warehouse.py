@@ -53,12 +53,11 @@ class Warehouse:
         os.replace(tmp, target)
         return path
 
-    def write_parquet(self, path: UPath, table: pa.Table, dictionary: Sequence[str] | bool = True) -> UPath:
-        """Write `table` atomically; `dictionary` names the columns worth dictionary-encoding
-        (few distinct values): trying it on columns of unique values costs half the write."""
+    def write_parquet(self, path: UPath, table: pa.Table, unique: Sequence[str] = ()) -> UPath:
+        """Write `table` atomically; columns named in `unique` are not dictionary-encoded (see
+        `parquet_writer`)."""
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd",
-                       use_dictionary=dictionary if isinstance(dictionary, bool) else list(dictionary))
+        pq.write_table(table, sink, compression="zstd", use_dictionary=_dictionary(table.schema, unique))
         return self.write_bytes(path, [sink.getvalue()])
 
     @contextmanager
@@ -67,7 +66,8 @@ class Warehouse:
 
         Tables must share a schema; memory holds one of them. The file is built beside its target
         (or in a local temp file for an object store) and moved into place when the block ends.
-        Columns named in `unique` (a value per row) are not dictionary-encoded: trying costs time.
+        Columns named in `unique` (a value per row) are not dictionary-encoded: trying costs up to
+        a third of the write.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         local = Path(path.path).with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if self._local else Path(
@@ -77,8 +77,8 @@ class Warehouse:
         def write(table: pa.Table) -> None:
             nonlocal writer
             if writer is None:
-                dictionary = [name for name in table.schema.names if name not in unique]
-                writer = pq.ParquetWriter(local, table.schema, compression="zstd", use_dictionary=dictionary)
+                writer = pq.ParquetWriter(local, table.schema, compression="zstd",
+                                          use_dictionary=_dictionary(table.schema, unique))
             writer.write_table(table)
 
         try:
@@ -107,3 +107,8 @@ class Warehouse:
         for path in folder.glob(pattern):
             if path.name not in keep:
                 path.unlink()
+
+
+def _dictionary(schema: pa.Schema, unique: Sequence[str]) -> list[str]:
+    """The columns worth dictionary-encoding: all but those with a value per row."""
+    return [name for name in schema.names if name not in unique]

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from batch_pipeline.carry_over import PreviousAnswers
 from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
 from batch_pipeline.request_files import write_requests
-from batch_pipeline.request_lines import INDEX_CATEGORIES
+from batch_pipeline.request_lines import INDEX_UNIQUE
 from batch_pipeline.source import read_partition_batches
 from batch_pipeline.warehouse import Warehouse
 from benchmarks.workload import PARTITION, SPEC, rows, run_alone, source_for, timed, write_source
@@ -36,7 +36,7 @@ def ours(csv_path: Path, out: Path) -> pa.Table:
     warehouse = Warehouse(out)
     written = write_requests(warehouse, warehouse.root, read_partition_batches(source, PARTITION), source, SPEC,
                              PreviousAnswers.load(None, None))
-    warehouse.write_parquet(warehouse.root / "rows.parquet", written.index, dictionary=INDEX_CATEGORIES)
+    warehouse.write_parquet(warehouse.root / "rows.parquet", written.index, unique=INDEX_UNIQUE + (source.key,))
     return written.index
 
 
