@@ -9,14 +9,14 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "BatchAPIResource": "batch_pipeline.resources",
+    "BatchAPIResource": "batch_pipeline.dagster.resources",
     "BatchSpec": "batch_pipeline.spec",
     "SourceTable": "batch_pipeline.spec",
     "SpecError": "batch_pipeline.spec",
     "UseCase": "batch_pipeline.use_case",
-    "WarehouseResource": "batch_pipeline.resources",
-    "build_batch_monitor": "batch_pipeline.monitor",
-    "definitions_for": "batch_pipeline.definitions",
+    "WarehouseResource": "batch_pipeline.dagster.resources",
+    "build_batch_monitor": "batch_pipeline.dagster.sensor",
+    "definitions_for": "batch_pipeline.dagster.definitions",
 }
 __all__ = sorted(_EXPORTS)
 

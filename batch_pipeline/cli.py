@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 
 from batch_pipeline.local_api.settings import add_settings_arguments, settings_from_args
@@ -24,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--base-url", default=None, help="use this Batch API (key from OPENAI_API_KEY) instead of the embedded one"
     )
+    demo.add_argument(
+        "--module", default="assets.demo",
+        help="module with run_demo(warehouse, base_url), importable from the working directory (default assets.demo)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "local-api":
@@ -31,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(args.host, args.port, args.data_dir, api_key=args.api_key, settings=settings_from_args(args))
         return 0
-    from batch_pipeline.demo import run_demo
-
-    return run_demo(args.warehouse, args.base_url)
+    # The demo runner lives beside the sample use cases, outside the library: found by name.
+    sys.path.insert(0, os.getcwd())
+    return importlib.import_module(args.module).run_demo(args.warehouse, args.base_url)
 
 
 if __name__ == "__main__":

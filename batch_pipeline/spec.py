@@ -1,7 +1,7 @@
 """What a use case declares: its source table and its `BatchSpec`.
 
 A use case module builds one `SourceTable` and one `BatchSpec`; everything else (assets,
-partitions, jobs, checks) is derived from them by `batch_pipeline.factory`.
+partitions, jobs, checks) is derived from them by `batch_pipeline.dagster.assets`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from batch_pipeline.cost import Estimate, estimate
-from batch_pipeline.request_lines import PENDING
+from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.spec import RESULT_COLUMNS, BatchSpec, SourceTable, SpecError
 
 

@@ -33,7 +33,7 @@ def _child(out: Path) -> None:
     profiler.start()
     import dagster  # noqa: F401  (start-up is measured as what happens before run_demo)
 
-    from batch_pipeline.demo import run_demo
+    from assets.demo import run_demo
 
     code = run_demo(None, None)
     profiler.stop()
@@ -53,7 +53,7 @@ def _category(frame, inherited: str | None) -> str | None:
         return STAGES[3]
     if frame.function == "sleep" and inherited == "demo":
         return STAGES[4]
-    if path.endswith("/batch_pipeline/demo.py"):
+    if path.endswith("/assets/demo.py"):
         return "demo" if frame.function in ("_harvest", "run_demo") else inherited
     if frame.function == "run_demo":
         return "demo"

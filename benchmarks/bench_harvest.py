@@ -19,9 +19,9 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from assets import patient_education
-from batch_pipeline.harvest import RESULT_UNIQUE, BatchOutcome, batch_lines
-from batch_pipeline.results_run import assembled_slices
-from batch_pipeline.warehouse import Warehouse
+from batch_pipeline.harvest.lines import RESULT_UNIQUE, BatchOutcome, batch_lines
+from batch_pipeline.harvest.slices import assembled_slices
+from batch_pipeline.warehouse.storage import Warehouse
 from benchmarks.bench_requests import ours as build
 from benchmarks.workload import provider_files, run_alone, timed, write_source
 

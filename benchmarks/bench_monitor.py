@@ -16,11 +16,11 @@ from pathlib import Path
 import openai
 import orjson
 
-from batch_pipeline.gateway import BatchGateway
+from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.local_api.app import build_app
 from batch_pipeline.local_api.embedded import EMBEDDED_BASE_URL, EmbeddedTransport
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.monitor import Watch, _batch_states
+from batch_pipeline.dagster.sensor import Watch, _batch_states
 
 
 class CountingApp:

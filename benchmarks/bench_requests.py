@@ -18,12 +18,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.carry_over import PreviousAnswers
+from batch_pipeline.requests.carry_over import PreviousAnswers
 from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
-from batch_pipeline.request_files import write_requests
-from batch_pipeline.request_lines import INDEX_UNIQUE
-from batch_pipeline.source import read_partition_batches
-from batch_pipeline.warehouse import Warehouse
+from batch_pipeline.requests.shard_files import write_requests
+from batch_pipeline.requests.lines import INDEX_UNIQUE
+from batch_pipeline.sources.csv_source import read_partition_batches
+from batch_pipeline.warehouse.storage import Warehouse
 from benchmarks.workload import PARTITION, SPEC, rows, run_alone, source_for, timed, write_source
 
 SHARD_LINES = 50_000

@@ -8,7 +8,7 @@ import pytest
 
 from assets.definitions import USE_CASES, defs
 from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, WarehouseResource
-from batch_pipeline.factory import use_case_definitions
+from batch_pipeline.dagster.assets import use_case_definitions
 from tests.helpers import execute, submit, tick_until_requested
 
 
@@ -53,11 +53,11 @@ def test_misspelled_column_fails_the_requests_asset_naming_column_and_spec(insta
 def test_missing_partition_or_template_column_is_named(instance, tmp_path, header):
     csv = tmp_path / "t.csv"
     csv.write_text(header + "a,b\n")
-    from batch_pipeline.source import read_partition
+    from batch_pipeline.sources.csv_source import read_partition
 
     source = SourceTable(path=csv, key="id", partition_column="day")
     spec = BatchSpec(name="s", model="m", prompt="{name}")
-    from batch_pipeline.request_lines import build_requests
+    from batch_pipeline.requests.lines import build_requests
     from batch_pipeline.spec import SpecError
 
     with pytest.raises((ValueError, SpecError), match="'(day|name)'"):

@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from batch_pipeline import BatchSpec, SourceTable, SpecError, UseCase
-from batch_pipeline.custom_ids import PORTABLE
-from batch_pipeline.request_lines import build_requests
-from batch_pipeline.source import read_partition
+from batch_pipeline.requests.custom_ids import PORTABLE
+from batch_pipeline.requests.lines import build_requests
+from batch_pipeline.sources.csv_source import read_partition
 
 DAY = "2026-11-20"
 GOOD = "g1,2026-11-20,Aspirin,daily\ng2,2026-11-20,Ibuprofen,with food\n"

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_pipeline.request_lines import build_requests, shard_bytes, stream_requests
-from batch_pipeline.source import read_partition, read_partition_batches
+from batch_pipeline.requests.lines import build_requests, shard_bytes, stream_requests
+from batch_pipeline.sources.csv_source import read_partition, read_partition_batches
 from benchmarks import bench_harvest, bench_monitor, bench_requests, run
 from benchmarks.workload import PARTITION, SPEC, source_for, write_source
 

@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from batch_pipeline.custom_ids import PORTABLE, custom_id_for, custom_ids
+from batch_pipeline.requests.custom_ids import PORTABLE, custom_id_for, custom_ids
 
 
 def test_portable_keys_are_kept_as_they_are():

@@ -1,7 +1,7 @@
 import orjson
 import pyarrow as pa
 
-from batch_pipeline.harvest import (
+from batch_pipeline.harvest.lines import (
     BatchOutcome,
     assemble,
     batch_lines,
@@ -180,7 +180,7 @@ SHAPES = [
 
 
 def test_column_wise_parse_equals_the_line_by_line_rules(monkeypatch):
-    from batch_pipeline import harvest
+    from batch_pipeline.harvest import lines as harvest
 
     expected = harvest._parse_each_line(jsonl(*SHAPES))
     monkeypatch.setattr(harvest, "_parse_each_line", lambda data: (_ for _ in ()).throw(AssertionError("fallback")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from assets.definitions import USE_CASES, defs
-from batch_pipeline.resources import BatchAPIResource
+from batch_pipeline.dagster.resources import BatchAPIResource
 from tests.helpers import execute, submit, tick, tick_until_requested
 
 PARTITION = "2026-11-22"  # holds a row with an empty indication and a repeated key

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from batch_pipeline.request_lines import build_requests
+from batch_pipeline.requests.lines import build_requests
 from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
 
 SOURCE = SourceTable(path="t.csv", key="id", partition_column="day")
@@ -86,7 +86,7 @@ def test_empty_partition_builds_nothing():
 
 
 def test_line_custom_id_reads_the_id_without_parsing():
-    from batch_pipeline.request_lines import line_custom_id
+    from batch_pipeline.requests.lines import line_custom_id
 
     keys = ["plain-1", "with space", "ünï 💊", "x" * 80]
     built = build_requests(table([{"id": k, "day": "d", "name": "n", "notes": "m"} for k in keys]), SOURCE, SPEC)
@@ -106,7 +106,7 @@ def test_lines_are_what_orjson_writes_whatever_the_cells_hold():
 
 
 def test_a_key_repeated_in_a_later_chunk_is_rejected_with_its_own_custom_id():
-    from batch_pipeline.request_lines import stream_requests
+    from batch_pipeline.requests.lines import stream_requests
 
     rows = [{"id": f"k{i}", "day": "d", "name": "n", "notes": "m"} for i in range(6)]
     rows += [{"id": "k1", "day": "d", "name": "again", "notes": "m"}, {"id": "k7", "day": "d", "name": "n", "notes": "m"}]

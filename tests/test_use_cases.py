@@ -10,7 +10,7 @@ from pydantic import BaseModel, field_validator
 
 from assets.definitions import USE_CASES, defs
 from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, definitions_for
-from batch_pipeline.source import read_partition
+from batch_pipeline.sources.csv_source import read_partition
 from tests.helpers import execute, submit, tick_until_requested
 
 PARTITION = "2026-11-21"

@@ -1,4 +1,4 @@
-"""`batch-pipeline demo`: every sample use case, every partition, through the real Definitions.
+"""`batch-pipeline demo` (this module's `run_demo`): every sample use case, every partition, through the real Definitions.
 
 It does in one process what the Dagster daemon does over time: run each partition's submit job,
 evaluate the real batch monitor sensor until it asks for the results runs, execute those, and
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,10 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from batch_pipeline.cost import BATCH_DISCOUNT
-from batch_pipeline.harvest import STATUSES
-from batch_pipeline.monitor import MONITOR_NAME
-from batch_pipeline.source import partition_keys
+from batch_pipeline.dagster.sensor import MONITOR_NAME
+from batch_pipeline.harvest.lines import STATUSES
+from batch_pipeline.sources.csv_source import partition_keys
+from batch_pipeline.testing import failure_message, run_until_idle
 
 _TIMEOUT_SECONDS = 600
 # Runs log to the instance (and so to the UI) as usual; the console shows only warnings.
@@ -65,7 +65,7 @@ def run_demo(warehouse: str | None, base_url: str | None) -> int:
                 instance=instance, partition_key=partition, run_config=_QUIET, raise_on_error=False
             )
             run.submitted = result.success
-            run.error = None if result.success else _failure(result)
+            run.error = None if result.success else failure_message(result)
             print(f"  {name} {partition}: {'submitted' if run.submitted else 'FAILED ' + str(run.error)}")
 
     _harvest(defs, instance, runs)
@@ -94,64 +94,26 @@ def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
         os.environ["DAGSTER_HOME"] = str(home)
 
 
-def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
-    """One evaluation of the real batch monitor, with the Definitions' resources, as the daemon does."""
-    with dg.build_sensor_context(
-        instance=instance,
-        instance_ref=instance.get_ref(),
-        cursor=cursor,
-        resources=defs.resources,
-        repository_def=defs.get_repository_def(),
-        sensor_name=MONITOR_NAME,
-    ) as context:
-        return defs.resolve_sensor_def(MONITOR_NAME).evaluate_tick(context)
-
-
-def execute(
-    defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest, run_config: dict | None = None
-) -> dg.ExecuteInProcessResult:
-    """Run what the monitor asked for, tagged as the daemon would tag it."""
-    tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": MONITOR_NAME}
-    return defs.resolve_job_def(request.job_name).execute_in_process(
-        instance=instance, partition_key=request.partition_key, tags=tags, run_config=run_config,
-        raise_on_error=False,
-    )
-
-
 def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> None:
     """Tick the real sensor, running what it asks for, until nothing is in flight."""
-    cursor, deadline, last = None, time.monotonic() + _TIMEOUT_SECONDS, ""
     print(f"\nwaiting for batches (sensor '{MONITOR_NAME}')")
-    while time.monotonic() < deadline:
-        tick_data = tick(defs, instance, cursor)
-        cursor = tick_data.cursor
-        if tick_data.skip_message == "no batches in flight":
-            break
-        if tick_data.skip_message and tick_data.skip_message != last:
-            print(f"  sensor: {tick_data.skip_message}")
-            last = tick_data.skip_message
-        for request in tick_data.run_requests:
-            key = (request.tags["batch_pipeline/use_case"], request.partition_key)
-            kind = request.tags["batch_pipeline/reason"]
-            result = execute(defs, instance, request, _QUIET)
-            run = runs[key]
-            run.error = None if result.success else _failure(result)
-            if kind == "results":
-                run.harvested = result.success
-            outcome = {"results": "results written", "admit": "queued shards submitted"}[kind]
-            print(f"  {key[0]} {key[1]}: {outcome if result.success else 'FAILED ' + str(run.error)}")
-        if not tick_data.run_requests:
-            time.sleep(1.0)
-    for run in runs.values():
-        if run.submitted and not run.harvested and run.error is None:
-            run.error = f"batches not finished within {_TIMEOUT_SECONDS} s"
 
+    def report(request: dg.RunRequest, result: dg.ExecuteInProcessResult) -> None:
+        key = (request.tags["batch_pipeline/use_case"], request.partition_key)
+        kind = request.tags["batch_pipeline/reason"]
+        run = runs[key]
+        run.error = None if result.success else failure_message(result)
+        if kind == "results":
+            run.harvested = result.success
+        outcome = {"results": "results written", "admit": "queued shards submitted"}[kind]
+        print(f"  {key[0]} {key[1]}: {outcome if result.success else 'FAILED ' + str(run.error)}")
 
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.is_failure and event.step_failure_data:
-            return event.step_failure_data.error.message.strip().splitlines()[-1][:200]
-    return "run failed"
+    try:
+        run_until_idle(defs, instance, _TIMEOUT_SECONDS, run_config=_QUIET, on_run=report)
+    except TimeoutError:
+        for run in runs.values():
+            if run.submitted and not run.harvested and run.error is None:
+                run.error = f"batches not finished within {_TIMEOUT_SECONDS} s"
 
 
 def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: list) -> None:

@@ -20,9 +20,9 @@ import dagster as dg
 import openai
 
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.gateway import TERMINAL, BatchGateway
-from batch_pipeline.records import PartitionRecord, record_from
-from batch_pipeline.resources import BatchAPIResource
+from batch_pipeline.provider.gateway import TERMINAL, BatchGateway
+from batch_pipeline.state.records import PartitionRecord, record_from
+from batch_pipeline.dagster.resources import BatchAPIResource
 from batch_pipeline.use_case import UseCase
 
 MONITOR_NAME = "batch_monitor"

@@ -4,9 +4,9 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from batch_pipeline.factory import use_case_definitions
-from batch_pipeline.monitor import build_batch_monitor
-from batch_pipeline.resources import BatchAPIResource, WarehouseResource
+from batch_pipeline.dagster.assets import use_case_definitions
+from batch_pipeline.dagster.sensor import build_batch_monitor
+from batch_pipeline.dagster.resources import BatchAPIResource, WarehouseResource
 from batch_pipeline.use_case import UseCase
 
 

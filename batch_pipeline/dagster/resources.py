@@ -14,8 +14,8 @@ import dagster as dg
 import openai
 from pydantic import Field
 
-from batch_pipeline.gateway import BatchGateway
-from batch_pipeline.warehouse import Warehouse
+from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.warehouse.storage import Warehouse
 
 
 class BatchAPIResource(dg.ConfigurableResource):

@@ -13,19 +13,19 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
-from batch_pipeline.carry_over import PreviousAnswers, carried_rows
+from batch_pipeline.requests.carry_over import PreviousAnswers, carried_rows
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.harvest import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
-from batch_pipeline.preview import markdown_table
-from batch_pipeline.records import PartitionRecord, latest_record, record_metadata
-from batch_pipeline.request_files import write_requests
-from batch_pipeline.request_lines import INDEX_UNIQUE, PENDING, REJECTED
-from batch_pipeline.resources import BatchAPIResource, WarehouseResource
-from batch_pipeline.results_run import follow_ups, harvest_slices
-from batch_pipeline.source import read_partition_batches
-from batch_pipeline.submission import Shard, submit_shards
+from batch_pipeline.harvest.lines import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
+from batch_pipeline.dagster.preview import markdown_table
+from batch_pipeline.state.records import PartitionRecord, latest_record, record_metadata
+from batch_pipeline.requests.shard_files import write_requests
+from batch_pipeline.requests.lines import INDEX_UNIQUE, PENDING, REJECTED
+from batch_pipeline.dagster.resources import BatchAPIResource, WarehouseResource
+from batch_pipeline.harvest.slices import follow_ups, harvest_slices
+from batch_pipeline.sources.csv_source import read_partition_batches
+from batch_pipeline.provider.submission import Shard, submit_shards
 from batch_pipeline.use_case import UseCase
-from batch_pipeline.warehouse import Warehouse
+from batch_pipeline.warehouse.storage import Warehouse
 
 INDEX_FILE = "rows.parquet"
 RESULTS_FILE = "results.parquet"

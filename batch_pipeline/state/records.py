@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from batch_pipeline.submission import Queued, Submission
+from batch_pipeline.provider.submission import Queued, Submission
 
 _LOOKBACK = 20  # materializations per asset searched for the newest one carrying a record
 

@@ -16,16 +16,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from batch_pipeline.carry_over import merge_carried
+from batch_pipeline.requests.carry_over import merge_carried
 from batch_pipeline.cost import batch_prices
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.gateway import TERMINAL, BatchGateway
-from batch_pipeline.harvest import BatchOutcome, assemble, batch_lines
-from batch_pipeline.records import PartitionRecord
-from batch_pipeline.request_lines import line_custom_id
-from batch_pipeline.submission import Queued, Shard, Submission, submit_shards
+from batch_pipeline.provider.gateway import TERMINAL, BatchGateway
+from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines
+from batch_pipeline.state.records import PartitionRecord
+from batch_pipeline.requests.lines import line_custom_id
+from batch_pipeline.provider.submission import Queued, Shard, Submission, submit_shards
 from batch_pipeline.use_case import UseCase
-from batch_pipeline.warehouse import Warehouse
+from batch_pipeline.warehouse.storage import Warehouse
 
 
 def harvest_batch(

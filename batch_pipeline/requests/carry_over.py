@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_pipeline.request_lines import HASH_TYPE, PENDING
+from batch_pipeline.requests.lines import HASH_TYPE, PENDING
 
 CARRIED = "carried"
 KEPT_STATUSES = ("succeeded", "invalid_output")

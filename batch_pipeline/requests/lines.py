@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 import xxhash
 
 from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
-from batch_pipeline.custom_ids import custom_id_for, custom_ids
-from batch_pipeline.source import SOURCE_ERROR, columns
+from batch_pipeline.requests.custom_ids import custom_id_for, custom_ids
+from batch_pipeline.sources.csv_source import SOURCE_ERROR, columns
 from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
 
 PENDING = "pending"

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 from upath import UPath
 
-from batch_pipeline.carry_over import PreviousAnswers, renumber
-from batch_pipeline.request_lines import empty_index, shard_buffers, stream_requests
+from batch_pipeline.requests.carry_over import PreviousAnswers, renumber
+from batch_pipeline.requests.lines import empty_index, shard_buffers, stream_requests
 from batch_pipeline.spec import BatchSpec, SourceTable
-from batch_pipeline.warehouse import Warehouse
+from batch_pipeline.warehouse.storage import Warehouse
 
 
 @dataclass(frozen=True)

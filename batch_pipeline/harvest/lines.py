@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.request_lines import PENDING
+from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.response_schema import arrow_fields, parse_answer
 from batch_pipeline.spec import BatchSpec
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.gateway import PIPELINE, BatchGateway
+from batch_pipeline.provider.gateway import PIPELINE, BatchGateway
 
 _METADATA_VALUE_CHARS = 512
 

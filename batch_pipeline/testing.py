@@ -1,0 +1,107 @@
+"""Run use cases end to end without a daemon: what tests, notebooks and the demo need.
+
+Each helper drives the real `Definitions` the way the Dagster daemon would: a submit job per
+partition, ticks of the real batch monitor sensor (with the Definitions' resources), and the runs
+the sensor asks for, executed in process and tagged as the daemon would tag them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+
+from batch_pipeline.dagster.sensor import MONITOR_NAME
+
+IDLE = "no batches in flight"
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    """One evaluation of the batch monitor, as the daemon evaluates it."""
+    with dg.build_sensor_context(
+        instance=instance,
+        instance_ref=instance.get_ref(),
+        cursor=cursor,
+        resources=defs.resources,
+        repository_def=defs.get_repository_def(),
+        sensor_name=MONITOR_NAME,
+    ) as context:
+        return defs.resolve_sensor_def(MONITOR_NAME).evaluate_tick(context)  # type: ignore[return-value]
+
+
+def execute(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    request: dg.RunRequest,
+    run_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Run what the monitor asked for, tagged as the daemon would tag it."""
+    tags = {**request.tags, "dagster/run_key": request.run_key or "", "dagster/sensor_name": MONITOR_NAME}
+    return defs.resolve_job_def(request.job_name or "").execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=tags, run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def submit(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job: str,
+    partition: str | None,
+    run_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Run a use case's submit job (requests, then batches) for one partition."""
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition, run_config=run_config, raise_on_error=False
+    )
+
+
+def tick_until_requested(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None, timeout: float = 120
+) -> tuple[list[dg.RunRequest], str | None, list]:
+    """Tick until the sensor requests runs; returns (run_requests, cursor, ticks)."""
+    deadline, ticks = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        data = tick(defs, instance, cursor)
+        cursor = data.cursor
+        ticks.append(data)
+        if data.run_requests:
+            return list(data.run_requests), cursor, ticks
+        time.sleep(0.2)
+    raise TimeoutError(f"sensor requested nothing in {timeout}s: {[t.skip_message for t in ticks][-3:]}")
+
+
+def run_until_idle(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    timeout: float = 180,
+    run_config: dict | None = None,
+    on_run=None,
+) -> list[tuple[dg.RunRequest, dg.ExecuteInProcessResult]]:
+    """Tick and execute every requested run until nothing is in flight; returns what ran.
+
+    `on_run(request, result)` is called after each run (the demo prints progress with it).
+    """
+    cursor, executed, deadline = None, [], time.monotonic() + timeout
+    message = None
+    while time.monotonic() < deadline:
+        data = tick(defs, instance, cursor)
+        cursor, message = data.cursor, data.skip_message
+        if message == IDLE:
+            return executed
+        for request in data.run_requests or []:
+            result = execute(defs, instance, request, run_config)
+            executed.append((request, result))
+            if on_run is not None:
+                on_run(request, result)
+        if not data.run_requests:
+            time.sleep(0.2)
+    raise TimeoutError(f"still in flight after {timeout}s: {message}")
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The first step failure's own message, not Dagster's wrapper around it."""
+    for event in result.all_events:
+        if event.is_failure and event.step_failure_data and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip().splitlines()[-1][:300]
+    return "run failed"
