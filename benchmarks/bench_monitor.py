@@ -1,7 +1,7 @@
 """Monitoring cost: provider calls per sensor tick with N batches in flight, counted at the local
 Batch API (every HTTP request that reaches it), beside per-batch polling (one retrieve per batch).
 
-The tick is the sensor's own lookup (`monitor._batch_states` over `BatchGateway.batch_pages`).
+The tick is the sensor's own lookup (`sensor._batch_states` over `BatchGateway.batch_pages`).
 Run alone: ``.venv/bin/python -m benchmarks.bench_monitor --batches 1 100 1000``.
 """
 
@@ -20,7 +20,8 @@ from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.local_api.app import build_app
 from batch_pipeline.local_api.embedded import EMBEDDED_BASE_URL, EmbeddedTransport
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.dagster.sensor import Watch, _batch_states
+from batch_pipeline.dagster.sensor import _batch_states
+from batch_pipeline.state.partition_state import PartitionState, Submission
 
 
 class CountingApp:
@@ -57,10 +58,10 @@ def measure(counts: list[int], workdir: Path) -> dict:
     for count in counts:
         client, app = counted_client(workdir / f"monitor-{count}")
         ids = in_flight(client, count)
-        watch = Watch(use_case="bench", partition="p", record_id=1, submitted_at=time.time(), harvest=True,
-                      pending=[[b, 0] for b in ids])
+        submissions = tuple(Submission(0, 1, "", b, "", "", "validating", 1, 0) for b in ids)
+        watched = PartitionState("bench", "p", submissions, record_id=1, recorded_at=time.time())
         before = app.requests
-        states = _batch_states(BatchGateway(client), {"bench|p": watch})
+        states = _batch_states(BatchGateway(client), [watched])
         assert states.keys() == set(ids), "the tick did not see every batch"
         tick = app.requests - before
         before = app.requests

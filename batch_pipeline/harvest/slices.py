@@ -1,17 +1,14 @@
-"""What a results run does for one partition besides writing Parquet.
+"""A partition's result rows, one first-round shard at a time.
 
 `harvest_slices` yields the partition's result rows one first-round shard at a time (with the
 follow-up rounds' lines for those rows), so memory holds one shard, not the partition.
 `harvest_batch` turns one terminal batch into parsed lines, keeping the provider's files raw in
-the warehouse first (they expire at the provider). `follow_ups` queues the requests that failed
-for retryable reasons as the next round, and submits every queued round that is due and fits.
+the warehouse first (they expire at the provider).
 """
 
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
@@ -19,18 +16,22 @@ from upath import UPath
 from batch_pipeline.requests.carry_over import merge_carried
 from batch_pipeline.cost import batch_prices
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.provider.gateway import TERMINAL, BatchGateway
 from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines
-from batch_pipeline.state.records import PartitionRecord
+from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.requests.lines import line_custom_id
-from batch_pipeline.provider.submission import Queued, Shard, Submission, submit_shards
+from batch_pipeline.state.partition_state import TERMINAL, PartitionState, Submission
 from batch_pipeline.use_case import UseCase
+from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
+
+
+class NotTerminal(RuntimeError):
+    """A batch to harvest is still running: the partition waits; nothing is written."""
 
 
 def harvest_batch(
     wh: Warehouse, gateway: BatchGateway, uc: UseCase, partition: str, sub: Submission,
-    expected: pa.Array | None = None,
+    expected: pa.Array | list[str] | None = None,
 ) -> pa.Table:
     """One terminal batch's lines; its provider files are kept raw in the warehouse first.
 
@@ -38,16 +39,13 @@ def harvest_batch(
     """
     batch = gateway.retrieve(sub.batch_id)
     if batch.status not in TERMINAL:
-        raise dg.Failure(
-            f"{uc.name} {partition}: batch {batch.id} is still {batch.status}; the "
-            "batch monitor sensor requests this run once every batch is terminal"
-        )
-    raw_dir = wh.partition_dir(uc.name, "raw", partition)
+        raise NotTerminal(f"batch {batch.id} is still {batch.status}")
+    raw_dir = wh.partition_dir(uc.name, layout.RAW, partition)
     raw_files = []
     for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
         if not file_id:  # null, or "" on Azure
             continue
-        path = raw_dir / f"{batch.id}.{kind}.jsonl"
+        path = raw_dir / layout.raw_file(batch.id, kind)
         if not path.exists():
             wh.write_bytes(path, gateway.download(file_id))
             failpoint("harvest.downloaded")
@@ -60,7 +58,7 @@ def harvest_batch(
         first_error.message if first_error else None,
     )
     if expected is None:
-        expected = _custom_ids(UPath(sub.path))
+        expected = custom_ids_in(wh.resolve(sub.path))
     return batch_lines(outcome, sub.attempt, expected, raw_files)
 
 
@@ -68,14 +66,14 @@ def harvest_slices(
     wh: Warehouse,
     gateway: BatchGateway,
     uc: UseCase,
-    partition: str,
-    record: PartitionRecord,
+    state: PartitionState,
     index: pa.Table,
     carried: pa.Table | None,
 ) -> Iterator[pa.Table]:
     """Result rows in source order, one slice per first-round shard."""
-    first = {s.shard: s for s in record.submissions if s.attempt == 1}
-    later = [harvest_batch(wh, gateway, uc, partition, s) for s in record.submissions if s.attempt > 1]
+    partition = state.partition
+    first = {s.shard: s for s in state.submissions if s.attempt == 1}
+    later = [harvest_batch(wh, gateway, uc, partition, s) for s in state.submissions if s.attempt > 1]
 
     def first_round(shard: int, expected: pa.Array) -> pa.Table | None:
         return harvest_batch(wh, gateway, uc, partition, first[shard], expected) if shard in first else None
@@ -138,64 +136,6 @@ def shard_slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:
         yield index, None
 
 
-def _custom_ids(shard: UPath) -> list[str]:
+def custom_ids_in(shard: UPath) -> list[str]:
+    """The custom_ids of a request file, in order, read without parsing the lines."""
     return [line_custom_id(line) for line in shard.read_bytes().splitlines() if line.strip()]
-
-
-def follow_ups(
-    log: Callable[[str], None],
-    wh: Warehouse,
-    gateway: BatchGateway,
-    uc: UseCase,
-    partition: str,
-    record: PartitionRecord,
-    index: pa.Table,
-    retryable_ids: list[str],
-    parents: set[str],
-    token_limit: int | None,
-) -> tuple[list[Submission], list[Queued]]:
-    """Queue retryable failures as a follow-up round, and submit what is due and fits.
-
-    `retryable_ids` are the requests whose latest failure is worth another attempt, `parents`
-    the batches they failed in (recorded in the follow-up batch's metadata).
-    """
-    spec = uc.spec
-    queued = list(record.queued)
-    waiting = {cid for q in queued for cid in _custom_ids(UPath(q.path))}
-    retry = [cid for cid in retryable_ids if cid not in waiting]
-    if retry:
-        attempt = max([s.attempt for s in record.submissions] + [q.attempt for q in queued]) + 1
-        parents = sorted(parents)
-        folder = wh.partition_dir(uc.name, "requests", partition)
-        wanted = set(retry)
-        lines = [
-            line
-            for path in sorted(folder.glob("shard-*.jsonl"))
-            for line in path.read_bytes().splitlines(keepends=True)
-            if line_custom_id(line) in wanted
-        ]
-        tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist()))
-        not_before = time.time() + spec.retry_backoff_seconds * 2 ** (attempt - 2)
-        for i in range(0, len(lines), spec.max_requests_per_shard):
-            chunk = lines[i : i + spec.max_requests_per_shard]
-            path = wh.write_bytes(folder / f"retry-a{attempt}-{i // spec.max_requests_per_shard:05d}.jsonl",
-                                  b"".join(chunk))
-            ids = [line_custom_id(line) for line in chunk]
-            queued.append(Queued(i // spec.max_requests_per_shard, attempt, str(path), len(chunk),
-                                 sum(tokens.get(c, 0) for c in ids), not_before, "retry", parents))
-        log(
-            f"{uc.name} {partition}: {len(retry)} requests failed for retryable reasons; attempt "
-            f"{attempt} queued from {time.strftime('%H:%M:%S', time.localtime(not_before))}"
-        )
-    due = [q for q in queued if q.not_before <= time.time()]
-    if not due:
-        return list(record.submissions), queued
-    shards = [
-        Shard(q.shard, q.path, UPath(q.path).read_bytes(), q.attempt, q.estimated_tokens, tuple(q.parent_batch_ids))
-        for q in due
-    ]
-    new, still = submit_shards(
-        gateway, use_case=uc.name, partition=partition, endpoint=spec.endpoint, model=spec.model,
-        shards=shards, token_limit=token_limit, log=log,
-    )
-    return list(record.submissions) + new, [q for q in queued if q not in due] + still

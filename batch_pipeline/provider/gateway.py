@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import openai
 from openai.types import Batch
 
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+from batch_pipeline.state.partition_state import TERMINAL
+
 PIPELINE = "batch_pipeline"
 LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
 INPUT_FILE_TTL_SECONDS = 7 * 24 * 3600

@@ -15,17 +15,21 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+
+from openai.types import Batch
 
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.provider.gateway import PIPELINE, BatchGateway
+from batch_pipeline.provider.gateway import PIPELINE, BatchGateway, Sweep
+from batch_pipeline.state.machine import admits
+from batch_pipeline.state.partition_state import Queued, Submission
 
 _METADATA_VALUE_CHARS = 512
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One request file of a partition, as written to the warehouse."""
+    """One request file of a partition; `path` is relative to the warehouse root."""
 
     index: int
     path: str
@@ -41,43 +45,6 @@ class Shard:
     @property
     def requests(self) -> int:
         return self.data.count(b"\n")
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A shard's batch at the provider, as recorded in the assets' metadata."""
-
-    shard: int
-    attempt: int
-    path: str
-    batch_id: str
-    input_file_id: str
-    idempotency_key: str
-    status: str
-    requests: int
-    estimated_tokens: int
-    reused: bool
-    parent_batch_ids: list[str] = field(default_factory=list)
-
-    def record(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Queued:
-    """A shard written but not yet sent: waiting for capacity or for its retry backoff."""
-
-    shard: int
-    attempt: int
-    path: str
-    requests: int
-    estimated_tokens: int
-    not_before: float
-    reason: str
-    parent_batch_ids: list[str] = field(default_factory=list)
-
-    def record(self) -> dict:
-        return asdict(self)
 
 
 def idempotency_key(use_case: str, partition: str, shard: Shard) -> str:
@@ -105,6 +72,14 @@ def batch_metadata(use_case: str, partition: str, model: str, shard: Shard) -> d
     return metadata
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """What `submit_shards` did: one submission per shard sent or reused, and the shards held back."""
+
+    submissions: list[Submission]
+    queued: list[Queued]
+
+
 def submit_shards(
     gateway: BatchGateway,
     *,
@@ -115,62 +90,72 @@ def submit_shards(
     shards: list[Shard],
     token_limit: int | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[list[Submission], list[Queued]]:
+) -> Submitted:
     """Make sure each shard has exactly one batch; create only the missing ones that fit."""
     metadata = {s.index: batch_metadata(use_case, partition, model, s) for s in shards}
     wanted = {m["idempotency_key"] for m in metadata.values()}
-    sweep = gateway.sweep(wanted, model if token_limit is not None else None) if wanted else None
-    existing = sweep.found if sweep else {}
-    enqueued = sweep.enqueued_tokens if sweep else 0
-    submissions: list[Submission] = []
-    queued: list[Queued] = []
-    uploads: dict[str, str] | None = None  # listed once, only if some shard needs an upload
+    sweep = gateway.sweep(wanted, model if token_limit is not None else None) if wanted else Sweep({}, 0)
+    sender = _Sender(gateway, endpoint, log, sweep.enqueued_tokens)
+    done = Submitted([], [])
     for shard in shards:
         meta = metadata[shard.index]
-        key = meta["idempotency_key"]
-        batch = existing.get(key)
+        batch = sweep.found.get(meta["idempotency_key"])
         reused = batch is not None
-        if batch is None:
-            # A shard bigger than the whole limit goes alone when nothing else is queued, rather
-            # than waiting forever; the provider then refuses or accepts it, and retries follow.
-            if token_limit is not None and enqueued and enqueued + shard.estimated_tokens > token_limit:
-                log(
-                    f"shard {shard.index}: queued; {shard.estimated_tokens:,} tokens would exceed the "
-                    f"{token_limit:,} enqueued-token limit of {model} ({enqueued:,} in flight)"
-                )
-                queued.append(Queued(shard.index, shard.attempt, shard.path, shard.requests,
-                                     shard.estimated_tokens, time.time(), "enqueued_token_limit",
-                                     list(shard.parent_batch_ids)))
-                continue
-            filename = f"{key}.jsonl"
-            if uploads is None:
-                uploads = gateway.input_files()
-            file_id = uploads.get(filename)
-            if file_id is None:
-                file_id = gateway.upload(filename, shard.data)
-                log(f"shard {shard.index}: uploaded {shard.requests} requests as {file_id}")
-                failpoint("submission.uploaded")
-            else:
-                log(f"shard {shard.index}: reusing upload {file_id} left by an earlier attempt")
-            batch = gateway.create_batch(input_file_id=file_id, endpoint=endpoint, metadata=meta)
-            failpoint("submission.created")
-            enqueued += shard.estimated_tokens
-            log(f"shard {shard.index} attempt {shard.attempt}: created batch {batch.id}")
-        else:
+        if batch is not None:
             log(f"shard {shard.index}: batch {batch.id} already submitted ({batch.status}); reused")
-        submissions.append(
-            Submission(
-                shard=shard.index,
-                attempt=shard.attempt,
-                path=shard.path,
-                batch_id=batch.id,
-                input_file_id=batch.input_file_id,
-                idempotency_key=key,
-                status=batch.status,
-                requests=shard.requests,
-                estimated_tokens=shard.estimated_tokens,
-                reused=reused,
-                parent_batch_ids=list(shard.parent_batch_ids),
-            )
-        )
-    return submissions, queued
+        elif not admits(shard.estimated_tokens, sender.enqueued, token_limit):
+            log(f"shard {shard.index}: queued; {shard.estimated_tokens:,} tokens would exceed the "
+                f"{token_limit:,} enqueued-token limit of {model} ({sender.enqueued:,} in flight)")
+            done.queued.append(Queued(shard.index, shard.attempt, shard.path, shard.requests,
+                                      shard.estimated_tokens, time.time(), "enqueued_token_limit",
+                                      list(shard.parent_batch_ids)))
+            continue
+        else:
+            batch = sender.create(shard, meta)
+        done.submissions.append(_submission(shard, meta["idempotency_key"], batch, reused))
+    return done
+
+
+@dataclass
+class _Sender:
+    """Uploads and creates batches; the upload listing is read once, only if a shard needs it."""
+
+    gateway: BatchGateway
+    endpoint: str
+    log: Callable[[str], None]
+    enqueued: int
+    uploads: dict[str, str] | None = None
+
+    def create(self, shard: Shard, meta: dict[str, str]) -> Batch:
+        key = meta["idempotency_key"]
+        filename = f"{key}.jsonl"
+        if self.uploads is None:
+            self.uploads = self.gateway.input_files()
+        file_id = self.uploads.get(filename)
+        if file_id is None:
+            file_id = self.gateway.upload(filename, shard.data)
+            self.log(f"shard {shard.index}: uploaded {shard.requests} requests as {file_id}")
+            failpoint("submission.uploaded")
+        else:
+            self.log(f"shard {shard.index}: reusing upload {file_id} left by an earlier attempt")
+        batch = self.gateway.create_batch(input_file_id=file_id, endpoint=self.endpoint, metadata=meta)
+        failpoint("submission.created")
+        self.enqueued += shard.estimated_tokens
+        self.log(f"shard {shard.index} attempt {shard.attempt}: created batch {batch.id}")
+        return batch
+
+
+def _submission(shard: Shard, key: str, batch: Batch, reused: bool) -> Submission:
+    return Submission(
+        shard=shard.index,
+        attempt=shard.attempt,
+        path=shard.path,
+        batch_id=batch.id,
+        input_file_id=batch.input_file_id,
+        idempotency_key=key,
+        status=batch.status,
+        requests=shard.requests,
+        estimated_tokens=shard.estimated_tokens,
+        reused=reused,
+        parent_batch_ids=list(shard.parent_batch_ids),
+    )

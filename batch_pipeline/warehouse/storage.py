@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from batch_pipeline.warehouse import layout
+
 
 class Warehouse:
     """Paths and atomic writes under a warehouse root."""
@@ -31,7 +33,17 @@ class Warehouse:
         return Path(path.path) if self._local else None
 
     def partition_dir(self, use_case: str, area: str, partition: str) -> UPath:
-        return self.root / use_case / area / f"partition={partition}"
+        return self.root / layout.partition_folder(use_case, area, partition)
+
+    def relative(self, path: UPath) -> str:
+        """`path` relative to the root, as recorded in Dagster metadata."""
+        return path.relative_to(self.root).as_posix()
+
+    def resolve(self, recorded: str) -> UPath:
+        """A recorded path: relative to the root, or (recorded before paths were relative) absolute."""
+        if "://" in recorded or recorded.startswith("/"):
+            return UPath(recorded)
+        return self.root / recorded
 
     def write_bytes(self, path: UPath, data: bytes | Sequence[bytes | pa.Buffer]) -> UPath:
         """Write `data` (bytes, or buffers one after the other) to `path` so readers see either

@@ -1,0 +1,71 @@
+"""Materialization metadata of the requests, batches and results assets, per partition."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import dagster as dg
+
+from batch_pipeline.cost import Estimate
+from batch_pipeline.dagster.preview import markdown_table
+from batch_pipeline.dagster.state_store import state_metadata
+from batch_pipeline.harvest.partition import Harvest
+from batch_pipeline.provider.submission import Submitted
+from batch_pipeline.requests.partition import BuiltRequests
+from batch_pipeline.state.partition_state import PartitionState
+from batch_pipeline.use_case import UseCase
+
+
+def requests_metadata(uc: UseCase, partition: str, built: BuiltRequests, cost: Estimate) -> dict[str, Any]:
+    rejected = built.rejected
+    metadata: dict[str, Any] = {
+        "dagster/row_count": built.index.num_rows,
+        **cost.metadata(),
+        "requests": built.to_send,
+        "rejected": rejected.num_rows,
+        "kept_answers": built.kept,
+        "shards": dg.MetadataValue.json(built.shards),
+        "folder": dg.MetadataValue.path(str(built.folder)),
+        "rejected_preview": dg.MetadataValue.md(
+            markdown_table(rejected.select([uc.source.key, "error_code", "error_message"]), 10)
+        ),
+    }
+    if built.index.num_rows == 0:
+        metadata["note"] = f"partition {partition} has no source rows"
+    return metadata
+
+
+def batches_metadata(state: PartitionState, sent: Submitted, provider: str) -> dict[str, Any]:
+    new = sum(not s.reused for s in sent.submissions)
+    return {
+        **state_metadata(state),
+        "submissions": dg.MetadataValue.json([dataclasses.asdict(s) for s in sent.submissions]),
+        "new_batches": new,
+        "reused_batches": len(sent.submissions) - new,
+        "queued_shards": len(sent.queued),
+        "requests": sum(s.requests for s in sent.submissions),
+        "provider": provider,
+    }
+
+
+def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -> dict[str, Any]:
+    preview = harvest.preview
+    return {
+        "dagster/row_count": harvest.index.num_rows,
+        **{f"status/{k}": v for k, v in harvest.counts.items()},
+        **state_metadata(harvest.state),
+        "retrying": harvest.retrying,
+        "parquet": dg.MetadataValue.path(str(harvest.path)),
+        "estimated_cost_usd": round(estimated_cost_usd, 6),
+        "cost_usd": dg.MetadataValue.float(round(harvest.cost_usd, 6)),
+        "preview": dg.MetadataValue.md(
+            markdown_table(preview.select([uc.source.key, "status", "output", "error_message"]), 5)
+            if preview is not None else "_no rows_"
+        ),
+    }
+
+
+def waiting_metadata(state: PartitionState, reason: str) -> dict[str, Any]:
+    """A results step that found batches still running: the partition waits, nothing is written."""
+    return {**state_metadata(state), "waiting": reason}

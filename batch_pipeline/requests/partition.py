@@ -1,0 +1,88 @@
+"""A partition's requests, built from its source rows and written to the warehouse.
+
+Rows whose request is unchanged and whose last result is a final answer keep that answer
+(`carried.parquet`) and are not sent again; the index (`rows.parquet`) has one row per source
+row with its custom_id, shard and, for rows that cannot become a request, the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from upath import UPath
+
+from batch_pipeline.failpoints import failpoint
+from batch_pipeline.requests.carry_over import PreviousAnswers, carried_rows
+from batch_pipeline.requests.lines import INDEX_UNIQUE, PENDING, REJECTED
+from batch_pipeline.requests.shard_files import write_requests
+from batch_pipeline.sources.csv_source import read_partition_batches
+from batch_pipeline.use_case import UseCase
+from batch_pipeline.warehouse import layout
+from batch_pipeline.warehouse.storage import Warehouse
+
+
+@dataclass(frozen=True)
+class BuiltRequests:
+    """A partition's request index and its shard files (paths relative to the warehouse root)."""
+
+    folder: UPath
+    index: pa.Table
+    shards: list[str]
+    kept: int
+
+    @property
+    def to_send(self) -> int:
+        return pc.sum(pc.equal(self.index["status"], PENDING)).as_py() or 0
+
+    @property
+    def rejected(self) -> pa.Table:
+        return self.index.filter(pc.equal(self.index["status"], REJECTED))
+
+
+def build_partition(wh: Warehouse, uc: UseCase, partition: str) -> BuiltRequests:
+    """Rebuild a partition's shards, index and carried answers from its source rows."""
+    folder = wh.partition_dir(uc.name, layout.REQUESTS, partition)
+    results_path = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.RESULTS_FILE
+    previous = PreviousAnswers.load(
+        _columns(folder / layout.INDEX_FILE, ["custom_id", "request_hash"]),
+        _columns(results_path, ["custom_id", "status"]),
+    )
+    batches = read_partition_batches(uc.source, partition)
+    written = write_requests(wh, folder, batches, uc.source, uc.spec, previous)
+    failpoint("requests.shards_written")
+    if written.kept:
+        with wh.parquet_writer(folder / layout.CARRIED_FILE) as write, results_path.open("rb") as old:
+            for rows in carried_rows(pq.ParquetFile(old), written.kept):
+                write(rows)
+    elif (folder / layout.CARRIED_FILE).exists():
+        (folder / layout.CARRIED_FILE).unlink()
+    wh.write_parquet(folder / layout.INDEX_FILE, written.index, unique=INDEX_UNIQUE + (uc.source.key,))
+    wh.remove_stale(folder, layout.SHARD_GLOB, set(written.shards))
+    shards = [wh.relative(folder / name) for name in written.shards]
+    return BuiltRequests(folder, written.index, shards, len(written.kept))
+
+
+def stray_rounds(wh: Warehouse, uc: UseCase, partition: str, recorded: set[str], since: float) -> tuple[str, ...]:
+    """Retry files written after the partition's last recorded state that no state mentions.
+
+    A results run died between preparing a round and Dagster recording it; rebuilding then could
+    send that round's requests a second time.
+    """
+    folder = wh.partition_dir(uc.name, layout.REQUESTS, partition)
+    if not folder.exists():
+        return ()
+    return tuple(
+        wh.relative(p) for p in folder.glob(layout.RETRY_GLOB)
+        if wh.relative(p) not in recorded and str(p) not in recorded and p.stat().st_mtime > since
+    )
+
+
+def _columns(path: UPath, columns: list[str]) -> pa.Table | None:
+    if not path.exists():
+        return None
+    with path.open("rb") as f:
+        present = pq.read_schema(f).names
+        return pq.read_table(f, columns=[c for c in columns if c in present])

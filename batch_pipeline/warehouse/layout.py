@@ -1,0 +1,39 @@
+"""Every path and file name in the warehouse, in one place.
+
+`<root>/<use_case>/requests/partition=<key>/shard-00000.jsonl`   request lines as sent
+`<root>/<use_case>/requests/partition=<key>/retry-a2-00000.jsonl` a retry round's lines
+`<root>/<use_case>/requests/partition=<key>/rows.parquet`       one row per source row
+`<root>/<use_case>/requests/partition=<key>/carried.parquet`    answers kept from the last results
+`<root>/<use_case>/raw/partition=<key>/<batch_id>.output.jsonl` provider files, kept before they expire
+`<root>/<use_case>/results/partition=<key>/results.parquet`     one row per source row
+
+Paths recorded in Dagster are relative to the root (`Warehouse.relative`), so a warehouse that
+moves keeps its old partitions harvestable.
+"""
+
+from __future__ import annotations
+
+REQUESTS, RAW, RESULTS = "requests", "raw", "results"
+INDEX_FILE = "rows.parquet"
+CARRIED_FILE = "carried.parquet"
+RESULTS_FILE = "results.parquet"
+SHARD_GLOB = "shard-*.jsonl"
+RETRY_GLOB = "retry-*.jsonl"
+
+
+def partition_folder(use_case: str, area: str, partition: str) -> str:
+    """A partition's folder under the root, Hive-style so DuckDB reads `partition` as a column."""
+    return f"{use_case}/{area}/partition={partition}"
+
+
+def shard_file(index: int) -> str:
+    return f"shard-{index:05d}.jsonl"
+
+
+def retry_file(attempt: int, index: int) -> str:
+    return f"retry-a{attempt}-{index:05d}.jsonl"
+
+
+def raw_file(batch_id: str, kind: str) -> str:
+    """A provider file kept raw: `kind` is `output` or `error`."""
+    return f"{batch_id}.{kind}.jsonl"
