@@ -4,19 +4,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test dev bench clean
+.PHONY: demo test test-unit lint dev bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,s3]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/batch-pipeline demo
 
-test: $(STAMP)
+# Lint before the tests: a finding fails `make test` before the slow part starts.
+test: lint
 	$(BIN)/python -m pytest
+
+# The fast tier: pure functions only (no Dagster process, no local Batch API, no sleeps).
+# `make test` runs these too.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check batch_pipeline assets tests benchmarks
+	$(BIN)/mypy batch_pipeline assets
 
 # Throughput, memory and monitoring figures beside their baselines, into benchmarks/RESULTS.md
 # (a few minutes on 2 cores; everything is generated in a temporary folder).
@@ -28,7 +38,8 @@ bench: $(STAMP)
 dev: $(STAMP)
 	mkdir -p .dagster_home
 	[ -f .dagster_home/dagster.yaml ] || cp dagster.yaml .dagster_home/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home BATCH_PIPELINE_WAREHOUSE=$(CURDIR)/warehouse \
+		BATCH_PIPELINE_LOCAL_API_DIR=$(CURDIR)/.local_batch_api $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf warehouse .local_batch_api .dagster_home

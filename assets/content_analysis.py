@@ -1,6 +1,6 @@
 """Content analysis at scale: a classification and an embedding for every published document."""
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import dagster as dg
@@ -9,14 +9,14 @@ from pydantic import BaseModel
 from batch_pipeline import BatchSpec, SourceTable, UseCase
 
 
-class Sentiment(str, Enum):
+class Sentiment(StrEnum):
     positive = "positive"
     neutral = "neutral"
     negative = "negative"
     mixed = "mixed"
 
 
-class Flag(str, Enum):
+class Flag(StrEnum):
     spam = "spam"
     personal_data = "personal_data"
     medical_claim = "medical_claim"

@@ -1,8 +1,12 @@
-"""`batch-pipeline demo` (this module's `run_demo`): every sample use case, every partition, through the real Definitions.
+"""`batch-pipeline demo` (this module's `run_demo`): every sample use case, every partition.
+
+Everything goes through the real Definitions.
 
 It does in one process what the Dagster daemon does over time: run each partition's submit job,
 evaluate the real batch monitor sensor until it asks for the results runs, execute those, and
-print what landed where.
+print what landed where. A use case that fails (a table that cannot be read, a column it lacks)
+is reported with its cause and the others go on; rows of a table that no partition reads are
+listed with their line.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +26,11 @@ from batch_pipeline.cost import BATCH_DISCOUNT
 from batch_pipeline.dagster.sensor import MONITOR_NAME
 from batch_pipeline.harvest.lines import STATUSES
 from batch_pipeline.sources.csv_source import partition_keys
-from batch_pipeline.testing import failure_message, run_until_idle
+from batch_pipeline.sources.unassigned import unassigned_rows
+from batch_pipeline.testing import run_until_idle
+from batch_pipeline.use_case import UseCase
+from batch_pipeline.warehouse import layout
+from batch_pipeline.warehouse.storage import Warehouse, is_url, resolve_root
 
 _TIMEOUT_SECONDS = 600
 # Runs log to the instance (and so to the UI) as usual; the console shows only warnings.
@@ -37,45 +46,100 @@ class PartitionRun:
     error: str | None = None
 
 
-def run_demo(warehouse: str | None, base_url: str | None) -> int:
-    """Run the demo; the exit code is non-zero if any stage failed."""
+def run_demo(
+    warehouse: str | None, base_url: str | None, use_cases: Sequence[UseCase] | None = None
+) -> int:
+    """Run the demo (the sample use cases, or `use_cases`); non-zero if any stage failed."""
     _configure_environment(warehouse, base_url)
     logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed below instead
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # BackfillPolicy is beta, knowingly
-    from assets.definitions import USE_CASES, defs  # after the environment is set
+    if use_cases is None:
+        from assets.definitions import USE_CASES, defs  # after the environment is set
+    else:
+        from batch_pipeline import definitions_for
+
+        USE_CASES, defs = list(use_cases), definitions_for(use_cases)
 
     instance = dg.DagsterInstance.get()
-    runs = {
-        (uc.name, p): PartitionRun(uc.name, p)
-        for uc in USE_CASES
-        for p in partition_keys(uc.source)
-        if uc.partitions_def.has_partition_key(p)
-    }
     print(f"warehouse:  {os.environ['BATCH_PIPELINE_WAREHOUSE']}")
     print(f"batch API:  {os.environ.get('OPENAI_BASE_URL') or 'embedded local Batch API'}")
     print(f"dagster:    {instance.root_directory}\n")
+    runs, broken = _plan(USE_CASES)
 
-    print(f"submitting {len(runs)} partitions")
+    print(f"\nsubmitting {len(runs)} partitions")
     for uc in USE_CASES:
         job = defs.resolve_job_def(uc.submit_job_name)
         for (name, partition), run in runs.items():
             if name != uc.name:
                 continue
-            result = job.execute_in_process(
-                instance=instance, partition_key=partition, run_config=_QUIET, raise_on_error=False
-            )
-            run.submitted = result.success
-            run.error = None if result.success else failure_message(result)
+            try:
+                result = job.execute_in_process(
+                    instance=instance, partition_key=partition, run_config=_QUIET,
+                    raise_on_error=False,
+                )
+                run.submitted = result.success
+                run.error = None if result.success else failure_cause(result)
+            except Exception as exc:  # one use case's failure never stops the others
+                run.error = _said(exc)
             print(f"  {name} {partition}: {'submitted' if run.submitted else 'FAILED ' + str(run.error)}")
 
     _harvest(defs, instance, runs)
-    _print_summary(runs, instance, USE_CASES)
-    return 0 if all(r.submitted and r.harvested for r in runs.values()) else 1
+    _print_summary(runs, instance, USE_CASES, broken)
+    return 0 if not broken and all(r.submitted and r.harvested for r in runs.values()) else 1
+
+
+def _plan(
+    use_cases: Sequence[UseCase],
+) -> tuple[dict[tuple[str, str], PartitionRun], dict[str, str]]:
+    """Every partition each use case's table has rows for, and the use cases whose table cannot
+    be read, with why. Rows no partition reads are printed with their line."""
+    runs: dict[tuple[str, str], PartitionRun] = {}
+    broken: dict[str, str] = {}
+    for uc in use_cases:
+        try:
+            keys = [p for p in partition_keys(uc.source) if uc.partitions_def.has_partition_key(p)]
+            unassigned = unassigned_rows(uc.source, uc.partitions_def)
+        except Exception as exc:  # one use case's failure never stops the others
+            broken[uc.name] = _said(exc)
+            print(f"  {uc.name}: FAILED {broken[uc.name]}")
+            continue
+        runs.update({(uc.name, p): PartitionRun(uc.name, p) for p in keys})
+        if unassigned.num_rows:
+            count = unassigned.num_rows
+            print(f"  {uc.name}: {count} row{'s are' if count != 1 else ' is'} in no partition:")
+            for row in unassigned.slice(0, 5).to_pylist():
+                print(f"    line {row['line']} key {row['key']!r}: {row['message']}")
+    return runs, broken
+
+
+def failure_cause(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's own exception message, not the wrappers Dagster puts around it."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            lines = error.message.strip().splitlines() or [error.cls_name or "failed"]
+            text = "\n".join(lines)
+            if error.cls_name and text.split(":", 1)[0].endswith(error.cls_name):
+                text = text.split(":", 1)[1].strip()
+            return text[:500]
+    return "run failed"
+
+
+def _said(exc: BaseException) -> str:
+    """An exception as the demo prints it: its message, or its type when it has none."""
+    return str(exc).strip()[:500] or type(exc).__name__
 
 
 def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
-    os.environ["BATCH_PIPELINE_WAREHOUSE"] = str(
-        Path(warehouse or os.environ.get("BATCH_PIPELINE_WAREHOUSE") or "warehouse").resolve()
+    # a folder is made absolute; a URL (s3://bucket/wh) is kept as given
+    os.environ["BATCH_PIPELINE_WAREHOUSE"] = resolve_root(
+        warehouse or os.environ.get("BATCH_PIPELINE_WAREHOUSE") or "warehouse"
+    )
+    # the embedded local Batch API's state beside the warehouse, where `make dev` looks too
+    os.environ["BATCH_PIPELINE_LOCAL_API_DIR"] = str(
+        Path(os.environ.get("BATCH_PIPELINE_LOCAL_API_DIR") or ".local_batch_api").resolve()
     )
     if base_url:
         if not os.environ.get("OPENAI_API_KEY"):
@@ -102,7 +166,7 @@ def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> 
         key = (request.tags["batch_pipeline/use_case"], request.partition_key)
         kind = request.tags["batch_pipeline/reason"]
         run = runs[key]
-        run.error = None if result.success else failure_message(result)
+        run.error = None if result.success else failure_cause(result)
         if kind == "results":
             run.harvested = result.success
         outcome = {"results": "results written", "admit": "queued shards submitted"}[kind]
@@ -114,17 +178,27 @@ def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> 
         for run in runs.values():
             if run.submitted and not run.harvested and run.error is None:
                 run.error = f"batches not finished within {_TIMEOUT_SECONDS} s"
+    except Exception as exc:  # a failing sensor tick still leaves the summary to print
+        for run in runs.values():
+            if run.submitted and not run.harvested and run.error is None:
+                run.error = f"batch monitor failed: {_said(exc)}"
 
 
-def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: list) -> None:
-    root = Path(os.environ["BATCH_PIPELINE_WAREHOUSE"])
-    rows, totals = [], {}
+def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: Sequence[UseCase],
+                   broken: dict[str, str]) -> None:
+    root = os.environ["BATCH_PIPELINE_WAREHOUSE"]
+    wh = Warehouse(root)  # a folder or a URL: the results are read where they were written
+    rows: list[list[str]] = [
+        [name, "-", "-", "-", *["-"] * len(STATUSES), cause] for name, cause in broken.items()
+    ]
+    totals: dict[str, dict] = {}
     for run in runs.values():
-        path = root / run.use_case / "results" / f"partition={run.partition}" / "results.parquet"
+        path = wh.partition_dir(run.use_case, layout.RESULTS, run.partition) / layout.RESULTS_FILE
         if not run.harvested or not path.exists():
             rows.append([run.use_case, run.partition, "-", "-", *["-"] * len(STATUSES), run.error or "not harvested"])
             continue
-        results = pq.read_table(path, columns=["status", "batch_id", "cost_usd"])
+        with path.open("rb") as f:
+            results = pq.read_table(f, columns=["status", "batch_id", "cost_usd"])
         statuses = results["status"].to_pylist()
         batches = {b for b in results["batch_id"].to_pylist() if b}
         rows.append([run.use_case, run.partition, str(results.num_rows), str(len(batches)),
@@ -133,7 +207,8 @@ def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: list) ->
         total["rows"] += results.num_rows
         total["succeeded"] += statuses.count("succeeded")
         total["actual"] += sum(c for c in results["cost_usd"].to_pylist() if c)
-        total["estimated"] += _estimate_of(instance, next(u for u in use_cases if u.name == run.use_case), run.partition)
+        uc = next(u for u in use_cases if u.name == run.use_case)
+        total["estimated"] += _estimate_of(instance, uc, run.partition)
     _print_table(["use case", "partition", "rows", "batches", *STATUSES, "parquet"], rows)
 
     costs = []
@@ -142,23 +217,29 @@ def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: list) ->
         costs.append([name, str(t["rows"]), str(t["succeeded"]), f"${t['estimated']:.6f}", f"${t['actual']:.6f}",
                       f"${synchronous:.6f}", f"${synchronous - t['actual']:.6f}"])
     _print_table(["use case", "rows", "succeeded", "estimated", "actual", "at sync prices", "saved"], costs)
+    setup = "import duckdb; duckdb"
+    if is_url(root):  # DuckDB reads it through the fsspec filesystem (and credentials) the pipeline used
+        setup = ("import duckdb, fsspec; con = duckdb.connect(); "
+                 f"con.register_filesystem(fsspec.filesystem('{wh.root.protocol}')); con")
     print(
-        "\nquery it: .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"select status, count(*) "
+        f"\nquery it: .venv/bin/python -c \"{setup}.sql(\\\"select status, count(*) "
         f"from read_parquet('{root}/*/results/**/*.parquet', hive_partitioning=true) group by 1\\\").show()\""
     )
 
 
-def _estimate_of(instance: dg.DagsterInstance, uc, partition: str) -> float:
+def _estimate_of(instance: dg.DagsterInstance, uc: UseCase, partition: str) -> float:
     """The estimate the requests asset recorded before this partition's batches were sent."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=uc.key("requests"), asset_partitions=[partition]), limit=1
     ).records
-    meta = records[0].asset_materialization.metadata if records else {}
-    return meta["estimated_cost_usd"].value if "estimated_cost_usd" in meta else 0.0
+    materialization = records[0].asset_materialization if records else None
+    meta = materialization.metadata if materialization else {}
+    value = meta["estimated_cost_usd"].value if "estimated_cost_usd" in meta else 0.0
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     print()
     for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

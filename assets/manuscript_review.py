@@ -1,6 +1,6 @@
 """Manuscript review: a structured peer-review report for each submitted manuscript."""
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from batch_pipeline import BatchSpec, SourceTable, UseCase
 
 
-class Decision(str, Enum):
+class Decision(StrEnum):
     accept = "accept"
     minor_revision = "minor_revision"
     major_revision = "major_revision"

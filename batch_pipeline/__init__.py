@@ -11,6 +11,9 @@ from typing import Any
 _EXPORTS = {
     "BatchAPIResource": "batch_pipeline.dagster.resources",
     "BatchSpec": "batch_pipeline.spec",
+    "LocalBatchAPIResource": "batch_pipeline.dagster.resources",
+    "LocalBatchAPISettings": "batch_pipeline.dagster.resources",
+    "OpenAIProviderResource": "batch_pipeline.dagster.resources",
     "SourceTable": "batch_pipeline.spec",
     "SpecError": "batch_pipeline.spec",
     "UseCase": "batch_pipeline.use_case",

@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     add_settings_arguments(local_api)
 
     demo = commands.add_parser("demo", help="run every sample use case end to end")
-    demo.add_argument("--warehouse", default=None, help="warehouse root (default ./warehouse)")
+    demo.add_argument(
+        "--warehouse", default=None, help="warehouse root: a folder (default ./warehouse) or a URL (s3://bucket/wh)"
+    )
     demo.add_argument(
         "--base-url", default=None, help="use this Batch API (key from OPENAI_API_KEY) instead of the embedded one"
     )

@@ -57,6 +57,10 @@ def _counter(model: str) -> Any:
     four fifths of its time on a thread-pool future per text and on building token lists.
     Anything out of the ordinary (text the fast path refuses, or over the encoding's limits)
     goes through `encode_ordinary`, so errors are the ones the encoding raises.
+
+    bpe-openai has no public count, so this is the one place that reads its private
+    `Encoding._backend` and `Encoding._runtime.chunk_limit`; if a release renames them, the
+    public `encode_ordinary` is used instead.
     """
     encoding = _encoding(model)
     backend = getattr(encoding, "_backend", None)

@@ -1,7 +1,9 @@
 """A use case's response model (Pydantic) as a strict JSON schema, typed Arrow columns and a validator.
 
-The strict schema comes from the `openai` package's own converter, so requests carry exactly
-what `client.chat.completions.parse(response_format=Model)` would send.
+The strict schema comes from the `openai` package's own converter, reached through its public
+`pydantic_function_tool`: the tool's `parameters` and the schema that
+`client.chat.completions.parse(response_format=Model)` sends are one conversion, so requests
+carry exactly what the SDK would send, without importing the SDK's private `openai.lib._pydantic`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import types
 import typing
 from typing import Any, Literal
 
+import openai
 import pyarrow as pa
-from openai.lib._pydantic import to_strict_json_schema  # the SDK's converter; pinned openai==3.57.0
 from pydantic import BaseModel, ValidationError
 
 _SCALARS: dict[type, pa.DataType] = {
@@ -27,7 +29,8 @@ _SCALARS: dict[type, pa.DataType] = {
 
 
 def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return to_strict_json_schema(model)
+    """The strict JSON schema of `model`, as structured outputs send it."""
+    return openai.pydantic_function_tool(model)["function"]["parameters"]
 
 
 def arrow_type(annotation: Any) -> pa.DataType:

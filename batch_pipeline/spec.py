@@ -31,14 +31,20 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class SourceTable:
-    """A CSV table shipped with or produced for a use case, partitioned by a date column."""
+    """A CSV table shipped with or produced for a use case, partitioned by a date column.
+
+    Only an empty cell is null: `NA` or `null` in a CSV may be real text (a name, a code).
+    `null_values` lists any other markers this table uses for "no value".
+    """
 
     path: Path
     key: str
     partition_column: str
+    null_values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "null_values", tuple(self.null_values))
 
 
 def template_fields(template: str, *, spec: str, name: str) -> list[str]:

@@ -8,6 +8,7 @@ the sensor asks for, executed in process and tagged as the daemon would tag them
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import dagster as dg
 
@@ -16,7 +17,7 @@ from batch_pipeline.dagster.sensor import MONITOR_NAME
 IDLE = "no batches in flight"
 
 
-def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> Any:
     """One evaluation of the batch monitor, as the daemon evaluates it."""
     with dg.build_sensor_context(
         instance=instance,
@@ -26,7 +27,9 @@ def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None)
         repository_def=defs.get_repository_def(),
         sensor_name=MONITOR_NAME,
     ) as context:
-        return defs.resolve_sensor_def(MONITOR_NAME).evaluate_tick(context)  # type: ignore[return-value]
+        # Dagster's tick result (`run_requests`, `skip_message`, `cursor`, `asset_events`); its
+        # class is not exported by dagster 1.13, hence `Any`.
+        return defs.resolve_sensor_def(MONITOR_NAME).evaluate_tick(context)
 
 
 def execute(
@@ -82,7 +85,8 @@ def run_until_idle(
 
     `on_run(request, result)` is called after each run (the demo prints progress with it).
     """
-    cursor, executed, deadline = None, [], time.monotonic() + timeout
+    executed: list[tuple[dg.RunRequest, dg.ExecuteInProcessResult]] = []
+    cursor, deadline = None, time.monotonic() + timeout
     message = None
     while time.monotonic() < deadline:
         data = tick(defs, instance, cursor)

@@ -1,8 +1,12 @@
-"""Monitoring cost: provider calls per sensor tick with N batches in flight, counted at the local
-Batch API (every HTTP request that reaches it), beside per-batch polling (one retrieve per batch).
+"""Monitoring cost: provider calls per sensor tick, counted at the local Batch API (every HTTP
+request that reaches it), beside per-batch polling (one retrieve per batch).
 
-The tick is the sensor's own lookup (`sensor._batch_states` over `BatchGateway.batch_pages`).
-Run alone: ``.venv/bin/python -m benchmarks.bench_monitor --batches 1 100 1000``.
+Two scenarios:
+- N of our batches in flight, the newest at the provider (`--batches 1 100 1000`);
+- organisation scale: 10 of ours in flight under 10,000 other batches created after them
+  (`--foreign 10000`), the case where listing newest first would page through all of them.
+The tick is the sensor's own lookup (`BatchGateway.states_of`).
+Run alone: ``.venv/bin/python -m benchmarks.bench_monitor --batches 1 100 1000 --foreign 10000``.
 """
 
 from __future__ import annotations
@@ -16,12 +20,11 @@ from pathlib import Path
 import openai
 import orjson
 
-from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.local_api.app import build_app
 from batch_pipeline.local_api.embedded import EMBEDDED_BASE_URL, EmbeddedTransport
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.dagster.sensor import _batch_states
-from batch_pipeline.state.partition_state import PartitionState, Submission
+from batch_pipeline.local_api.store import Store, new_batch_id
+from batch_pipeline.provider.gateway import BatchGateway
 
 
 class CountingApp:
@@ -52,31 +55,64 @@ def in_flight(client: openai.OpenAI, count: int) -> list[str]:
                                   completion_window="24h").id for _ in range(count)]
 
 
+def seed_foreign_batches(data_dir: Path, count: int) -> None:
+    """`count` completed batches of other teams, newer than anything before, written straight
+    into the local Batch API's store (creating them one API call each takes minutes)."""
+    now = int(time.time())
+    rows = []
+    for i in range(count):
+        doc = {"id": new_batch_id(), "object": "batch", "endpoint": "/v1/chat/completions", "status": "completed",
+               "input_file_id": "file-foreign", "completion_window": "24h", "created_at": now,
+               "completed_at": now, "expires_at": now + 86400, "metadata": {"team": f"other-{i % 7}"},
+               "request_counts": {"total": 1, "completed": 1, "failed": 0}}
+        rows.append((doc["id"], "completed", orjson.dumps(doc), doc["endpoint"], "", now + 10**9, now + 10**9, None))
+    with Store(data_dir).transaction() as conn:
+        conn.executemany(
+            "INSERT INTO batches (id, status, doc, endpoint, input_sha256, due_at, expires_ts, output_ttl)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def tick_calls(client: openai.OpenAI, app: CountingApp, ids: list[str]) -> dict:
+    """Calls and seconds of one tick's lookup, and of polling each batch."""
+    before, started = app.requests, time.perf_counter()
+    states = BatchGateway(client).states_of(set(ids), since=time.time() - 60)
+    tick, seconds = app.requests - before, time.perf_counter() - started
+    assert states.keys() == set(ids), "the tick did not see every batch"
+    before, started = app.requests, time.perf_counter()
+    for batch_id in ids:
+        client.batches.retrieve(batch_id)
+    return {"tick": tick, "tick_seconds": round(seconds, 3), "per_batch": app.requests - before,
+            "per_batch_seconds": round(time.perf_counter() - started, 3)}
+
+
 def measure(counts: list[int], workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     result = {}
     for count in counts:
         client, app = counted_client(workdir / f"monitor-{count}")
-        ids = in_flight(client, count)
-        submissions = tuple(Submission(0, 1, "", b, "", "", "validating", 1, 0) for b in ids)
-        watched = PartitionState("bench", "p", submissions, record_id=1, recorded_at=time.time())
-        before = app.requests
-        states = _batch_states(BatchGateway(client), [watched])
-        assert states.keys() == set(ids), "the tick did not see every batch"
-        tick = app.requests - before
-        before = app.requests
-        for batch_id in ids:
-            client.batches.retrieve(batch_id)
-        result[count] = {"tick": tick, "per_batch": app.requests - before}
+        result[count] = tick_calls(client, app, in_flight(client, count))
     return result
+
+
+def measure_foreign(foreign: int, ours: int, workdir: Path) -> dict:
+    """Our batches in flight under `foreign` newer batches of the rest of the organisation."""
+    client, app = counted_client(workdir / f"monitor-foreign-{foreign}")
+    ids = in_flight(client, ours)
+    seed_foreign_batches(workdir / f"monitor-foreign-{foreign}", foreign)
+    before = app.requests
+    listed = sum(1 for _ in BatchGateway(client).batch_pages())
+    return {"foreign": foreign, "ours": ours, **tick_calls(client, app, ids),
+            "list_everything": app.requests - before, "pages": listed}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--foreign", type=int, default=10_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         print(json.dumps(measure(args.batches, Path(tmp)), indent=1))
+        print(json.dumps(measure_foreign(args.foreign, 10, Path(tmp)), indent=1))
 
 
 if __name__ == "__main__":

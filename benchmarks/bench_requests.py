@@ -18,10 +18,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.requests.carry_over import PreviousAnswers
 from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
-from batch_pipeline.requests.shard_files import write_requests
+from batch_pipeline.requests.carry_over import PreviousAnswers
 from batch_pipeline.requests.lines import INDEX_UNIQUE
+from batch_pipeline.requests.shard_files import write_requests
 from batch_pipeline.sources.csv_source import read_partition_batches
 from batch_pipeline.warehouse.storage import Warehouse
 from benchmarks.workload import PARTITION, SPEC, rows, run_alone, source_for, timed, write_source
@@ -88,7 +88,7 @@ def floor(ids: list[str], texts: list[str]) -> int:
         shard = b"".join([dumps({"custom_id": cid, "method": "POST", "url": url, "body": {
             "model": model, "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
             **params}}, option=option) for cid, text in zip(ids[start:start + SHARD_LINES],
-                                                            texts[start:start + SHARD_LINES])])
+                                                            texts[start:start + SHARD_LINES], strict=True)])
         count += shard.count(b"\n")
     return count
 
@@ -97,7 +97,7 @@ def floor(ids: list[str], texts: list[str]) -> int:
 def counted_tokens(index: pa.Table, ids: list[str], texts: list[str]) -> int:
     """Input tokens of the requests in `index`, every row counted (the estimate's reference)."""
     sent = set(index["custom_id"].filter(pc.equal(index["status"], "pending")).to_pylist())
-    user = [t for i, t in zip(ids, texts) if i in sent]
+    user = [t for i, t in zip(ids, texts, strict=True) if i in sent]
     system = count_tokens(SPEC.model, [SPEC.system_prompt])[0]
     per_request = system + 2 * TOKENS_PER_MESSAGE + TOKENS_PER_REPLY
     return sum(count_tokens(SPEC.model, user)) + per_request * len(user)

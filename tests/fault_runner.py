@@ -15,6 +15,8 @@ import dagster as dg
 from batch_pipeline import (
     BatchAPIResource,
     BatchSpec,
+    LocalBatchAPIResource,
+    LocalBatchAPISettings,
     SourceTable,
     UseCase,
     WarehouseResource,
@@ -34,13 +36,14 @@ def build(root: Path) -> tuple[UseCase, dg.Definitions]:
     settings_file = root / "local_api.json"
     settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
     uc = UseCase(
-        spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}", max_requests_per_shard=4, max_attempts=5,
+        spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}", max_requests_per_shard=4,
+                       max_attempts=5,
                        retry_backoff_seconds=0),
         source=SourceTable(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION),
     )
-    batch_api = BatchAPIResource(local_api_dir=str(root / "api"),
-                                 local_api_settings={"pace_seconds": 0.1, **settings})
+    batch_api = BatchAPIResource(local=LocalBatchAPIResource(
+        data_dir=str(root / "api"), settings=LocalBatchAPISettings(**{"pace_seconds": 0.1, **settings})))
     return uc, definitions_for([uc], batch_api=batch_api, warehouse=WarehouseResource(root=str(root / "warehouse")))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
-import pytest
 
 from assets.definitions import USE_CASES, defs
 from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, WarehouseResource
@@ -47,18 +46,3 @@ def test_misspelled_column_fails_the_requests_asset_naming_column_and_spec(insta
     message += failure.step_failure_data.error.message
     assert "spec 'typo_case': column 'nmae' is not in source table 'drugs.csv'" in message
     assert "did you mean 'name'" in message
-
-
-@pytest.mark.parametrize("header", ["id,name\n", "id,day\n"])
-def test_missing_partition_or_template_column_is_named(instance, tmp_path, header):
-    csv = tmp_path / "t.csv"
-    csv.write_text(header + "a,b\n")
-    from batch_pipeline.sources.csv_source import read_partition
-
-    source = SourceTable(path=csv, key="id", partition_column="day")
-    spec = BatchSpec(name="s", model="m", prompt="{name}")
-    from batch_pipeline.requests.lines import build_requests
-    from batch_pipeline.spec import SpecError
-
-    with pytest.raises((ValueError, SpecError), match="'(day|name)'"):
-        build_requests(read_partition(source, "b"), source, spec)

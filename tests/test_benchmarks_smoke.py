@@ -41,9 +41,13 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
     assert (folder / "requests" / "rows.parquet").exists()
 
     monitor = bench_monitor.measure([3], tmp_path / "m")
-    assert monitor == {3: {"tick": 1, "per_batch": 3}}
+    assert (monitor[3]["tick"], monitor[3]["per_batch"]) == (1, 3)
+    # organisation scale: 3 of ours under 300 newer batches of other teams
+    monitor["foreign"] = foreign = bench_monitor.measure_foreign(300, 3, tmp_path / "m")
+    assert foreign["tick"] <= 1 + 3 and foreign["pages"] == 4
 
     if HAS_PANDAS:
-        text = run.render([300], [requests], [harvest], {"build": {100: 1.0, 300: 1.5}, "harvest": {100: 1.0, 300: 1.2}},
+        memory = {"build": {100: 1.0, 300: 1.5}, "harvest": {100: 1.0, 300: 1.2}}
+        text = run.render([300], [requests], [harvest], memory,
                           monitor, None, "smoke")
         assert "| 300 |" in text and "Monitoring cost" in text

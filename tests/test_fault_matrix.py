@@ -127,3 +127,22 @@ def test_matrix_summary():
     paid, rows = sum(p for p, _ in PAID.values()), sum(r for _, r in PAID.values())
     print(f"\nfault matrix: {len(PAID)} points, paid requests / unique rows = {paid}/{rows} = {paid / rows:.2f}")
     assert paid == rows
+
+
+def test_an_upload_orphaned_by_a_crash_is_reused_not_uploaded_again(tmp_path):
+    """Killed between upload and batch create: the rerun creates the batch from that very upload.
+
+    Counted at the local Batch API itself (its batch input files), so an implementation that
+    uploads again passes every other check of the matrix but not this one.
+    """
+    with dg.instance_for_test() as instance:
+        killed_at(tmp_path, "submit", "submission.uploaded")
+        client = build(tmp_path)[1].resources["batch_api"].client()
+        [orphan] = client.files.list(purpose="batch")
+        assert list(client.batches.list()) == []
+        finish(tmp_path, instance)
+    uploads = [f.id for f in client.files.list(purpose="batch")]
+    batches = list(client.batches.list(limit=100))
+    assert len(batches) == 3 and all(b.status == "completed" for b in batches)
+    assert orphan.id in {b.input_file_id for b in batches}, "the orphaned upload became a batch"
+    assert sorted(uploads) == sorted(b.input_file_id for b in batches), "one upload per batch, none sent twice"

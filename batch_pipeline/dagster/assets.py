@@ -7,8 +7,11 @@ and the partition's new state.
 """
 
 
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -20,12 +23,15 @@ from batch_pipeline.dagster.metadata import (
     results_metadata,
     waiting_metadata,
 )
-from batch_pipeline.dagster.resources import BatchAPIResource, WarehouseResource
+from batch_pipeline.dagster.resources import DAGSTER_HOME, BatchAPIResource, WarehouseResource
 from batch_pipeline.dagster.state_store import latest_state
 from batch_pipeline.failpoints import failpoint
+from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
 from batch_pipeline.provider.partition import submit_partition
+from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds
+from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.state.machine import (
     Admit,
     Blocked,
@@ -40,6 +46,10 @@ from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
+# How long a run waits for another run of the same partition to finish building, submitting or
+# harvesting it, before it fails with "already in flight" (then its batches are reused).
+LEASE_WAIT_SECONDS = 600.0
+
 
 class SubmitConfig(dg.Config):
     """Run-time knobs of a submission, set in the Launchpad."""
@@ -51,8 +61,11 @@ class SubmitConfig(dg.Config):
 
 def use_case_definitions(uc: UseCase) -> dg.Definitions:
     """The use case's assets, its submit, admit and results jobs, and its daily schedule."""
+    # Off until someone switches it on: with a key in the environment a schedule spends money.
     schedule = dg.build_schedule_from_partitioned_job(
-        uc.submit_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.RUNNING
+        uc.submit_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Builds and submits each new partition of {uc.name} ({uc.spec.model}) at 01:00; "
+        "off until switched on.",
     )
     source = dg.AssetSpec(
         uc.key("source"),
@@ -101,27 +114,71 @@ def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
         kinds={"python", "jsonl"},
         description=f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
         f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
+        check_specs=[checks.unassigned_spec(uc)],
         **_common(uc),
     )
-    def requests(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
+    def requests(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         wh, total = warehouse.warehouse(), 0.0
         for partition in context.partition_keys:
-            state = latest_state(context.instance, uc, partition)
-            if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
-                continue
-            built = build_partition(wh, uc, partition)
-            cost = uc.estimate(built.index)
-            total += cost.cost_usd
-            context.log.info(
-                "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer",
-                uc.name, partition, built.index.num_rows, built.to_send, len(built.shards),
-                built.rejected.num_rows, built.kept,
-            )
-            context.add_asset_metadata(requests_metadata(uc, partition, built, cost), partition_key=partition)
+            with _lease(wh, uc, partition):
+                total += _build(context, wh, uc, partition)
         failpoint("requests.done")
         context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(context.partition_keys), total)
+        return dg.MaterializeResult(check_results=[checks.unassigned(uc)])
 
     return requests
+
+
+def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str) -> float:
+    """Rebuild one partition's requests unless the state machine says to leave it; its cost."""
+    state = latest_state(context.instance, uc, partition)
+    if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
+        return 0.0
+    built = build_partition(wh, uc, partition)
+    cost = uc.estimate(built.index)
+    context.log.info(
+        "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer",
+        uc.name, partition, built.index.num_rows, built.to_send, len(built.shards),
+        built.rejected.num_rows, built.kept,
+    )
+    context.add_asset_metadata(requests_metadata(uc, partition, built, cost), partition_key=partition)
+    return cost.cost_usd
+
+
+def _submit(
+    context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str, sending: Sending, provider: str
+) -> None:
+    """Submit one partition's shards unless the state machine says to leave it; record its state."""
+    state = latest_state(context.instance, uc, partition)
+    if _left_alone(context, uc, partition, next_action(state, SubmitAsked(_strays(wh, uc, partition, state)))):
+        return
+    sent = submit_partition(wh, sending, uc, partition)
+    new_state = PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued))
+    context.add_asset_metadata(batches_metadata(new_state, sent, provider), partition_key=partition)
+
+
+@contextmanager
+def _lease(wh: Warehouse, uc: UseCase, partition: str) -> Iterator[None]:
+    """Hold the partition against other runs; a run that waited too long fails with the reason."""
+    try:
+        with partition_lease(wh, uc.name, partition, LEASE_WAIT_SECONDS):
+            yield
+    except PartitionBusy as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+
+
+def _refuse_a_temporary_instance(instance: dg.DagsterInstance) -> None:
+    """Paid work must be recorded where the batch monitor looks: a throw-away instance (no
+    DAGSTER_HOME, e.g. `dagster asset materialize` run bare) would orphan its batches."""
+    temporary = not DAGSTER_HOME.get_value() and Path(instance.root_directory or "/").is_relative_to(
+        tempfile.gettempdir())
+    if instance.is_ephemeral or temporary:
+        raise dg.Failure(
+            "this run's Dagster instance is temporary (DAGSTER_HOME is not set), so the batch monitor "
+            "sensor would never see its batches; nothing was uploaded. Run it on the instance the "
+            "daemon uses, e.g. DAGSTER_HOME=$PWD/.dagster_home dagster asset materialize ...",
+            allow_retries=False,
+        )
 
 
 def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_limit: float | None) -> None:
@@ -131,15 +188,15 @@ def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_lim
         index_path = wh.partition_dir(uc.name, layout.REQUESTS, partition) / layout.INDEX_FILE
         if not index_path.exists():
             raise dg.Failure(f"{uc.name} {partition}: no request index at {index_path}; "
-                             "materialize the requests asset for this partition first")
+                             "materialize the requests asset for this partition first", allow_retries=False)
         cost = uc.estimate(wh.read_parquet(index_path)).cost_usd
         total += cost
         if limit is not None and cost > limit:
             raise dg.Failure(f"{uc.name} {partition}: estimated cost ${cost:.4f} is over the spec's "
-                             f"max_cost_usd ${limit:.4f}; nothing was uploaded")
+                             f"max_cost_usd ${limit:.4f}; nothing was uploaded", allow_retries=False)
     if run_limit is not None and total > run_limit:
         raise dg.Failure(f"{uc.name}: estimated cost ${total:.4f} of {len(partitions)} partitions is over "
-                         f"max_run_cost_usd ${run_limit:.4f}; nothing was uploaded")
+                         f"max_run_cost_usd ${run_limit:.4f}; nothing was uploaded", allow_retries=False)
 
 
 def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
@@ -156,16 +213,13 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: SubmitConfig, warehouse: WarehouseResource,
         batch_api: BatchAPIResource,
     ) -> None:
+        _refuse_a_temporary_instance(context.instance)
         wh = warehouse.warehouse()
         _check_budget(wh, uc, context.partition_keys, config.max_run_cost_usd)
-        gateway, limit = batch_api.gateway(), batch_api.enqueued_token_limits.get(uc.spec.model)
+        sending = batch_api.sending(uc.spec.model, context.log.info)
         for partition in context.partition_keys:
-            state = latest_state(context.instance, uc, partition)
-            if _left_alone(context, uc, partition, next_action(state, SubmitAsked(_strays(wh, uc, partition, state)))):
-                continue
-            sent = submit_partition(wh, gateway, uc, partition, limit, context.log.info)
-            new_state = PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued))
-            context.add_asset_metadata(batches_metadata(new_state, sent, batch_api.describe()), partition_key=partition)
+            with _lease(wh, uc, partition):
+                _submit(context, wh, uc, partition, sending, batch_api.describe())
         failpoint("batches.done")
 
     return batches
@@ -190,34 +244,46 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     return results
 
 
+def _harvest_one(
+    context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, partition: str
+) -> PartitionHarvest | None:
+    """Harvest one partition if its batches are terminal; None (and a note) while it waits."""
+    state = latest_state(context.instance, uc, partition)
+    pending = state.unharvested if state else ()
+    statuses = {s.batch_id: sending.gateway.retrieve(s.batch_id).status for s in pending}
+    action = next_action(state, ProviderReport(statuses, now=time.time()))
+    if isinstance(action, Blocked) or state is None:
+        raise dg.Failure(f"{uc.name} {partition}: {getattr(action, 'reason', action)}")
+    if isinstance(action, Wait | Admit):
+        reason = action.reason if isinstance(action, Wait) else "shards wait for enqueued-token capacity"
+        context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, reason)
+        context.add_asset_metadata(waiting_metadata(state, reason), partition_key=partition)
+        return None
+    harvest = harvest_partition(wh, sending, uc, state)
+    failpoint("results.written")
+    context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, harvest.counts, harvest.retrying)
+    context.add_asset_metadata(results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd),
+                               partition_key=partition)
+    return harvest
+
+
 def _harvest_run(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, batch_api: BatchAPIResource
 ) -> dg.MaterializeResult:
     """Harvest every partition of the run whose batches are terminal; the others wait (green)."""
-    gateway, limit = batch_api.gateway(), batch_api.enqueued_token_limits.get(uc.spec.model)
+    sending = batch_api.sending(uc.spec.model, context.log.info)
     problems: list[str] = []
     rates = {"answered": 0, "invalid_output": 0, "refusal": 0, "partitions": 0}
     for partition in context.partition_keys:
-        state = latest_state(context.instance, uc, partition)
-        statuses = {s.batch_id: gateway.retrieve(s.batch_id).status for s in (state.unharvested if state else ())}
-        action = next_action(state, ProviderReport(statuses, now=time.time()))
-        if isinstance(action, Blocked) or state is None:
-            raise dg.Failure(f"{uc.name} {partition}: {getattr(action, 'reason', action)}")
-        if isinstance(action, Wait | Admit):
-            reason = action.reason if isinstance(action, Wait) else "shards wait for enqueued-token capacity"
-            context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, reason)
-            context.add_asset_metadata(waiting_metadata(state, reason), partition_key=partition)
+        with _lease(wh, uc, partition):
+            harvest = _harvest_one(context, uc, wh, sending, partition)
+        if harvest is None:
             continue
-        harvest = harvest_partition(wh, gateway, uc, state, limit, context.log.info)
-        failpoint("results.written")
         problems += checks.accounting_problems(partition, harvest.index, harvest.written_ids())
-        context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, harvest.counts, harvest.retrying)
         rates["answered"] += harvest.counts["succeeded"] + harvest.counts["invalid_output"]
         rates["invalid_output"] += harvest.counts["invalid_output"]
         rates["refusal"] += harvest.refusals
         rates["partitions"] += 1
-        metadata = results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd)
-        context.add_asset_metadata(metadata, partition_key=partition)
     return dg.MaterializeResult(check_results=[
         checks.every_row_once(problems, rates["partitions"]),
         checks.rate_check(checks.INVALID_OUTPUT_RATE, rates["invalid_output"], rates["answered"],

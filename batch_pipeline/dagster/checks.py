@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from batch_pipeline.dagster.preview import markdown_table
+from batch_pipeline.sources.unassigned import FUTURE, unassigned_rows
 from batch_pipeline.use_case import UseCase
 
+UNASSIGNED_ROWS = "unassigned_rows"
 EVERY_ROW_ONCE = "every_row_once"
 INVALID_OUTPUT_RATE = "invalid_output_rate"
 REFUSAL_RATE = "refusal_rate"
@@ -22,6 +26,32 @@ def check_specs(uc: UseCase) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(REFUSAL_RATE, asset=asset,
                           description=f"At most {spec.max_refusal_rate:.0%} of requests are refused by the model."),
     ]
+
+
+def unassigned_spec(uc: UseCase) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        UNASSIGNED_ROWS, asset=uc.key("requests"),
+        description="Every source row belongs to a partition: none has a blank or malformed partition "
+        "value, or one the partitions definition does not have (those would be in no results).",
+    )
+
+
+def unassigned(uc: UseCase) -> dg.AssetCheckResult:
+    """Rows no partition will ever read, with key, line and reason; rows of a partition that does
+    not exist yet (a later date) are counted but do not fail the check: they are read then."""
+    rows = unassigned_rows(uc.source, uc.partitions_def)
+    later = pc.sum(pc.equal(rows["reason"], FUTURE)).as_py() or 0
+    lost = rows.filter(pc.not_equal(rows["reason"], FUTURE))
+    return dg.AssetCheckResult(
+        check_name=UNASSIGNED_ROWS,
+        passed=lost.num_rows == 0,
+        description=f"{lost.num_rows} source rows are in no partition" if lost.num_rows else None,
+        metadata={
+            "unassigned": lost.num_rows,
+            "in_later_partitions": later,
+            "preview": dg.MetadataValue.md(markdown_table(lost, 20)),
+        },
+    )
 
 
 def accounting_problems(partition: str, index: pa.Table, results: pa.Table) -> list[str]:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 import openai
@@ -25,16 +25,22 @@ from batch_pipeline.dagster.resources import BatchAPIResource
 from batch_pipeline.dagster.state_store import state_from
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.provider.gateway import BatchGateway
-from batch_pipeline.state.machine import Action, Admit, Done, Harvest, ProviderReport, Resubmit, Wait, next_action
+from batch_pipeline.state.machine import (
+    Action,
+    Admit,
+    Done,
+    Harvest,
+    ProviderReport,
+    Resubmit,
+    Wait,
+    next_action,
+)
 from batch_pipeline.state.partition_state import TERMINAL, PartitionState
 from batch_pipeline.use_case import UseCase
 
 MONITOR_NAME = "batch_monitor"
 _CURSOR_VERSION = 2
 _EVENTS_PER_TICK = 1000
-# Batches are listed newest first; stop once past anything submitted this long before the
-# oldest watched submission (clock skew between us and the provider).
-_LIST_SLACK_SECONDS = 3600
 
 
 @dataclass
@@ -45,6 +51,7 @@ class MonitorCursor:
     after: dict[str, int] = field(default_factory=dict)
     watched: dict[str, PartitionState] = field(default_factory=dict)
     progress: dict[str, list] = field(default_factory=dict)
+    requested: dict[str, dict] = field(default_factory=dict)  # watch key -> RunAsked fields
 
     @classmethod
     def load(cls, text: str | None) -> "MonitorCursor":
@@ -55,7 +62,7 @@ class MonitorCursor:
             key: PartitionState.from_json(doc, doc.get("record_id", 0), doc.get("recorded_at", 0.0))
             for key, doc in data.get("watched", {}).items()
         }
-        return cls(data.get("after", {}), watched, data.get("progress", {}))
+        return cls(data.get("after", {}), watched, data.get("progress", {}), data.get("requested", {}))
 
     def dump(self) -> str:
         watched = {
@@ -64,13 +71,37 @@ class MonitorCursor:
         }
         wanted = {s.batch_id for state in self.watched.values() for s in state.unharvested}
         progress = {b: p for b, p in self.progress.items() if b in wanted}
+        requested = {k: r for k, r in self.requested.items() if k in self.watched}
         return json.dumps({"version": _CURSOR_VERSION, "after": self.after, "watched": watched,
-                           "progress": progress})
+                           "progress": progress, "requested": requested})
 
 
-def build_batch_monitor(use_cases: Sequence[UseCase], interval_seconds: int = 30) -> dg.SensorDefinition:
+@dataclass(frozen=True)
+class Rerun:
+    """How a partition whose requested run failed is asked for again: after a backoff that
+    doubles, at most `max_failures` times; then it is reported as stranded (paid answers wait
+    at the provider until its files expire)."""
+
+    backoff_seconds: float = 60.0
+    max_failures: int = 5
+
+
+@dataclass(frozen=True)
+class RunAsked:
+    """A run the sensor requested for a partition's state `record_id`."""
+
+    run_key: str
+    record_id: int
+    at: float
+    failures: int = 0
+
+
+def build_batch_monitor(
+    use_cases: Sequence[UseCase], interval_seconds: int = 30, rerun: Rerun | None = None
+) -> dg.SensorDefinition:
     """The sensor for all use cases; it runs by default."""
     by_name = {uc.name: uc for uc in use_cases}
+    rerun = rerun or Rerun()
 
     @dg.sensor(
         name=MONITOR_NAME,
@@ -89,21 +120,22 @@ def build_batch_monitor(use_cases: Sequence[UseCase], interval_seconds: int = 30
             return dg.SensorResult(skip_reason="no batches in flight", cursor=cursor.dump())
         gateway = batch_api.gateway()
         try:
-            batches = _batch_states(gateway, cursor.watched.values())
+            holds = {key: _hold(context.instance, cursor, key, rerun) for key in cursor.watched}
+            batches = _batch_states(gateway, [cursor.watched[k] for k, (hold, _) in holds.items() if hold is None])
         except openai.APIError as exc:  # the exception's text may echo request details; not logged
             return dg.SensorResult(
                 skip_reason=f"provider unavailable, will retry next tick: {type(exc).__name__}",
                 cursor=cursor.dump(),
             )
         failpoint("monitor.listed")
-        return _decide(context, by_name, batch_api, cursor, batches, gateway.calls)
+        return _decide(context, by_name, batch_api, cursor, batches, gateway.calls, holds)
 
     return batch_monitor
 
 
 def _decide(
     context: dg.SensorEvaluationContext, by_name: dict[str, UseCase], batch_api: BatchAPIResource,
-    cursor: MonitorCursor, batches: dict[str, Batch], calls: int,
+    cursor: MonitorCursor, batches: dict[str, Batch], calls: int, holds: dict[str, tuple[str | None, int]],
 ) -> dg.SensorResult:
     """Ask the state machine about every watched partition and request the runs it needs."""
     in_flight = _tokens_in_flight(cursor.watched.values(), batches, by_name)
@@ -112,15 +144,22 @@ def _decide(
         uc = by_name[state.use_case]
         seen = [batches[s.batch_id] for s in state.unharvested if s.batch_id in batches]
         observations += _progress(uc, state, seen, cursor.progress)
+        hold, failures = holds[key]
+        if hold is not None:
+            waiting.append(f"{key} {hold}")
+            if hold.startswith("STRANDED"):
+                observations.append(_stranded(uc, state, hold))
+            continue
         report = ProviderReport({b.id: b.status for b in seen}, time.time(),
                                 in_flight.get(uc.spec.model, 0), batch_api.enqueued_token_limits.get(uc.spec.model))
         action = next_action(state, report)
-        request = _run_request(uc, state, action)
+        request = _run_request(uc, state, action, failures)
         if request is not None:
             run_requests.append(request)
-            del cursor.watched[key]
+            cursor.requested[key] = asdict(RunAsked(request.run_key or "", state.record_id, time.time(), failures))
             if isinstance(action, Admit):
-                in_flight[uc.spec.model] = in_flight.get(uc.spec.model, 0) + sum(q.estimated_tokens for q in action.shards)
+                admitted = sum(q.estimated_tokens for q in action.shards)
+                in_flight[uc.spec.model] = in_flight.get(uc.spec.model, 0) + admitted
         elif isinstance(action, Done):
             del cursor.watched[key]
         else:
@@ -133,8 +172,9 @@ def _decide(
     return dg.SensorResult(run_requests=run_requests, asset_events=observations, cursor=cursor.dump())
 
 
-def _run_request(uc: UseCase, state: PartitionState, action: Action) -> dg.RunRequest | None:
-    """The run that carries out `action`, if it needs one; the run key makes it happen once."""
+def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: int) -> dg.RunRequest | None:
+    """The run that carries out `action`, if it needs one; the run key makes it happen once (a
+    request made again after `failures` failed runs gets a key of its own)."""
     if isinstance(action, Admit):
         job, kind, run_key = uc.admit_job.name, "admit", f"{uc.name}:{state.partition}:admit-{state.record_id}"
     elif isinstance(action, Harvest) and action.batch_ids:
@@ -145,11 +185,45 @@ def _run_request(uc: UseCase, state: PartitionState, action: Action) -> dg.RunRe
     else:
         return None
     return dg.RunRequest(
-        run_key=run_key,
+        run_key=f"{run_key}:again-{failures}" if failures else run_key,
         job_name=job,
         partition_key=state.partition,
         tags={"batch_pipeline/use_case": uc.name, "batch_pipeline/reason": kind},
     )
+
+
+_ENDED_BADLY = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def _hold(instance: dg.DagsterInstance, cursor: MonitorCursor, key: str, rerun: Rerun) -> tuple[str | None, int]:
+    """Why the partition waits on the run already requested for it (None: decide afresh), and
+    how many of the runs requested for this state failed.
+
+    A partition stays watched until a newer state is recorded (its run succeeded and
+    materialized), so a run that fails for good never strands paid answers silently.
+    """
+    asked = RunAsked(**cursor.requested[key]) if key in cursor.requested else None
+    if asked is None or asked.record_id != cursor.watched[key].record_id:
+        return None, 0
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": asked.run_key}), limit=1)
+    if not runs or runs[0].status not in _ENDED_BADLY | {dg.DagsterRunStatus.SUCCESS}:
+        return f"run {asked.run_key} requested", asked.failures
+    if runs[0].status == dg.DagsterRunStatus.SUCCESS:
+        return None, asked.failures  # it recorded nothing new (the partition was left alone)
+    failures = asked.failures + 1
+    if failures > rerun.max_failures:
+        return (f"STRANDED: its run failed {failures} times (last {runs[0].run_id}); fix the cause and re-execute "
+                "the partition's results run before the provider's files expire"), asked.failures
+    due = asked.at + rerun.backoff_seconds * 2 ** (failures - 1)
+    if time.time() < due:
+        return f"run {runs[0].run_id} failed; asking again from {time.strftime('%H:%M:%S', time.localtime(due))}", \
+            asked.failures
+    return None, failures
+
+
+def _stranded(uc: UseCase, state: PartitionState, reason: str) -> dg.AssetObservation:
+    """Where the user looks: an observation on the partition's results asset."""
+    return dg.AssetObservation(asset_key=uc.key("results"), partition=state.partition, metadata={"stranded": reason})
 
 
 def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCursor) -> None:
@@ -177,20 +251,12 @@ def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCu
 
 
 def _batch_states(gateway: BatchGateway, watched: Iterable[PartitionState]) -> dict[str, Batch]:
-    """The current state of every watched batch, from as few list pages as possible."""
+    """The current state of every watched batch (see `BatchGateway.states_of`)."""
     watched = list(watched)
     wanted = {s.batch_id for state in watched for s in state.unharvested}
-    states: dict[str, Batch] = {}
     if not wanted:
-        return states
-    oldest = min(state.recorded_at for state in watched) - _LIST_SLACK_SECONDS
-    for page in gateway.batch_pages():
-        for batch in page:
-            if batch.id in wanted:
-                states[batch.id] = batch
-        if states.keys() >= wanted or (page[-1].created_at or time.time()) < oldest:
-            break
-    return states
+        return {}
+    return gateway.states_of(wanted, since=min(state.recorded_at for state in watched))
 
 
 def _tokens_in_flight(

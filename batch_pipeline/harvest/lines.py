@@ -148,7 +148,9 @@ def parse_lines(sources: bytes | list[Path]) -> pa.Table:
         try:
             with _duckdb().cursor() as con:
                 lines = con.read_json(io.BytesIO(sources), format="newline_delimited", columns=_LINE_COLUMNS)
-                return lines.query("lines", _LINE_SQL).to_arrow_table().cast(PARSED_SCHEMA)
+                parsed = lines.query("lines", _LINE_SQL)
+                assert parsed is not None  # a SELECT always has a relation
+                return parsed.to_arrow_table().cast(PARSED_SCHEMA)
         except duckdb.Error:
             return _parse_each_line(sources)
     if not sources:
@@ -179,7 +181,7 @@ def _parse_each_line(data: bytes) -> pa.Table:
             why = f"line {number} of the provider's file has an unexpected shape ({type(exc).__name__}: {exc})"
             rows.append((custom_id if isinstance(custom_id, str) else None, "failed", None, "malformed_line",
                          why, None, None, None, None))
-    columns = list(zip(*rows)) if rows else [[] for _ in PARSED_SCHEMA]
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in PARSED_SCHEMA]
     return pa.table([list(c) for c in columns], schema=PARSED_SCHEMA)
 
 
@@ -212,7 +214,7 @@ def _parse_line(line: dict) -> tuple:
     row = (line.get("custom_id"), status, output, code, message, body.get("model"),
            _first(usage.get("prompt_tokens"), usage.get("input_tokens")),
            _first(usage.get("completion_tokens"), usage.get("output_tokens")), embedding)
-    for value, field in zip(row, PARSED_SCHEMA):
+    for value, field in zip(row, PARSED_SCHEMA, strict=True):
         if value is None and field.name != "custom_id":
             continue
         if not isinstance(value, _PYTHON_TYPES[field.type.id]):
@@ -388,7 +390,8 @@ def _missing_line(outcome: BatchOutcome) -> tuple[str, str | None, str | None]:
             f"batch {outcome.batch_id} failed"
         )
     if status:
-        return status, f"batch_{outcome.status}", f"batch {outcome.batch_id} was {outcome.status} before this request ran"
+        message = f"batch {outcome.batch_id} was {outcome.status} before this request ran"
+        return status, f"batch_{outcome.status}", message
     return "failed", "missing_result", f"batch {outcome.batch_id} completed without a line for this request"
 
 

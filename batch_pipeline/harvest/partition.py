@@ -7,7 +7,6 @@ the previous results, so a rerun finds the same round (same idempotency keys) an
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -18,7 +17,7 @@ from upath import UPath
 from batch_pipeline.harvest.lines import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
 from batch_pipeline.harvest.retries import follow_ups
 from batch_pipeline.harvest.slices import harvest_slices
-from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.provider.submission import Sending
 from batch_pipeline.state.partition_state import PartitionState
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
@@ -64,14 +63,7 @@ class Harvest:
             return pq.read_table(f, columns=["custom_id"])
 
 
-def harvest_partition(
-    wh: Warehouse,
-    gateway: BatchGateway,
-    uc: UseCase,
-    state: PartitionState,
-    token_limit: int | None,
-    log: Callable[[str], None],
-) -> Harvest:
+def harvest_partition(wh: Warehouse, sending: Sending, uc: UseCase, state: PartitionState) -> Harvest:
     """Write the partition's results from every batch in `state`; queue and send retries.
 
     Raises `NotTerminal` (before anything is written) when a batch is still running.
@@ -85,10 +77,8 @@ def harvest_partition(
     )
     report = Harvest(path, index, harvested)
     with wh.parquet_writer(path, unique=RESULT_UNIQUE + (uc.source.key,)) as write:
-        for table in harvest_slices(wh, gateway, uc, state, index, carried):
+        for table in harvest_slices(wh, sending.gateway, uc, state, index, carried):
             write(table)
             report.add(table, uc.spec.max_attempts)
-        report.state = follow_ups(
-            log, wh, gateway, uc, harvested, index, report.retryable, report.parents, token_limit
-        )
+        report.state = follow_ups(sending, wh, uc, harvested, index, report.retryable, report.parents)
     return report

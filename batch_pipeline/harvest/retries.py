@@ -14,10 +14,17 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from batch_pipeline.harvest.slices import custom_ids_in
-from batch_pipeline.provider.gateway import BatchGateway
-from batch_pipeline.provider.submission import Shard, submit_shards
+from batch_pipeline.provider.submission import Sending, Shard, submit_shards
 from batch_pipeline.requests.lines import line_custom_id
-from batch_pipeline.state.machine import Admit, Harvested, ProviderReport, QueueRetry, Resubmit, next_action
+from batch_pipeline.state.intent import intents_of
+from batch_pipeline.state.machine import (
+    Admit,
+    Harvested,
+    ProviderReport,
+    QueueRetry,
+    Resubmit,
+    next_action,
+)
 from batch_pipeline.state.partition_state import PartitionState, Queued
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
@@ -25,15 +32,8 @@ from batch_pipeline.warehouse.storage import Warehouse
 
 
 def follow_ups(
-    log: Callable[[str], None],
-    wh: Warehouse,
-    gateway: BatchGateway,
-    uc: UseCase,
-    state: PartitionState,
-    index: pa.Table,
-    retryable: list[str],
-    parents: set[str],
-    token_limit: int | None,
+    sending: Sending, wh: Warehouse, uc: UseCase, state: PartitionState, index: pa.Table,
+    retryable: list[str], parents: set[str],
 ) -> PartitionState:
     """Queue retryable failures as the next round, then send every queued round that is due.
 
@@ -43,7 +43,7 @@ def follow_ups(
     waiting = frozenset(c for q in state.queued for c in custom_ids_in(wh.resolve(q.path)))
     action = next_action(state, Harvested(tuple(retryable), waiting))
     if isinstance(action, QueueRetry):
-        state = queue_round(log, wh, uc, state, index, action, sorted(parents))
+        state = queue_round(sending.log, wh, uc, state, index, action, sorted(parents))
     # Capacity is checked by `submit_shards` itself (it sweeps what is enqueued), so every due
     # shard is offered to it.
     action = next_action(state, ProviderReport({}, time.time()))
@@ -56,8 +56,8 @@ def follow_ups(
         for q in due
     ]
     sent = submit_shards(
-        gateway, use_case=uc.name, partition=state.partition, endpoint=uc.spec.endpoint,
-        model=uc.spec.model, shards=shards, token_limit=token_limit, log=log,
+        sending, intents_of(wh, uc.name, state.partition), use_case=uc.name, partition=state.partition,
+        endpoint=uc.spec.endpoint, model=uc.spec.model, shards=shards,
     )
     return dataclasses.replace(
         state,
@@ -85,7 +85,7 @@ def queue_round(
         for line in path.read_bytes().splitlines(keepends=True)
         if line_custom_id(line) in wanted
     ]
-    tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist()))
+    tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist(), strict=True))
     not_before = time.time() + spec.retry_backoff_seconds * 2 ** (attempt - 2)
     queued = []
     for number, start in enumerate(range(0, len(lines), spec.max_requests_per_shard)):

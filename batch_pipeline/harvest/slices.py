@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from batch_pipeline.requests.carry_over import merge_carried
 from batch_pipeline.cost import batch_prices
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines
 from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.requests.carry_over import merge_carried
 from batch_pipeline.requests.lines import line_custom_id
 from batch_pipeline.state.partition_state import TERMINAL, PartitionState, Submission
 from batch_pipeline.use_case import UseCase
@@ -50,7 +50,7 @@ def harvest_batch(
             wh.write_bytes(path, gateway.download(file_id))
             failpoint("harvest.downloaded")
         raw_files.append(wh.local_path(path) or path.read_bytes())
-    first_error = (batch.errors.data or [None])[0] if batch.errors else None
+    first_error = batch.errors.data[0] if batch.errors and batch.errors.data else None
     outcome = BatchOutcome(
         batch.id,
         batch.status,
@@ -108,6 +108,7 @@ def assembled_slices(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="harvest-reader") as reader:
         upcoming: Future | None = reader.submit(read, 0) if slices else None
         for i, (rows, _) in enumerate(slices):
+            assert upcoming is not None  # submitted for every slice
             first_lines = upcoming.result()
             upcoming = reader.submit(read, i + 1) if i + 1 < len(slices) else None
             parts = [first_lines] if first_lines is not None else []
@@ -129,7 +130,7 @@ def shard_slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:
                 starts.append(i)
             current = shard
     starts.append(len(shards))
-    for begin, end in zip(starts, starts[1:]):
+    for begin, end in zip(starts, starts[1:], strict=False):
         rows = index.slice(begin, end - begin)
         yield rows, next((s for s in rows["shard"].to_pylist() if s is not None), None)
     if not shards:

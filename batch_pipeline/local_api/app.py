@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 import orjson
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
+RouteTable = list[tuple[str, Handler, list[str]]]  # path, handler, methods
 
 UPLOAD_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 ENDPOINTS = tuple(RESPONDERS)
@@ -192,31 +193,23 @@ def _check_metadata(metadata: Any) -> dict[str, str] | None:
 
 
 def _routes(api: LocalBatchAPI) -> list[Route]:
-    store, lifecycle, settings = api.store, api.lifecycle, api.settings
+    """Every endpoint behind ``_gate``; ``build_app`` mounts the list under ``/v1`` and bare."""
+    table = [*_file_routes(api), *_batch_routes(api)]
+    return [Route(path, _gate(api, handler), methods=methods) for path, handler, methods in table]
+
+
+def _file_routes(api: LocalBatchAPI) -> RouteTable:
+    store, settings = api.store, api.settings
 
     async def create_file(request: Request) -> Response:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
             raise _too_large()
         async with request.form(max_part_size=1 << 20) as form:
-            purpose = form.get("purpose")
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise bad_request("Missing required parameter: 'file'.", "file", "missing_required_parameter")
-            if not isinstance(purpose, str) or not purpose:
-                raise bad_request("Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter")
-            if purpose not in UPLOAD_PURPOSES:
-                raise bad_request(f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
-                                  + ", ".join(f"'{p}'" for p in sorted(UPLOAD_PURPOSES)) + ".", "purpose",
-                                  "invalid_value")
+            await anyio.sleep(settings.upload_seconds)
+            upload, purpose = _upload_fields(form)
             created_at = int(time.time())
-            anchor = form.get("expires_after[anchor]", form.get("expires_after.anchor"))
-            seconds = form.get("expires_after[seconds]", form.get("expires_after.seconds"))
-            if anchor is not None or seconds is not None:
-                expires_at: int | None = created_at + _expiry_seconds(
-                    {"anchor": anchor, "seconds": seconds}, "expires_after")
-            else:
-                expires_at = created_at + BATCH_FILE_TTL if purpose == "batch" else None
+            expires_at = _upload_expires_at(form, purpose, created_at)
             row = await api.run(lambda: store.save_upload(
                 upload.file, filename=upload.filename or "upload", purpose=purpose, expires_at=expires_at,
                 created_at=created_at, max_bytes=settings.max_upload_bytes))
@@ -255,29 +248,45 @@ def _routes(api: LocalBatchAPI) -> list[Route]:
             raise not_found(f"No such File object: {file_id}") from None
         return ContentResponse(path, media_type="application/octet-stream", stat_result=stat_result)
 
+    return [
+        ("/files", create_file, ["POST"]),
+        ("/files", list_files, ["GET"]),
+        ("/files/{file_id}", retrieve_file, ["GET"]),
+        ("/files/{file_id}", delete_file, ["DELETE"]),
+        ("/files/{file_id}/content", file_content, ["GET"]),
+    ]
+
+
+def _upload_fields(form: FormData) -> tuple[UploadFile, str]:
+    """The uploaded file and its purpose, checked in the order OpenAI reports them."""
+    purpose = form.get("purpose")
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise bad_request("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+    if not isinstance(purpose, str) or not purpose:
+        raise bad_request("Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter")
+    if purpose not in UPLOAD_PURPOSES:
+        raise bad_request(f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
+                          + ", ".join(f"'{p}'" for p in sorted(UPLOAD_PURPOSES)) + ".", "purpose",
+                          "invalid_value")
+    return upload, purpose
+
+
+def _upload_expires_at(form: FormData, purpose: str, created_at: int) -> int | None:
+    """``expires_after`` in either form encoding the SDKs send; batch files default to 30 days."""
+    anchor = form.get("expires_after[anchor]", form.get("expires_after.anchor"))
+    seconds = form.get("expires_after[seconds]", form.get("expires_after.seconds"))
+    if anchor is not None or seconds is not None:
+        return created_at + _expiry_seconds({"anchor": anchor, "seconds": seconds}, "expires_after")
+    return created_at + BATCH_FILE_TTL if purpose == "batch" else None
+
+
+def _batch_routes(api: LocalBatchAPI) -> RouteTable:
+    store, lifecycle = api.store, api.lifecycle
+
     async def create_batch(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            params = orjson.loads(raw) if raw.strip() else {}
-        except orjson.JSONDecodeError:
-            raise bad_request("We could not parse the JSON body of your request.") from None
-        if not isinstance(params, dict):
-            raise bad_request("We could not parse the JSON body of your request.")
-        for name in ("input_file_id", "endpoint", "completion_window"):
-            if not isinstance(params.get(name), str) or not params[name]:
-                raise bad_request(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
-        endpoint = params["endpoint"]
-        if endpoint not in ENDPOINTS:
-            raise bad_request(f"Invalid value: '{endpoint}'. Supported values are: "
-                              + ", ".join(f"'{e}'" for e in ENDPOINTS) + ".", "endpoint", "invalid_value")
-        if params["completion_window"] != "24h":
-            raise bad_request(f"Invalid value: '{params['completion_window']}'. Supported values are: '24h'.",
-                              "completion_window", "invalid_value")
-        metadata = _check_metadata(params.get("metadata"))
-        output_ttl = None
-        if params.get("output_expires_after") is not None:
-            output_ttl = _expiry_seconds(params["output_expires_after"], "output_expires_after")
-        doc = await api.run(_insert_batch, api, params["input_file_id"], endpoint, metadata, output_ttl)
+        input_file_id, endpoint, metadata, output_ttl = _batch_params(await request.body())
+        doc = await api.run(_insert_batch, api, input_file_id, endpoint, metadata, output_ttl)
         return JSONResponse(doc)
 
     async def list_batches(request: Request) -> Response:
@@ -298,18 +307,41 @@ def _routes(api: LocalBatchAPI) -> list[Route]:
         doc = await api.run(lifecycle.cancel, batch_id)
         return JSONResponse(doc)
 
-    table: list[tuple[str, Handler, list[str]]] = [
-        ("/files", create_file, ["POST"]),
-        ("/files", list_files, ["GET"]),
-        ("/files/{file_id}", retrieve_file, ["GET"]),
-        ("/files/{file_id}", delete_file, ["DELETE"]),
-        ("/files/{file_id}/content", file_content, ["GET"]),
+    return [
         ("/batches", create_batch, ["POST"]),
         ("/batches", list_batches, ["GET"]),
         ("/batches/{batch_id}", retrieve_batch, ["GET"]),
         ("/batches/{batch_id}/cancel", cancel_batch, ["POST"]),
     ]
-    return [Route(path, _gate(api, handler), methods=methods) for path, handler, methods in table]
+
+
+def _batch_params(raw: bytes) -> tuple[str, str, dict[str, str] | None, int | None]:
+    """Input file id, endpoint, metadata and output TTL of a create-batch body.
+
+    Only the request itself is checked here; the input file's lines are checked later, in
+    ``validating``, as OpenAI does.
+    """
+    try:
+        params = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise bad_request("We could not parse the JSON body of your request.") from None
+    if not isinstance(params, dict):
+        raise bad_request("We could not parse the JSON body of your request.")
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if not isinstance(params.get(name), str) or not params[name]:
+            raise bad_request(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+    endpoint = params["endpoint"]
+    if endpoint not in ENDPOINTS:
+        raise bad_request(f"Invalid value: '{endpoint}'. Supported values are: "
+                          + ", ".join(f"'{e}'" for e in ENDPOINTS) + ".", "endpoint", "invalid_value")
+    if params["completion_window"] != "24h":
+        raise bad_request(f"Invalid value: '{params['completion_window']}'. Supported values are: '24h'.",
+                          "completion_window", "invalid_value")
+    metadata = _check_metadata(params.get("metadata"))
+    output_ttl = None
+    if params.get("output_expires_after") is not None:
+        output_ttl = _expiry_seconds(params["output_expires_after"], "output_expires_after")
+    return params["input_file_id"], endpoint, metadata, output_ttl
 
 
 def _too_large() -> APIError:

@@ -213,9 +213,9 @@ def _chat_answer(body: dict[str, Any]) -> Reply | _ChatAnswer:
 def chat_completions(body: dict[str, Any]) -> Reply:
     answer = _chat_answer(body)
     if len(answer) == 2:
-        return answer  # type: ignore[return-value]
-    seed, answers, prompt_tokens, completion_tokens = answer  # type: ignore[misc]
-    choices = [{
+        return answer
+    seed, answers, prompt_tokens, completion_tokens = answer
+    choices: list[dict[str, Any]] = [{
         "index": index,
         "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
         "logprobs": None,
@@ -251,8 +251,8 @@ def chat_completions_encoded(body: dict[str, Any]) -> Reply | EncodedReply:
     """``chat_completions`` with a successful body already serialized (same bytes, less work)."""
     answer = _chat_answer(body)
     if len(answer) == 2:
-        return answer  # type: ignore[return-value]
-    seed, answers, prompt_tokens, completion_tokens = answer  # type: ignore[misc]
+        return answer
+    seed, answers, prompt_tokens, completion_tokens = answer
     model = orjson.dumps(body.get("model"))
     if len(answers) == 1:
         content, cut = answers[0]
@@ -307,7 +307,9 @@ def responses(body: dict[str, Any]) -> Reply:
             return _invalid("Missing required parameter: 'text.format.schema'.", "text.format.schema",
                             "missing_required_parameter")
     all_text, last_user = _responses_input_text(body["input"])
-    instructions = body.get("instructions") if isinstance(body.get("instructions"), str) else ""
+    instructions = body.get("instructions")
+    if not isinstance(instructions, str):
+        instructions = ""
     input_tokens = 3 + estimate_tokens(all_text) + estimate_tokens(instructions)
     seed = _seed(body)
     text, output_tokens, cut = _cap(_answer(keywords(last_user or all_text), seed, schema), cap)
@@ -389,7 +391,8 @@ def completions(body: dict[str, Any]) -> Reply:
     if not isinstance(n, int) or not 1 <= n <= 128:
         return _invalid(f"Invalid 'n': expected an integer between 1 and 128, but got {n!r}.", "n")
     seed = _seed(body)
-    choices, prompt_tokens, completion_tokens = [], 0, 0
+    choices: list[dict[str, Any]] = []
+    prompt_tokens = completion_tokens = 0
     for p_index, text in enumerate(prompts):
         prompt_tokens += estimate_tokens(text)
         for k in range(n):
@@ -431,7 +434,9 @@ def respond(endpoint: str, body: dict[str, Any]) -> Reply:
 def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
     """Estimated prompt tokens of a request line, for the enqueued-token limit."""
     if endpoint == "/v1/chat/completions":
-        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            return 3
         return 3 + sum(4 + estimate_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
     if endpoint == "/v1/responses":
         return 3 + estimate_tokens(_responses_input_text(body.get("input"))[0])
@@ -439,4 +444,5 @@ def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
         inputs = embedding_inputs(body.get("input")) or []
         return sum(estimate_tokens(i) if isinstance(i, str) else len(i) for i in inputs)
     prompt = body.get("prompt")
-    return sum(estimate_tokens(p) for p in ([prompt] if isinstance(prompt, str) else prompt or []) if isinstance(p, str))
+    prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []
+    return sum(estimate_tokens(p) for p in prompts if isinstance(p, str))

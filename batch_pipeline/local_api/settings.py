@@ -24,6 +24,7 @@ class LocalAPISettings(BaseModel):
         0.3, ge=0, description="roughly how long each stage (validating, in_progress, finalizing) takes"
     )
     finalizing_seconds: float = Field(0.0, ge=0, description="extra time spent in finalizing (slow finalizing)")
+    upload_seconds: float = Field(0.0, ge=0, description="extra time each file upload takes (large files, slow links)")
     completion_window_seconds: float = Field(
         86400.0, gt=0, description="time from create to expiry; OpenAI's 24h window by default"
     )
@@ -76,7 +77,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("local Batch API behaviour")
     for name, field in LocalAPISettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = (field.description or name.replace("_", " ")) + f" (default: {field.get_default(call_default_factory=True)!r})"
+        default = field.get_default(call_default_factory=True)
+        help_text = (field.description or name.replace("_", " ")) + f" (default: {default!r})"
         if name == "enqueued_token_limits":
             group.add_argument(
                 "--enqueued-token-limit-for", dest=name, action="append", metavar="MODEL=TOKENS",

@@ -78,9 +78,9 @@ class _Builder:
     def _string(self, schema: dict[str, Any], name: str, depth: int) -> str:
         fmt = schema.get("format")
         if fmt == "date":
-            return "2024-01-%02d" % (1 + self._next() % 28)
+            return f"2024-01-{1 + self._next() % 28:02d}"
         if fmt == "date-time":
-            return "2024-01-%02dT12:00:00Z" % (1 + self._next() % 28)
+            return f"2024-01-{1 + self._next() % 28:02d}T12:00:00Z"
         if fmt == "email":
             return f"{self.words[0].lower()}@example.com"
         if fmt in ("uri", "url"):
@@ -98,7 +98,8 @@ class _Builder:
 
     def _integer(self, schema: dict[str, Any], name: str, depth: int) -> int:
         low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1 if "exclusiveMinimum" in schema else 0)
-        high = schema.get("maximum", schema.get("exclusiveMaximum", low + 11) - 1 if "exclusiveMaximum" in schema else low + 10)
+        default_high = schema.get("exclusiveMaximum", low + 11) - 1 if "exclusiveMaximum" in schema else low + 10
+        high = schema.get("maximum", default_high)
         low, high = int(low), max(int(low), int(high))
         return low + self._next() % (high - low + 1)
 

@@ -17,7 +17,7 @@ import orjson
 
 from batch_pipeline.local_api.errors import error_body
 from batch_pipeline.local_api.lifecycle import Executor
-from batch_pipeline.local_api.responders import Reply
+from batch_pipeline.local_api.responders import EncodedReply, Reply
 from batch_pipeline.local_api.settings import LocalAPISettings
 
 _RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -54,7 +54,7 @@ def upstream_executor(settings: LocalAPISettings) -> Executor:
             delay = min(delay * 2, 8.0)
         raise AssertionError("unreachable")
 
-    def execute(endpoint: str, bodies: list[dict[str, Any]]) -> list[Reply]:
+    def execute(endpoint: str, bodies: list[dict[str, Any]]) -> list[Reply | EncodedReply]:
         if len(bodies) <= 1:
             return [send(endpoint, body) for body in bodies]
         with ThreadPoolExecutor(max_workers=min(settings.upstream_concurrency, len(bodies))) as pool:

@@ -20,6 +20,10 @@ from batch_pipeline.state.partition_state import TERMINAL
 PIPELINE = "batch_pipeline"
 LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
 INPUT_FILE_TTL_SECONDS = 7 * 24 * 3600
+# A batch is terminal within its 24 h completion window (plus finalizing); older ones hold no
+# enqueued tokens.
+ENQUEUED_WINDOW_SECONDS = 26 * 3600
+CLOCK_SLACK_SECONDS = 900  # our clock against the provider's created_at
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,6 @@ class BatchGateway:
     """Pipeline-level operations on one provider; `calls` counts requests sent, for monitoring."""
 
     client: openai.OpenAI
-    sweep_pages: int = 20
     calls: int = field(default=0, init=False)
 
     def batch_pages(self) -> Iterator[list[Batch]]:
@@ -41,8 +44,7 @@ class BatchGateway:
         after: str | None = None
         while True:
             self.calls += 1
-            kwargs = {"limit": LIST_PAGE_SIZE, **({"after": after} if after else {})}
-            page = self.client.batches.list(**kwargs)
+            page = self.client.batches.list(limit=LIST_PAGE_SIZE, after=after or openai.omit)
             if not page.data:
                 return
             yield page.data
@@ -50,16 +52,22 @@ class BatchGateway:
                 return
             after = page.data[-1].id
 
-    def sweep(self, idempotency_keys: set[str], model: str | None = None) -> Sweep:
-        """One bounded pass over our batches, newest first.
+    def sweep(self, idempotency_keys: set[str], since: float | None, model: str | None = None) -> Sweep:
+        """Our batches carrying any of `idempotency_keys` (the newest wins), and the enqueued
+        tokens of our batches of `model` that are not terminal yet.
 
-        Finds the batches carrying any of `idempotency_keys` (the newest wins) and adds up the
-        estimated tokens of our batches of `model` that are not terminal yet (what the provider
-        counts against its enqueued-token limit).
+        Pages are read newest first back to `since`, the earliest submission intent recorded for
+        these keys (no batch carrying them can be older), with no page limit; with `model`, back
+        over the completion window too. A list call that fails raises: a lookup that cannot
+        finish never passes for "not found", so submission fails closed instead of paying twice.
         """
+        bounds = ([since] if since is not None else []) + ([time.time() - ENQUEUED_WINDOW_SECONDS] if model else [])
         found: dict[str, Batch] = {}
         enqueued = 0
-        for pages, page in enumerate(self.batch_pages(), start=1):
+        if not bounds:
+            return Sweep(found, enqueued)
+        oldest = min(bounds) - CLOCK_SLACK_SECONDS
+        for page in self.batch_pages():
             for batch in page:
                 meta = batch.metadata or {}
                 if meta.get("pipeline") != PIPELINE:
@@ -69,13 +77,32 @@ class BatchGateway:
                     found[key] = batch
                 if model and meta.get("model") == model and batch.status not in TERMINAL:
                     enqueued += int(meta.get("estimated_tokens") or 0)
-            if pages >= self.sweep_pages or (not model and found.keys() >= idempotency_keys):
+            if (not model and found.keys() >= idempotency_keys) or page[-1].created_at < oldest:
                 break
         return Sweep(found, enqueued)
 
-    def find_batches(self, idempotency_keys: set[str]) -> dict[str, Batch]:
-        """Our batches carrying any of `idempotency_keys`; a bounded sweep."""
-        return self.sweep(idempotency_keys).found
+    def states_of(self, batch_ids: set[str], since: float) -> dict[str, Batch]:
+        """The current state of our batches `batch_ids` (submitted after `since`), in few calls
+        whatever else the organisation's provider holds.
+
+        List pages (100 batches a call, newest first) find many of ours at once while ours are
+        among the newest; once a page holds none of them (other batches came after), the rest
+        are retrieved one call each. So the calls follow our batches in flight, never the
+        organisation's other batches. A batch the provider does not know stays out of the answer.
+        """
+        states: dict[str, Batch] = {}
+        oldest = since - CLOCK_SLACK_SECONDS
+        for page in self.batch_pages():
+            found = [batch for batch in page if batch.id in batch_ids]
+            states.update((batch.id, batch) for batch in found)
+            if states.keys() >= batch_ids or not found or page[-1].created_at < oldest:
+                break
+        for batch_id in sorted(batch_ids - states.keys()):
+            try:
+                states[batch_id] = self.retrieve(batch_id)
+            except openai.NotFoundError:
+                continue
+        return states
 
     def input_files(self) -> dict[str, str]:
         """Uploaded batch input files by name (the newest of a name wins), from one listing.
@@ -108,6 +135,7 @@ class BatchGateway:
     ) -> Batch:
         """Create a batch exactly once, reconciling by idempotency key after any failed attempt."""
         key = metadata["idempotency_key"]
+        started = time.time()  # a batch this call created cannot be older
         no_retry = self.client.with_options(max_retries=0)
         for attempt in range(1, attempts + 1):
             try:
@@ -119,7 +147,7 @@ class BatchGateway:
                     metadata=metadata,
                 )
             except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
-                existing = self.find_batches({key}).get(key)
+                existing = self.sweep({key}, since=started).found.get(key)
                 if existing is not None:
                     return existing
                 if attempt == attempts:

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pyarrow as pa
 
-from batch_pipeline.provider.gateway import BatchGateway
-from batch_pipeline.provider.submission import Shard, Submitted, submit_shards
+from batch_pipeline.provider.submission import Sending, Shard, Submitted, submit_shards
+from batch_pipeline.state.intent import intents_of
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
 
-def submit_partition(
-    wh: Warehouse,
-    gateway: BatchGateway,
-    uc: UseCase,
-    partition: str,
-    token_limit: int | None,
-    log: Callable[[str], None],
-) -> Submitted:
+def submit_partition(wh: Warehouse, sending: Sending, uc: UseCase, partition: str) -> Submitted:
     """Send every shard the requests asset wrote for `partition` (reusing batches that exist)."""
     folder = wh.partition_dir(uc.name, layout.REQUESTS, partition)
     tokens = _tokens_by_shard(wh.read_parquet(folder / layout.INDEX_FILE))
@@ -29,8 +20,8 @@ def submit_partition(
         for i, path in enumerate(sorted(folder.glob(layout.SHARD_GLOB)))
     ]
     return submit_shards(
-        gateway, use_case=uc.name, partition=partition, endpoint=uc.spec.endpoint,
-        model=uc.spec.model, shards=shards, token_limit=token_limit, log=log,
+        sending, intents_of(wh, uc.name, partition), use_case=uc.name, partition=partition,
+        endpoint=uc.spec.endpoint, model=uc.spec.model, shards=shards,
     )
 
 

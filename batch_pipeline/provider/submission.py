@@ -21,6 +21,7 @@ from openai.types import Batch
 
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.provider.gateway import PIPELINE, BatchGateway, Sweep
+from batch_pipeline.state.intent import IntentLog
 from batch_pipeline.state.machine import admits
 from batch_pipeline.state.partition_state import Queued, Submission
 
@@ -47,21 +48,27 @@ class Shard:
         return self.data.count(b"\n")
 
 
-def idempotency_key(use_case: str, partition: str, shard: Shard) -> str:
-    """Same work, same key: on every rerun, retry and machine."""
-    material = f"{PIPELINE}|{use_case}|{partition}|{shard.index}|{shard.sha256}|{shard.attempt}"
+def idempotency_key(use_case: str, partition: str, shard: Shard, deployment: str = "") -> str:
+    """Same work, same key: on every rerun, retry and machine of one deployment.
+
+    The deployment name keeps staging and production apart when they share one OpenAI project;
+    the default deployment ("") keeps the keys of batches created before names existed.
+    """
+    scope = f"{PIPELINE}|{deployment}" if deployment else PIPELINE
+    material = f"{scope}|{use_case}|{partition}|{shard.index}|{shard.sha256}|{shard.attempt}"
     return hashlib.sha256(material.encode()).hexdigest()[:40]
 
 
-def batch_metadata(use_case: str, partition: str, model: str, shard: Shard) -> dict[str, str]:
+def batch_metadata(use_case: str, partition: str, model: str, shard: Shard, deployment: str = "") -> dict[str, str]:
     """The batch's metadata; with it alone the provider can tell what was submitted."""
     metadata = {
         "pipeline": PIPELINE,
+        **({"deployment": deployment} if deployment else {}),
         "use_case": use_case,
         "partition": partition,
         "shard": str(shard.index),
         "attempt": str(shard.attempt),
-        "idempotency_key": idempotency_key(use_case, partition, shard),
+        "idempotency_key": idempotency_key(use_case, partition, shard, deployment),
         "model": model,
         "estimated_tokens": str(shard.estimated_tokens),
     }
@@ -73,6 +80,16 @@ def batch_metadata(use_case: str, partition: str, model: str, shard: Shard) -> d
 
 
 @dataclass(frozen=True)
+class Sending:
+    """Where and how a run sends shards, first rounds and retry rounds alike."""
+
+    gateway: BatchGateway
+    token_limit: int | None = None  # the model's enqueued-token limit, if the organisation set one
+    deployment: str = ""  # keeps staging's and production's idempotency keys apart
+    log: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
 class Submitted:
     """What `submit_shards` did: one submission per shard sent or reused, and the shards held back."""
 
@@ -81,21 +98,22 @@ class Submitted:
 
 
 def submit_shards(
-    gateway: BatchGateway,
-    *,
-    use_case: str,
-    partition: str,
-    endpoint: str,
-    model: str,
+    sending: Sending, intents: IntentLog, *, use_case: str, partition: str, endpoint: str, model: str,
     shards: list[Shard],
-    token_limit: int | None = None,
-    log: Callable[[str], None] = print,
 ) -> Submitted:
-    """Make sure each shard has exactly one batch; create only the missing ones that fit."""
-    metadata = {s.index: batch_metadata(use_case, partition, model, s) for s in shards}
+    """Make sure each shard has exactly one batch; create only the missing ones that fit.
+
+    Call it holding the partition's lease (`state/lease.py`): the lookup, the intents, the upload
+    and the create then run with no other run of the partition in between.
+    """
+    gateway, token_limit, log = sending.gateway, sending.token_limit, sending.log
+    metadata = {s.index: batch_metadata(use_case, partition, model, s, sending.deployment) for s in shards}
     wanted = {m["idempotency_key"] for m in metadata.values()}
-    sweep = gateway.sweep(wanted, model if token_limit is not None else None) if wanted else Sweep({}, 0)
-    sender = _Sender(gateway, endpoint, log, sweep.enqueued_tokens)
+    earlier = intents.recorded(wanted)
+    since = min(earlier.values(), default=None)
+    sweep = gateway.sweep(wanted, since, model if token_limit is not None else None) if wanted else Sweep({}, 0)
+    intents.record(wanted - sweep.found.keys())
+    sender = _Sender(gateway, endpoint, log, sweep.enqueued_tokens, maybe_uploaded=set(earlier))
     done = Submitted([], [])
     for shard in shards:
         meta = metadata[shard.index]
@@ -118,20 +136,22 @@ def submit_shards(
 
 @dataclass
 class _Sender:
-    """Uploads and creates batches; the upload listing is read once, only if a shard needs it."""
+    """Uploads and creates batches; the upload listing is read once, only if a shard may have
+    been uploaded by an earlier attempt that died before creating its batch."""
 
     gateway: BatchGateway
     endpoint: str
     log: Callable[[str], None]
     enqueued: int
+    maybe_uploaded: set[str]  # keys with an earlier intent: an upload of theirs may be orphaned
     uploads: dict[str, str] | None = None
 
     def create(self, shard: Shard, meta: dict[str, str]) -> Batch:
         key = meta["idempotency_key"]
         filename = f"{key}.jsonl"
-        if self.uploads is None:
+        if self.uploads is None and key in self.maybe_uploaded:
             self.uploads = self.gateway.input_files()
-        file_id = self.uploads.get(filename)
+        file_id = (self.uploads or {}).get(filename)
         if file_id is None:
             file_id = self.gateway.upload(filename, shard.data)
             self.log(f"shard {shard.index}: uploaded {shard.requests} requests as {file_id}")

@@ -26,8 +26,14 @@ import pyarrow.compute as pc
 import xxhash
 
 from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
-from batch_pipeline.requests.custom_ids import custom_id_for, custom_ids
-from batch_pipeline.sources.csv_source import SOURCE_ERROR, columns
+from batch_pipeline.requests.custom_ids import (
+    DUPLICATE_KEY,
+    MALFORMED,
+    NO_KEY,
+    custom_ids,
+    rejected_id,
+)
+from batch_pipeline.sources.csv_source import ADDED_COLUMNS, SOURCE_ERROR, SourceError, columns
 from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
 
 PENDING = "pending"
@@ -40,6 +46,8 @@ HASH_TYPE = pa.binary(16)
 # and can pass 2 GB together.
 LINE_TYPE = pa.large_binary()
 INDEX_UNIQUE = ("custom_id", "request_hash")  # index columns with a value per row (and the row key)
+INDEX_COLUMNS = ("custom_id", "shard", "status", "error_code", "error_message",
+                 "estimated_input_tokens", "request_hash")
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,20 @@ class PartitionRequests:
 
 def check_columns(table: pa.Table | pa.RecordBatch, source: SourceTable, spec: BatchSpec) -> None:
     """Fail loudly, naming the column and the spec, when the spec asks for a column the table lacks."""
+    if source.key in INDEX_COLUMNS + ADDED_COLUMNS:
+        raise SpecError(
+            f"spec '{spec.name}': key column '{source.key}' of source table '{source.path.name}' "
+            "has the name of a column the pipeline adds to every row; rename it"
+        )
     needed = [source.key, source.partition_column, *spec.template_columns()]
+    present = [name for name in table.schema.names if name not in ADDED_COLUMNS]
     for column in needed:
-        if column not in table.schema.names:
-            close = difflib.get_close_matches(column, table.schema.names, n=1)
+        if column not in present:
+            close = difflib.get_close_matches(column, present, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SpecError(
                 f"spec '{spec.name}': column '{column}' is not in source table "
-                f"'{source.path.name}' (columns: {', '.join(table.schema.names)}){hint}"
+                f"'{source.path.name}' (columns: {', '.join(present)}){hint}"
             )
 
 
@@ -107,7 +121,7 @@ def stream_requests(
     pending: list[pa.Table] = []  # index rows not yet handed out
     open_lines: list[pa.Array] = []  # the open shard's lines
     count = size = shard = 0  # the open shard's lines, bytes and number
-    for batch in batches:
+    for batch in _named(batches, spec):
         if batch.num_rows == 0:
             continue
         if encoder is None:
@@ -119,7 +133,7 @@ def stream_requests(
         rows = pc.indices_nonzero(usable)  # the chunk row of each line
         shard_of = list(itertools.chain.from_iterable(
             itertools.repeat(shard + i, end - start) for i, (start, end) in
-            enumerate(zip([0, *cuts], [*cuts, len(lines)]))))
+            enumerate(zip([0, *cuts], [*cuts, len(lines)], strict=True))))
         index = index.add_column(2, "shard", pc.replace_with_mask(
             pa.nulls(index.num_rows, pa.int32()), usable, pa.array(shard_of, pa.int32())))
         row_start = line_start = 0
@@ -136,6 +150,14 @@ def stream_requests(
         yield pa.concat_tables(pending), pa.chunked_array(open_lines, LINE_TYPE)
     elif pending:
         yield pa.concat_tables(pending), None
+
+
+def _named(batches: Iterable[pa.RecordBatch], spec: BatchSpec) -> Iterator[pa.RecordBatch]:
+    """The batches; a table that cannot be read fails naming the use case as well as the table."""
+    try:
+        yield from batches
+    except SourceError as exc:
+        raise SourceError(f"spec '{spec.name}': {exc}") from exc
 
 
 def shard_buffers(lines: pa.ChunkedArray) -> list[pa.Buffer]:
@@ -156,8 +178,10 @@ def shard_bytes(lines: pa.ChunkedArray) -> bytes:
 
 def _offsets(values: pa.Array) -> memoryview:
     """Where each value starts (and the last one ends) in the array's data buffer."""
-    width = "q" if values.type in (pa.large_binary(), pa.large_string()) else "i"
-    return memoryview(values.buffers()[1]).cast(width)[values.offset : values.offset + len(values) + 1]
+    view = memoryview(values.buffers()[1])
+    wide = values.type in (pa.large_binary(), pa.large_string())
+    start, stop = values.offset, values.offset + len(values) + 1
+    return (view.cast("q") if wide else view.cast("i"))[start:stop]
 
 
 def line_hashes(lines: pa.Array) -> pa.Array:
@@ -238,12 +262,16 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
             if codes[i] is None:
                 codes[i], messages[i] = code, message
 
+    malformed = None
     if SOURCE_ERROR in batch.schema.names:  # a malformed CSV line, kept as a row by `source`
-        for i in pc.indices_nonzero(pc.is_valid(batch.column(SOURCE_ERROR))).to_pylist():
-            codes[i], messages[i] = "malformed_row", batch.column(SOURCE_ERROR)[i].as_py()
+        errors = batch.column(SOURCE_ERROR)
+        if errors.null_count < n:
+            malformed = pc.is_valid(errors)
+            for i in pc.indices_nonzero(malformed).to_pylist():
+                codes[i], messages[i] = "malformed_row", errors[i].as_py()
     blank_keys = _blank(keys)
     reject(blank_keys, "missing_value", f"column '{source.key}' (the row key) is empty")
-    ids, duplicate = ledger.custom_ids(keys, blank_keys, offset)
+    ids, duplicate = ledger.custom_ids(keys, blank_keys, malformed, offset)
     if duplicate is not None:
         reject(duplicate, "duplicate_key", f"column '{source.key}' repeats a key already used by an earlier row")
 
@@ -289,21 +317,23 @@ def _blank(values: pa.Array) -> pa.Array:
 
 
 class _KeyLedger:
-    """The row keys of a partition's earlier chunks, so a repeated key gets its own custom_id
-    (and its row is rejected) however far apart the two rows are."""
+    """The row keys of a partition's earlier chunks, so a repeated key is rejected however far
+    apart the two rows are. Rows rejected for their key or their line get ids of their own
+    shape (`custom_ids.rejected_id`), which no sent row's id can equal."""
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
         self.chunks: list[list[str]] = []  # the keys each chunk added, to undo the fast path
-        self.repeats: dict[str, int] = {}
 
-    def custom_ids(self, keys: pa.Array, blank: pa.Array, offset: int) -> tuple[pa.Array, pa.Array | None]:
+    def custom_ids(self, keys: pa.Array, blank: pa.Array, malformed: pa.Array | None,
+                   offset: int) -> tuple[pa.Array, pa.Array | None]:
         """custom_ids for a chunk's rows (`offset`: its first row in the partition), and which
-        rows repeat an earlier key (None when none do). A row without a key (`blank`) gets
-        `nokey-<row>`."""
+        rows repeat an earlier key (None when none do). A row without a key (`blank`) or from
+        a line that could not be read (`malformed`) takes no key from the rows after it."""
         filled = pc.fill_null(keys, "")
         key_list = filled.to_pylist()
-        if not pc.any(blank).as_py():
+        skip = blank if malformed is None else pc.or_(blank, malformed)
+        if not pc.any(skip).as_py():
             # The usual case, every key new, costs one set update: a large set's lookups are
             # cache misses, so checking first and adding after would cost two.
             before = len(self.seen)
@@ -314,14 +344,14 @@ class _KeyLedger:
             self.seen = set(itertools.chain.from_iterable(self.chunks))
         ids = custom_ids(filled).to_pylist()
         duplicate = [False] * len(ids)
+        bad = [False] * len(ids) if malformed is None else malformed.to_pylist()
         added = []
-        for i, key in enumerate(key_list):
-            if not key.strip():
-                ids[i] = f"nokey-{offset + i}"
+        for i, (key, no_key) in enumerate(zip(key_list, blank.to_pylist(), strict=True)):
+            if bad[i] or no_key:
+                ids[i] = rejected_id(MALFORMED if bad[i] else NO_KEY, offset + i)
             elif key in self.seen:
                 duplicate[i] = True
-                self.repeats[key] = count = self.repeats.get(key, 1) + 1
-                ids[i] = custom_id_for(f"{key}#duplicate-{count}")
+                ids[i] = rejected_id(DUPLICATE_KEY, offset + i)
             else:
                 self.seen.add(key)
                 added.append(key)
@@ -404,7 +434,7 @@ class _LineEncoder:
             return pa.array([], LINE_TYPE)
         escaped = {column: _json_escaped(values) for column, values in cells.items()}
         parts: list[pa.Array | str] = [self.runs[0]]
-        for name, run in zip(self.order, self.runs[1:]):
+        for name, run in zip(self.order, self.runs[1:], strict=True):
             if name == "custom_id":
                 parts.append(ids)  # portable or hashed: nothing to escape
             else:

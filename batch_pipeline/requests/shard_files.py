@@ -31,7 +31,9 @@ class WrittenRequests:
 def write_requests(wh: Warehouse, folder: UPath, batches: Iterable[pa.RecordBatch], source: SourceTable,
                    spec: BatchSpec, previous: PreviousAnswers) -> WrittenRequests:
     """Build the partition's requests from `batches` and write each shard as soon as it closes."""
-    chunks, names, kept = [], [], []
+    chunks: list[pa.Table] = []
+    names: list[str] = []
+    kept: list[str] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
         writing: Future | None = None
         for chunk, lines in stream_requests(batches, source, spec):

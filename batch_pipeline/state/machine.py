@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 from batch_pipeline.state.partition_state import TERMINAL, PartitionState, Queued
 
-
 # Events ---------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,9 @@ CARRIED_FILE = "carried.parquet"
 RESULTS_FILE = "results.parquet"
 SHARD_GLOB = "shard-*.jsonl"
 RETRY_GLOB = "retry-*.jsonl"
+LEASE_FILE = ".lease"  # a local warehouse's OS file lock on the partition
+CLAIMS_FOLDER = ".claims"  # an object store's numbered claim objects on the partition
+INTENTS_FILE = "intents.json"  # when each idempotency key was first about to be submitted
 
 
 def partition_folder(use_case: str, area: str, partition: str) -> str:

@@ -2,7 +2,15 @@
 
 Layout (DESIGN.md): `<root>/<use_case>/{requests,raw,results}/partition=<key>/...`.
 Writes are atomic: a local file is written beside its target and renamed into place; on object
-stores a single PUT is already atomic.
+stores an object appears whole when its PUT (or multipart upload) completes, and a failed upload
+is aborted, never committed half-written.
+
+On object stores every process reads the store itself, not a cached listing: fsspec filesystems
+(s3fs, gcsfs, adlfs) cache directory listings per process by default, and a listing cached before
+another process wrote a file (another run's intents, claims, shards, results) would make that
+file look absent here. The warehouse's filesystem is therefore opened with
+`use_listings_cache=False`. Credentials and endpoint come from the store's usual settings (for
+S3, botocore's: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...; or fsspec's FSSPEC_S3_* config).
 """
 
 from __future__ import annotations
@@ -21,12 +29,25 @@ from upath import UPath
 from batch_pipeline.warehouse import layout
 
 
+def is_url(root: str | os.PathLike[str]) -> bool:
+    """Whether a warehouse root names object storage (`s3://bucket/wh`, `gs://…`) rather than a folder."""
+    return "://" in str(root)
+
+
+def resolve_root(root: str | os.PathLike[str]) -> str:
+    """A warehouse root as every process must see it: a URL exactly as given (never a local
+    folder named `s3:`), a folder made absolute."""
+    return str(root) if is_url(root) else str(Path(root).resolve())
+
+
 class Warehouse:
     """Paths and atomic writes under a warehouse root."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = UPath(root)
         self._local = self.root.protocol in ("", "file", "local")
+        if not self._local:  # see the module docstring: never a stale listing from this process
+            self.root = UPath(str(self.root), **{**self.root.storage_options, "use_listings_cache": False})
 
     def local_path(self, path: UPath) -> Path | None:
         """The file's path on this machine, when the warehouse is a local folder."""
@@ -41,6 +62,8 @@ class Warehouse:
 
     def resolve(self, recorded: str) -> UPath:
         """A recorded path: relative to the root, or (recorded before paths were relative) absolute."""
+        if recorded.startswith(f"{self.root.protocol}://") and not self._local:
+            return UPath(recorded, **self.root.storage_options)  # the same store, the same settings
         if "://" in recorded or recorded.startswith("/"):
             return UPath(recorded)
         return self.root / recorded
@@ -48,13 +71,12 @@ class Warehouse:
     def write_bytes(self, path: UPath, data: bytes | Sequence[bytes | pa.Buffer]) -> UPath:
         """Write `data` (bytes, or buffers one after the other) to `path` so readers see either
         the old file or the whole new one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        parts = [data] if isinstance(data, bytes) else data
-        if not self._local:
-            with path.open("wb") as f:
-                for part in parts:
-                    f.write(part)
+        parts: Sequence[bytes | pa.Buffer] = [data] if isinstance(data, bytes) else data
+        if not self._local:  # no folders to make; one PUT (multipart past 100 MB, aborted on error)
+            body = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
+            path.fs.pipe_file(path.path, body)
             return path
+        path.parent.mkdir(parents=True, exist_ok=True)
         target = Path(path.path)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         with open(tmp, "wb") as f:
@@ -81,9 +103,13 @@ class Warehouse:
         Columns named in `unique` (a value per row) are not dictionary-encoded: trying costs up to
         a third of the write.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        local = Path(path.path).with_name(f".{path.name}.{uuid.uuid4().hex}.tmp") if self._local else Path(
-            tempfile.mkstemp(suffix=".parquet")[1])
+        if self._local:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            local = Path(path.path).with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        else:
+            handle, name = tempfile.mkstemp(suffix=".parquet")
+            os.close(handle)
+            local = Path(name)
         writer: pq.ParquetWriter | None = None
 
         def write(table: pa.Table) -> None:

@@ -67,7 +67,7 @@ def launch(data_dir: Path, log_dir: Path, *args: str) -> ServerProcess:
             [sys.executable, "-m", "batch_pipeline.cli", "local-api", "--port", str(port), "--data-dir", str(data_dir),
              *args], stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(process, f"http://127.0.0.1:{port}/v1", log_path)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # importing the project on a loaded machine can take a while
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited early:\n{server.log()}")
@@ -139,7 +139,7 @@ class ThreadedServer:
         self.base_url = f"http://127.0.0.1:{config.port}/v1"
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn")
         self.thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not self.server.started:
             assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.01)

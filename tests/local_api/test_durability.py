@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from batch_pipeline.local_api import LocalAPISettings, embedded_client
 from tests.local_api.conftest import StartServer, settings_flags
-from tests.local_api.support import chat_line, jsonl, read_jsonl, wait_terminal
+from tests.local_api.support import TERMINAL, chat_line, jsonl, read_jsonl, wait_for, wait_terminal
 
 LINES = [chat_line(f"row-{i}", f"Leaflet for medication {i}") for i in range(300)]
 
@@ -20,20 +19,17 @@ LINES = [chat_line(f"row-{i}", f"Leaflet for medication {i}") for i in range(300
 def test_sigkill_while_in_progress_then_restart_completes_every_line(tmp_path: Path,
                                                                      start_server: StartServer) -> None:
     data_dir = tmp_path / "data"
-    flags = settings_flags(LocalAPISettings(pace_seconds=1.0))
+    # in_progress lasts 2 s: long beside the gap between a poll and the kill on a loaded machine.
+    flags = settings_flags(LocalAPISettings(pace_seconds=2.0))
     server = start_server(data_dir, *flags)
     client = server.client()
     file_id = client.files.create(file=("in.jsonl", jsonl(LINES)), purpose="batch").id
     batch_id = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                                      completion_window="24h").id
-    deadline = time.monotonic() + 20
-    while True:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status == "in_progress" and 0 < batch.request_counts.completed:
-            break
-        assert time.monotonic() < deadline, batch.status
-        time.sleep(0.01)
+    batch = wait_for(client, batch_id, ("in_progress", "finalizing", *TERMINAL),
+                     condition=lambda b: b.status != "in_progress" or b.request_counts.completed > 0)
     server.kill()
+    assert batch.status == "in_progress", "the batch ran all its lines before the test could kill the server"
 
     restarted = start_server(data_dir, *flags)
     client = restarted.client()

@@ -94,11 +94,11 @@ def test_embeddings_are_deterministic_unit_vectors_of_the_asked_dimension() -> N
     assert all(len(v) == 64 and abs(math.fsum(x * x for x in v) - 1) < 1e-9 for v in vectors)
     assert vectors[0] != vectors[1] and respond("/v1/embeddings", body)[1]["data"] == reply["data"]
     assert reply["usage"]["prompt_tokens"] == reply["usage"]["total_tokens"] > 0
-    assert len(respond("/v1/embeddings", {"model": "text-embedding-3-large", "input": "x"})[1]["data"][0]["embedding"]) \
-        == 3072
+    large = respond("/v1/embeddings", {"model": "text-embedding-3-large", "input": "x"})[1]
+    assert len(large["data"][0]["embedding"]) == 3072
     packed = respond("/v1/embeddings", {**body, "encoding_format": "base64"})[1]["data"][0]["embedding"]
     unpacked = struct.unpack("<64f", base64.b64decode(packed))
-    assert all(abs(a - b) < 1e-6 for a, b in zip(unpacked, vectors[0]))
+    assert all(abs(a - b) < 1e-6 for a, b in zip(unpacked, vectors[0], strict=True))
 
 
 def test_completions_default_to_16_tokens() -> None:

@@ -25,6 +25,7 @@ class _Upstream(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.attempts: Counter[str] = Counter()
         self.active = 0
         self.max_active = 0
@@ -46,6 +47,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.active += 1
             self.server.max_active = max(self.server.max_active, self.server.active)
             self.server.auth.add(self.headers.get("authorization", ""))
+            # Until two calls have overlapped, hold each one until a second arrives (or a second
+            # passes: a chunk of one line is sent alone), so that "concurrent" does not depend on
+            # two threads of a loaded machine starting within the 50 ms below.
+            self.server.changed.notify_all()
+            self.server.changed.wait_for(lambda: self.server.max_active >= 2, timeout=1.0)
         time.sleep(0.05)
         if self.path != "/v1/chat/completions":
             status, reply = 404, {"error": {"message": "no such route", "type": "invalid_request_error"}}

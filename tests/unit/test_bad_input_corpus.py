@@ -84,7 +84,7 @@ def test_duplicate_keys_keep_the_first_row_and_name_the_column(tmp_path):
 )
 def test_template_syntax_in_data_is_sent_verbatim(tmp_path, value):
     rows, lines = build(tmp_path, GOOD + f'odd,2026-11-20,"{value}",daily\n')
-    line = next(l for l in lines if l["custom_id"] == "odd")
+    line = next(x for x in lines if x["custom_id"] == "odd")
     assert line["body"]["messages"][0]["content"] == f"{value}: daily"
     assert flows(rows, lines)
 
@@ -92,7 +92,7 @@ def test_template_syntax_in_data_is_sent_verbatim(tmp_path, value):
 def test_unicode_emoji_control_characters_and_numbers_flow(tmp_path):
     body = GOOD + 'u1,2026-11-20,Ünïcödé 💊 药,"zero\x00width\u200b, RTL \u202e"\n' + "n1,2026-11-20,42,3.5e10\n"
     rows, lines = build(tmp_path, body)
-    contents = {l["custom_id"]: l["body"]["messages"][0]["content"] for l in lines}
+    contents = {x["custom_id"]: x["body"]["messages"][0]["content"] for x in lines}
     assert contents["u1"].startswith("Ünïcödé 💊 药: zero\x00width") and contents["n1"] == "42: 3.5e10"
     assert flows(rows, lines)
 
@@ -130,7 +130,7 @@ def test_an_empty_file_is_a_clear_error(tmp_path):
 
 def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path):
     path = tmp_path / "t.csv"
-    path.write_bytes("id,day,name,notes\n".encode() + "x,2026-11-20,caf\xe9,y\n".encode("latin-1"))
+    path.write_bytes(b"id,day,name,notes\n" + "x,2026-11-20,caf\xe9,y\n".encode("latin-1"))
     with pytest.raises(ValueError, match="t.csv"):
         source = SourceTable(path=path, key="id", partition_column="day")
         build_requests(read_partition(source, DAY), source,
@@ -188,3 +188,13 @@ def test_a_key_column_named_like_a_result_column_is_refused(tmp_path):
         UseCase(spec=BatchSpec(name="corpus", model="gpt-4o-mini", prompt="{name}"),
                 source=SourceTable(path=tmp_path / "t.csv", key="status", partition_column="day"),
                 partitions_def=dg.DailyPartitionsDefinition(start_date=DAY))
+
+
+@pytest.mark.parametrize("header", ["id,name\n", "id,day\n"])
+def test_missing_partition_or_template_column_is_named(tmp_path, header):
+    csv = tmp_path / "t.csv"
+    csv.write_text(header + "a,b\n")
+    source = SourceTable(path=csv, key="id", partition_column="day")
+    spec = BatchSpec(name="s", model="m", prompt="{name}")
+    with pytest.raises((ValueError, SpecError), match="'(day|name)'"):
+        build_requests(read_partition(source, "b"), source, spec)

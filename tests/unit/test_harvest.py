@@ -210,7 +210,8 @@ def test_values_of_the_wrong_type_fail_their_line_only():
 def test_local_files_parse_as_their_bytes_do(tmp_path):
     good, odd = tmp_path / "out.jsonl", tmp_path / "err.jsonl"
     good.write_bytes(jsonl(*SHAPES))
-    odd.write_bytes(jsonl(http_error("x", 500, None), {"custom_id": "y", "response": {"status_code": 200, "body": "text"}, "error": None}))
+    odd.write_bytes(jsonl(http_error("x", 500, None),
+                          {"custom_id": "y", "response": {"status_code": 200, "body": "text"}, "error": None}))
     (tmp_path / "empty.jsonl").write_bytes(b"")
     assert parse_lines([good, tmp_path / "empty.jsonl"]).to_pylist() == parse_lines(good.read_bytes()).to_pylist()
     both = parse_lines([good, odd]).to_pylist()  # an odd line sends both files down the line-by-line path

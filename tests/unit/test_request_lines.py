@@ -51,7 +51,7 @@ def test_unusable_rows_are_rejected_naming_the_column_and_the_rest_flow():
     ]
     built = build_requests(table(rows), SOURCE, SPEC)
     index = built.index.to_pylist()
-    assert [r["status"] for r in index] == ["pending", "rejected", "rejected", "rejected", "rejected", "rejected", "pending"]
+    assert [r["status"] for r in index] == ["pending"] + ["rejected"] * 5 + ["pending"]
     reasons = [r["error_message"] for r in index]
     assert "column 'name' is empty" in reasons[1]
     assert "column 'notes' is empty" in reasons[2]
@@ -59,7 +59,7 @@ def test_unusable_rows_are_rejected_naming_the_column_and_the_rest_flow():
     assert "column 'id' repeats a key" in reasons[4]
     assert "column 'notes'" in reasons[5] and "limit of 200" in reasons[5]
     assert len({r["custom_id"] for r in index}) == len(rows)
-    assert [l["custom_id"] for l in lines(built)] == [index[0]["custom_id"], index[6]["custom_id"]]
+    assert [line["custom_id"] for line in lines(built)] == [index[0]["custom_id"], index[6]["custom_id"]]
     assert lines(built)[1]["body"]["messages"][1]["content"] == "About Ünïcode 💊: fine"
 
 
@@ -71,10 +71,12 @@ def test_missing_column_fails_naming_the_column_and_the_spec():
 
 def test_shards_respect_line_and_byte_limits():
     rows = [{"id": f"r{i}", "day": "d", "name": "n" * 20, "notes": "x"} for i in range(10)]
-    by_count = build_requests(table(rows), SOURCE, BatchSpec(name="s", model="m", prompt="{name}", max_requests_per_shard=3))
+    by_count = build_requests(table(rows), SOURCE,
+                              BatchSpec(name="s", model="m", prompt="{name}", max_requests_per_shard=3))
     assert [s.count(b"\n") for s in by_count.shards] == [3, 3, 3, 1]
     line_bytes = len(by_count.shards[0].splitlines(keepends=True)[0])
-    by_bytes = build_requests(table(rows), SOURCE, BatchSpec(name="s", model="m", prompt="{name}", max_shard_bytes=2 * line_bytes + 1))
+    by_bytes = build_requests(table(rows), SOURCE,
+                              BatchSpec(name="s", model="m", prompt="{name}", max_shard_bytes=2 * line_bytes + 1))
     assert all(len(s) <= 2 * line_bytes + 1 for s in by_bytes.shards)
     assert sum(s.count(b"\n") for s in by_bytes.shards) == 10
     assert by_bytes.index["shard"].to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
@@ -102,16 +104,18 @@ def test_lines_are_what_orjson_writes_whatever_the_cells_hold():
     raw = [line + b"\n" for shard in built.shards for line in shard.splitlines()]
     assert [orjson.dumps(orjson.loads(line), option=orjson.OPT_APPEND_NEWLINE) for line in raw] == raw
     assert [orjson.loads(line)["body"]["messages"][1]["content"] for line in raw] == [
-        f"About {name}: {notes}" for name, notes in zip(cells, reversed(cells))]
+        f"About {name}: {notes}" for name, notes in zip(cells, reversed(cells), strict=True)]
 
 
 def test_a_key_repeated_in_a_later_chunk_is_rejected_with_its_own_custom_id():
     from batch_pipeline.requests.lines import stream_requests
 
     rows = [{"id": f"k{i}", "day": "d", "name": "n", "notes": "m"} for i in range(6)]
-    rows += [{"id": "k1", "day": "d", "name": "again", "notes": "m"}, {"id": "k7", "day": "d", "name": "n", "notes": "m"}]
+    rows += [{"id": "k1", "day": "d", "name": "again", "notes": "m"},
+             {"id": "k7", "day": "d", "name": "n", "notes": "m"}]
     streamed = pa.concat_tables([index for index, _ in stream_requests(table(rows).to_batches(max_chunksize=3),
                                                                        SOURCE, SPEC)])
-    assert streamed.drop_columns(["shard"]).equals(build_requests(table(rows), SOURCE, SPEC).index.drop_columns(["shard"]))
+    whole = build_requests(table(rows), SOURCE, SPEC).index
+    assert streamed.drop_columns(["shard"]).equals(whole.drop_columns(["shard"]))
     assert streamed["status"].to_pylist() == ["pending"] * 6 + ["rejected", "pending"]
     assert streamed["error_code"][6].as_py() == "duplicate_key" and len(set(streamed["custom_id"].to_pylist())) == 8
