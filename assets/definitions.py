@@ -1,6 +1,12 @@
 """The one code location: every use case, the batch monitor and the resources."""
 
-from assets import ad_copy, content_analysis, manuscript_review, patient_education
+from assets import (
+    ad_copy,
+    content_analysis,
+    content_screening,
+    manuscript_review,
+    patient_education,
+)
 from batch_pipeline import definitions_for
 
 USE_CASES = [
@@ -9,6 +15,7 @@ USE_CASES = [
     ad_copy.use_case,
     content_analysis.classification,
     content_analysis.embeddings,
+    content_screening.screening,
 ]
 
 defs = definitions_for(USE_CASES)

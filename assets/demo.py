@@ -47,9 +47,13 @@ class PartitionRun:
 
 
 def run_demo(
-    warehouse: str | None, base_url: str | None, use_cases: Sequence[UseCase] | None = None
+    warehouse: str | None, base_url: str | None, use_cases: Sequence[UseCase] | None = None,
+    only: Sequence[str] = (), partitions: Sequence[str] = (),
 ) -> int:
-    """Run the demo (the sample use cases, or `use_cases`); non-zero if any stage failed."""
+    """Run the demo (the sample use cases, or `use_cases`); non-zero if any stage failed.
+
+    `only` limits it to the use cases of those names, `partitions` to those partition keys.
+    """
     _configure_environment(warehouse, base_url)
     logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed below instead
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # BackfillPolicy is beta, knowingly
@@ -64,7 +68,14 @@ def run_demo(
     print(f"warehouse:  {os.environ['BATCH_PIPELINE_WAREHOUSE']}")
     print(f"batch API:  {os.environ.get('OPENAI_BASE_URL') or 'embedded local Batch API'}")
     print(f"dagster:    {instance.root_directory}\n")
+    unknown = set(only) - {uc.name for uc in USE_CASES}
+    if unknown:
+        print(f"no use case named {', '.join(sorted(unknown))}; there are {', '.join(u.name for u in USE_CASES)}")
+        return 2
+    USE_CASES = [uc for uc in USE_CASES if not only or uc.name in only]
     runs, broken = _plan(USE_CASES)
+    if partitions:
+        runs = {key: run for key, run in runs.items() if key[1] in partitions}
 
     print(f"\nsubmitting {len(runs)} partitions")
     for uc in USE_CASES:

@@ -6,12 +6,14 @@ import argparse
 import importlib
 import os
 import sys
+from importlib.metadata import version
 
 from batch_pipeline.local_api.settings import add_settings_arguments, settings_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="batch-pipeline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('batch_pipeline')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     local_api = commands.add_parser("local-api", help="serve the local Batch API at http://HOST:PORT/v1")
@@ -28,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--base-url", default=None, help="use this Batch API (key from OPENAI_API_KEY) instead of the embedded one"
     )
+    demo.add_argument("--use-case", action="append", default=[], metavar="NAME",
+                      help="run only this use case (repeat for several)")
+    demo.add_argument("--partition", action="append", default=[], metavar="KEY",
+                      help="run only this partition (repeat for several)")
     demo.add_argument(
         "--module", default="assets.demo",
         help="module with run_demo(warehouse, base_url), importable from the working directory (default assets.demo)",
@@ -41,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # The demo runner lives beside the sample use cases, outside the library: found by name.
     sys.path.insert(0, os.getcwd())
-    return importlib.import_module(args.module).run_demo(args.warehouse, args.base_url)
+    return importlib.import_module(args.module).run_demo(
+        args.warehouse, args.base_url, only=args.use_case, partitions=args.partition
+    )
 
 
 if __name__ == "__main__":

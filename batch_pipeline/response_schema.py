@@ -15,6 +15,7 @@ import typing
 from typing import Any, Literal
 
 import openai
+import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
@@ -71,3 +72,41 @@ def parse_answer(model: type[BaseModel], text: str | None) -> tuple[dict[str, An
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "answer"
         return None, f"{exc.error_count()} schema error(s); first at '{where}': {first['msg']}"
+
+
+def _moderation_categories() -> dict[str, str]:
+    """Column stem by wire name of every category ``openai.types.Moderation`` scores
+    (``self-harm/intent`` -> ``self_harm_intent``), so new SDK categories become columns."""
+    from openai.types.moderation import CategoryScores
+
+    return {field.alias or name: name for name, field in CategoryScores.model_fields.items()}
+
+
+MODERATION_CATEGORIES = _moderation_categories()
+
+
+def moderation_fields() -> list[pa.Field]:
+    """The typed columns of a moderation: `flagged`, `flagged_categories`, one float per score."""
+    return [pa.field("flagged", pa.bool_()), pa.field("flagged_categories", pa.list_(pa.string())),
+            *(pa.field(f"{stem}_score", pa.float64()) for stem in MODERATION_CATEGORIES.values())]
+
+
+def parse_moderation(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(column values, None) for a moderation result (one `results` item as JSON), or (None, reason)."""
+    if text is None:
+        return None, "the answer has no moderation result"
+    try:
+        result = orjson.loads(text)
+        flagged, categories, scores = result["flagged"], result["categories"], result["category_scores"]
+        if not isinstance(flagged, bool) or not isinstance(categories, dict) or not isinstance(scores, dict):
+            raise TypeError("flagged, categories or category_scores has the wrong type")
+        values: dict[str, Any] = {"flagged": flagged,
+                                  "flagged_categories": sorted(k for k, v in categories.items() if v is True)}
+        for wire, stem in MODERATION_CATEGORIES.items():
+            score = scores.get(wire)
+            if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+                raise TypeError(f"score of '{wire}' is {type(score).__name__}")
+            values[f"{stem}_score"] = None if score is None else float(score)
+        return values, None
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        return None, f"the moderation result does not have OpenAI's shape: {type(exc).__name__}: {exc}"

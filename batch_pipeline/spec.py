@@ -13,11 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
+SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/moderations")
+# Endpoints whose request is one rendered input text, with no system prompt and no response model.
+INPUT_ENDPOINTS = ("/v1/embeddings", "/v1/moderations")
 # Columns every results table has; a response model's fields may not reuse these names.
 RESULT_COLUMNS = (
     "custom_id", "status", "output", "error_code", "error_message", "attempts", "model",
-    "input_tokens", "output_tokens", "cost_usd", "batch_id", "embedding",
+    "input_tokens", "output_tokens", "cost_usd", "batch_id", "embedding", "flagged", "flagged_categories",
 )
 
 # Provider limits for one batch input file (reference §7).
@@ -77,7 +79,9 @@ class BatchSpec:
 
     Templates use `{column}` placeholders filled from the row's cells; a cell is inserted as
     data, never re-parsed as a template, so braces in the data are harmless. For
-    `/v1/embeddings` the rendered `prompt` is the input text and `system_prompt` is unused.
+    `/v1/embeddings` and `/v1/moderations` the rendered `prompt` is the input text and
+    `system_prompt` is unused; a moderation lands `flagged`, `flagged_categories` and one
+    `<category>_score` column per category. Moderations are free, so their price defaults to 0.
 
     `response_model` (a Pydantic model) makes requests carry its strict JSON schema and lands
     each of its fields as a typed column. `price_per_million_tokens` ((input, output) USD at
@@ -134,9 +138,11 @@ class BatchSpec:
                 f"spec '{self.name}': embeddings need parameters={{'dimensions': N}}; the results "
                 "store them as a fixed-size list column"
             )
+        if self.endpoint == "/v1/moderations" and self.price_per_million_tokens is None:
+            object.__setattr__(self, "price_per_million_tokens", (0.0, 0.0))  # OpenAI bills no moderation
         if self.response_model is not None:
-            if self.endpoint == "/v1/embeddings":
-                raise SpecError(f"spec '{self.name}': embeddings take no response_model")
+            if self.endpoint in INPUT_ENDPOINTS:
+                raise SpecError(f"spec '{self.name}': {self.endpoint.rsplit('/', 1)[-1]} take no response_model")
             clash = set(self.response_model.model_fields) & set(RESULT_COLUMNS)
             if clash:
                 raise SpecError(
@@ -158,7 +164,7 @@ class BatchSpec:
     def templates(self) -> dict[str, str]:
         """The prompt templates by message role."""
         out = {"user": self.prompt}
-        if self.system_prompt and self.endpoint != "/v1/embeddings":
+        if self.system_prompt and self.endpoint not in INPUT_ENDPOINTS:
             out = {"system": self.system_prompt, **out}
         return out
 
@@ -173,7 +179,7 @@ class BatchSpec:
 
     def output_tokens_per_request(self) -> int:
         """Output tokens assumed per request for the cost estimate before anything is sent."""
-        if self.endpoint == "/v1/embeddings":
+        if self.endpoint in INPUT_ENDPOINTS:
             return 0
         if self.expected_output_tokens is not None:
             return self.expected_output_tokens

@@ -21,6 +21,7 @@ from batch_pipeline import BatchSpec, SourceTable, UseCase, WarehouseResource, d
 from batch_pipeline.testing import failure_message
 
 DAYS = ("2026-11-20", "2026-11-21")
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the instance keeps every event
 
 
 def use_case(root: Path, round_number: int) -> UseCase:
@@ -37,7 +38,7 @@ def use_case(root: Path, round_number: int) -> UseCase:
     )
 
 
-def barrier(root: Path, round_number: int, me: str, other: str, timeout: float = 300) -> None:
+def barrier(root: Path, round_number: int, me: str, other: str, timeout: float = 900) -> None:
     (root / f"ready-{round_number}-{me}").touch()
     deadline = time.monotonic() + timeout
     while not (root / f"ready-{round_number}-{other}").exists():
@@ -57,7 +58,7 @@ def main(root: str, rounds: str, me: str, other: str, partitions: str = DAYS[0])
         barrier(folder, round_number, me, other)
         job = defs.resolve_job_def(uc.submit_job_name)
         tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first}
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
         message = None if result.success else failure_message(result)
         print(json.dumps({"round": round_number, "success": result.success, "error": message}), flush=True)
 

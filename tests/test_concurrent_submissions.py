@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import dagster as dg
 import openai
 import pytest
 
@@ -32,23 +33,36 @@ def served(tmp_path: Path):
     server.stop()
 
 
-def run_pair(root: Path, base_url: str, rounds: int, partitions: tuple[str, str]) -> list[dict]:
-    """Start both processes, wait for both, return every round's outcome of both."""
+def run_pair(
+    root: Path, base_url: str, rounds: int, partitions: tuple[str, str], home: Path | None = None
+) -> list[dict]:
+    """Start both processes, wait for both, return every round's outcome of both. The Dagster
+    instance is `home` (a Postgres one) or a new SQLite one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCH_PIPELINE_"))}
-    env |= {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": base_url, "DAGSTER_HOME": str(root / "home")}
-    (root / "home").mkdir(parents=True)
-    (root / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "tests.concurrency_runner", str(root), str(rounds), me, other, part],
-                         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for me, other, part in (("a", "b", partitions[0]), ("b", "a", partitions[1]))
-    ]
-    outcomes = []
-    for process in processes:
-        out, err = process.communicate(timeout=900)
-        assert process.returncode == 0, err.decode()[-3000:]
-        outcomes += [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
-    return outcomes
+    if home is None:
+        home = root / "home"
+        home.mkdir(parents=True)
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # create the SQLite storages once: two processes creating them at the same moment can
+        # both stamp their schema version (Dagster's own race, not the one under test)
+        with dg.DagsterInstance.from_config(str(home)):
+            pass
+    env |= {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": base_url, "DAGSTER_HOME": str(home)}
+    # output goes to files: a pipe nobody reads while the other process is awaited fills up
+    # and blocks its writer
+    logs = {me: (root / f"{me}.out", root / f"{me}.err") for me in "ab"}
+    processes = {}
+    for me, other, part in (("a", "b", partitions[0]), ("b", "a", partitions[1])):
+        with open(logs[me][0], "wb") as out, open(logs[me][1], "wb") as err:
+            processes[me] = subprocess.Popen(
+                [sys.executable, "-m", "tests.concurrency_runner", str(root), str(rounds), me, other, part],
+                cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err)
+    failures = []
+    for me, process in processes.items():
+        if process.wait(timeout=1200) != 0:
+            failures.append(f"--- process {me} exited {process.returncode}:\n{logs[me][1].read_text()[-4000:]}")
+    assert not failures, "\n".join(failures)
+    return [json.loads(line) for me in "ab" for line in logs[me][0].read_text().splitlines() if line.startswith("{")]
 
 
 def batches_per_piece(base_url: str) -> Counter:
@@ -76,4 +90,14 @@ def test_a_range_run_beside_a_single_partition_run_pays_once(tmp_path, served):
     assert all(o["success"] for o in outcomes), outcomes
     pieces = batches_per_piece(served.base_url)
     assert len(pieces) == rounds * 2 * 2
+    assert [piece for piece, n in pieces.items() if n > 1] == []
+
+
+@pytest.mark.timeout(900)
+def test_two_submissions_at_once_on_a_postgres_instance(tmp_path, served, postgres_home):
+    rounds = 5
+    outcomes = run_pair(tmp_path, served.base_url, rounds, ("2026-11-20", "2026-11-20"), home=postgres_home)
+    assert len(outcomes) == 2 * rounds and all(o["success"] for o in outcomes), outcomes
+    pieces = batches_per_piece(served.base_url)
+    assert len(pieces) == rounds * 2
     assert [piece for piece, n in pieces.items() if n > 1] == []

@@ -22,7 +22,9 @@ EXPECTED_TYPES = {
                                "flags": pa.list_(pa.string())},
     "content_embeddings": {"embedding": pa.list_(pa.float32(), 256)},
     "patient_education": {},
+    "content_screening": {"flagged": pa.bool_(), "harassment_score": pa.float64(), "violence_score": pa.float64()},
 }
+FREE = {"content_screening"}  # moderations cost nothing
 
 
 @pytest.mark.parametrize("uc", USE_CASES, ids=lambda uc: uc.name)
@@ -42,8 +44,9 @@ def test_use_case_end_to_end(uc, instance, pipeline_env):
     assert succeeded.num_rows >= source.num_rows - 2
     for column in EXPECTED_TYPES[uc.name]:
         assert succeeded[column].null_count == 0, column
+    if uc.name in FREE:
+        return
     assert pa.compute.min(succeeded["cost_usd"]).as_py() > 0
-
     materialization = instance.get_latest_materialization_event(uc.key("results")).asset_materialization
     assert materialization.metadata["estimated_cost_usd"].value > 0
     assert materialization.metadata["cost_usd"].value > 0

@@ -18,7 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.requests.lines import PENDING
-from batch_pipeline.response_schema import arrow_fields, parse_answer
+from batch_pipeline.response_schema import (
+    arrow_fields,
+    moderation_fields,
+    parse_answer,
+    parse_moderation,
+)
 from batch_pipeline.spec import BatchSpec
 
 STATUSES = ("succeeded", "failed", "invalid_output", "rejected", "expired", "cancelled")
@@ -69,7 +74,7 @@ _LINE_COLUMNS = {
     "response": "STRUCT(status_code BIGINT, body STRUCT(object VARCHAR, model VARCHAR, "
                 "choices STRUCT(message STRUCT(content VARCHAR, refusal VARCHAR))[], "
                 "output STRUCT(type VARCHAR, content STRUCT(type VARCHAR, text VARCHAR, refusal VARCHAR)[])[], "
-                "data STRUCT(embedding DOUBLE[])[], "
+                "data STRUCT(embedding DOUBLE[])[], results JSON, "
                 "usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT, "
                 "input_tokens BIGINT, output_tokens BIGINT), "
                 f"error {_ERROR}))",
@@ -77,7 +82,7 @@ _LINE_COLUMNS = {
 # `_parse_each_line`'s rules, column-wise: a 2xx response without an error succeeded (unless the
 # model refused); an error object says why a line failed; otherwise the body's error does, or
 # the HTTP status. Chat answers come from choices[0], Responses answers from their output_text
-# parts, embeddings from data[0].
+# parts, embeddings from data[0], moderations from results[0] (kept as its JSON text).
 _LINE_SQL = """
 WITH line AS (
     SELECT custom_id, error, response.body AS body, coalesce(response.status_code, 0) AS http,
@@ -93,6 +98,7 @@ WITH line AS (
     SELECT *,
         CASE WHEN is_embedding THEN NULL
              WHEN body.choices IS NOT NULL THEN body.choices[1].message.content
+             WHEN body.results IS NOT NULL THEN json_extract(body.results, '$[0]')::VARCHAR
              WHEN len([p for p in parts if p.type = 'output_text']) > 0
                  THEN array_to_string([coalesce(p.text, '') for p in parts if p.type = 'output_text'], '')
         END AS text,
@@ -237,6 +243,9 @@ def _answer(body: dict) -> tuple[str | None, str | None, list[float] | None]:
     if "choices" in body:
         message = ((body.get("choices") or [{}])[0]).get("message") or {}
         return message.get("content"), message.get("refusal"), None
+    if "results" in body:  # a moderation: its first result, as JSON text
+        results = body.get("results") or [None]
+        return (orjson.dumps(results[0]).decode() if results[0] is not None else None), None, None
     texts, refusal = [], None
     for item in body.get("output") or []:
         for part in item.get("content") or [] if item.get("type") == "message" else []:
@@ -353,25 +362,30 @@ def retryable(results: pa.Table, max_attempts: int) -> list[str]:
 def _answer_columns(
     joined: pa.Table, spec: BatchSpec | None, status: pa.Array, code: pa.Array, message: pa.Array
 ) -> tuple[dict[str, pa.Array], pa.Array, pa.Array, pa.Array]:
-    """Typed columns of the response model's fields, or the embedding column, and the statuses,
-    codes and messages with answers that do not validate marked `invalid_output`."""
+    """Typed columns of the response model's fields or of a moderation, or the embedding column,
+    and the statuses, codes and messages with answers that do not validate marked `invalid_output`."""
     if spec is None:
         return {}, status, code, message
     if spec.endpoint == "/v1/embeddings":
         vectors = joined["embedding"].combine_chunks()
         return {"embedding": vectors.cast(pa.list_(pa.float32(), spec.parameters["dimensions"]))}, status, code, message
-    if spec.response_model is None:
+    if spec.endpoint == "/v1/moderations":
+        fields, parse = moderation_fields(), parse_moderation
+    elif spec.response_model is not None:
+        model = spec.response_model
+        fields, parse = arrow_fields(model), lambda text: parse_answer(model, text)
+    else:
         return {}, status, code, message
     status, code, message = status.to_pylist(), code.to_pylist(), message.to_pylist()
     records: list[dict] = []
     for i, text in enumerate(joined["output"].to_pylist()):
         values = None
         if status[i] == "succeeded":
-            values, reason = parse_answer(spec.response_model, text)
+            values, reason = parse(text)
             if values is None:
                 status[i], code[i], message[i] = "invalid_output", "invalid_output", reason
         records.append(values or {})
-    typed = pa.Table.from_pylist(records, schema=pa.schema(arrow_fields(spec.response_model)))
+    typed = pa.Table.from_pylist(records, schema=pa.schema(fields))
     return ({name: typed[name] for name in typed.column_names}, pa.array(status, pa.string()),
             pa.array(code, pa.string()), pa.array(message, pa.string()))
 

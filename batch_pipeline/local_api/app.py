@@ -34,7 +34,8 @@ from batch_pipeline.local_api.lifecycle import Lifecycle, empty_usage
 from batch_pipeline.local_api.responders import RESPONDERS
 from batch_pipeline.local_api.settings import LocalAPISettings
 from batch_pipeline.local_api.store import Store, file_object, new_batch_id
-from batch_pipeline.local_api.upstream import upstream_executor
+from batch_pipeline.local_api.upstream import upstream_executor, upstream_models
+from batch_pipeline.local_api.validation import supported_values
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class LocalBatchAPI:
         if settings.upstream_url:
             # One round of concurrent upstream calls per chunk keeps each checkpoint near the budget.
             self.lifecycle = Lifecycle(self.store, settings, upstream_executor(settings),
-                                       chunk_lines=settings.upstream_concurrency)
+                                       chunk_lines=settings.upstream_concurrency,
+                                       served_models=upstream_models(settings))
         else:
             self.lifecycle = Lifecycle(self.store, settings)
         self.api_key = api_key
@@ -332,8 +334,8 @@ def _batch_params(raw: bytes) -> tuple[str, str, dict[str, str] | None, int | No
             raise bad_request(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
     endpoint = params["endpoint"]
     if endpoint not in ENDPOINTS:
-        raise bad_request(f"Invalid value: '{endpoint}'. Supported values are: "
-                          + ", ".join(f"'{e}'" for e in ENDPOINTS) + ".", "endpoint", "invalid_value")
+        raise bad_request(f"Invalid value: '{endpoint}'. Supported values are: {supported_values(ENDPOINTS)}.",
+                          "endpoint", "invalid_value")
     if params["completion_window"] != "24h":
         raise bad_request(f"Invalid value: '{params['completion_window']}'. Supported values are: '24h'.",
                           "completion_window", "invalid_value")

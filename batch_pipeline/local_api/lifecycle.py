@@ -32,8 +32,10 @@ from batch_pipeline.local_api.faults import line_fault
 from batch_pipeline.local_api.responders import EncodedReply, Reply, respond_fast
 from batch_pipeline.local_api.settings import LocalAPISettings
 from batch_pipeline.local_api.store import TERMINAL_STATUSES, BatchRow, Store, derived_file_id
-from batch_pipeline.local_api.validation import batch_error, validate_input
+from batch_pipeline.local_api.validation import batch_error, request_error, validate_input
 
+# The models a batch may name (None: any), asked when a batch is validated.
+ServedModels = Callable[[], frozenset[str] | None]
 # Runs a chunk of request bodies against an endpoint; one reply per body, in order. A reply is
 # (status, body dict) or, already serialized, an ``EncodedReply`` (status, body JSON, tokens).
 Executor = Callable[[str, list[dict[str, Any]]], list[Reply | EncodedReply]]
@@ -163,11 +165,12 @@ class Lifecycle:
     """Moves batches through validating, in_progress, finalizing and a terminal status."""
 
     def __init__(self, store: Store, settings: LocalAPISettings, executor: Executor = deterministic_executor,
-                 chunk_lines: int = 256):
+                 chunk_lines: int = 256, served_models: ServedModels | None = None):
         self.store = store
         self.settings = settings
         self.executor = executor
         self.chunk_lines = chunk_lines
+        self.served_models = served_models or (lambda: _configured_models(settings))
 
     # -- entry points --------------------------------------------------------------------
 
@@ -248,7 +251,7 @@ class Lifecycle:
             return self._fail(row, [batch_error(
                 "invalid_request", f"Cannot find file {input_id}, or organization does not have access to it.",
                 param="file_id")])
-        found = validate_input(path, row.endpoint, self.settings)
+        found = validate_input(path, row.endpoint, self.settings, self.served_models())
         if found.errors:
             return self._fail(row, found.errors)
         model = found.model or ""
@@ -306,13 +309,19 @@ class Lifecycle:
         return self._checkpoint(row, progress)
 
     def _replies(self, row: BatchRow, lines: list[dict[str, Any]]) -> list[Reply | EncodedReply]:
-        """One reply per line: an injected fault where one is drawn, else the executor's answer."""
-        if self.settings.line_fault_total() <= 0:
-            return self.executor(row.endpoint, [line["body"] for line in lines])
-        faults = [line_fault(self.settings, row.input_sha256, line["custom_id"]) for line in lines]
-        to_run = [line["body"] for line, fault in zip(lines, faults, strict=True) if fault is None]
-        answers = iter(self.executor(row.endpoint, to_run))
-        return [next(answers) if fault is None else fault for fault in faults]
+        """One reply per line: an injected fault where one is drawn, the 400 the endpoint would
+        answer an invalid body with, else the executor's answer."""
+        endpoint = row.endpoint
+        if self.settings.line_fault_total() > 0:
+            early = [line_fault(self.settings, row.input_sha256, line["custom_id"])
+                     or request_error(endpoint, line["body"]) for line in lines]
+        else:
+            early = [request_error(endpoint, line["body"]) for line in lines]
+        if not any(early):
+            return self.executor(endpoint, [line["body"] for line in lines])
+        to_run = [line["body"] for line, reply in zip(lines, early, strict=True) if reply is None]
+        answers = iter(self.executor(endpoint, to_run) if to_run else [])
+        return [next(answers) if reply is None else reply for reply in early]
 
     def _checkpoint(self, row: BatchRow, progress: _Progress) -> BatchRow:
         """Save the run's position and tallies; once every line has run, schedule finalizing."""
@@ -400,6 +409,10 @@ def _add_usage(usage: dict[str, Any], reply_usage: Any) -> None:
     usage["input_tokens_details"]["cached_tokens"] += details.get("cached_tokens", 0) or 0
     out_details = reply_usage.get("completion_tokens_details") or reply_usage.get("output_tokens_details") or {}
     usage["output_tokens_details"]["reasoning_tokens"] += out_details.get("reasoning_tokens", 0) or 0
+
+
+def _configured_models(settings: LocalAPISettings) -> frozenset[str] | None:
+    return None if settings.serves_any_model() else frozenset(settings.served_models)
 
 
 def empty_usage() -> dict[str, Any]:

@@ -15,6 +15,7 @@ import random
 import re
 import struct
 import time
+import typing
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -408,11 +409,89 @@ def completions(body: dict[str, Any]) -> Reply:
     }
 
 
+def _moderation_categories() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(wire name, input types) of every category ``openai.types.Moderation`` defines."""
+    from openai.types.moderation import CategoryAppliedInputTypes
+
+    out = []
+    for name, field in CategoryAppliedInputTypes.model_fields.items():
+        literal = typing.get_args(field.annotation)[0]  # List[Literal['text', 'image']]
+        out.append((field.alias or name, typing.get_args(literal)))
+    return tuple(out)
+
+
+MODERATION_CATEGORIES = _moderation_categories()
+# Words that push a category's score over the flagging threshold (strong) or towards it.
+_MODERATION_CUES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "harassment": (("idiot", "moron", "loser", "pathetic", "shut up"), ("worst", "stupid", "useless")),
+    "harassment/threatening": (("watch your back", "you will regret", "i will find you"), ()),
+    "hate": (("subhuman", "vermin"), ()),
+    "illicit": (("buy drugs", "counterfeit", "stolen card", "pirated"), ("cheap followers", "special deal")),
+    "illicit/violent": (("make a bomb", "untraceable gun"), ()),
+    "self-harm": (("hurt myself", "kill myself", "end my life"), ("stopped my insulin",)),
+    "self-harm/intent": (("kill myself", "end my life", "want to die"), ()),
+    "self-harm/instructions": (("how to overdose",), ()),
+    "sexual": (("explicit sex", "nude", "nsfw"), ("sexy",)),
+    "violence": (("kill you", "stab", "shoot", "beat you up"), ("attack", "fight")),
+    "violence/graphic": (("gore", "dismember", "blood everywhere"), ()),
+}
+MODERATION_THRESHOLD = 0.5
+
+
+def _moderation_result(text: str, model: str) -> dict[str, Any]:
+    """One input's categories and scores: a small seeded base score, raised by cue words."""
+    lowered = text.lower()
+    categories: dict[str, bool] = {}
+    scores: dict[str, float] = {}
+    applied: dict[str, list[str]] = {}
+    for name, input_types in MODERATION_CATEGORIES:
+        digest = hashlib.blake2b(f"{model}|{name}|{text}".encode(), digest_size=8).digest()
+        unit = int.from_bytes(digest, "big") / 2**64
+        strong, weak = _MODERATION_CUES.get(name, ((), ()))
+        if any(cue in lowered for cue in strong):
+            score = 0.6 + 0.39 * unit
+        elif any(cue in lowered for cue in weak):
+            score = 0.1 + 0.3 * unit
+        else:
+            score = 0.02 * unit
+        scores[name] = round(score, 6)
+        categories[name] = score >= MODERATION_THRESHOLD
+        applied[name] = ["text"] if "text" in input_types else list(input_types[:1])
+    return {"flagged": any(categories.values()), "categories": categories, "category_scores": scores,
+            "category_applied_input_types": applied}
+
+
+def _moderation_texts(value: Any) -> list[str] | None:
+    """The texts of a moderations ``input``: a string, strings, or text (and image) parts."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(v, str) for v in value):
+        return value
+    if all(isinstance(v, dict) for v in value):  # multimodal parts: one result for all of them
+        return [" ".join(v["text"] for v in value if isinstance(v.get("text"), str))]
+    return None
+
+
+def moderations(body: dict[str, Any]) -> Reply:
+    """OpenAI's moderation object: one result per input text, deterministic scores in [0, 1]."""
+    texts = _moderation_texts(body.get("input"))
+    if texts is None:
+        return _invalid("Invalid 'input': expected a string, an array of strings or an array of objects.", "input")
+    model = body.get("model") or "omni-moderation-latest"
+    if not isinstance(model, str):
+        return _invalid("Invalid type for 'model': expected a string.", "model", "invalid_type")
+    return 200, {"id": f"modr-{_seed(body):016x}", "model": model,
+                 "results": [_moderation_result(text, model) for text in texts]}
+
+
 RESPONDERS: dict[str, Callable[[dict[str, Any]], Reply]] = {
     "/v1/chat/completions": chat_completions,
     "/v1/responses": responses,
     "/v1/embeddings": embeddings,
     "/v1/completions": completions,
+    "/v1/moderations": moderations,
 }
 
 
@@ -443,6 +522,8 @@ def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
     if endpoint == "/v1/embeddings":
         inputs = embedding_inputs(body.get("input")) or []
         return sum(estimate_tokens(i) if isinstance(i, str) else len(i) for i in inputs)
+    if endpoint == "/v1/moderations":
+        return sum(estimate_tokens(t) for t in _moderation_texts(body.get("input")) or [])
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else []
     return sum(estimate_tokens(p) for p in prompts if isinstance(p, str))

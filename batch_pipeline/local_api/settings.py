@@ -12,6 +12,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 MB = 1024 * 1024
+# Models the local API serves by default: OpenAI's batchable chat, completion, embedding and
+# moderation models that the sample use cases, the tests and common client suites name.
+DEFAULT_SERVED_MODELS = (
+    "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20",
+    "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4-turbo", "gpt-4", "gpt-3.5-turbo", "gpt-3.5-turbo-instruct",
+    "gpt-5", "gpt-5-mini", "gpt-5-nano", "o1", "o3", "o3-mini", "o4-mini",
+    "text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002",
+    "omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest", "text-moderation-stable",
+)
 
 
 class LocalAPISettings(BaseModel):
@@ -44,6 +53,12 @@ class LocalAPISettings(BaseModel):
         default_factory=dict, description="per-model overrides of enqueued_token_limit"
     )
 
+    # Models: a request naming another one fails its batch with model_not_found, as on OpenAI
+    served_models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SERVED_MODELS),
+        description="models the API serves ('*' serves any); with upstream_url the upstream's /v1/models decides",
+    )
+
     # Faults, reproducible from fault_seed
     fault_seed: int = 0
     line_rate_limit_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 429")
@@ -65,6 +80,9 @@ class LocalAPISettings(BaseModel):
         """The enqueued-token limit that applies to ``model``."""
         return self.enqueued_token_limits.get(model, self.enqueued_token_limit)
 
+    def serves_any_model(self) -> bool:
+        return "*" in self.served_models
+
     def line_fault_total(self) -> float:
         return self.line_rate_limit_fraction + self.line_server_error_fraction + self.line_invalid_request_fraction
 
@@ -83,6 +101,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 "--enqueued-token-limit-for", dest=name, action="append", metavar="MODEL=TOKENS",
                 help="per-model enqueued-token limit; repeat for several models",
+            )
+            continue
+        if name == "served_models":
+            group.add_argument(
+                "--served-model", dest=name, action="append", metavar="MODEL",
+                help="a model the API serves, replacing the default list; repeat for several, '*' for any",
             )
             continue
         annotation = field.annotation

@@ -8,6 +8,8 @@ recorded as failed.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,10 +18,12 @@ import httpx2
 import orjson
 
 from batch_pipeline.local_api.errors import error_body
-from batch_pipeline.local_api.lifecycle import Executor
+from batch_pipeline.local_api.lifecycle import Executor, ServedModels
 from batch_pipeline.local_api.responders import EncodedReply, Reply
 from batch_pipeline.local_api.settings import LocalAPISettings
 
+log = logging.getLogger(__name__)
+MODELS_TTL_SECONDS = 60.0
 _RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
@@ -61,3 +65,31 @@ def upstream_executor(settings: LocalAPISettings) -> Executor:
             return list(pool.map(lambda body: send(endpoint, body), bodies))
 
     return execute
+
+
+def upstream_models(settings: LocalAPISettings) -> ServedModels:
+    """The upstream's ``/models`` ids, asked at most once a minute.
+
+    The upstream decides which models exist, as OpenAI does for its own; an upstream that
+    cannot list them (no such route, unreachable) leaves the model check to its own answers.
+    """
+    url = (settings.upstream_url or "").rstrip("/") + "/models"
+    headers = {"authorization": f"Bearer {settings.upstream_api_key}"} if settings.upstream_api_key else {}
+    lock = threading.Lock()
+    cached: list[tuple[float, frozenset[str] | None]] = []
+
+    def served() -> frozenset[str] | None:
+        with lock:
+            if cached and time.monotonic() - cached[0][0] < MODELS_TTL_SECONDS:
+                return cached[0][1]
+            models: frozenset[str] | None = None
+            try:
+                response = httpx2.get(url, headers=headers, timeout=min(settings.upstream_timeout_seconds, 10.0))
+                response.raise_for_status()
+                models = frozenset(m["id"] for m in response.json()["data"] if isinstance(m.get("id"), str))
+            except (httpx2.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("local Batch API: upstream %s lists no models (%s); any model is accepted", url, exc)
+            cached[:] = [(time.monotonic(), models)]
+            return models
+
+    return served

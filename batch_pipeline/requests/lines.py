@@ -248,6 +248,20 @@ def _shard_cuts(lengths: list[int], count: int, size: int, spec: BatchSpec) -> t
     return cuts, count, size
 
 
+def _reject_too_long(codes: list[str | None], messages: list[str | None], cells: dict[str, pa.Array],
+                     total_chars: pa.Array, limit: int) -> None:
+    """Reject rows whose prompt is over the spec's limit, naming the longest input column."""
+    for i in pc.indices_nonzero(pc.greater(total_chars, limit)).to_pylist():
+        if codes[i] is None:
+            lengths = {column: len(values[i].as_py() or "") for column, values in cells.items()}
+            longest = max(lengths, key=lengths.__getitem__)
+            codes[i] = "input_too_long"
+            messages[i] = (
+                f"prompt is {total_chars[i].as_py():,} characters, over the spec's limit of "
+                f"{limit:,}; longest input is column '{longest}' ({lengths[longest]:,} characters)"
+            )
+
+
 def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec, ledger: _KeyLedger, offset: int,
                     encoder: _LineEncoder) -> tuple[pa.Table, pa.LargeBinaryArray, pa.BooleanArray]:
     """A chunk's index (without `shard`), the request lines of its pending rows in order, and
@@ -279,17 +293,7 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
     for column, values in cells.items():
         reject(_blank(values), "missing_value", f"column '{column}' is empty")
     chars = {role: encoder.chars(role, cells, n) for role in encoder.templates}
-    total_chars = functools.reduce(pc.add, chars.values())
-    for i in pc.indices_nonzero(pc.greater(total_chars, spec.max_prompt_chars)).to_pylist():
-        if codes[i] is None:
-            lengths = {column: len(values[i].as_py() or "") for column, values in cells.items()}
-            longest = max(lengths, key=lengths.__getitem__)
-            codes[i] = "input_too_long"
-            messages[i] = (
-                f"prompt is {total_chars[i].as_py():,} characters, over the spec's limit of "
-                f"{spec.max_prompt_chars:,}; longest input is column '{longest}' "
-                f"({lengths[longest]:,} characters)"
-            )
+    _reject_too_long(codes, messages, cells, functools.reduce(pc.add, chars.values()), spec.max_prompt_chars)
 
     error_codes = pa.array(codes, pa.string())
     usable = pc.is_null(error_codes)
@@ -496,7 +500,7 @@ class _LineEncoder:
 def _body_builder(spec: BatchSpec):
     """A function from one row's rendered texts (by role) to its request body."""
     params = dict(spec.parameters)
-    if spec.endpoint == "/v1/embeddings":
+    if spec.endpoint in ("/v1/embeddings", "/v1/moderations"):
         return lambda t: {"model": spec.model, "input": t["user"], **params}
     schema = None
     if spec.response_model is not None:

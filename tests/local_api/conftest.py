@@ -120,6 +120,8 @@ def settings_flags(settings: LocalAPISettings) -> list[str]:
     for name, value in settings.model_dump(exclude_defaults=True).items():
         if name == "enqueued_token_limits":
             flags += [f"--enqueued-token-limit-for={model}={tokens}" for model, tokens in value.items()]
+        elif name == "served_models":
+            flags += [f"--served-model={model}" for model in value]
         else:
             flags.append(f"--{name.replace('_', '-')}={value}")
     return flags
