@@ -21,7 +21,7 @@ def test_asset_keys_jobs_sensor_and_schedule():
     sensor = defs.resolve_sensor_def("batch_monitor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     schedule = defs.resolve_schedule_def("patient_education_submit_schedule")
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # off until switched on
     assert set(defs.resources) == {"batch_api", "warehouse"}
 
 

@@ -1,4 +1,4 @@
-"""The `postgres` extra installs a working stack: a fresh venv, `pip install '<project>[postgres]'`.
+"""The `postgres` and `s3` extras install a working stack: a fresh venv, `pip install '<project>[postgres,s3]'`.
 
 What broke before: `.[postgres]` resolved SQLAlchemy 2.1, whose default driver behind a plain
 `postgresql://` URL is psycopg 3, while dagster-postgres installs (and is written for) psycopg2,
@@ -44,6 +44,10 @@ with dg.DagsterInstance.get() as instance:
     assert dg.materialize([probe], instance=instance).success
     assert instance.get_latest_materialization_event(dg.AssetKey("probe")) is not None
 print("sqlalchemy", sqlalchemy.__version__, "psycopg2", psycopg2.__version__.split()[0], "driver", driver)
+
+# the s3 extra: an s3:// warehouse gets s3fs's filesystem (no call is made until it is used)
+from batch_pipeline.warehouse.storage import Warehouse
+assert type(Warehouse("s3://bucket/wh").root.fs).__name__ == "S3FileSystem"
 """
 
 # Where a build writes (build/, *.egg-info) or what the wheel leaves out: not copied.
@@ -76,7 +80,7 @@ def test_postgres_extra_installs_a_working_stack(postgres_server: PostgresServer
         # This environment's pip installs into the new venv (`--python`), so the venv needs no pip
         # of its own; pip's wheel cache is reused; bytecode is compiled on first import instead.
         pip = [sys.executable, "-m", "pip", "--python", str(python)]
-        install = subprocess.run([*pip, "install", "--quiet", "--no-compile", f"{source}[postgres]"],
+        install = subprocess.run([*pip, "install", "--quiet", "--no-compile", f"{source}[postgres,s3]"],
                                  capture_output=True, text=True, timeout=780)
         assert install.returncode == 0, install.stderr[-3000:]
         check = subprocess.run([*pip, "check"], capture_output=True, text=True, timeout=120)

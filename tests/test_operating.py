@@ -11,12 +11,17 @@ from batch_pipeline.testing import failure_message
 PARTITION = "2026-11-20"
 
 
+def notes(folder, rows: str) -> UseCase:
+    """A one-column use case over `rows` (CSV lines `id,day,text`)."""
+    csv = folder / "notes.csv"
+    csv.write_text("id,day,text\n" + rows)
+    return UseCase(spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}"),
+                   source=SourceTable(path=csv, key="id", partition_column="day"),
+                   partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION))
+
+
 def test_a_submission_on_a_throw_away_instance_is_refused_before_any_upload(pipeline_env):
-    csv = pipeline_env / "notes.csv"
-    csv.write_text(f"id,day,text\nn1,{PARTITION},a note\n")
-    uc = UseCase(spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}"),
-                 source=SourceTable(path=csv, key="id", partition_column="day"),
-                 partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION))
+    uc = notes(pipeline_env, f"n1,{PARTITION},a note\n")
     defs = definitions_for([uc])
     result = defs.resolve_job_def(uc.submit_job_name).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), partition_key=PARTITION, raise_on_error=False)
@@ -34,11 +39,7 @@ def test_schedules_are_off_until_switched_on():
 
 
 def test_rows_in_no_partition_fail_a_check_naming_key_and_line(pipeline_env, instance):
-    csv = pipeline_env / "notes.csv"
-    csv.write_text(f"id,day,text\nn1,{PARTITION},a note\nn2,2026/11/20,written another way\nn3,,no day\n")
-    uc = UseCase(spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}"),
-                 source=SourceTable(path=csv, key="id", partition_column="day"),
-                 partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION))
+    uc = notes(pipeline_env, f"n1,{PARTITION},a note\nn2,2026/11/20,written another way\nn3,,no day\n")
     defs = definitions_for([uc])
     result = defs.resolve_job_def(uc.submit_job_name).execute_in_process(
         instance=instance, partition_key=PARTITION, raise_on_error=False)
