@@ -34,12 +34,16 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run
 
-# The Dagster UI on the same instance and warehouse the demo used.
+# The Dagster UI on the same instance and warehouse the demo used, with the project's
+# dagster.yaml as it is now: `make dev HOST=0.0.0.0 PORT=3001`.
+HOST ?= 127.0.0.1
+PORT ?= 3000
 dev: $(STAMP)
 	mkdir -p .dagster_home
-	[ -f .dagster_home/dagster.yaml ] || cp dagster.yaml .dagster_home/dagster.yaml
+	cp dagster.yaml .dagster_home/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.dagster_home BATCH_PIPELINE_WAREHOUSE=$(CURDIR)/warehouse \
-		BATCH_PIPELINE_LOCAL_API_DIR=$(CURDIR)/.local_batch_api $(BIN)/dagster dev -w workspace.yaml
+		BATCH_PIPELINE_LOCAL_API_DIR=$(CURDIR)/.local_batch_api \
+		$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 clean:
 	rm -rf warehouse .local_batch_api .dagster_home

@@ -164,8 +164,8 @@ def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
         home = Path(".dagster_home").resolve()
         home.mkdir(exist_ok=True)
         settings, shipped = home / "dagster.yaml", Path("dagster.yaml")
-        if not settings.exists():
-            settings.write_text(shipped.read_text() if shipped.exists() else "telemetry:\n  enabled: false\n")
+        # the project's settings as they are now (an edit to ./dagster.yaml is never ignored)
+        settings.write_text(shipped.read_text() if shipped.exists() else "telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
 
 
