@@ -18,37 +18,16 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
-from batch_pipeline import (
-    BatchAPIResource,
-    BatchSpec,
-    LocalBatchAPIResource,
-    LocalBatchAPISettings,
-    SourceTable,
-    UseCase,
-    definitions_for,
-)
 from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.testing import run_until_idle
 from batch_pipeline.warehouse.storage import Warehouse
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import submit
+from tests.test_retries import make  # the same 10-to-30-row notes use case
 
 s3fs = pytest.importorskip("s3fs")
 
 PARTITION = "2026-11-20"
-
-
-def make(tmp_path: Path, rows: int, local_api: dict | None = None, **spec_args) -> tuple[UseCase, dg.Definitions]:
-    csv = tmp_path / "notes.csv"
-    csv.write_text("id,day,text\n" + "".join(f"n{i:03d},{PARTITION},note {i} about a visit\n" for i in range(rows)))
-    uc = UseCase(
-        spec=BatchSpec(**{"name": "notes", "model": "gpt-4o-mini", "prompt": "Summarise: {text}",
-                          "retry_backoff_seconds": 0, **spec_args}),
-        source=SourceTable(path=csv, key="id", partition_column="day"),
-        partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION),
-    )
-    settings = LocalBatchAPISettings(**{"pace_seconds": 0.1, **(local_api or {})})
-    return uc, definitions_for([uc], batch_api=BatchAPIResource(local=LocalBatchAPIResource(settings=settings)))
 
 
 def run_all(defs: dg.Definitions, instance: dg.DagsterInstance) -> list:

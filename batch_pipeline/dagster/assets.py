@@ -250,7 +250,8 @@ def _harvest_one(
     """Harvest one partition if its batches are terminal; None (and a note) while it waits."""
     state = latest_state(context.instance, uc, partition)
     pending = state.unharvested if state else ()
-    statuses = {s.batch_id: sending.gateway.retrieve(s.batch_id).status for s in pending}
+    known = {s.batch_id: sending.gateway.retrieve(s.batch_id) for s in pending}  # one call each
+    statuses = {batch_id: batch.status for batch_id, batch in known.items()}
     action = next_action(state, ProviderReport(statuses, now=time.time()))
     if isinstance(action, Blocked) or state is None:
         raise dg.Failure(f"{uc.name} {partition}: {getattr(action, 'reason', action)}")
@@ -259,7 +260,7 @@ def _harvest_one(
         context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, reason)
         context.add_asset_metadata(waiting_metadata(state, reason), partition_key=partition)
         return None
-    harvest = harvest_partition(wh, sending, uc, state)
+    harvest = harvest_partition(wh, sending, uc, state, known)
     failpoint("results.written")
     context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, harvest.counts, harvest.retrying)
     context.add_asset_metadata(results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd),

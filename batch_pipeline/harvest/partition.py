@@ -7,11 +7,13 @@ the previous results, so a rerun finds the same round (same idempotency keys) an
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from openai.types import Batch
 from upath import UPath
 
 from batch_pipeline.harvest.lines import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
@@ -63,7 +65,9 @@ class Harvest:
             return pq.read_table(f, columns=["custom_id"])
 
 
-def harvest_partition(wh: Warehouse, sending: Sending, uc: UseCase, state: PartitionState) -> Harvest:
+def harvest_partition(
+    wh: Warehouse, sending: Sending, uc: UseCase, state: PartitionState, known: Mapping[str, Batch]
+) -> Harvest:
     """Write the partition's results from every batch in `state`; queue and send retries.
 
     Raises `NotTerminal` (before anything is written) when a batch is still running.
@@ -77,7 +81,7 @@ def harvest_partition(wh: Warehouse, sending: Sending, uc: UseCase, state: Parti
     )
     report = Harvest(path, index, harvested)
     with wh.parquet_writer(path, unique=RESULT_UNIQUE + (uc.source.key,)) as write:
-        for table in harvest_slices(wh, sending.gateway, uc, state, index, carried):
+        for table in harvest_slices(wh, sending.gateway, uc, state, index, carried, known):
             write(table)
             report.add(table, uc.spec.max_attempts)
         report.state = follow_ups(sending, wh, uc, harvested, index, report.retryable, report.parents)

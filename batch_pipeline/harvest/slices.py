@@ -6,11 +6,12 @@ follow-up rounds' lines for those rows), so memory holds one shard, not the part
 the warehouse first (they expire at the provider).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from openai.types import Batch
 from upath import UPath
 
 from batch_pipeline.cost import batch_prices
@@ -31,13 +32,14 @@ class NotTerminal(RuntimeError):
 
 def harvest_batch(
     wh: Warehouse, gateway: BatchGateway, uc: UseCase, partition: str, sub: Submission,
-    expected: pa.Array | list[str] | None = None,
+    expected: pa.Array | list[str] | None = None, batch: Batch | None = None,
 ) -> pa.Table:
     """One terminal batch's lines; its provider files are kept raw in the warehouse first.
 
-    `expected` are the custom_ids the batch was sent, read from its request file when not given.
+    `expected` are the custom_ids the batch was sent, read from its request file when not given;
+    `batch` is the provider's batch when the caller just retrieved it (else it is retrieved here).
     """
-    batch = gateway.retrieve(sub.batch_id)
+    batch = batch or gateway.retrieve(sub.batch_id)
     if batch.status not in TERMINAL:
         raise NotTerminal(f"batch {batch.id} is still {batch.status}")
     raw_dir = wh.partition_dir(uc.name, layout.RAW, partition)
@@ -69,14 +71,19 @@ def harvest_slices(
     state: PartitionState,
     index: pa.Table,
     carried: pa.Table | None,
+    known: Mapping[str, Batch],
 ) -> Iterator[pa.Table]:
-    """Result rows in source order, one slice per first-round shard."""
+    """Result rows in source order, one slice per first-round shard. `known`: batches the caller
+    already retrieved, by id (not retrieved again)."""
     partition = state.partition
     first = {s.shard: s for s in state.submissions if s.attempt == 1}
-    later = [harvest_batch(wh, gateway, uc, partition, s) for s in state.submissions if s.attempt > 1]
+    later = [harvest_batch(wh, gateway, uc, partition, s, batch=known.get(s.batch_id))
+             for s in state.submissions if s.attempt > 1]
 
     def first_round(shard: int, expected: pa.Array) -> pa.Table | None:
-        return harvest_batch(wh, gateway, uc, partition, first[shard], expected) if shard in first else None
+        if shard not in first:
+            return None
+        return harvest_batch(wh, gateway, uc, partition, first[shard], expected, known.get(first[shard].batch_id))
 
     lines = assembled_slices(index, uc, first_round, pa.concat_tables(later) if later else None)
     for table in lines:
