@@ -6,14 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-unit lint dev bench clean
 
-$(STAMP): pyproject.toml
+# The library declares ranges (pyproject.toml); constraints.txt pins the versions the repository
+# installs. Every extra but `bench` (`postgres` comes with `test`).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,s3]'
+	$(BIN)/python -m pip install --quiet -e '.[test,local-api,ui,s3,sql]' -c constraints.txt
 	touch $(STAMP)
 
+# The sample use cases (assets/) are not part of the installed library: found from the root.
 demo: $(STAMP)
-	$(BIN)/batch-pipeline demo
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/batch-pipeline demo
 
 # Lint before the tests: a finding fails `make test` before the slow part starts.
 test: lint
@@ -25,13 +28,13 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check batch_pipeline assets tests benchmarks
+	$(BIN)/ruff check batch_pipeline assets tests benchmarks examples
 	$(BIN)/mypy batch_pipeline assets
 
 # Throughput, memory and monitoring figures beside their baselines, into benchmarks/RESULTS.md
 # (a few minutes on 2 cores; everything is generated in a temporary folder).
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,local-api,ui,s3,sql,bench]' -c constraints.txt
 	$(BIN)/python -m benchmarks.run
 
 # The Dagster UI on the same instance and warehouse the demo used, with the project's

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel
 
-from batch_pipeline import BatchSpec, SourceTable, UseCase
+from batch_pipeline import BatchSpec, CsvSource, UseCase
 
 
 class AdVariant(BaseModel):
@@ -35,7 +35,7 @@ use_case = UseCase(
         expected_output_tokens=250,
         owners=("team:growth",),
     ),
-    source=SourceTable(
+    source=CsvSource(
         path=Path(__file__).parents[1] / "data" / "products.csv",
         key="sku",
         partition_column="launch_date",

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel
 
-from batch_pipeline import BatchSpec, SourceTable, UseCase
+from batch_pipeline import BatchSpec, CsvSource, UseCase
 
 
 class Sentiment(StrEnum):
@@ -30,7 +30,7 @@ class ContentLabels(BaseModel):
     flags: list[Flag]
 
 
-documents = SourceTable(
+documents = CsvSource(
     path=Path(__file__).parents[1] / "data" / "documents.csv",
     key="doc_id",
     partition_column="published_date",

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel, Field
 
-from batch_pipeline import BatchSpec, SourceTable, UseCase
+from batch_pipeline import BatchSpec, CsvSource, UseCase
 
 
 class Decision(StrEnum):
@@ -39,7 +39,7 @@ use_case = UseCase(
         expected_output_tokens=350,
         owners=("team:editorial",),
     ),
-    source=SourceTable(
+    source=CsvSource(
         path=Path(__file__).parents[1] / "data" / "manuscripts.csv",
         key="manuscript_id",
         partition_column="submitted_date",

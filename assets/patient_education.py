@@ -4,9 +4,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from batch_pipeline import BatchSpec, SourceTable, UseCase
+from batch_pipeline import BatchSpec, CsvSource, UseCase
 
-medications = SourceTable(
+medications = CsvSource(
     path=Path(__file__).parents[1] / "data" / "medications.csv",
     key="medication_id",
     partition_column="list_date",

@@ -1,6 +1,7 @@
 """batch_pipeline: any table to OpenAI Batch API work, orchestrated by Dagster.
 
-The engine knows no use case: a use case hands a `SourceTable` and a `BatchSpec` to `UseCase`.
+The engine knows no use case: a use case hands a source (`CsvSource`,
+`FileSource`, `SqlSource`, `AssetSource`) and a `BatchSpec` to `UseCase`.
 Names are imported on first use so that the local Batch API and the CLI start without loading
 Dagster.
 """
@@ -14,12 +15,17 @@ _EXPORTS = {
     "LocalBatchAPIResource": "batch_pipeline.dagster.resources",
     "LocalBatchAPISettings": "batch_pipeline.dagster.resources",
     "OpenAIProviderResource": "batch_pipeline.dagster.resources",
-    "SourceTable": "batch_pipeline.spec",
+    "AssetSource": "batch_pipeline.sources.asset",
+    "CsvSource": "batch_pipeline.sources.csv_source",
+    "FileSource": "batch_pipeline.sources.files",
+    "ResourceKeys": "batch_pipeline.use_case",
+    "SqlSource": "batch_pipeline.sources.sql",
     "SpecError": "batch_pipeline.spec",
     "UseCase": "batch_pipeline.use_case",
     "WarehouseResource": "batch_pipeline.dagster.resources",
     "build_batch_monitor": "batch_pipeline.dagster.sensor",
     "definitions_for": "batch_pipeline.dagster.definitions",
+    "prefixed": "batch_pipeline.dagster.definitions",
 }
 __all__ = sorted(_EXPORTS)
 

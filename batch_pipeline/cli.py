@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "local-api":
+        from batch_pipeline.local_api import LocalAPIExtraMissing, require_web_stack
+
+        try:
+            require_web_stack(server=True)
+        except LocalAPIExtraMissing as exc:
+            parser.exit(2, f"{parser.prog} local-api: {exc}\n")
         from batch_pipeline.local_api import serve
 
         serve(args.host, args.port, args.data_dir, api_key=args.api_key, settings=settings_from_args(args))

@@ -1,6 +1,6 @@
-"""What a use case declares: its source table and its `BatchSpec`.
+"""What a use case declares of its requests: the `BatchSpec`.
 
-A use case module builds one `SourceTable` and one `BatchSpec`; everything else (assets,
+A use case module builds one source (`batch_pipeline.sources`) and one `BatchSpec`; everything else (assets,
 partitions, jobs, checks) is derived from them by `batch_pipeline.dagster.assets`.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,24 +28,6 @@ MAX_BYTES_PER_FILE = 200 * 1024 * 1024
 
 class SpecError(ValueError):
     """A use case's declaration cannot work; the message names the spec and the field."""
-
-
-@dataclass(frozen=True)
-class SourceTable:
-    """A CSV table shipped with or produced for a use case, partitioned by a date column.
-
-    Only an empty cell is null: `NA` or `null` in a CSV may be real text (a name, a code).
-    `null_values` lists any other markers this table uses for "no value".
-    """
-
-    path: Path
-    key: str
-    partition_column: str
-    null_values: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
-        object.__setattr__(self, "null_values", tuple(self.null_values))
 
 
 def template_fields(template: str, *, spec: str, name: str) -> list[str]:

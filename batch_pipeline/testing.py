@@ -11,25 +11,37 @@ import time
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 
 from batch_pipeline.dagster.sensor import MONITOR_NAME
+from batch_pipeline.use_case import UseCase
+from batch_pipeline.warehouse import layout
 
 IDLE = "no batches in flight"
 
 
+def monitor_name(defs: dg.Definitions) -> str:
+    """The batch monitor's name: `batch_monitor`, after the key prefix `definitions_for` was given."""
+    names = [s.name for s in defs.sensors or () if s.name.endswith(MONITOR_NAME)]
+    if len(names) != 1:
+        raise ValueError(f"expected one batch monitor sensor in the definitions, found {names}")
+    return names[0]
+
+
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> Any:
     """One evaluation of the batch monitor, as the daemon evaluates it."""
+    name = monitor_name(defs)
     with dg.build_sensor_context(
         instance=instance,
         instance_ref=instance.get_ref(),
         cursor=cursor,
         resources=defs.resources,
         repository_def=defs.get_repository_def(),
-        sensor_name=MONITOR_NAME,
+        sensor_name=name,
     ) as context:
         # Dagster's tick result (`run_requests`, `skip_message`, `cursor`, `asset_events`); its
         # class is not exported by dagster 1.13, hence `Any`.
-        return defs.resolve_sensor_def(MONITOR_NAME).evaluate_tick(context)
+        return defs.resolve_sensor_def(name).evaluate_tick(context)
 
 
 def execute(
@@ -39,7 +51,7 @@ def execute(
     run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Run what the monitor asked for, tagged as the daemon would tag it."""
-    tags = {**request.tags, "dagster/run_key": request.run_key or "", "dagster/sensor_name": MONITOR_NAME}
+    tags = {**request.tags, "dagster/run_key": request.run_key or "", "dagster/sensor_name": monitor_name(defs)}
     return defs.resolve_job_def(request.job_name or "").execute_in_process(
         instance=instance, partition_key=request.partition_key, tags=tags, run_config=run_config,
         raise_on_error=False,
@@ -104,8 +116,20 @@ def run_until_idle(
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """The first step failure's own message, not Dagster's wrapper around it."""
+    """The first step failure's own message, not Dagster's wrapper around it; else the run
+    failure's (a run can fail before any step does, e.g. on the instance's storage)."""
     for event in result.all_events:
-        if event.is_failure and event.step_failure_data and event.step_failure_data.error:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             return event.step_failure_data.error.message.strip().splitlines()[-1][:300]
+    for event in result.all_events:
+        if event.is_run_failure:
+            return (event.message or "run failed")[:300]
     return "run failed"
+
+
+def results(defs: dg.Definitions, uc: UseCase, partition: str | None = None) -> pa.Table:
+    """A partition's results Parquet, read back from the warehouse the Definitions use (`uc` as
+    `definitions_for` defined it: see `prefixed`; no partition for an unpartitioned use case)."""
+    warehouse = (defs.resources or {})[uc.resource_keys.warehouse].warehouse()
+    path = warehouse.partition_dir(uc.name, layout.RESULTS, uc.partition_of(partition)) / layout.RESULTS_FILE
+    return warehouse.read_parquet(path)

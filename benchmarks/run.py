@@ -1,6 +1,8 @@
 """`make bench`: every benchmark, each figure beside its baseline from the same run, into RESULTS.md.
 
 ``.venv/bin/python -m benchmarks.run [--sizes 10000 100000 1000000] [--out benchmarks/RESULTS.md]``
+``.venv/bin/python -m benchmarks.run --only sources``: only the request building by source (CSV,
+Parquet, DuckDB) and its peak memory, whose section replaces its own in RESULTS.md, the rest kept.
 Offline and bounded: rows are generated into a temporary folder and deleted afterwards.
 """
 
@@ -14,8 +16,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import bench_demo, bench_harvest, bench_memory, bench_monitor, bench_requests
-from benchmarks.workload import REPEAT
+from benchmarks import (
+    bench_demo,
+    bench_harvest,
+    bench_memory,
+    bench_monitor,
+    bench_requests,
+    bench_sources,
+)
+from benchmarks.workload import REPEAT, SOURCE_CHUNK_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,9 +133,10 @@ def render(sizes: list[int], requests: list[dict], harvest: list[dict], memory: 
         "| batches in flight | sensor tick (list pages) | baseline (one retrieve per batch) | ratio |",
         "| ---: | ---: | ---: | ---: |",
     ]
+    monitor = dict(monitor)
+    foreign = monitor.pop("foreign")
     for count, r in monitor.items():
         out.append(f"| {count:,} | {r['tick']} | {r['per_batch']} | {r['tick'] / r['per_batch']:.3f} |")
-    foreign = monitor.pop("foreign")
     top = monitor[max(monitor)]
     out += ["", f"At {max(monitor):,}: {_goal(top['tick'] * 10 <= top['per_batch'])}.", ""]
     out += [
@@ -154,6 +164,95 @@ def render(sizes: list[int], requests: list[dict], harvest: list[dict], memory: 
     return "\n".join(out) + "\n"
 
 
+SOURCES_HEADING = "## 6. Request building by source"
+
+
+def render_sources(rates: list[dict], memory: dict[int, float], command: str) -> str:
+    """The request-building-by-source section: it carries its own date, machine and command, as
+    `--only sources` rewrites it alone in a RESULTS.md written by an earlier full run."""
+    kinds = [k for k in bench_sources.KINDS if k in rates[0]]
+    labels = {"csv": "csv (CsvSource: every row read, then masked)",
+              "parquet": "parquet (FileSource: condition pushed down to the scanner)",
+              "duckdb": "duckdb (SqlSource: condition in the query's WHERE)",
+              "floor": "orjson floor (`bench_requests.floor`: encoding only)"}
+    out = [
+        f"{SOURCES_HEADING} (partition rows to JSONL shards on disk), rows/s",
+        "",
+        f"- machine: {_machine()}; load average at the end {_load()}",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- command: `{command}`",
+        "",
+        "Goal: every source at least the orjson floor's rate (the CSV path's level in section 1).",
+        "The same `workload.rows` as section 1 as a CSV file, a Parquet file (`list_date` a date, row",
+        f"groups of {SOURCE_CHUNK_ROWS:,} rows) and a DuckDB table, each holding the 2026-11-20 partition's",
+        "rows followed by as many rows of 2026-11-21, which the daily partition must leave out. Every",
+        "build is `build_partition` with the patient-education use case on that source",
+        "(`write_requests(..., uc.read(partition), ...)`: validation, token estimate, hashes, shards",
+        "fsynced, the index) into a warehouse in a temporary folder. Timings are the best of "
+        f"{REPEAT} runs,",
+        "the sources and the floor taking turns so that a change in the machine's load hits all alike.",
+        "",
+        "| source | " + " | ".join(f"{r['rows']:,} rows" for r in rates) + " | "
+        + " | ".join(f"/ floor at {r['rows']:,}" for r in rates) + " |",
+        "| --- | " + " | ".join("---:" for _ in rates * 2) + " |",
+    ]
+    for kind in [*kinds, "floor"]:
+        ratios = " | ".join("-" if kind == "floor" else f"{r[kind] / r['floor']:.2f}" for r in rates)
+        out.append(f"| {labels[kind]} | " + " | ".join(_rate(r[kind]) for r in rates) + f" | {ratios} |")
+    big = rates[-1]
+    out += ["", f"At {big['rows']:,} rows: " + "; ".join(
+        f"{kind} >= floor {_goal(big[kind] >= big['floor'])} ({big[kind] / big['floor']:.2f})" for kind in kinds) + ".",
+        ""]
+    if memory:
+        counts = sorted(memory)
+        ratio = memory[counts[-1]] / memory[counts[0]]
+        out += [
+            "### Peak memory by source size (RSS, MB), each build in a fresh subprocess",
+            "",
+            f"Goal: flat, the {counts[-1]:,}-row peak at most twice the {counts[0]:,}-row peak. `build_partition`",
+            "from the Parquet table (plus a tenth as many rows of the next day), prompts cut short",
+            "(`bench_sources.SHORT_SPEC`, the same four columns) to bound the shards on disk; each size's",
+            "folder is deleted right after.",
+            "",
+            "| source | " + " | ".join(f"{n:,} rows" for n in counts) + f" | {counts[-1]:,} / {counts[0]:,} | goal |",
+            "| --- | " + " | ".join("---:" for _ in counts) + " | ---: | --- |",
+            "| parquet | " + " | ".join(f"{memory[n]:,.0f}" for n in counts) +
+            f" | {ratio:.2f} | {_goal(ratio <= 2)} |",
+        ]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
+    except OSError:
+        return "unknown"
+
+
+def replace_section(text: str, heading: str, section: str) -> str:
+    """`text` with the section starting at `heading` (up to the next `## ` heading) replaced by
+    `section`, or `section` appended when there is none."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + section
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rest = "".join(lines[end:])
+    return "".join(lines[:start]) + section + ("\n" + rest if rest else "")
+
+
+def measure_sources(sizes: list[int], memory_sizes: list[int], work: Path) -> tuple[list[dict], dict[int, float]]:
+    rates = []
+    for size in sizes:
+        print(f"request building by source, {size:,} rows", flush=True)
+        rates.append(bench_sources.measure(size, work / f"sources-{size}"))
+    memory = {}
+    if memory_sizes:
+        print(f"peak memory by source size (parquet), {memory_sizes} rows", flush=True)
+        memory = bench_sources.measure_memory(memory_sizes, work / "sources-memory")
+    return rates, memory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -161,11 +260,25 @@ def main() -> None:
                         help="default: 100,000 and the largest size")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--source-sizes", type=int, nargs="+", default=[100_000, 1_000_000],
+                        help="request building from CSV, Parquet and DuckDB at these sizes")
+    parser.add_argument("--source-memory-sizes", type=int, nargs="*", default=[1_000_000, 10_000_000],
+                        help="peak memory building from Parquet at these sizes (none: skipped)")
+    parser.add_argument("--only", choices=["sources"],
+                        help="run only this part; its section replaces its own in --out, the rest kept")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
     alone = " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *sys.argv[1:]])
     command = "make bench" if os.environ.get("MAKELEVEL") else alone
     memory_sizes = args.memory_sizes or sorted({min(100_000, max(args.sizes)), max(args.sizes)})
+    if args.only == "sources":
+        with tempfile.TemporaryDirectory(prefix="batch-pipeline-bench-") as tmp:
+            rates, source_memory = measure_sources(args.source_sizes, args.source_memory_sizes, Path(tmp))
+        section = render_sources(rates, source_memory, command)
+        previous = args.out.read_text() if args.out.exists() else "# Benchmark results\n"
+        args.out.write_text(replace_section(previous, SOURCES_HEADING, section))
+        print(section)
+        return
     with tempfile.TemporaryDirectory(prefix="batch-pipeline-bench-") as tmp:
         work = Path(tmp)
         bench_requests.measure(1_000, work / "warm")  # load the tokenizer, pandas and pyarrow once
@@ -184,7 +297,9 @@ def main() -> None:
         if not args.skip_demo:
             print("demo", flush=True)
             demo = bench_demo.measure(work / "demo")
+        rates, source_memory = measure_sources(args.source_sizes, args.source_memory_sizes, work)
     text = render(args.sizes, requests, harvest, memory, monitor, demo, command)
+    text += "\n" + render_sources(rates, source_memory, command)
     args.out.write_text(text)
     print(text)
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from assets import patient_education
-from batch_pipeline.spec import SourceTable
+from batch_pipeline.sources.csv_source import CsvSource
 
 PARTITION = "2026-11-20"
 COLUMNS = ("medication_id", "list_date", "name", "drug_class", "indication", "dosage_notes")
@@ -58,8 +58,8 @@ def run_alone(measure, doc: str | None) -> None:
         print(json.dumps(measure(args.rows, Path(tmp)), indent=1))
 
 
-def source_for(path: Path) -> SourceTable:
-    return SourceTable(path=path, key="medication_id", partition_column="list_date")
+def source_for(path: Path) -> CsvSource:
+    return CsvSource(path=path, key="medication_id", partition_column="list_date")
 
 
 def rows(count: int):
@@ -119,3 +119,78 @@ def provider_files(custom_ids: list[str], shard_size: int = 50_000) -> list[tupl
             (failed if i % 50 == 3 else ok).append((_error_line if i % 50 == 3 else _ok_line)(custom_ids[i], i))
         files.append((b"".join(ok), b"".join(failed)))
     return files
+
+
+# Sources other than CSV (benchmarks/bench_sources.py): the same rows, with `list_date` a date as
+# a Parquet file or a database table holds it, followed by the next day's rows, which a daily
+# partition's filter must leave out.
+OTHER_PARTITION = "2026-11-21"
+SOURCE_CHUNK_ROWS = 100_000  # rows generated at a time; also the Parquet files' row group size
+
+
+def row_batches(count: int, day: str = PARTITION, chunk: int = SOURCE_CHUNK_ROWS):
+    """`rows(count)` as Arrow record batches of `chunk` rows dated `day` (`list_date` a date32),
+    built column-wise: the same cells as `rows`, fast enough for tens of millions of rows."""
+    import datetime as dt
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    date = pa.scalar(dt.date.fromisoformat(day), pa.date32())
+    for start in range(0, count, chunk):
+        i = np.arange(start, min(start + chunk, count), dtype=np.int64)
+        text = pa.array(i).cast(pa.string())
+        indication = pa.array(_INDICATIONS).take(pa.array((i // 7) % len(_INDICATIONS)))
+        yield pa.record_batch({
+            "medication_id": pc.binary_join_element_wise("MED-", pc.utf8_lpad(text, 7, "0"), ""),
+            "list_date": pa.repeat(date, len(i)),
+            "name": pc.binary_join_element_wise(pa.array(_NAMES).take(pa.array(i % len(_NAMES))),
+                                                pa.array(i % 1000).cast(pa.string()), " "),
+            "drug_class": pa.array(_CLASSES).take(pa.array(i % len(_CLASSES))),
+            "indication": pc.if_else(pa.array(i % 997 == 5), "", indication),
+            "dosage_notes": pc.binary_join_element_wise(pa.array(_NOTES).take(pa.array(i % len(_NOTES))),
+                                                        " (patient ", text, ")", ""),
+        })
+
+
+def write_parquet_source(path: Path, count: int, other: int | None = None) -> Path:
+    """A Parquet table: `count` rows of PARTITION, then `other` (default: as many) rows of
+    OTHER_PARTITION, in row groups of SOURCE_CHUNK_ROWS rows."""
+    import itertools
+
+    import pyarrow.parquet as pq
+
+    batches = itertools.chain(row_batches(count), row_batches(count if other is None else other, OTHER_PARTITION))
+    first = next(batches)
+    with pq.ParquetWriter(path, first.schema) as writer:
+        for batch in itertools.chain([first], batches):
+            writer.write_batch(batch, row_group_size=SOURCE_CHUNK_ROWS)
+    return path
+
+
+def write_duckdb_source(path: Path, parquet: Path, table: str = "medications") -> Path:
+    """A DuckDB database file whose `table` holds the Parquet table's rows (list_date a DATE)."""
+    import duckdb
+
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("SET enable_progress_bar = false")
+        connection.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(parquet)])
+    return path
+
+
+def write_source_days(path: Path, count: int, other: int | None = None) -> Path:
+    """`write_parquet_source`'s two days as a CSV, byte for byte as `write_source` writes rows."""
+    import itertools
+
+    import pyarrow.csv as pacsv
+
+    # no cell holds a comma, a quote or a line break, so no cell needs quoting
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none", eol="\r\n")
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow(COLUMNS)
+    with path.open("ab") as f:
+        for batch in itertools.chain(row_batches(count),
+                                     row_batches(count if other is None else other, OTHER_PARTITION)):
+            pacsv.write_csv(batch, f, options)
+    return path

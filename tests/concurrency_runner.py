@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from batch_pipeline import BatchSpec, SourceTable, UseCase, WarehouseResource, definitions_for
+from batch_pipeline import BatchSpec, CsvSource, UseCase, WarehouseResource, definitions_for
 from batch_pipeline.testing import failure_message
 
 DAYS = ("2026-11-20", "2026-11-21")
@@ -33,7 +33,7 @@ def use_case(root: Path, round_number: int) -> UseCase:
     return UseCase(
         spec=BatchSpec(name=f"notes_r{round_number}", model="gpt-4o-mini", prompt="Summarise: {text}",
                        max_requests_per_shard=3),
-        source=SourceTable(path=csv, key="id", partition_column="day"),
+        source=CsvSource(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date=DAYS[0], end_date="2026-11-22"),
     )
 

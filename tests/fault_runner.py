@@ -15,9 +15,9 @@ import dagster as dg
 from batch_pipeline import (
     BatchAPIResource,
     BatchSpec,
+    CsvSource,
     LocalBatchAPIResource,
     LocalBatchAPISettings,
-    SourceTable,
     UseCase,
     WarehouseResource,
     definitions_for,
@@ -39,7 +39,7 @@ def build(root: Path) -> tuple[UseCase, dg.Definitions]:
         spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}", max_requests_per_shard=4,
                        max_attempts=5,
                        retry_backoff_seconds=0),
-        source=SourceTable(path=csv, key="id", partition_column="day"),
+        source=CsvSource(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION),
     )
     batch_api = BatchAPIResource(local=LocalBatchAPIResource(

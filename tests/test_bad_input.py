@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.definitions import USE_CASES, defs
-from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, WarehouseResource
+from batch_pipeline import BatchAPIResource, BatchSpec, CsvSource, UseCase, WarehouseResource
 from batch_pipeline.dagster.assets import use_case_definitions
 from tests.helpers import execute, submit, tick_until_requested
 
@@ -29,7 +29,7 @@ def test_misspelled_column_fails_the_requests_asset_naming_column_and_spec(insta
     csv.write_text("id,day,name\nd1,2026-11-20,Aspirin\n")
     uc = UseCase(
         spec=BatchSpec(name="typo_case", model="gpt-4o-mini", prompt="Tell me about {nmae}"),
-        source=SourceTable(path=csv, key="id", partition_column="day"),
+        source=CsvSource(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date="2026-11-20"),
     )
     local = use_case_definitions(uc)
@@ -44,5 +44,5 @@ def test_misspelled_column_fails_the_requests_asset_naming_column_and_spec(insta
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else ""
     message += failure.step_failure_data.error.message
-    assert "spec 'typo_case': column 'nmae' is not in source table 'drugs.csv'" in message
+    assert "spec 'typo_case': column 'nmae' is not in source '" in message and "drugs.csv' (columns:" in message
     assert "did you mean 'name'" in message

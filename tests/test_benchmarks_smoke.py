@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 
 from batch_pipeline.requests.lines import build_requests, shard_bytes, stream_requests
 from batch_pipeline.sources.csv_source import read_partition, read_partition_batches
-from benchmarks import bench_harvest, bench_monitor, bench_requests, run
-from benchmarks.workload import PARTITION, SPEC, source_for, write_source
+from batch_pipeline.warehouse.storage import Warehouse
+from benchmarks import bench_harvest, bench_monitor, bench_requests, bench_sources, run
+from benchmarks.workload import PARTITION, SPEC, row_batches, rows, source_for, write_source
 
 HAS_PANDAS = importlib.util.find_spec("pandas") is not None
 
@@ -51,3 +52,29 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
         text = run.render([300], [requests], [harvest], memory,
                           monitor, None, "smoke")
         assert "| 300 |" in text and "Monitoring cost" in text
+
+
+def test_source_builders_at_tiny_sizes(tmp_path):
+    """Parquet and DuckDB (and the CSV they are compared with) build the partition's requests:
+    one index row per partition row, none of the next day's, and the same request lines."""
+    generated = pa.Table.from_batches(list(row_batches(2_500, chunk=700)))  # column-wise `rows`
+    assert [tuple(str(v) for v in r.values()) for r in generated.to_pylist()] == list(rows(2_500))
+    count = 2_000
+    rejected = sum(1 for i in range(count) if i % 997 == 5)  # workload.rows: 5, 1002 and 1999
+    shards = {}
+    for kind, source in bench_sources.sources(count, tmp_path / "s").items():
+        built = bench_sources.build(bench_sources.use_case(source), tmp_path / f"wh-{kind}")
+        assert built.index.num_rows == count, kind
+        assert built.to_send == count - rejected, kind
+        warehouse = Warehouse(tmp_path / f"wh-{kind}")
+        shards[kind] = b"".join(warehouse.resolve(s).read_bytes() for s in built.shards)
+        assert shards[kind].count(b"\n") == built.to_send, kind
+    assert shards["parquet"] == shards["duckdb"] == shards["csv"]
+
+    rates = bench_sources.measure(300, tmp_path / "m", kinds=("parquet", "duckdb"), repeat=1)
+    assert rates["parquet"] > 0 and rates["duckdb"] > 0 and rates["floor"] > 0
+    section = run.render_sources([rates], {100: 1.0, 300: 1.5}, "smoke")
+    assert "| parquet " in section and "Peak memory by source size" in section
+    text = run.replace_section("# Results\n\n## 5. Demo\n\nx\n", run.SOURCES_HEADING, section)
+    again = run.replace_section(text, run.SOURCES_HEADING, section)
+    assert again == text and text.startswith("# Results\n\n## 5. Demo\n\nx\n\n## 6.")

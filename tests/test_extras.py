@@ -1,4 +1,5 @@
-"""The `postgres` and `s3` extras install a working stack: a fresh venv, `pip install '<project>[postgres,s3]'`.
+"""The `postgres` and `s3` extras install a working stack: a fresh venv,
+`pip install '<project>[postgres,s3]' -c constraints.txt`.
 
 What broke before: `.[postgres]` resolved SQLAlchemy 2.1, whose default driver behind a plain
 `postgresql://` URL is psycopg 3, while dagster-postgres installs (and is written for) psycopg2,
@@ -48,6 +49,18 @@ print("sqlalchemy", sqlalchemy.__version__, "psycopg2", psycopg2.__version__.spl
 # the s3 extra: an s3:// warehouse gets s3fs's filesystem (no call is made until it is used)
 from batch_pipeline.warehouse.storage import Warehouse
 assert type(Warehouse("s3://bucket/wh").root.fs).__name__ == "S3FileSystem"
+
+# without the `local-api` extra the core imports, and the embedded local Batch API names the extra
+import importlib.util
+assert importlib.util.find_spec("starlette") is None, "the web stack came without the local-api extra"
+import batch_pipeline.dagster.definitions
+from batch_pipeline import LocalBatchAPIResource
+try:
+    LocalBatchAPIResource(data_dir=os.path.abspath("local_api")).client()
+except ImportError as exc:
+    assert "pip install 'batch_pipeline[local-api]'" in str(exc), exc
+else:
+    raise AssertionError("the embedded local Batch API started without its extra")
 """
 
 # Where a build writes (build/, *.egg-info) or what the wheel leaves out: not copied.
@@ -80,7 +93,9 @@ def test_postgres_extra_installs_a_working_stack(postgres_server: PostgresServer
         # This environment's pip installs into the new venv (`--python`), so the venv needs no pip
         # of its own; pip's wheel cache is reused; bytecode is compiled on first import instead.
         pip = [sys.executable, "-m", "pip", "--python", str(python)]
-        install = subprocess.run([*pip, "install", "--quiet", "--no-compile", f"{source}[postgres,s3]"],
+        # the versions the repository runs (constraints.txt), as `make` installs them
+        install = subprocess.run([*pip, "install", "--quiet", "--no-compile", f"{source}[postgres,s3]",
+                                  "-c", str(PROJECT_ROOT / "constraints.txt")],
                                  capture_output=True, text=True, timeout=780)
         assert install.returncode == 0, install.stderr[-3000:]
         check = subprocess.run([*pip, "check"], capture_output=True, text=True, timeout=120)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.definitions import defs as sample_defs
-from batch_pipeline import BatchSpec, SourceTable, UseCase, definitions_for
+from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
 from batch_pipeline.testing import failure_message
 
 PARTITION = "2026-11-20"
@@ -16,7 +16,7 @@ def notes(folder, rows: str) -> UseCase:
     csv = folder / "notes.csv"
     csv.write_text("id,day,text\n" + rows)
     return UseCase(spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}"),
-                   source=SourceTable(path=csv, key="id", partition_column="day"),
+                   source=CsvSource(path=csv, key="id", partition_column="day"),
                    partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION))
 
 

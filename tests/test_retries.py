@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 from batch_pipeline import (
     BatchAPIResource,
     BatchSpec,
+    CsvSource,
     LocalBatchAPIResource,
     LocalBatchAPISettings,
-    SourceTable,
     UseCase,
     definitions_for,
 )
@@ -29,7 +29,7 @@ def make(tmp_path: Path, rows: int = 24, local_api: dict | None = None, token_li
     uc = UseCase(
         spec=BatchSpec(**{"name": "notes", "model": "gpt-4o-mini", "prompt": "Summarise: {text}",
                           "retry_backoff_seconds": 0, **spec_args}),
-        source=SourceTable(path=csv, key="id", partition_column="day"),
+        source=CsvSource(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION),
     )
     settings = LocalBatchAPISettings(**{"pace_seconds": 0.1, **(local_api or {})})

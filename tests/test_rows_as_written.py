@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from batch_pipeline import BatchSpec, SourceTable, UseCase
+from batch_pipeline import BatchSpec, CsvSource, UseCase
 from batch_pipeline.requests.custom_ids import PORTABLE, custom_id_for, custom_ids
 from batch_pipeline.requests.lines import build_requests, stream_requests
 from batch_pipeline.sources.csv_source import (
@@ -33,17 +33,17 @@ DAILY = dg.DailyPartitionsDefinition(start_date=DAY, timezone="UTC")
 SPEC = BatchSpec(name="rows", model="gpt-4o-mini", prompt="{name}: {notes}")
 
 
-def table_at(tmp_path: Path, text: str | bytes, **options) -> SourceTable:
+def table_at(tmp_path: Path, text: str | bytes, **options) -> CsvSource:
     path = tmp_path / "t.csv"
     path.write_bytes(text.encode() if isinstance(text, str) else text)
-    return SourceTable(path=path, key="id", partition_column="day", **options)
+    return CsvSource(path=path, key="id", partition_column="day", **options)
 
 
-def rows_of(source: SourceTable, block_size: int = 8 << 20) -> list[dict]:
+def rows_of(source: CsvSource, block_size: int = 8 << 20) -> list[dict]:
     return [row for table in read_batches(source, block_size) for row in table.to_pylist()]
 
 
-def sent(source: SourceTable, spec: BatchSpec = SPEC) -> tuple[dict, dict]:
+def sent(source: CsvSource, spec: BatchSpec = SPEC) -> tuple[dict, dict]:
     """(index rows by key, request line by custom_id) for the DAY partition."""
     built = build_requests(read_partition(source, DAY), source, spec)
     lines = [orjson.loads(line) for shard in built.shards for line in shard.splitlines()]
@@ -241,7 +241,7 @@ def test_clashing_column_names_fail_naming_the_use_case_and_the_column(tmp_path,
 def test_a_key_named_like_an_index_column_fails_naming_the_use_case(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text(f"shard,day,name,notes\ng1,{DAY},A,b\n")
-    source = SourceTable(path=path, key="shard", partition_column="day")
+    source = CsvSource(path=path, key="shard", partition_column="day")
     with pytest.raises(
         SpecError, match="spec 'rows': key column 'shard' .* a column the pipeline adds"
     ):
@@ -313,22 +313,24 @@ def test_rows_outside_every_partition_are_reported_with_key_line_and_reason(tmp_
     report = unassigned_rows(table_at(tmp_path, HOSTILE), DAILY).to_pylist()
     assert [(r["key"], r["line"], r["reason"]) for r in report] == [
         ("f1", 3, "not_a_partition"),
-        ("z1", 4, "not_a_partition"),
         ("old", 5, "not_a_partition"),
         ("blank", 6, "missing_partition_value"),
         ("ws", 7, "missing_partition_value"),
         ("future", 9, "future_partition"),
         ("junk", 11, "malformed_row"),
     ]
-    assert "'2026/11/20' in column 'day' is not a partition" in report[0]["message"]
+    assert "'2026/11/20' in column 'day' is not a date or time" in report[0]["message"]
+    assert "'2026-11-19' in column 'day' is in no partition (windows from 2026-11-20" in report[1]["message"]
     assert "expected 4 fields, got 5" in report[-1]["message"]
 
 
 def test_every_line_lands_in_exactly_one_partition_or_the_report(tmp_path):
+    """A timestamp with a zone (`z1`, 08:00 UTC) is read by the day it falls in."""
     source = table_at(tmp_path, HOSTILE)
+    uc = UseCase(SPEC, source, DAILY)
     landed = []
     for partition in ("2026-11-20", "2026-11-21"):
-        built = build_requests(read_partition(source, partition), source, SPEC)
+        built = build_requests(uc.read_table(partition), source, SPEC)
         landed += [(r["id"], r["status"]) for r in built.index.to_pylist()]
     report = unassigned_rows(source, DAILY)
     lines = [r[SOURCE_LINE] for r in rows_of(source)]
@@ -336,13 +338,14 @@ def test_every_line_lands_in_exactly_one_partition_or_the_report(tmp_path):
     in_partitions = [
         line
         for p in ("2026-11-20", "2026-11-21")
-        for line in pc.cast(read_partition(source, p)[SOURCE_LINE], pa.int64()).to_pylist()
+        for line in pc.cast(uc.read_table(p)[SOURCE_LINE], pa.int64()).to_pylist()
     ]
     assert sorted(in_partitions + report["line"].to_pylist()) == lines
     assert (
         ("wide", "rejected") in landed
         and ("q1", "rejected") in landed
         and ("g2", "pending") in landed
+        and ("z1", "pending") in landed
     )
 
 
@@ -351,7 +354,7 @@ def test_static_and_dynamic_partitions_are_checked_by_their_keys(tmp_path):
     static = unassigned_rows(source, dg.StaticPartitionsDefinition([DAY]))
     assert "g2" in static["key"].to_pylist() and "g1" not in static["key"].to_pylist()
     dynamic = unassigned_rows(
-        source, dg.DynamicPartitionsDefinition(name="days"), partition_keys=[DAY]
+        source, dg.DynamicPartitionsDefinition(name="days"), dynamic_keys={"days": [DAY]}
     )
     assert dynamic["key"].to_pylist() == static["key"].to_pylist()
     assert unassigned_rows(source, None).num_rows == 0
@@ -377,8 +380,8 @@ def test_an_unreadable_table_is_a_clear_error(tmp_path, data, match):
     path = tmp_path / "t.csv"
     if data is not None:
         path.write_bytes(data)
-    source = SourceTable(path=path, key="id", partition_column="day")
-    with pytest.raises(SourceError, match=match):
+    source = CsvSource(path=path, key="id", partition_column="day")
+    with pytest.raises((SourceError, SpecError), match=match):
         read_partition(source, DAY)
 
 
@@ -414,7 +417,7 @@ def test_one_broken_use_case_does_not_stop_the_demo(tmp_path, monkeypatch, capsy
     cases = [
         UseCase(
             spec=BatchSpec(name=name, model="gpt-4o-mini", prompt="{name}: {notes}"),
-            source=SourceTable(path=path, key="id", partition_column="day"),
+            source=CsvSource(path=path, key="id", partition_column="day"),
             partitions_def=DAILY,
         )
         for name, path in tables.items()
@@ -422,14 +425,14 @@ def test_one_broken_use_case_does_not_stop_the_demo(tmp_path, monkeypatch, capsy
     cases.append(
         UseCase(
             spec=BatchSpec(name="typo", model="gpt-4o-mini", prompt="{nmae}"),
-            source=SourceTable(path=good, key="id", partition_column="day"),
+            source=CsvSource(path=good, key="id", partition_column="day"),
             partitions_def=DAILY,
         )
     )
     assert run_demo(str(tmp_path / "warehouse"), None, cases) == 1
     out = capsys.readouterr().out
     assert f"good {DAY}: results written" in out
-    assert "line 4 key 'lost': '20/11/2026' in column 'day' is not a partition" in out
+    assert "line 4 key 'lost': '20/11/2026' in column 'day' is not a date or time" in out
     for name, cause in [
         ("latin", "is not UTF-8 text: line 2"),
         ("nodate", "has no partition column 'day'"),
@@ -437,7 +440,7 @@ def test_one_broken_use_case_does_not_stop_the_demo(tmp_path, monkeypatch, capsy
         ("missing", "does not exist"),
     ]:
         assert f"{name}: FAILED" in out and cause in out, name
-    assert f"typo {DAY}: FAILED spec 'typo': column 'nmae' is not in source table 'good.csv'" in out
+    assert f"typo {DAY}: FAILED spec 'typo': column 'nmae' is not in source '" in out and "good.csv' (columns" in out
     assert "Traceback" not in out and "DagsterExecution" not in out and "Error occurred" not in out
 
 

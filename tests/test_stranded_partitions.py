@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from batch_pipeline import BatchSpec, SourceTable, UseCase, definitions_for
+from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
 from batch_pipeline.dagster.sensor import Rerun
 from batch_pipeline.testing import IDLE, execute, tick
 from tests.helpers import submit, tick_until_requested
@@ -25,7 +25,7 @@ def use_case(tmp_path: Path) -> UseCase:
     csv.write_text("id,day,text\n" + "".join(f"n{i},{PARTITION},note {i}\n" for i in range(4)))
     return UseCase(
         spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}"),
-        source=SourceTable(path=csv, key="id", partition_column="day"),
+        source=CsvSource(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION),
     )
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, field_validator
 
 from assets.definitions import USE_CASES, defs
-from batch_pipeline import BatchAPIResource, BatchSpec, SourceTable, UseCase, definitions_for
+from batch_pipeline import BatchAPIResource, BatchSpec, CsvSource, UseCase, definitions_for
 from batch_pipeline.sources.csv_source import read_partition
 from tests.helpers import execute, submit, tick_until_requested
 
@@ -71,7 +71,7 @@ def _custom_use_case(tmp_path, **spec_args) -> tuple[UseCase, dg.Definitions]:
     csv.write_text("id,day,text\n" + "".join(f"d{i},2026-11-20,document number {i} about things\n" for i in range(12)))
     uc = UseCase(
         spec=BatchSpec(**{"name": "custom", "model": "gpt-4o-mini", "prompt": "Label: {text}", **spec_args}),
-        source=SourceTable(path=csv, key="id", partition_column="day"),
+        source=CsvSource(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date="2026-11-20"),
     )
     return uc, definitions_for([uc])

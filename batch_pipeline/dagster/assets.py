@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -23,7 +24,7 @@ from batch_pipeline.dagster.metadata import (
     results_metadata,
     waiting_metadata,
 )
-from batch_pipeline.dagster.resources import DAGSTER_HOME, BatchAPIResource, WarehouseResource
+from batch_pipeline.dagster.resources import DAGSTER_HOME, BatchAPIResource
 from batch_pipeline.dagster.state_store import latest_state
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
@@ -31,6 +32,8 @@ from batch_pipeline.harvest.partition import harvest_partition
 from batch_pipeline.provider.partition import submit_partition
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds
+from batch_pipeline.sources.asset import AssetSource
+from batch_pipeline.sources.base import Source
 from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.state.machine import (
     Admit,
@@ -60,26 +63,22 @@ class SubmitConfig(dg.Config):
 
 
 def use_case_definitions(uc: UseCase) -> dg.Definitions:
-    """The use case's assets, its submit, admit and results jobs, and its daily schedule."""
-    # Off until someone switches it on: with a key in the environment a schedule spends money.
-    schedule = dg.build_schedule_from_partitioned_job(
-        uc.submit_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.STOPPED,
-        description=f"Builds and submits each new partition of {uc.name} ({uc.spec.model}) at 01:00; "
-        "off until switched on.",
-    )
-    source = dg.AssetSpec(
-        uc.key("source"),
-        description=f"Source table `{uc.source.path.name}`, one partition per `{uc.source.partition_column}`.",
-        kinds={"csv"},
-        group_name=uc.name,
-        partitions_def=uc.partitions_def,
-        metadata={"path": dg.MetadataValue.path(str(uc.source.path))},
-    )
-    return dg.Definitions(
-        assets=[source, _requests_asset(uc), _batches_asset(uc), _results_asset(uc)],
-        jobs=[uc.submit_job, uc.admit_job, uc.results_job],
-        schedules=[schedule],
-    )
+    """The use case's assets, its submit, admit and results jobs, and, for time-window
+    partitions, a schedule (off until switched on: with a key set, a schedule spends money)."""
+    schedules = []
+    if isinstance(uc.partitions_def, dg.TimeWindowPartitionsDefinition):
+        schedules.append(dg.build_schedule_from_partitioned_job(
+            uc.submit_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.STOPPED,
+            description=f"Builds and submits each new partition of {uc.name} ({uc.spec.model}) after "
+            "it ends; off until switched on.",
+        ))
+    assets: list = [_requests_asset(uc), _batches_asset(uc), _results_asset(uc)]
+    if not isinstance(uc.source, AssetSource):  # an upstream asset is its own source asset
+        assets.insert(0, dg.AssetSpec(
+            uc.key("source"), description=f"Source {uc.source.describe()}.", kinds={uc.source.kind},
+            group_name=uc.name, partitions_def=uc.partitions_def,
+        ))
+    return dg.Definitions(assets=assets, jobs=[uc.submit_job, uc.admit_job, uc.results_job], schedules=schedules)
 
 
 def _common(uc: UseCase) -> dict:
@@ -87,8 +86,34 @@ def _common(uc: UseCase) -> dict:
         partitions_def=uc.partitions_def,
         group_name=uc.name,
         owners=list(uc.spec.owners) or None,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=_backfill_policy(uc),
     )
+
+
+def _backfill_policy(uc: UseCase) -> dg.BackfillPolicy | None:
+    """One run for a whole backfill range, except over an upstream asset whose loaded value is
+    the partition's rows (no partition column): there a run per partition, so the IO manager
+    loads exactly one partition's rows."""
+    if uc.partitions_def is None:
+        return None
+    if isinstance(uc.source, AssetSource) and not uc.source.partition_columns:
+        return dg.BackfillPolicy.multi_run(1)
+    return dg.BackfillPolicy.single_run()
+
+
+def _partitions(context: dg.AssetExecutionContext, uc: UseCase) -> list[str]:
+    """The run's partitions (the whole table for an unpartitioned use case)."""
+    return list(context.partition_keys) if uc.partitions_def is not None else [uc.partition_of(None)]
+
+
+def _resources(context: dg.AssetExecutionContext, uc: UseCase) -> tuple[Warehouse, BatchAPIResource]:
+    """The warehouse and batch API under the use case's resource keys."""
+    keys = uc.resource_keys
+    return getattr(context.resources, keys.warehouse).warehouse(), getattr(context.resources, keys.batch_api)
+
+
+def _metadata(context: dg.AssetExecutionContext, uc: UseCase, partition: str, metadata: dict) -> None:
+    context.add_asset_metadata(metadata, partition_key=uc.dagster_partition(partition))
 
 
 def _left_alone(context: dg.AssetExecutionContext, uc: UseCase, partition: str, action: object) -> bool:
@@ -97,7 +122,7 @@ def _left_alone(context: dg.AssetExecutionContext, uc: UseCase, partition: str, 
         return False
     note = f"left as it was: {action.reason}"
     context.log.warning("%s %s: %s", uc.name, partition, note)
-    context.add_asset_metadata({"note": note}, partition_key=partition)
+    _metadata(context, uc, partition, {"note": note})
     return True
 
 
@@ -108,40 +133,61 @@ def _strays(wh: Warehouse, uc: UseCase, partition: str, state: PartitionState | 
 
 
 def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
-    @dg.asset(
+    """The requests asset. Over an upstream asset it takes that asset as its input, one partition
+    per run, so the IO manager loads exactly the partition's rows (or a mapping's range)."""
+    common = _common(uc) | dict(
         key=uc.key("requests"),
-        deps=[uc.key("source")],
         kinds={"python", "jsonl"},
         description=f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
         f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
-        check_specs=[checks.unassigned_spec(uc)],
-        **_common(uc),
+        check_specs=[checks.unassigned_spec(uc)] if uc.source.partition_columns else None,
+        required_resource_keys={uc.resource_keys.warehouse},
     )
-    def requests(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        wh, total = warehouse.warehouse(), 0.0
-        for partition in context.partition_keys:
-            with _lease(wh, uc, partition):
-                total += _build(context, wh, uc, partition)
-        failpoint("requests.done")
-        context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(context.partition_keys), total)
-        return dg.MaterializeResult(check_results=[checks.unassigned(uc)])
+    if isinstance(uc.source, AssetSource):
+        source = uc.source
+
+        @dg.asset(ins={"upstream": dg.AssetIn(source.asset_key, partition_mapping=source.partition_mapping)},
+                  **common)
+        def requests_from_asset(context: dg.AssetExecutionContext, upstream: Any) -> dg.MaterializeResult:
+            return _requests_run(context, uc, source.loaded(upstream))
+
+        return requests_from_asset
+
+    @dg.asset(deps=[uc.key("source")], **common)
+    def requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        return _requests_run(context, uc, None)
 
     return requests
 
 
-def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str) -> float:
+def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source | None) -> dg.MaterializeResult:
+    """Build every partition of the run (each under its lease) and check for unassigned rows."""
+    wh, total = getattr(context.resources, uc.resource_keys.warehouse).warehouse(), 0.0
+    partitions = _partitions(context, uc)
+    for partition in partitions:
+        with _lease(wh, uc, partition):
+            total += _build(context, wh, uc, partition, loaded)
+    failpoint("requests.done")
+    context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(partitions), total)
+    if not (loaded or uc.source).partition_columns:
+        return dg.MaterializeResult()
+    return dg.MaterializeResult(check_results=[checks.unassigned(uc, context.instance, loaded)])
+
+
+def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str,
+           loaded: Source | None) -> float:
     """Rebuild one partition's requests unless the state machine says to leave it; its cost."""
     state = latest_state(context.instance, uc, partition)
     if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
         return 0.0
-    built = build_partition(wh, uc, partition)
+    built = build_partition(wh, uc, partition, loaded)
     cost = uc.estimate(built.index)
     context.log.info(
         "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer",
         uc.name, partition, built.index.num_rows, built.to_send, len(built.shards),
         built.rejected.num_rows, built.kept,
     )
-    context.add_asset_metadata(requests_metadata(uc, partition, built, cost), partition_key=partition)
+    _metadata(context, uc, partition, requests_metadata(uc, partition, built, cost))
     return cost.cost_usd
 
 
@@ -154,7 +200,7 @@ def _submit(
         return
     sent = submit_partition(wh, sending, uc, partition)
     new_state = PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued))
-    context.add_asset_metadata(batches_metadata(new_state, sent, provider), partition_key=partition)
+    _metadata(context, uc, partition, batches_metadata(new_state, sent, provider))
 
 
 @contextmanager
@@ -205,19 +251,17 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
         deps=[uc.key("requests")],
         kinds={"openai"},
         pool=f"{uc.name}_batch_api",
+        required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api},
         description="Each request shard uploaded and submitted as one Batch API batch, tagged "
         "with an idempotency key so a rerun reuses the batch instead of paying twice.",
         **_common(uc),
     )
-    def batches(
-        context: dg.AssetExecutionContext, config: SubmitConfig, warehouse: WarehouseResource,
-        batch_api: BatchAPIResource,
-    ) -> None:
+    def batches(context: dg.AssetExecutionContext, config: SubmitConfig) -> None:
         _refuse_a_temporary_instance(context.instance)
-        wh = warehouse.warehouse()
-        _check_budget(wh, uc, context.partition_keys, config.max_run_cost_usd)
+        wh, batch_api = _resources(context, uc)
+        _check_budget(wh, uc, _partitions(context, uc), config.max_run_cost_usd)
         sending = batch_api.sending(uc.spec.model, context.log.info)
-        for partition in context.partition_keys:
+        for partition in _partitions(context, uc):
             with _lease(wh, uc, partition):
                 _submit(context, wh, uc, partition, sending, batch_api.describe())
         failpoint("batches.done")
@@ -230,16 +274,15 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
         key=uc.key("results"),
         deps=[uc.key("batches")],
         pool=f"{uc.name}_batch_api",
+        required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api},
         kinds={"python", "parquet"},
         description="One row per source row of the partition: the answer, its status, error, "
         "tokens, cost and batch id, joined by custom_id and written as Parquet.",
         check_specs=checks.check_specs(uc),
         **_common(uc),
     )
-    def results(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, batch_api: BatchAPIResource,
-    ) -> dg.MaterializeResult:
-        return _harvest_run(context, uc, warehouse.warehouse(), batch_api)
+    def results(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        return _harvest_run(context, uc, *_resources(context, uc))
 
     return results
 
@@ -258,13 +301,12 @@ def _harvest_one(
     if isinstance(action, Wait | Admit):
         reason = action.reason if isinstance(action, Wait) else "shards wait for enqueued-token capacity"
         context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, reason)
-        context.add_asset_metadata(waiting_metadata(state, reason), partition_key=partition)
+        _metadata(context, uc, partition, waiting_metadata(state, reason))
         return None
     harvest = harvest_partition(wh, sending, uc, state, known)
     failpoint("results.written")
     context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, harvest.counts, harvest.retrying)
-    context.add_asset_metadata(results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd),
-                               partition_key=partition)
+    _metadata(context, uc, partition, results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd))
     return harvest
 
 
@@ -275,7 +317,7 @@ def _harvest_run(
     sending = batch_api.sending(uc.spec.model, context.log.info)
     problems: list[str] = []
     rates = {"answered": 0, "invalid_output": 0, "refusal": 0, "partitions": 0}
-    for partition in context.partition_keys:
+    for partition in _partitions(context, uc):
         with _lease(wh, uc, partition):
             harvest = _harvest_one(context, uc, wh, sending, partition)
         if harvest is None:

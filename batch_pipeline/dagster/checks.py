@@ -7,6 +7,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.dagster.preview import markdown_table
+from batch_pipeline.sources.base import Source
+from batch_pipeline.sources.partitions import dimensions
 from batch_pipeline.sources.unassigned import FUTURE, unassigned_rows
 from batch_pipeline.use_case import UseCase
 
@@ -36,10 +38,12 @@ def unassigned_spec(uc: UseCase) -> dg.AssetCheckSpec:
     )
 
 
-def unassigned(uc: UseCase) -> dg.AssetCheckResult:
+def unassigned(uc: UseCase, instance: dg.DagsterInstance, loaded: Source | None = None) -> dg.AssetCheckResult:
     """Rows no partition will ever read, with key, line and reason; rows of a partition that does
     not exist yet (a later date) are counted but do not fail the check: they are read then."""
-    rows = unassigned_rows(uc.source, uc.partitions_def)
+    dynamic = {d.name: instance.get_dynamic_partitions(d.name) for _, d in dimensions(uc.partitions_def)
+               if isinstance(d, dg.DynamicPartitionsDefinition) and d.name}
+    rows = unassigned_rows(loaded or uc.source, uc.partitions_def, dynamic_keys=dynamic)
     later = pc.sum(pc.equal(rows["reason"], FUTURE)).as_py() or 0
     lost = rows.filter(pc.not_equal(rows["reason"], FUTURE))
     return dg.AssetCheckResult(

@@ -28,7 +28,7 @@ def requests_metadata(uc: UseCase, partition: str, built: BuiltRequests, cost: E
         "shards": dg.MetadataValue.json(built.shards),
         "folder": dg.MetadataValue.path(str(built.folder)),
         "rejected_preview": dg.MetadataValue.md(
-            markdown_table(rejected.select([uc.source.key, "error_code", "error_message"]), 10)
+            markdown_table(rejected.select([*uc.source.key_columns, "error_code", "error_message"]), 10)
         ),
     }
     if built.index.num_rows == 0:
@@ -60,7 +60,7 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
         "estimated_cost_usd": round(estimated_cost_usd, 6),
         "cost_usd": dg.MetadataValue.float(round(harvest.cost_usd, 6)),
         "preview": dg.MetadataValue.md(
-            markdown_table(preview.select([uc.source.key, "status", "output", "error_message"]), 5)
+            markdown_table(preview.select([*uc.source.key_columns, "status", "output", "error_message"]), 5)
             if preview is not None else "_no rows_"
         ),
     }

@@ -97,14 +97,17 @@ class RunAsked:
 
 
 def build_batch_monitor(
-    use_cases: Sequence[UseCase], interval_seconds: int = 30, rerun: Rerun | None = None
+    use_cases: Sequence[UseCase], interval_seconds: int = 30, rerun: Rerun | None = None, name: str = MONITOR_NAME,
 ) -> dg.SensorDefinition:
-    """The sensor for all use cases; it runs by default."""
+    """The sensor for all use cases; it runs by default. It uses the batch API resource under the
+    use cases' resource key (`UseCase.resource_keys`)."""
     by_name = {uc.name: uc for uc in use_cases}
     rerun = rerun or Rerun()
+    resource_key = use_cases[0].resource_keys.batch_api if use_cases else "batch_api"
 
     @dg.sensor(
-        name=MONITOR_NAME,
+        name=name,
+        required_resource_keys={resource_key},
         jobs=[job for uc in use_cases for job in (uc.results_job, uc.admit_job)],
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -112,7 +115,8 @@ def build_batch_monitor(
         "partition's results run once all its batches are terminal, and the submission of "
         "shards that waited for capacity or for a retry backoff.",
     )
-    def batch_monitor(context: dg.SensorEvaluationContext, batch_api: BatchAPIResource) -> dg.SensorResult:
+    def batch_monitor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        batch_api: BatchAPIResource = getattr(context.resources, resource_key)
         cursor = MonitorCursor.load(context.cursor)
         for uc in use_cases:
             _collect_states(context.instance, uc, cursor)
@@ -187,7 +191,7 @@ def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: i
     return dg.RunRequest(
         run_key=f"{run_key}:again-{failures}" if failures else run_key,
         job_name=job,
-        partition_key=state.partition,
+        partition_key=uc.dagster_partition(state.partition),
         tags={"batch_pipeline/use_case": uc.name, "batch_pipeline/reason": kind},
     )
 
@@ -223,7 +227,8 @@ def _hold(instance: dg.DagsterInstance, cursor: MonitorCursor, key: str, rerun: 
 
 def _stranded(uc: UseCase, state: PartitionState, reason: str) -> dg.AssetObservation:
     """Where the user looks: an observation on the partition's results asset."""
-    return dg.AssetObservation(asset_key=uc.key("results"), partition=state.partition, metadata={"stranded": reason})
+    return dg.AssetObservation(asset_key=uc.key("results"), partition=uc.dagster_partition(state.partition),
+                               metadata={"stranded": reason})
 
 
 def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCursor) -> None:
@@ -288,6 +293,7 @@ def _progress(
         if counts:
             metadata |= {"completed": counts.completed, "failed": counts.failed, "total": counts.total}
         observations.append(
-            dg.AssetObservation(asset_key=uc.key("batches"), partition=state.partition, metadata=metadata)
+            dg.AssetObservation(asset_key=uc.key("batches"), partition=uc.dagster_partition(state.partition),
+                               metadata=metadata)
         )
     return observations

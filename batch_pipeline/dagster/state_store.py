@@ -27,7 +27,7 @@ def state_metadata(state: PartitionState) -> dict[str, dg.MetadataValue]:
 def state_from(event: dg.EventLogRecord, uc: UseCase) -> PartitionState | None:
     """The state a materialization recorded, if it recorded one (a partition left as it was did not)."""
     materialization = event.asset_materialization
-    if materialization is None or materialization.partition is None:
+    if materialization is None or (materialization.partition is None) != (uc.partitions_def is None):
         return None
     meta = materialization.metadata
     by_results = materialization.asset_key == uc.key("results")
@@ -38,7 +38,7 @@ def state_from(event: dg.EventLogRecord, uc: UseCase) -> PartitionState | None:
     else:
         return None
     document.setdefault("use_case", uc.name)
-    document.setdefault("partition", materialization.partition)
+    document.setdefault("partition", uc.partition_of(materialization.partition))
     return PartitionState.from_json(document, event.storage_id, event.timestamp, results_written=by_results)
 
 
@@ -47,10 +47,15 @@ def latest_state(instance: dg.DagsterInstance, uc: UseCase, partition: str) -> P
     states = []
     for key in uc.record_keys:
         for event in instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=_LOOKBACK
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=_partitions(uc, partition)), limit=_LOOKBACK
         ).records:
             state = state_from(event, uc)
             if state is not None:
                 states.append(state)
                 break
     return max(states, key=lambda s: s.record_id, default=None)
+
+
+def _partitions(uc: UseCase, partition: str) -> list[str] | None:
+    dagster_key = uc.dagster_partition(partition)
+    return None if dagster_key is None else [dagster_key]

@@ -8,6 +8,7 @@ cancelled, failed validation), so every source row ends with exactly one status.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -290,7 +291,7 @@ def batch_lines(
 
 def assemble(
     index: pa.Table,
-    key_column: str,
+    key_columns: Sequence[str],
     lines: pa.Table,
     prices: dict[str, tuple[float, float]],
     spec: BatchSpec | None = None,
@@ -333,7 +334,7 @@ def assemble(
     answer_columns, status, code, message = _answer_columns(joined, spec, status, code, message)
     return pa.table(
         {
-            key_column: index[key_column],
+            **{k: index[k] for k in key_columns},
             "custom_id": index["custom_id"],
             "status": status,
             "output": joined["output"],

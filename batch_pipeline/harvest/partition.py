@@ -80,7 +80,7 @@ def harvest_partition(
         state, harvested=tuple(s.batch_id for s in state.submissions), results_written=True
     )
     report = Harvest(path, index, harvested)
-    with wh.parquet_writer(path, unique=RESULT_UNIQUE + (uc.source.key,)) as write:
+    with wh.parquet_writer(path, unique=RESULT_UNIQUE + uc.source.key_columns) as write:
         for table in harvest_slices(wh, sending.gateway, uc, state, index, carried, known):
             write(table)
             report.add(table, uc.spec.max_attempts)

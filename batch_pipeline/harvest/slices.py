@@ -123,7 +123,7 @@ def assembled_slices(
                 parts.append(later_lines.filter(pc.is_in(later_lines["custom_id"], value_set=rows["custom_id"])))
             lines = pa.concat_tables(parts) if parts else batch_lines(BatchOutcome("", "completed"), 1, [], [])
             prices |= batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
-            yield assemble(rows, uc.source.key, lines, prices, uc.spec)
+            yield assemble(rows, uc.source.key_columns, lines, prices, uc.spec)
 
 
 def shard_slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:

@@ -4,6 +4,9 @@ The client's own HTTP hook (an ``httpx2`` transport) hands each request to the s
 app that ``serve`` runs, on a short-lived event loop in the calling thread: no port, no
 server, no thread left behind. Batches advance whenever any process reads them, so the
 Dagster webserver, daemon and run workers all move the same shared state forward.
+
+The app's web stack (the ``local-api`` extra) is imported by ``embedded_client``, not by this
+module: ``LocalBatchAPIResource`` imports without it and says which extra to install when used.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import asyncio
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx2
+import httpx2  # a dependency of openai
 import openai
-from starlette.types import ASGIApp, Message
 
-from batch_pipeline.local_api.app import STALL_HEADER, build_app
+from batch_pipeline.local_api import require_web_stack
 from batch_pipeline.local_api.settings import LocalAPISettings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message
 
 T = TypeVar("T")
 
@@ -54,7 +59,10 @@ class EmbeddedTransport(httpx2.BaseTransport):
     """An ``httpx2`` transport that answers requests with an in-process ASGI app."""
 
     def __init__(self, app: ASGIApp) -> None:
+        from batch_pipeline.local_api.app import STALL_HEADER  # the app is loaded: it was built
+
         self.app = app
+        self._stall_header = STALL_HEADER.encode()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         body = request.read()
@@ -77,7 +85,7 @@ class EmbeddedTransport(httpx2.BaseTransport):
 
         _run(call)
         status, headers, content = result[0]
-        if any(key == STALL_HEADER.encode() for key, _ in headers):
+        if any(key == self._stall_header for key, _ in headers):
             raise httpx2.ReadTimeout("The local Batch API stalled this call (injected timeout).", request=request)
         return httpx2.Response(status, headers=headers, content=content, request=request)
 
@@ -117,7 +125,12 @@ class EmbeddedTransport(httpx2.BaseTransport):
 
 def embedded_client(data_dir: str | Path, *, settings: LocalAPISettings | None = None,
                     **openai_kwargs: Any) -> openai.OpenAI:
-    """An ``openai.OpenAI`` client talking to the local Batch API on ``data_dir``, in-process."""
+    """An ``openai.OpenAI`` client talking to the local Batch API on ``data_dir``, in-process.
+
+    Raises ``LocalAPIExtraMissing`` (an ``ImportError``) without the ``local-api`` extra."""
+    require_web_stack()
+    from batch_pipeline.local_api.app import build_app
+
     app = build_app(data_dir, api_key=None, settings=settings or LocalAPISettings(), offload=False)
     openai_kwargs.setdefault("api_key", "local-batch-api")
     openai_kwargs.setdefault("base_url", EMBEDDED_BASE_URL)

@@ -17,7 +17,7 @@ import itertools
 import json
 import string
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -33,8 +33,10 @@ from batch_pipeline.requests.custom_ids import (
     custom_ids,
     rejected_id,
 )
-from batch_pipeline.sources.csv_source import ADDED_COLUMNS, SOURCE_ERROR, SourceError, columns
-from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
+from batch_pipeline.sources.base import Source
+from batch_pipeline.sources.cells import as_text
+from batch_pipeline.sources.csv_source import ADDED_COLUMNS, SOURCE_ERROR, SourceError
+from batch_pipeline.spec import BatchSpec, SpecError
 
 PENDING = "pending"
 REJECTED = "rejected"
@@ -68,28 +70,31 @@ class PartitionRequests:
         return pc.sum(pc.equal(self.index["status"], REJECTED)).as_py() or 0
 
 
-def check_columns(table: pa.Table | pa.RecordBatch, source: SourceTable, spec: BatchSpec) -> None:
-    """Fail loudly, naming the column and the spec, when the spec asks for a column the table lacks."""
-    if source.key in INDEX_COLUMNS + ADDED_COLUMNS:
-        raise SpecError(
-            f"spec '{spec.name}': key column '{source.key}' of source table '{source.path.name}' "
-            "has the name of a column the pipeline adds to every row; rename it"
-        )
-    needed = [source.key, source.partition_column, *spec.template_columns()]
-    present = [name for name in table.schema.names if name not in ADDED_COLUMNS]
+def check_columns(schema: pa.Schema, source: Source, spec: BatchSpec, partitioned: bool = True) -> None:
+    """Fail loudly, naming the column, the spec and the source, when the spec asks for a column
+    the source lacks (`partitioned`: the partition columns too, for a whole source's schema)."""
+    for key in source.key_columns:
+        if key in INDEX_COLUMNS + ADDED_COLUMNS:
+            raise SpecError(
+                f"spec '{spec.name}': key column '{key}' of source {source.describe()} "
+                "has the name of a column the pipeline adds to every row; rename it"
+            )
+    needed = [*source.key_columns, *(source.partition_columns.values() if partitioned else ()),
+              *spec.template_columns()]
+    present = [name for name in schema.names if name not in ADDED_COLUMNS]
     for column in needed:
         if column not in present:
             close = difflib.get_close_matches(column, present, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SpecError(
-                f"spec '{spec.name}': column '{column}' is not in source table "
-                f"'{source.path.name}' (columns: {', '.join(present)}){hint}"
+                f"spec '{spec.name}': column '{column}' is not in source "
+                f"{source.describe()} (columns: {', '.join(present)}){hint}"
             )
 
 
-def build_requests(table: pa.Table, source: SourceTable, spec: BatchSpec) -> PartitionRequests:
+def build_requests(table: pa.Table, source: Source, spec: BatchSpec) -> PartitionRequests:
     """Turn one partition's rows into request shards and a per-row index."""
-    check_columns(table, source, spec)
+    check_columns(table.schema, source, spec, partitioned=False)
     indexes: list[pa.Table] = []
     shards: list[bytes] = []
     for index, lines in stream_requests(table, source, spec):
@@ -97,12 +102,12 @@ def build_requests(table: pa.Table, source: SourceTable, spec: BatchSpec) -> Par
         if lines is not None:
             shards.append(shard_bytes(lines))
     if not indexes:
-        return PartitionRequests(index=_empty_index(source.key), shards=[])
+        return PartitionRequests(index=_empty_index(source.key_columns), shards=[])
     return PartitionRequests(index=pa.concat_tables(indexes).combine_chunks(), shards=shards)
 
 
 def stream_requests(
-    batches: pa.Table | Iterable[pa.RecordBatch], source: SourceTable, spec: BatchSpec
+    batches: pa.Table | Iterable[pa.RecordBatch], source: Source, spec: BatchSpec
 ) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
     """`build_requests` one shard at a time, for partitions too big to hold in memory.
 
@@ -125,7 +130,7 @@ def stream_requests(
         if batch.num_rows == 0:
             continue
         if encoder is None:
-            check_columns(batch, source, spec)
+            check_columns(batch.schema, source, spec, partitioned=False)
             encoder = _LineEncoder(spec)
         index, lines, usable = _chunk_requests(batch, source, spec, keys, offset, encoder)
         offset += batch.num_rows
@@ -210,16 +215,16 @@ def line_custom_id(line: bytes) -> str:
     return line[_ID_START : line.index(b'"', _ID_START)].decode()
 
 
-def empty_index(source: SourceTable, spec: BatchSpec) -> pa.Table:
-    """The index of a partition with no rows; the spec is still checked against the table's columns."""
-    check_columns(pa.table({c: pa.array([], pa.string()) for c in columns(source)}), source, spec)
-    return _empty_index(source.key)
+def empty_index(source: Source, spec: BatchSpec) -> pa.Table:
+    """The index of a partition with no rows; the spec is still checked against the source's columns."""
+    check_columns(source.schema(), source, spec)
+    return _empty_index(source.key_columns)
 
 
-def _empty_index(key_column: str) -> pa.Table:
+def _empty_index(key_columns: Sequence[str]) -> pa.Table:
     empty = pa.array([], pa.string())
-    return pa.table({key_column: empty, "custom_id": empty, "shard": pa.array([], pa.int32()), "status": empty,
-                     "error_code": empty, "error_message": empty,
+    return pa.table({**{k: empty for k in key_columns}, "custom_id": empty, "shard": pa.array([], pa.int32()),
+                     "status": empty, "error_code": empty, "error_message": empty,
                      "estimated_input_tokens": pa.array([], pa.int64()), "request_hash": pa.array([], HASH_TYPE)})
 
 
@@ -262,40 +267,58 @@ def _reject_too_long(codes: list[str | None], messages: list[str | None], cells:
             )
 
 
-def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec, ledger: _KeyLedger, offset: int,
+class _Rejections:
+    """Why each row of a chunk cannot become a request; the first reason found stands."""
+
+    def __init__(self, n: int):
+        self.codes: list[str | None] = [None] * n
+        self.messages: list[str | None] = [None] * n
+
+    def reject(self, mask: pa.Array, code: str, message: str) -> None:
+        for i in pc.indices_nonzero(mask).to_pylist():
+            if self.codes[i] is None:
+                self.codes[i], self.messages[i] = code, message
+
+    def texts(self, batch: pa.RecordBatch, names: Sequence[str]) -> dict[str, pa.Array]:
+        """The columns as text (`sources.cells`); rows with a cell no rule renders are rejected."""
+        out = {}
+        for name in names:
+            out[name], problem = as_text(batch.column(name))
+            if problem is not None:
+                self.reject(pc.is_valid(batch.column(name)), "unrenderable_value", f"column '{name}' {problem}")
+        return out
+
+
+def _chunk_requests(batch: pa.RecordBatch, source: Source, spec: BatchSpec, ledger: _KeyLedger, offset: int,
                     encoder: _LineEncoder) -> tuple[pa.Table, pa.LargeBinaryArray, pa.BooleanArray]:
     """A chunk's index (without `shard`), the request lines of its pending rows in order, and
     which rows those are."""
     n = batch.num_rows
-    keys = batch.column(source.key).cast(pa.string())
-    codes: list[str | None] = [None] * n
-    messages: list[str | None] = [None] * n
-
-    def reject(mask: pa.Array, code: str, message: str) -> None:
-        for i in pc.indices_nonzero(mask).to_pylist():
-            if codes[i] is None:
-                codes[i], messages[i] = code, message
-
+    rows = _Rejections(n)
     malformed = None
     if SOURCE_ERROR in batch.schema.names:  # a malformed CSV line, kept as a row by `source`
         errors = batch.column(SOURCE_ERROR)
         if errors.null_count < n:
             malformed = pc.is_valid(errors)
             for i in pc.indices_nonzero(malformed).to_pylist():
-                codes[i], messages[i] = "malformed_row", errors[i].as_py()
-    blank_keys = _blank(keys)
-    reject(blank_keys, "missing_value", f"column '{source.key}' (the row key) is empty")
-    ids, duplicate = ledger.custom_ids(keys, blank_keys, malformed, offset)
+                rows.codes[i], rows.messages[i] = "malformed_row", errors[i].as_py()
+    key_parts = rows.texts(batch, source.key_columns)
+    blank_keys = _blank_any(key_parts, rows)
+    ids, duplicate = ledger.custom_ids(_key_text(key_parts), blank_keys, malformed, offset)
     if duplicate is not None:
-        reject(duplicate, "duplicate_key", f"column '{source.key}' repeats a key already used by an earlier row")
+        named = ", ".join(f"'{k}'" for k in source.key_columns)
+        rows.reject(duplicate, "duplicate_key",
+                    f"column{'s' if len(key_parts) > 1 else ''} {named} repeat{'' if len(key_parts) > 1 else 's'} "
+                    "a key already used by an earlier row")
 
-    cells = {c: batch.column(c).cast(pa.string()) for c in spec.template_columns()}
+    cells = rows.texts(batch, spec.template_columns())
     for column, values in cells.items():
-        reject(_blank(values), "missing_value", f"column '{column}' is empty")
+        rows.reject(_blank(values), "missing_value", f"column '{column}' is empty")
     chars = {role: encoder.chars(role, cells, n) for role in encoder.templates}
-    _reject_too_long(codes, messages, cells, functools.reduce(pc.add, chars.values()), spec.max_prompt_chars)
+    _reject_too_long(rows.codes, rows.messages, cells, functools.reduce(pc.add, chars.values()),
+                     spec.max_prompt_chars)
 
-    error_codes = pa.array(codes, pa.string())
+    error_codes = pa.array(rows.codes, pa.string())
     usable = pc.is_null(error_codes)
     if pc.all(usable).as_py():
         lines = encoder.lines(ids, cells)
@@ -304,15 +327,37 @@ def _chunk_requests(batch: pa.RecordBatch, source: SourceTable, spec: BatchSpec,
     tokens = encoder.tokens(cells, chars, usable)
     hashes = pc.replace_with_mask(pa.nulls(n, HASH_TYPE), usable, line_hashes(lines))
     index = pa.table({
-        source.key: keys,
+        **key_parts,
         "custom_id": ids,
         "status": pc.if_else(usable, PENDING, REJECTED),
         "error_code": error_codes,
-        "error_message": pa.array(messages, pa.string()),
+        "error_message": pa.array(rows.messages, pa.string()),
         "estimated_input_tokens": tokens,
         "request_hash": hashes,
     })
     return index, lines, usable
+
+
+def _blank_any(key_parts: dict[str, pa.Array], rows: _Rejections) -> pa.Array:
+    """Rows with any key column blank, each rejected naming the column."""
+    blanks = []
+    for column, values in key_parts.items():
+        blanks.append(_blank(values))
+        rows.reject(blanks[-1], "missing_value", f"column '{column}' (the row key) is empty")
+    return functools.reduce(pc.or_, blanks)
+
+
+def _key_text(key_parts: dict[str, pa.Array]) -> pa.Array:
+    """The text a row's custom_id is made from: the key itself, or for a composite key the JSON
+    array of its parts (`["acme","2026-11"]`), which no other list of parts spells, and which is
+    never portable, so composite ids are always hashed."""
+    parts = list(key_parts.values())
+    if len(parts) == 1:
+        return parts[0]
+    pieces: list[pa.Array | str] = ['["']
+    for i, values in enumerate(parts):
+        pieces += [_json_escaped(pc.fill_null(values, "")), '","' if i < len(parts) - 1 else '"]']
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 def _blank(values: pa.Array) -> pa.Array:

@@ -16,9 +16,10 @@ from upath import UPath
 
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.requests.carry_over import PreviousAnswers, carried_rows
-from batch_pipeline.requests.lines import INDEX_UNIQUE, PENDING, REJECTED
+from batch_pipeline.requests.lines import INDEX_UNIQUE, PENDING, REJECTED, check_columns
 from batch_pipeline.requests.shard_files import write_requests
-from batch_pipeline.sources.csv_source import read_partition_batches
+from batch_pipeline.sources.base import Source
+from batch_pipeline.sources.partitions import check_partition_column, dimensions
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -42,16 +43,23 @@ class BuiltRequests:
         return self.index.filter(pc.equal(self.index["status"], REJECTED))
 
 
-def build_partition(wh: Warehouse, uc: UseCase, partition: str) -> BuiltRequests:
-    """Rebuild a partition's shards, index and carried answers from its source rows."""
+def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source | None = None) -> BuiltRequests:
+    """Rebuild a partition's shards, index and carried answers from its source rows (`source`:
+    the source as loaded for this run, for an upstream asset). The source's columns are checked
+    before any row is read."""
+    source = source or uc.source
+    schema = source.schema()
+    check_columns(schema, source, uc.spec)
+    for dimension, definition in dimensions(uc.partitions_def):
+        if column := source.partition_columns.get(dimension):
+            check_partition_column(definition, column, schema.field(column).type, f"spec '{uc.spec.name}'")
     folder = wh.partition_dir(uc.name, layout.REQUESTS, partition)
     results_path = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.RESULTS_FILE
     previous = PreviousAnswers.load(
         _columns(folder / layout.INDEX_FILE, ["custom_id", "request_hash"]),
         _columns(results_path, ["custom_id", "status"]),
     )
-    batches = read_partition_batches(uc.source, partition)
-    written = write_requests(wh, folder, batches, uc.source, uc.spec, previous)
+    written = write_requests(wh, folder, uc.read(partition, source), source, uc.spec, previous)
     failpoint("requests.shards_written")
     if written.kept:
         with wh.parquet_writer(folder / layout.CARRIED_FILE) as write, results_path.open("rb") as old:
@@ -59,7 +67,7 @@ def build_partition(wh: Warehouse, uc: UseCase, partition: str) -> BuiltRequests
                 write(rows)
     elif (folder / layout.CARRIED_FILE).exists():
         (folder / layout.CARRIED_FILE).unlink()
-    wh.write_parquet(folder / layout.INDEX_FILE, written.index, unique=INDEX_UNIQUE + (uc.source.key,))
+    wh.write_parquet(folder / layout.INDEX_FILE, written.index, unique=INDEX_UNIQUE + uc.source.key_columns)
     wh.remove_stale(folder, layout.SHARD_GLOB, set(written.shards))
     shards = [wh.relative(folder / name) for name in written.shards]
     return BuiltRequests(folder, written.index, shards, len(written.kept))

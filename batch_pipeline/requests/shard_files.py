@@ -15,7 +15,8 @@ from upath import UPath
 
 from batch_pipeline.requests.carry_over import PreviousAnswers, renumber
 from batch_pipeline.requests.lines import empty_index, shard_buffers, stream_requests
-from batch_pipeline.spec import BatchSpec, SourceTable
+from batch_pipeline.sources.base import Source
+from batch_pipeline.spec import BatchSpec
 from batch_pipeline.warehouse.storage import Warehouse
 
 
@@ -28,7 +29,7 @@ class WrittenRequests:
     kept: list[str]
 
 
-def write_requests(wh: Warehouse, folder: UPath, batches: Iterable[pa.RecordBatch], source: SourceTable,
+def write_requests(wh: Warehouse, folder: UPath, batches: Iterable[pa.RecordBatch], source: Source,
                    spec: BatchSpec, previous: PreviousAnswers) -> WrittenRequests:
     """Build the partition's requests from `batches` and write each shard as soon as it closes."""
     chunks: list[pa.Table] = []

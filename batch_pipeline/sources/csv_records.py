@@ -8,6 +8,10 @@ reads it exactly as written: one line per record, no text after a closing quote.
 block is read by the `csv` module in strict mode; a record it cannot align rejects its first
 line (naming the line and the column) and reading goes on from the next line, so a stray quote
 never swallows the rows after it.
+
+Any one-character delimiter is read the same way (`delimiter="\t"` for TSV); cells are quoted
+with `"` whatever the delimiter. A table is a local path or an fsspec URL (`s3://...`), opened
+with `upath.UPath`, and every message names it as it was given.
 """
 
 from __future__ import annotations
@@ -15,16 +19,17 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import os
 import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from upath import UPath
 
 from batch_pipeline.spec import MAX_BYTES_PER_FILE
 
@@ -37,18 +42,49 @@ BLOCK_SIZE = 8 << 20
 # bigger than the provider's input file.
 MAX_RECORD_BYTES = MAX_BYTES_PER_FILE
 _BOM = b"\xef\xbb\xbf"
-# Text pyarrow would read differently from what is written: a closing quote followed by more
-# text (`"ab"cd` becomes `abcd`), or an empty quoted cell followed by text. RE2 scans a block
-# at ~300 MB/s, only when it has a quote at all.
-_SUSPECT = r'[^,\r\n"]"[^,\r\n"]|(?:^|[,\r\n])""[^,\r\n"]'
 # Cells as big as a request may be; the csv module refuses fields over 128 KiB by default.
 csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_RECORD_BYTES))
 _QUOTED = re.compile(r'"([^"]*+(?:""[^"]*+)*+)"')  # possessive: a cut never ends a cell early
-_UNQUOTED = re.compile(r"[^,\r\n]*")
+# A local path (`str` or `os.PathLike`) or an fsspec URL such as `s3://bucket/table.csv`.
+TablePath: TypeAlias = str | os.PathLike[str]
 
 
 class SourceError(ValueError):
     """A table that cannot be read at all; the message names it and, where it can, the line."""
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """What a delimiter changes, worked out once per delimiter rather than once per row."""
+
+    delimiter: str
+    ends: str  # what ends an unquoted cell: the delimiter or a line break
+    suspect: str  # RE2: text pyarrow would read otherwise than it is written (see `_suspect`)
+    unquoted: re.Pattern[str]
+    fast: bool  # pyarrow takes a one-byte delimiter only; any other is read strictly
+    kind: str  # the word for a line in messages
+
+
+@functools.lru_cache(maxsize=16)
+def _dialect(delimiter: str) -> _Dialect:
+    """The delimiter's dialect, or a ValueError for one no record can be split by."""
+    if len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ValueError(
+            f"delimiter {delimiter!r} cannot separate cells: it must be one character, "
+            "not a quote or a line break"
+        )
+    d = "\\" + delimiter if delimiter in "\\[]^-" else delimiter  # literal in a class (re, RE2)
+    # A closing quote followed by more text (`"ab"cd` becomes `abcd`), or an empty quoted cell
+    # followed by text. RE2 scans a block at ~300 MB/s, only when it has a quote at all.
+    suspect = rf'[^{d}\r\n"]"[^{d}\r\n"]|(?:^|[{d}\r\n])""[^{d}\r\n"]'
+    return _Dialect(
+        delimiter,
+        delimiter + "\r\n",
+        suspect,
+        re.compile(rf"[^{d}\r\n]*"),
+        delimiter.isascii(),
+        "TSV" if delimiter == "\t" else "CSV",
+    )
 
 
 @dataclass
@@ -97,18 +133,21 @@ class Header:
     first_line: int
 
 
-def open_table(path: Path) -> BinaryIO:
-    """The file, or a SourceError that says what is wrong with it."""
+def open_table(path: TablePath) -> BinaryIO:
+    """The file, local or behind an fsspec URL, or a SourceError that says what is wrong with it
+    (naming the path as given: a missing backend or an unknown protocol is the table's fault too).
+    """
     try:
-        return path.open("rb")
+        return UPath(path).open("rb")  # a local path opens as a plain file, no fsspec layer
     except FileNotFoundError:
         raise SourceError(f"source table '{path}' does not exist") from None
-    except OSError as exc:
+    except (OSError, ValueError, ImportError) as exc:
         raise SourceError(f"source table '{path}' cannot be opened: {exc}") from exc
 
 
-def read_header(path: Path) -> Header:
+def read_header(path: TablePath, delimiter: str = ",") -> Header:
     """The header's names: the first non-blank record, read as strictly as any row."""
+    dialect = _dialect(delimiter)
     with open_table(path) as f:
         data, eof = b"", False
         while True:
@@ -120,11 +159,11 @@ def read_header(path: Path) -> Header:
             start = len(_BOM) if data.startswith(_BOM) else 0
             text = _decode(data[start:cut], path, 1)
             blank = len(text) - len(text.lstrip("\r\n"))
-            record = _record(text, blank, at_end=eof)
+            record = _record(text, blank, eof, dialect)
             if record is not None:
                 break
     cells, end, error = record
-    if not text.strip():
+    if not text.strip() and delimiter not in text:  # a line of tabs is a (bad) header too
         raise SourceError(f"source table '{path}' is empty: it has no header line")
     if error is not None:
         raise SourceError(
@@ -135,15 +174,20 @@ def read_header(path: Path) -> Header:
 
 
 def read_records(
-    path: Path, header: Header, null_values: Sequence[str] = (), block_size: int = BLOCK_SIZE
+    path: TablePath,
+    header: Header,
+    null_values: Sequence[str] = (),
+    block_size: int = BLOCK_SIZE,
+    delimiter: str = ",",
 ) -> Iterator[pa.Table]:
     """The table's rows after the header, one block of whole records at a time, in file order.
 
     Every table has the header's columns (text, an empty cell or a `null_values` marker as
     null), then `_source_error` and `_source_line`. A line that cannot be aligned with the
     header is a row whose `_source_error` says why, its cells split as well as they can be.
+    `delimiter` must be the one `header` was read with.
     """
-    nulls = frozenset(["", *null_values])
+    nulls, dialect = frozenset(["", *null_values]), _dialect(delimiter)
     with open_table(path) as f:
         f.seek(header.offset)
         carry, line, eof = b"", header.first_line, False
@@ -160,12 +204,12 @@ def read_records(
                 continue
             if eof and not block.endswith((b"\n", b"\r")):
                 block += b"\n"
-            fast = _fast_block(block, header.names, line, nulls, path)
+            fast = _fast_block(block, header.names, line, nulls, path, dialect)
             if fast is not None:
                 line += fast[1]
                 yield fast[0]
                 continue
-            rows, used, line = _strict_block(block, header.names, line, nulls, eof, path)
+            rows, used, line = _strict_block(block, header.names, line, nulls, eof, path, dialect)
             carry = block[used:] + carry
             if rows.lines:
                 yield rows.table()
@@ -180,7 +224,7 @@ def _last_break(buffer: bytes) -> int | None:
     return cr + 1 if cr >= 0 else None
 
 
-def _decode(data: bytes, path: Path, first_line: int) -> str:
+def _decode(data: bytes, path: TablePath, first_line: int) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -202,7 +246,12 @@ def _single_string(block: bytes) -> pa.Array:
 
 
 def _fast_block(
-    block: bytes, names: list[str], first_line: int, nulls: frozenset[str], path: Path
+    block: bytes,
+    names: list[str],
+    first_line: int,
+    nulls: frozenset[str],
+    path: TablePath,
+    dialect: _Dialect,
 ) -> tuple[pa.Table, int] | None:
     """The block read by pyarrow and its number of lines, or None when pyarrow would not read it
     exactly as written (then `_strict_block` reads it).
@@ -211,10 +260,10 @@ def _fast_block(
     break always ends a record, and with quotes the line count proves no record spans lines.
     """
     quoted = b'"' in block
-    if len(names) < 2 or (quoted and _suspect(block)):
+    if len(names) < 2 or not dialect.fast or (quoted and _suspect(block, dialect)):
         return None
     try:
-        table, bad = _parse(block, names, nulls)
+        table, bad = _parse(block, names, nulls, dialect.delimiter)
     except pa.ArrowInvalid:
         _decode(block, path, first_line)  # raises for text that is not UTF-8
         return None
@@ -232,25 +281,27 @@ def _fast_block(
     if bad:
         rows = _Rows(names, nulls)
         for row in bad:
-            cells, line = _split_line(row.text), first_line + row.number - 1
+            cells, line = _split_line(row.text, dialect), first_line + row.number - 1
             reason = f"expected {len(names)} fields, got {len(cells)}"
             rows.add_error(
-                cells, line, f"malformed CSV line {row.text[:60]!r} (line {line}): {reason}"
+                cells,
+                line,
+                f"malformed {dialect.kind} line {row.text[:60]!r} (line {line}): {reason}",
             )
         table = pa.concat_tables([table, rows.table()]).sort_by(SOURCE_LINE)
     return table, records
 
 
-def _suspect(block: bytes) -> bool:
+def _suspect(block: bytes, dialect: _Dialect) -> bool:
     """Whether pyarrow could read a block with quotes otherwise than it is written: text after
     a closing quote, or a lone carriage return (a line break for pyarrow inside a quoted cell)."""
-    if pc.any(pc.match_substring_regex(_single_string(block), _SUSPECT)).as_py():
+    if pc.any(pc.match_substring_regex(_single_string(block), dialect.suspect)).as_py():
         return True
     return b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
 
 
 def _parse(
-    block: bytes, names: list[str], nulls: frozenset[str]
+    block: bytes, names: list[str], nulls: frozenset[str], delimiter: str
 ) -> tuple[pa.Table, list[pacsv.InvalidRow]]:
     """pyarrow's reading of a block: a single thread numbers the lines it cannot align."""
     bad: list[pacsv.InvalidRow] = []
@@ -265,7 +316,10 @@ def _parse(
             column_names=names, block_size=len(block) + 1, use_threads=False
         ),
         parse_options=pacsv.ParseOptions(
-            newlines_in_values=True, invalid_row_handler=keep, ignore_empty_lines=False
+            delimiter=delimiter,
+            newlines_in_values=True,
+            invalid_row_handler=keep,
+            ignore_empty_lines=False,
         ),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names},
@@ -301,34 +355,39 @@ def _without_blank_lines(table: pa.Table, block: bytes, first_line: int) -> pa.T
 
 
 def _ends_open(table: pa.Table, bad: list[pacsv.InvalidRow], records: int) -> bool:
-    """Whether the block's last record holds a line break: a quote still open where it ends."""
+    """Whether the block's last record holds a line break: a quote still open where it ends.
+    pyarrow drops the break from a bad row's text, so an odd count of quotes says it too."""
     if bad and bad[-1].number == records:
-        return "\n" in bad[-1].text or "\r" in bad[-1].text
+        text = bad[-1].text
+        return "\n" in text or "\r" in text or text.count('"') % 2 == 1
     if not table.num_rows:
         return False
     last = table.slice(table.num_rows - 1).to_pylist()[0].values()
     return any(cell is not None and ("\n" in cell or "\r" in cell) for cell in last)
 
 
-def _split_line(text: str) -> list[str]:
+def _split_line(text: str, dialect: _Dialect) -> list[str]:
     """A line's cells as well as they can be told apart, for a row that is rejected anyway."""
     cells, pos = [], 0
     while pos <= len(text):
+        value = ""
         if text.startswith('"', pos) and (m := _QUOTED.match(text, pos)):
             value, pos = m.group(1).replace('""', '"'), m.end()
-            end = text.find(",", pos)
-            end = len(text) if end < 0 else end
-            cells.append(value + text[pos:end])
-        else:
-            end = text.find(",", pos)
-            end = len(text) if end < 0 else end
-            cells.append(text[pos:end])
+        end = text.find(dialect.delimiter, pos)
+        end = len(text) if end < 0 else end
+        cells.append(value + text[pos:end])
         pos = end + 1
     return cells
 
 
 def _strict_block(
-    block: bytes, names: list[str], first_line: int, nulls: frozenset[str], at_end: bool, path: Path
+    block: bytes,
+    names: list[str],
+    first_line: int,
+    nulls: frozenset[str],
+    at_end: bool,
+    path: TablePath,
+    dialect: _Dialect,
 ) -> tuple[_Rows, int, int]:
     """The block's complete records read strictly (`csv`, strict): (rows, bytes used, next line).
 
@@ -339,7 +398,7 @@ def _strict_block(
     """
     lines = io.StringIO(_decode(block, path, first_line), newline="").readlines()  # \n, \r\n, \r
     rows, width, base = _Rows(names, nulls), len(names), 0
-    reader = csv.reader(iter(lines), strict=True)
+    reader = csv.reader(iter(lines), delimiter=dialect.delimiter, strict=True)
     while True:
         start = base + reader.line_num
         try:
@@ -362,25 +421,25 @@ def _strict_block(
                 read == len(lines)
                 and not at_end
                 and len(record) <= MAX_RECORD_BYTES
-                and _record(record, 0, at_end=False) is None
+                and _record(record, 0, False, dialect) is None
             ):
                 break  # still open where the block ends: read again with more text
-            problem = _problem(record, names)
+            problem = _problem(record, names, dialect)
         first = lines[start].rstrip("\r\n")
         rows.add_error(
-            _split_line(first),
+            _split_line(first, dialect),
             first_line + start,
-            f"malformed CSV line {first[:60]!r} (line {first_line + start}): {problem}",
+            f"malformed {dialect.kind} line {first[:60]!r} (line {first_line + start}): {problem}",
         )
         if base + reader.line_num - start > 1:  # read on from the next line: nothing is swallowed
             base = start + 1
-            reader = csv.reader(iter(lines[base:]), strict=True)
+            reader = csv.reader(iter(lines[base:]), delimiter=dialect.delimiter, strict=True)
     return rows, len("".join(lines[:start]).encode("utf-8")), first_line + start
 
 
-def _problem(text: str, names: list[str]) -> str:
+def _problem(text: str, names: list[str], dialect: _Dialect) -> str:
     """Why the record at the start of `text` cannot be read, naming the column."""
-    record = _record(text, 0, at_end=True)
+    record = _record(text, 0, True, dialect)
     if record is None or record[2] is None:
         return "it cannot be split into cells"
     column, problem = record[2]
@@ -394,7 +453,7 @@ def _problem(text: str, names: list[str]) -> str:
 Record = tuple[list[str], int, tuple[int, str] | None]
 
 
-def _record(text: str, pos: int, at_end: bool) -> Record | None:
+def _record(text: str, pos: int, at_end: bool, dialect: _Dialect) -> Record | None:
     """The record starting at `pos`: (cells, where the next record starts, and for a malformed
     one the column and what is wrong), or None when the record may go on past the end of
     `text` and `at_end` is false."""
@@ -404,7 +463,7 @@ def _record(text: str, pos: int, at_end: bool) -> Record | None:
     stop = len(text) if newline < 0 else newline + 1
     line = text[pos:stop].rstrip("\r\n")
     if '"' not in line and "\r" not in line:
-        return line.split(","), stop, None
+        return line.split(dialect.delimiter), stop, None
     cells: list[str] = []
     while True:
         if text.startswith('"', pos):
@@ -416,7 +475,7 @@ def _record(text: str, pos: int, at_end: bool) -> Record | None:
                     else (cells, len(text), (len(cells), "opens a quote that is never closed"))
                 )
             value, pos = m.group(1).replace('""', '"'), m.end()
-            if pos < len(text) and text[pos] not in ",\r\n":
+            if pos < len(text) and text[pos] not in dialect.ends:
                 return (
                     cells,
                     pos,
@@ -427,10 +486,10 @@ def _record(text: str, pos: int, at_end: bool) -> Record | None:
                     ),
                 )
         else:
-            m = _UNQUOTED.match(text, pos)
+            m = dialect.unquoted.match(text, pos)
             value, pos = m.group() if m else "", m.end() if m else pos
         cells.append(value)
-        if pos < len(text) and text[pos] == ",":
+        if pos < len(text) and text[pos] == dialect.delimiter:
             pos += 1
         elif pos >= len(text):
             return cells, pos, None

@@ -1,37 +1,39 @@
-"""Reading a use case's source table, one partition at a time.
+"""A CSV or TSV table (a local path or an fsspec URL) as a source, read in whole-record blocks.
 
 Every column is read as text so a key like `007` or a date stays exactly as written; templates
-insert cells as text anyway. Only an empty cell is null (and any `null_values` marker the
-`SourceTable` declares): `NA`, `null` or `nan` in a CSV are words. A line that cannot be read as
-a row is a row whose `_source_error` says why (see `csv_records`); every row carries the line
-it starts on in `_source_line`.
+insert cells as text anyway. Only an empty cell is null (and any `null_values` marker the source
+declares): `NA`, `null` or `nan` in a CSV are words. A line that cannot be read as a row is a
+row whose `_source_error` says why (see `csv_records`); every row carries the line it starts on
+in `_source_line`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from batch_pipeline.sources.base import Source, absolute, masked
 from batch_pipeline.sources.csv_records import (
     BLOCK_SIZE,
     SOURCE_ERROR,
     SOURCE_LINE,
     Header,
     SourceError,
+    TablePath,
     read_header,
     read_records,
 )
-from batch_pipeline.spec import SourceTable
+from batch_pipeline.sources.partitions import Equals, Selection
 
 __all__ = [
+    "ADDED_COLUMNS",
     "SOURCE_ERROR",
     "SOURCE_LINE",
+    "CsvSource",
     "SourceError",
-    "columns",
-    "partition_keys",
     "read_batches",
     "read_partition",
     "read_partition_batches",
@@ -41,39 +43,63 @@ __all__ = [
 ADDED_COLUMNS = (SOURCE_ERROR, SOURCE_LINE)
 
 
-def columns(source: SourceTable) -> list[str]:
-    """The table's column names, from its header line."""
-    return _header(source).names
+@dataclass(frozen=True)
+class CsvSource(Source):
+    """A CSV table (`delimiter="\\t"` for TSV): a local path or an fsspec URL such as
+    `s3://bucket/orders.csv`. Malformed lines become rejected rows naming their line."""
+
+    path: TablePath
+    key: str | Sequence[str]
+    partition_column: str | Mapping[str, str] | None = None
+    null_values: tuple[str, ...] = ()
+    delimiter: str = ","
+    kind = "csv"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", absolute(self.path, "source table"))
+        object.__setattr__(self, "null_values", tuple(self.null_values))
+
+    @property
+    def name(self) -> str:
+        return str(self.path).rstrip("/").rsplit("/", 1)[-1]
+
+    def describe(self) -> str:
+        return f"'{self.path}'"
+
+    def schema(self) -> pa.Schema:
+        names = _header(self).names
+        return pa.schema([(n, pa.string()) for n in names] + [(SOURCE_ERROR, pa.string()), (SOURCE_LINE, pa.int64())])
+
+    def read(self, selection: Selection, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        wanted = None if columns is None else [*dict.fromkeys([*columns, *ADDED_COLUMNS])]
+        tables = read_batches(self)
+        yield from masked((b for t in tables for b in t.to_batches()), selection, wanted)
 
 
-def _header(source: SourceTable) -> Header:
-    """The header, checked: unique names, none the pipeline adds, the partition column present."""
-    header = read_header(source.path)
+def _header(source: CsvSource) -> Header:
+    """The header, checked: unique names, none the pipeline adds."""
+    header = read_header(source.path, delimiter=source.delimiter)
     seen: dict[str, int] = {}
     for number, name in enumerate(header.names, start=1):
         if name in seen:
             raise SourceError(
-                f"source table '{source.path.name}' has two columns named '{name}' (columns "
+                f"source table '{source.name}' has two columns named '{name}' (columns "
                 f"{seen[name]} and {number}); rename one so each cell has one column to go to"
             )
         seen[name] = number
         if name in ADDED_COLUMNS:
             raise SourceError(
-                f"source table '{source.path.name}' has a column named '{name}', a name the "
+                f"source table '{source.name}' has a column named '{name}', a name the "
                 "pipeline adds to every row; rename it"
             )
-    if source.partition_column not in seen:
-        raise SourceError(
-            f"source table '{source.path.name}' has no partition column "
-            f"'{source.partition_column}' (columns: {', '.join(header.names)})"
-        )
     return header
 
 
-def read_batches(source: SourceTable, block_size: int = BLOCK_SIZE) -> Iterator[pa.Table]:
+def read_batches(source: CsvSource, block_size: int = BLOCK_SIZE) -> Iterator[pa.Table]:
     """Every row of the table, one block of whole records at a time, in file order."""
     header = _header(source)
-    yield from _read_ahead(read_records(source.path, header, source.null_values, block_size))
+    yield from _read_ahead(read_records(source.path, header, source.null_values, block_size,
+                                        delimiter=source.delimiter))
 
 
 def _read_ahead(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
@@ -93,46 +119,22 @@ def _read_ahead(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
                 close()
 
 
-def read_table(source: SourceTable) -> pa.Table:
+def read_table(source: CsvSource) -> pa.Table:
     """The whole table (small tables and tests; the pipeline streams with `read_batches`)."""
-    header = _header(source)
-    tables = list(read_records(source.path, header, source.null_values))
-    return pa.concat_tables(tables) if tables else _empty(header)
+    tables = list(read_batches(source))
+    return pa.concat_tables(tables) if tables else source.schema().empty_table()
 
 
-def _empty(header: Header) -> pa.Table:
-    names = [*header.names, SOURCE_ERROR]
-    empty = pa.table({n: pa.array([], pa.string()) for n in names})
-    return empty.append_column(SOURCE_LINE, pa.array([], pa.int64()))
+def read_partition(source: CsvSource, value: str) -> pa.Table:
+    """The rows whose partition column, blanks trimmed, is `value`, in file order (tests and
+    tools; a use case selects its partitions with `UseCase.read`)."""
+    batches = list(read_partition_batches(source, value))
+    return pa.Table.from_batches(batches) if batches else source.schema().empty_table()
 
 
-def partition_values(table: pa.Table, source: SourceTable) -> pa.ChunkedArray | pa.Array:
-    """Each row's partition value as the pipeline matches it: surrounding blanks trimmed."""
-    return pc.utf8_trim_whitespace(table[source.partition_column])
-
-
-def read_partition(source: SourceTable, partition_key: str) -> pa.Table:
-    """The rows whose partition column equals `partition_key`, in file order."""
-    batches = list(read_partition_batches(source, partition_key))
-    return pa.Table.from_batches(batches) if batches else _empty(_header(source))
-
-
-def partition_keys(source: SourceTable) -> list[str]:
-    """The distinct non-empty partition values present in the table, sorted."""
-    keys: set[str] = set()
-    for table in read_batches(source):
-        keys.update(v for v in pc.unique(partition_values(table, source)).to_pylist() if v)
-    return sorted(keys)
-
-
-def read_partition_batches(
-    source: SourceTable, partition_key: str, block_size: int = BLOCK_SIZE
-) -> Iterator[pa.RecordBatch]:
-    """`read_partition` as a stream of record batches, one block of whole records at a time, so
-    a table much bigger than memory can be built into requests (`requests.lines.stream_requests`).
-    """
-    for table in read_batches(source, block_size):
-        keep = pc.fill_null(pc.equal(partition_values(table, source), partition_key), False)
-        if not pc.all(keep).as_py():
-            table = table.filter(keep)
-        yield from table.to_batches()
+def read_partition_batches(source: CsvSource, value: str, block_size: int = BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
+    """`read_partition` as a stream of record batches, one block of whole records at a time."""
+    assert isinstance(source.partition_column, str), "a one-column partition"
+    selection = Selection((Equals(source.partition_column, value),))
+    tables = read_batches(source, block_size)
+    yield from masked((b for t in tables for b in t.to_batches()), selection, None)

@@ -174,12 +174,12 @@ def test_invalid_bodies_are_harvested_as_failed_and_not_retried(tmp_path: Path) 
     lines = batch_lines(BatchOutcome(batch.id, batch.status), 1, ids, raw)
     index = pa.table({"id": ids, "custom_id": ids, "status": ["pending"] * len(ids),
                       "error_code": pa.nulls(len(ids), pa.string()), "error_message": pa.nulls(len(ids), pa.string())})
-    rows = {r["custom_id"]: r for r in assemble(index, "id", lines, {}).to_pylist()}
+    rows = {r["custom_id"]: r for r in assemble(index, ["id"], lines, {}).to_pylist()}
     for custom_id, (_, param, code) in INVALID_BODIES.items():
         assert rows[custom_id]["status"] == "failed" and rows[custom_id]["error_code"] == code
         assert param.split(".")[-1].split("[")[0] in rows[custom_id]["error_message"]
     assert rows["good-1"]["status"] == rows["good-2"]["status"] == "succeeded"
-    assert retryable(assemble(index, "id", lines, {}), max_attempts=3) == []
+    assert retryable(assemble(index, ["id"], lines, {}), max_attempts=3) == []
 
 
 def test_invalid_endpoint_lists_the_supported_values(client: openai.OpenAI) -> None:

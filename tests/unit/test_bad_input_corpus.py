@@ -9,7 +9,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from batch_pipeline import BatchSpec, SourceTable, SpecError, UseCase
+from batch_pipeline import BatchSpec, CsvSource, SpecError, UseCase
 from batch_pipeline.requests.custom_ids import PORTABLE
 from batch_pipeline.requests.lines import build_requests
 from batch_pipeline.sources.csv_source import read_partition
@@ -21,7 +21,7 @@ GOOD = "g1,2026-11-20,Aspirin,daily\ng2,2026-11-20,Ibuprofen,with food\n"
 def build(tmp_path: Path, body: str, header: str = "id,day,name,notes", **spec: Any):
     path = tmp_path / "t.csv"
     path.write_bytes((header + "\n" + body).encode("utf-8") if isinstance(body, str) else body)
-    source = SourceTable(path=path, key="id", partition_column="day")
+    source = CsvSource(path=path, key="id", partition_column="day")
     spec = BatchSpec(**{"name": "corpus", "model": "gpt-4o-mini", "prompt": "{name}: {notes}", **spec})
     built = build_requests(read_partition(source, DAY), source, spec)
     rows = {r["id"]: r for r in built.index.to_pylist()}
@@ -69,7 +69,7 @@ def test_duplicate_keys_keep_the_first_row_and_name_the_column(tmp_path):
     rows_csv = GOOD + "g1,2026-11-20,Other,dup\n"
     path = tmp_path / "t.csv"
     path.write_text("id,day,name,notes\n" + rows_csv)
-    source = SourceTable(path=path, key="id", partition_column="day")
+    source = CsvSource(path=path, key="id", partition_column="day")
     built = build_requests(read_partition(source, DAY), source,
                            BatchSpec(name="corpus", model="gpt-4o-mini", prompt="{name}: {notes}"))
     index = built.index.to_pylist()
@@ -125,14 +125,14 @@ def test_an_empty_file_is_a_clear_error(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("")
     with pytest.raises(ValueError, match="is empty: it has no header line"):
-        read_partition(SourceTable(path=path, key="id", partition_column="day"), DAY)
+        read_partition(CsvSource(path=path, key="id", partition_column="day"), DAY)
 
 
 def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes(b"id,day,name,notes\n" + "x,2026-11-20,caf\xe9,y\n".encode("latin-1"))
     with pytest.raises(ValueError, match="t.csv"):
-        source = SourceTable(path=path, key="id", partition_column="day")
+        source = CsvSource(path=path, key="id", partition_column="day")
         build_requests(read_partition(source, DAY), source,
                        BatchSpec(name="corpus", model="gpt-4o-mini", prompt="{name}: {notes}"))
 
@@ -140,8 +140,8 @@ def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "header, prompt, match",
     [
-        ("id,day,name,notes", "{nmae}: {notes}", "column 'nmae' is not in source table 't.csv'.*did you mean 'name'"),
-        ("key,day,name,notes", "{name}", "column 'id' is not in source table"),
+        ("id,day,name,notes", "{nmae}: {notes}", "column 'nmae' is not in source '.*t.csv'.*did you mean 'name'"),
+        ("key,day,name,notes", "{name}", "column 'id' is not in source "),
     ],
 )
 def test_spec_columns_missing_from_the_table_fail_naming_them(tmp_path, header, prompt, match):
@@ -186,7 +186,7 @@ def test_a_key_column_named_like_a_result_column_is_refused(tmp_path):
 
     with pytest.raises(SpecError, match="key column 'status' clashes with a result column"):
         UseCase(spec=BatchSpec(name="corpus", model="gpt-4o-mini", prompt="{name}"),
-                source=SourceTable(path=tmp_path / "t.csv", key="status", partition_column="day"),
+                source=CsvSource(path=tmp_path / "t.csv", key="status", partition_column="day"),
                 partitions_def=dg.DailyPartitionsDefinition(start_date=DAY))
 
 
@@ -194,7 +194,7 @@ def test_a_key_column_named_like_a_result_column_is_refused(tmp_path):
 def test_missing_partition_or_template_column_is_named(tmp_path, header):
     csv = tmp_path / "t.csv"
     csv.write_text(header + "a,b\n")
-    source = SourceTable(path=csv, key="id", partition_column="day")
+    source = CsvSource(path=csv, key="id", partition_column="day")
     spec = BatchSpec(name="s", model="m", prompt="{name}")
     with pytest.raises((ValueError, SpecError), match="'(day|name)'"):
         build_requests(read_partition(source, "b"), source, spec)

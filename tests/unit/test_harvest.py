@@ -57,7 +57,7 @@ def test_every_row_exactly_once_in_source_order_whatever_the_file_order():
                     [jsonl(ok("r2", "two"), ok("r1", "one"), ok("unknown"))]),
         batch_lines(BatchOutcome("batch_b", "expired"), 1, ["r4", "r5"], [jsonl(never_ran("r4", "batch_expired"))]),
     ])
-    result = assemble(idx, "id", lines, {"gpt-4o-mini": (1e-6, 2e-6)}).to_pylist()
+    result = assemble(idx, ["id"], lines, {"gpt-4o-mini": (1e-6, 2e-6)}).to_pylist()
     assert [r["custom_id"] for r in result] == ["r1", "r2", "r3", "r4", "r5"]
     assert [r["status"] for r in result] == ["succeeded", "succeeded", "rejected", "expired", "expired"]
     assert [r["output"] for r in result][:2] == ["one", "two"]
@@ -75,11 +75,11 @@ def test_failed_batch_and_missing_lines_still_give_every_row_a_status():
                     ["a"], []),
         batch_lines(BatchOutcome("batch_1", "completed"), 1, ["b", "c"], [jsonl(ok("b"))]),
     ])
-    result = assemble(idx, "id", lines, {}).to_pylist()
+    result = assemble(idx, ["id"], lines, {}).to_pylist()
     assert [(r["status"], r["error_code"]) for r in result] == [
         ("failed", "token_limit_exceeded"), ("succeeded", None), ("failed", "missing_result")]
-    assert retryable(assemble(idx, "id", lines, {}), max_attempts=3) == ["a", "c"]
-    assert retryable(assemble(idx, "id", lines, {}), max_attempts=1) == []
+    assert retryable(assemble(idx, ["id"], lines, {}), max_attempts=3) == ["a", "c"]
+    assert retryable(assemble(idx, ["id"], lines, {}), max_attempts=1) == []
 
 
 def test_a_success_wins_over_a_failure_and_the_latest_attempt_over_older_ones():
@@ -90,7 +90,7 @@ def test_a_success_wins_over_a_failure_and_the_latest_attempt_over_older_ones():
         batch_lines(BatchOutcome("second", "completed"), 2, ["a", "b"],
                     [jsonl(ok("a"), never_ran("b", "batch_expired"))]),
     ])
-    a, b = assemble(idx, "id", lines, {}).to_pylist()
+    a, b = assemble(idx, ["id"], lines, {}).to_pylist()
     assert (a["status"], a["attempts"], a["batch_id"]) == ("succeeded", 2, "second")
     assert (b["status"], b["error_code"], b["attempts"], b["batch_id"]) == ("expired", "batch_expired", 2, "second")
 
@@ -98,7 +98,7 @@ def test_a_success_wins_over_a_failure_and_the_latest_attempt_over_older_ones():
 def test_counts_cover_every_status():
     idx = index(["a", "b"], [0, None])
     lines = batch_lines(BatchOutcome("b", "completed"), 1, ["a"], [jsonl(ok("a"))])
-    table = assemble(idx, "id", lines, {})
+    table = assemble(idx, ["id"], lines, {})
     assert counts_by_status(table) == {"succeeded": 1, "failed": 0, "invalid_output": 0, "rejected": 1,
                                        "expired": 0, "cancelled": 0}
 

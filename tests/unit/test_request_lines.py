@@ -4,9 +4,10 @@ import pytest
 import xxhash
 
 from batch_pipeline.requests.lines import build_requests
-from batch_pipeline.spec import BatchSpec, SourceTable, SpecError
+from batch_pipeline.sources.csv_source import CsvSource
+from batch_pipeline.spec import BatchSpec, SpecError
 
-SOURCE = SourceTable(path="t.csv", key="id", partition_column="day")
+SOURCE = CsvSource(path="/t.csv", key="id", partition_column="day")
 SPEC = BatchSpec(name="leaflets", model="gpt-4o-mini", system_prompt="Be kind.", prompt="About {name}: {notes}",
                  parameters={"max_tokens": 50}, max_prompt_chars=200)
 

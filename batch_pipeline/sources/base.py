@@ -1,0 +1,102 @@
+"""What every source is: a table with a key, a partition column, a schema known before reading,
+and a stream of record batches for one partition's rows.
+
+A source streams one record batch at a time, so a partition of millions of rows builds into
+requests in flat memory; it reads only the columns it is asked for and pushes the partition
+down to its storage where it can (`sources.partitions.Selection`).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+from batch_pipeline.sources.csv_records import SourceError
+from batch_pipeline.sources.partitions import Selection
+
+# Rows per record batch a source hands out: small enough for flat memory, big enough that
+# column-wise work dominates per-batch overhead.
+BATCH_ROWS = 64_000
+
+__all__ = ["BATCH_ROWS", "Source", "SourceError", "absolute", "key_tuple", "partition_mapping"]
+
+
+def key_tuple(key: str | Sequence[str]) -> tuple[str, ...]:
+    """A key of one column (a name) or several (a composite key) as a tuple of names."""
+    names = (key,) if isinstance(key, str) else tuple(key)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"a source key is a column name or a list of them, not {key!r}")
+    return names
+
+
+def absolute(location: str | os.PathLike[str], what: str) -> str | Path:
+    """A URL as given, or a local path that must be absolute: a relative one would be read from
+    wherever the process happens to run (the daemon, a run worker, a test)."""
+    if isinstance(location, str) and "://" in location:
+        return location
+    path = Path(location)
+    if not path.is_absolute():
+        raise ValueError(f"{what} '{location}' is a relative path; give an absolute path (e.g. "
+                         "Path(__file__).parent / 'data' / 'table.parquet') or a URL")
+    return path
+
+
+def partition_mapping(column: str | Mapping[str, str] | None) -> dict[str, str]:
+    """The partition column by dimension: `""` for a one-dimensional definition."""
+    if column is None:
+        return {}
+    return {"": column} if isinstance(column, str) else dict(column)
+
+
+class Source(ABC):
+    """A table a use case reads. Subclasses are frozen dataclasses with `key` (a column or a
+    list of columns) and `partition_column` (a column, a mapping of multi-partition dimension to
+    column, or None when the use case is unpartitioned or its upstream asset is)."""
+
+    kind: str = "table"  # the Dagster kind shown on the source asset
+    key: str | Sequence[str]
+    partition_column: str | Mapping[str, str] | None
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return key_tuple(self.key)
+
+    @property
+    def partition_columns(self) -> dict[str, str]:
+        return partition_mapping(self.partition_column)
+
+    @abstractmethod
+    def describe(self) -> str:
+        """What the source is, for messages: a path, URL, query or asset key (never a secret)."""
+
+    @abstractmethod
+    def schema(self) -> pa.Schema:
+        """The columns and their types, known before any row is read."""
+
+    @abstractmethod
+    def read(self, selection: Selection, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The partition's rows in source order, one record batch at a time; `columns` (None: all)
+        are the columns to read. A source that cannot be read raises `SourceError`."""
+
+    def columns(self) -> list[str]:
+        return self.schema().names
+
+    def error(self, why: object) -> SourceError:
+        return SourceError(f"source {self.describe()} cannot be read: {why}")
+
+
+def masked(batches: Iterator[pa.RecordBatch], selection: Selection,
+           columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
+    """The batches' rows in the partition, with only `columns` (and the order kept)."""
+    for batch in batches:
+        keep = selection.mask(batch)
+        if keep is not None:
+            batch = batch.filter(keep)
+        if columns is not None:
+            batch = batch.select(list(columns))
+        if batch.num_rows:
+            yield batch

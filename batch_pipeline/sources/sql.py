@@ -1,0 +1,123 @@
+"""A SQL query as a source: against a DuckDB database file, or a PostgreSQL database through the
+ADBC driver, which hands rows back as Arrow record batches (no per-row Python objects).
+
+The query is wrapped, never edited: `SELECT <columns> FROM (<query>) AS source WHERE <partition>`,
+with the partition's values bound as parameters (`$1`, `$2`), never formatted into the text.
+The PostgreSQL URL comes from an environment variable at run time, so its password is in no
+code, metadata or message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from batch_pipeline.sources.base import BATCH_ROWS, Source, SourceError, absolute, masked
+from batch_pipeline.sources.partitions import Selection
+
+_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+@dataclass(frozen=True)
+class SqlSource(Source):
+    """Rows of `query`, run on the DuckDB file `duckdb` or on the PostgreSQL database whose URL
+    (`postgresql://user:password@host/db`) is in the environment variable `postgres_url_env`."""
+
+    query: str
+    key: str | Sequence[str]
+    partition_column: str | Mapping[str, str] | None = None
+    duckdb: str | os.PathLike[str] | None = None
+    postgres_url_env: str | None = None
+    kind = "sql"
+
+    def __post_init__(self) -> None:
+        if (self.duckdb is None) == (self.postgres_url_env is None):
+            raise ValueError("a SQL source names one database: duckdb='file.duckdb' or "
+                             "postgres_url_env='NAME_OF_THE_VARIABLE_WITH_THE_URL'")
+        if self.duckdb is not None:
+            object.__setattr__(self, "duckdb", absolute(self.duckdb, "DuckDB database"))
+
+    def describe(self) -> str:
+        where = f"DuckDB '{self.duckdb}'" if self.duckdb else f"PostgreSQL (${self.postgres_url_env})"
+        return f"query {' '.join(self.query.split())[:200]!r} on {where}"
+
+    def schema(self) -> pa.Schema:
+        with self._cursor() as cursor:
+            return self._fetch(cursor, f"SELECT * FROM ({self._body()}) AS source LIMIT 0", []).read_all().schema
+
+    def read(self, selection: Selection, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        schema = self.schema()
+        where, params = selection.sql(schema)
+        names = schema.names if columns is None else [*dict.fromkeys([*columns, *selection.columns])]
+        listed = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
+        sql = f"SELECT {listed} FROM ({self._body()}) AS source WHERE {where}"
+        with self._cursor() as cursor:
+            reader = self._fetch(cursor, sql, params)
+            yield from masked(_batches(reader, self), selection, columns)
+
+    def _body(self) -> str:
+        return self.query.strip().rstrip(";")
+
+    def _cursor(self) -> AbstractContextManager[Any]:
+        return _duckdb_cursor(Path(self.duckdb)) if self.duckdb else _postgres_cursor(self)
+
+    def _fetch(self, cursor: Any, sql: str, params: list[object]) -> pa.RecordBatchReader:
+        try:
+            if self.duckdb:  # a relation streams Arrow batches without the DB-API's extra copy
+                return cursor.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS)
+            cursor.execute(sql, params or None)
+            return cursor.fetch_record_batch()
+        except Exception as exc:  # each driver has its own error classes; the message is what matters
+            raise SourceError(f"{self.describe()} failed: {scrub(str(exc))}") from None
+
+
+def _batches(reader: pa.RecordBatchReader, source: SqlSource) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from reader
+    except Exception as exc:  # a driver error while streaming: name the query, hide the URL
+        raise SourceError(f"{source.describe()} failed: {scrub(str(exc))}") from None
+
+
+@contextmanager
+def _duckdb_cursor(path: Path) -> Iterator[Any]:
+    import duckdb
+
+    if not path.exists():
+        raise SourceError(f"DuckDB database '{path}' does not exist")
+    try:
+        connection = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise SourceError(f"DuckDB database '{path}' cannot be opened: {exc}") from None
+    with connection:
+        yield connection.cursor()
+
+
+@contextmanager
+def _postgres_cursor(source: SqlSource) -> Iterator[Any]:
+    assert source.postgres_url_env is not None
+    url = os.environ.get(source.postgres_url_env)
+    if not url:
+        raise SourceError(f"{source.describe()}: the environment variable "
+                          f"{source.postgres_url_env} that holds the database URL is not set")
+    try:
+        from adbc_driver_postgresql import dbapi
+    except ImportError:
+        raise SourceError("a PostgreSQL source needs the extra: pip install 'batch_pipeline[sql]'") from None
+    try:
+        connection = dbapi.connect(url)
+    except Exception as exc:  # the driver's own error types; never show the URL
+        raise SourceError(f"{source.describe()}: cannot connect: {scrub(str(exc))}") from None
+    with connection, connection.cursor() as cursor:
+        yield cursor
+
+
+def scrub(message: str) -> str:
+    """The message without any password a URL in it carries."""
+    return _PASSWORD.sub(r"\1***@", message)

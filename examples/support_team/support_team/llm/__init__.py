@@ -1,0 +1,1 @@
+"""The team's LLM use cases, one module each: a source, a `BatchSpec`, partitions."""
