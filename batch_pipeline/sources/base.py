@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -21,8 +23,9 @@ from batch_pipeline.sources.partitions import Selection
 # Rows per record batch a source hands out: small enough for flat memory, big enough that
 # column-wise work dominates per-batch overhead.
 BATCH_ROWS = 64_000
+T = TypeVar("T")
 
-__all__ = ["BATCH_ROWS", "Source", "SourceError", "absolute", "key_tuple", "partition_mapping"]
+__all__ = ["BATCH_ROWS", "Source", "SourceError", "absolute", "key_tuple", "masked", "partition_mapping", "read_ahead"]
 
 
 def key_tuple(key: str | Sequence[str]) -> tuple[str, ...]:
@@ -87,6 +90,24 @@ class Source(ABC):
 
     def error(self, why: object) -> SourceError:
         return SourceError(f"source {self.describe()} cannot be read: {why}")
+
+
+def read_ahead(tables: Iterator[T]) -> Iterator[T]:
+    """The items, the next one read in a thread while the caller works on this one: parsing and
+    decoding release the GIL, so reading and building requests share the cores. One ahead at
+    most, so memory holds two blocks whatever the table's size."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-reader") as reader:
+        upcoming = reader.submit(next, tables, None)
+        try:
+            while (item := upcoming.result()) is not None:
+                upcoming = reader.submit(next, tables, None)
+                yield item
+        finally:
+            upcoming.cancel()
+            wait([upcoming])
+            close = getattr(tables, "close", None)
+            if close is not None:
+                close()
 
 
 def masked(batches: Iterator[pa.RecordBatch], selection: Selection,

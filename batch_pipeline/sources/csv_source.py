@@ -10,12 +10,11 @@ in `_source_line`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from batch_pipeline.sources.base import Source, absolute, masked
+from batch_pipeline.sources.base import Source, absolute, masked, read_ahead
 from batch_pipeline.sources.csv_records import (
     BLOCK_SIZE,
     SOURCE_ERROR,
@@ -98,25 +97,8 @@ def _header(source: CsvSource) -> Header:
 def read_batches(source: CsvSource, block_size: int = BLOCK_SIZE) -> Iterator[pa.Table]:
     """Every row of the table, one block of whole records at a time, in file order."""
     header = _header(source)
-    yield from _read_ahead(read_records(source.path, header, source.null_values, block_size,
+    yield from read_ahead(read_records(source.path, header, source.null_values, block_size,
                                         delimiter=source.delimiter))
-
-
-def _read_ahead(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
-    """The tables, the next one read in a thread while the caller works on this one: parsing
-    releases the GIL, so reading and building requests share the cores. One block ahead at most."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-reader") as reader:
-        upcoming = reader.submit(next, tables, None)
-        try:
-            while (table := upcoming.result()) is not None:
-                upcoming = reader.submit(next, tables, None)
-                yield table
-        finally:
-            upcoming.cancel()
-            wait([upcoming])
-            close = getattr(tables, "close", None)
-            if close is not None:
-                close()
 
 
 def read_table(source: CsvSource) -> pa.Table:

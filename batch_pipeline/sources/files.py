@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from batch_pipeline.sources.base import BATCH_ROWS, Source, absolute, masked
+from batch_pipeline.sources.base import BATCH_ROWS, Source, absolute, masked, read_ahead
 from batch_pipeline.sources.partitions import Selection
 
 _FORMATS = {"parquet": "parquet", "jsonl": "json"}
@@ -71,9 +71,23 @@ class FileSource(Source):
     def read(self, selection: Selection, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         dataset = self._dataset
         names = None if columns is None else [*dict.fromkeys([*columns, *selection.columns])]
+        where = selection.dataset_filter(dataset.schema)
+        pieces = (piece.to_table(schema=dataset.schema, columns=names, filter=where)
+                  for piece in _pieces(dataset, where))
         try:
-            scanner = dataset.scanner(columns=names, filter=selection.dataset_filter(dataset.schema),
-                                      batch_size=BATCH_ROWS)
-            yield from masked(iter(scanner.to_batches()), selection, columns)
+            batches = (b for table in read_ahead(pieces) for b in table.to_batches(max_chunksize=BATCH_ROWS))
+            yield from masked(batches, selection, columns)
         except (OSError, pa.ArrowInvalid) as exc:
             raise self.error(exc) from exc
+
+
+def _pieces(dataset: ds.Dataset, where: ds.Expression | None) -> Iterator[ds.Fragment]:
+    """The dataset's files, and a Parquet file's row groups, that may hold rows matching `where`
+    (statistics rule the others out), one at a time. Arrow's scanner would decode ahead of the
+    consumer without bound (a whole 10M-row file while the first batch is built); a piece at a
+    time, one read ahead, keeps memory flat (benchmarks/RESULTS.md, peak memory by source)."""
+    for fragment in dataset.get_fragments(filter=where):
+        if isinstance(fragment, ds.ParquetFileFragment):
+            yield from fragment.split_by_row_group(where, schema=dataset.schema)
+        else:
+            yield fragment

@@ -189,19 +189,28 @@ def _instant(value: str | None, zone: ZoneInfo) -> datetime | None:
 
 
 def _bounds(window: Window, kind: pa.DataType) -> tuple[object, object] | tuple[None, None]:
-    """A window's bounds in the column's own terms, widened by a day where the column's values
-    may be read in another zone (text, naive timestamps, dates); the exact mask trims them."""
-    day = timedelta(days=1)
+    """A window's bounds in the column's own terms: exact for zone-aware timestamps and dates
+    (a date is in the window when its midnight in the window's zone is), an hour wider for naive
+    timestamps (a daylight-saving change), a day wider for text (it may carry any offset)."""
+    zone = ZoneInfo(window.timezone)
+    start, end = window.start.astimezone(zone), window.end.astimezone(zone)
     if pa.types.is_timestamp(kind) and kind.tz is not None:
         return window.start, window.end
     if pa.types.is_timestamp(kind):
-        return (window.start - day).replace(tzinfo=None), (window.end + day).replace(tzinfo=None)
+        hour = timedelta(hours=1)
+        return (start - hour).replace(tzinfo=None), (end + hour).replace(tzinfo=None)
     if pa.types.is_date(kind):
-        return (window.start - day).date(), (window.end + day).date()
+        return _first_date_from(start), _first_date_from(end)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        # ISO 8601 text sorts as its instants do, to the day
-        return (window.start - day).date().isoformat(), (window.end + day).date().isoformat()
+        day = timedelta(days=1)  # ISO 8601 text sorts as its instants do, to the day
+        return (start - day).date().isoformat(), (end + day).date().isoformat()
     return None, None
+
+
+def _first_date_from(moment: datetime) -> date:
+    """The first date whose midnight is at or after `moment` (in `moment`'s zone)."""
+    midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.date() if moment == midnight else moment.date() + timedelta(days=1)
 
 
 def _pushed(condition: Condition, kind: pa.DataType) -> ds.Expression | None:

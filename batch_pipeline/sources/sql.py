@@ -50,16 +50,18 @@ class SqlSource(Source):
 
     def schema(self) -> pa.Schema:
         with self._cursor() as cursor:
-            return self._fetch(cursor, f"SELECT * FROM ({self._body()}) AS source LIMIT 0", []).read_all().schema
+            return self._schema(cursor)
+
+    def _schema(self, cursor: Any) -> pa.Schema:
+        return self._fetch(cursor, f"SELECT * FROM ({self._body()}) AS source LIMIT 0", []).read_all().schema
 
     def read(self, selection: Selection, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
-        schema = self.schema()
-        where, params = selection.sql(schema)
-        names = schema.names if columns is None else [*dict.fromkeys([*columns, *selection.columns])]
-        listed = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
-        sql = f"SELECT {listed} FROM ({self._body()}) AS source WHERE {where}"
-        with self._cursor() as cursor:
-            reader = self._fetch(cursor, sql, params)
+        with self._cursor() as cursor:  # one connection: opening one costs tens of milliseconds
+            schema = self._schema(cursor)
+            where, params = selection.sql(schema)
+            names = schema.names if columns is None else [*dict.fromkeys([*columns, *selection.columns])]
+            listed = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
+            reader = self._fetch(cursor, f"SELECT {listed} FROM ({self._body()}) AS source WHERE {where}", params)
             yield from masked(_batches(reader, self), selection, columns)
 
     def _body(self) -> str:
