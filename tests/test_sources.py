@@ -72,6 +72,24 @@ def test_a_weekly_partition_reads_the_rows_inside_its_window(parquet_file, colum
     assert sum(len(ids_in(uc, k)) for k in mondays) == 12
 
 
+@pytest.mark.parametrize("definition, key, expected", [
+    (dg.HourlyPartitionsDefinition(start_date="2026-11-02-00:00", timezone="UTC"), "2026-11-04-10:00", [101]),
+    (dg.MonthlyPartitionsDefinition(start_date="2026-11-01", timezone="UTC"), "2026-11-01", list(range(100, 112))),
+    # a zone of its own: Tokyo's 4 November is 15:00 UTC on the 3rd to 15:00 UTC on the 4th
+    (dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone="Asia/Tokyo"), "2026-11-04", [101]),
+])
+def test_any_cadence_and_zone_selects_by_instant(parquet_file, definition, key, expected):
+    for column in ("placed_at", "placed_on"):
+        uc = UseCase(SPEC, FileSource(str(parquet_file), key="order_id", partition_column=column), definition)
+        instants = {r["order_id"]: r for r in orders().to_pylist()}
+        if column == "placed_on":  # a date is its midnight in the definition's zone
+            window = definition.time_window_for_partition_key(key)
+            zone = window.start.tzinfo
+            expected = sorted(i for i, r in instants.items() if window.start <= dt.datetime.combine(
+                r["placed_on"], dt.time(), zone) < window.end)
+        assert ids_in(uc, key) == expected, (column, key)
+
+
 def test_text_timestamps_in_a_csv_are_read_as_instants_in_the_definitions_zone(tmp_path):
     csv = tmp_path / "events.csv"
     csv.write_text("id,at,note\n"

@@ -1,9 +1,9 @@
 """What every source is: a table with a key, a partition column, a schema known before reading,
 and a stream of record batches for one partition's rows.
 
-A source streams one record batch at a time, so a partition of millions of rows builds into
-requests in flat memory; it reads only the columns it is asked for and pushes the partition
-down to its storage where it can (`sources.partitions.Selection`).
+A source streams one record batch at a time, so the rows of a partition of millions are never
+all in memory; it reads only the columns it is asked for and pushes the partition down to its
+storage where it can (`sources.partitions.Selection`).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def _pieces(dataset: ds.Dataset, where: ds.Expression | None) -> Iterator[ds.Fra
     """The dataset's files, and a Parquet file's row groups, that may hold rows matching `where`
     (statistics rule the others out), one at a time. Arrow's scanner would decode ahead of the
     consumer without bound (a whole 10M-row file while the first batch is built); a piece at a
-    time, one read ahead, keeps memory flat (benchmarks/RESULTS.md, peak memory by source)."""
+    time, one read ahead, bounds what reading holds (benchmarks/RESULTS.md, peak memory by source)."""
     for fragment in dataset.get_fragments(filter=where):
         if isinstance(fragment, ds.ParquetFileFragment):
             yield from fragment.split_by_row_group(where, schema=dataset.schema)
