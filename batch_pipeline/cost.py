@@ -237,12 +237,12 @@ def bands(tokens: pa.ChunkedArray, thresholds: Sequence[int], scale: float = 1.0
     if not thresholds:
         return [Band(0, len(tokens) - tokens.null_count, round((pc.sum(tokens).as_py() or 0) * scale))]
     found = []
-    for low, high in zip([0, *thresholds], [*thresholds, None], strict=True):
-        mask = pc.greater(tokens, low / scale) if low else pc.is_valid(tokens)
+    for low, high in zip([None, *thresholds], [*thresholds, None], strict=True):
+        mask = pc.is_valid(tokens) if low is None else pc.greater(tokens, low / scale)
         if high is not None:
             mask = pc.and_(mask, pc.less_equal(tokens, high / scale))
         inside = tokens.filter(mask)
-        found.append(Band(low, len(inside), round((pc.sum(inside).as_py() or 0) * scale)))
+        found.append(Band(low or 0, len(inside), round((pc.sum(inside).as_py() or 0) * scale)))
     return found
 
 
