@@ -68,6 +68,8 @@ class BatchSpec:
     each of its fields as a typed column. `price_per_million_tokens` ((input, output) USD at
     batch prices) is needed only for a model the `genai-prices` package does not know.
     `max_cost_usd` stops a partition's submission, before any upload, when its estimate is higher.
+    The estimate's output tokens per request are learned from the use case's harvested partitions;
+    before there are any, `expected_output_tokens` (else the max tokens parameter, else 512).
     Requests that fail for retryable reasons are resubmitted in follow-up batches until they have
     been sent `max_attempts` times, waiting `retry_backoff_seconds` (doubling each round) first.
     """
@@ -158,11 +160,14 @@ class BatchSpec:
                     columns.append(column)
         return columns
 
-    def output_tokens_per_request(self) -> int:
-        """Output tokens assumed per request for the cost estimate before anything is sent."""
+    def output_tokens_prior(self) -> tuple[int, str]:
+        """Output tokens assumed per request before any partition of the use case was harvested,
+        and what they come from (shown beside the estimate)."""
         if self.endpoint in INPUT_ENDPOINTS:
-            return 0
+            return 0, f"{self.endpoint.rsplit('/', 1)[-1]} have no output tokens"
         if self.expected_output_tokens is not None:
-            return self.expected_output_tokens
-        p = self.parameters
-        return int(p.get("max_completion_tokens") or p.get("max_tokens") or p.get("max_output_tokens") or 512)
+            return self.expected_output_tokens, f"expected_output_tokens {self.expected_output_tokens}"
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            if self.parameters.get(name):
+                return int(self.parameters[name]), f"{name} {self.parameters[name]}"
+        return 512, "no max_tokens set, 512 assumed"

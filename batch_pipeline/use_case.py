@@ -1,6 +1,6 @@
 """A use case: a source, its `BatchSpec` and its partitions, with the names derived from them."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.cost import Estimate, estimate
+from batch_pipeline.cost import Basis, Estimate, UsageRecord, bands, estimate, price_for
 from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
@@ -106,18 +106,17 @@ class UseCase:
         schema = source.schema()
         return schema.empty_table().select([n for n in schema.names if n in self.columns])
 
-    def estimate(self, index: pa.Table) -> Estimate:
-        """The cost estimate of a partition's request index; a clear error for an unpriced model."""
-        to_send = pc.equal(index["status"], PENDING)
+    def estimate(self, index: pa.Table, history: Sequence[UsageRecord] = ()) -> Estimate:
+        """The cost estimate of a partition's request index, learned from `history` (earlier
+        harvests of this use case and model), else from the spec's prior; a clear error for an
+        unpriced model."""
+        basis = Basis.learned(self.spec.output_tokens_prior(), history)
         try:
-            return estimate(
-                self.spec.model,
-                self.spec.price_per_million_tokens,
-                index["estimated_input_tokens"].filter(to_send).to_pylist(),
-                self.spec.output_tokens_per_request(),
-            )
+            price = price_for(self.spec.model, self.spec.price_per_million_tokens)
         except LookupError as exc:
             raise dg.Failure(f"spec '{self.name}': {exc}") from exc
+        tokens = index["estimated_input_tokens"].filter(pc.equal(index["status"], PENDING))
+        return estimate(price, bands(tokens, price.thresholds(), basis.input_scale), basis)
 
     def key(self, stage: str) -> dg.AssetKey:
         return dg.AssetKey([*self.key_prefix, self.spec.name, stage])

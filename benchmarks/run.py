@@ -2,7 +2,8 @@
 
 ``.venv/bin/python -m benchmarks.run [--sizes 10000 100000 1000000] [--out benchmarks/RESULTS.md]``
 ``.venv/bin/python -m benchmarks.run --only sources``: only the request building by source (CSV,
-Parquet, DuckDB) and its peak memory, whose section replaces its own in RESULTS.md, the rest kept.
+Parquet, DuckDB) and its peak memory, whose section replaces its own in RESULTS.md, the rest kept;
+``--only estimate``: only the cost estimate against the actual cost, likewise.
 Offline and bounded: rows are generated into a temporary folder and deleted afterwards.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from benchmarks import (
     bench_demo,
+    bench_estimate,
     bench_harvest,
     bench_memory,
     bench_monitor,
@@ -222,6 +224,35 @@ def render_sources(rates: list[dict], memory: dict[int, float], command: str) ->
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+ESTIMATE_HEADING = "## 7. Cost estimate against actual cost"
+
+
+def render_estimate(rows: list[dict], command: str) -> str:
+    """The estimate section, with its own date and command (`--only estimate` rewrites it alone)."""
+    out = [
+        f"{ESTIMATE_HEADING} (USD, the second partition of a sample use case)",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; command: `{command}`",
+        "",
+        f"Goal: the estimate within +-30% of the actual cost. `bench_estimate`: {bench_estimate.FIRST} is",
+        f"harvested, then {bench_estimate.SECOND} is estimated by its requests asset and harvested (real",
+        "Definitions, local Batch API). Baseline from the same index: the spec's prior, the estimate",
+        "before it learned from harvests. Actual: the results' `cost_usd` summed.",
+        "",
+        "| use case | requests | actual | prior estimate | prior / actual | learned estimate | learned / actual"
+        " | goal |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        ratio = r["learned"] / r["actual"]
+        out.append(f"| {r['use_case']} | {r['requests']} | ${r['actual']:.6f} | ${r['prior']:.6f} | "
+                   f"{r['prior'] / r['actual']:.2f} | ${r['learned']:.6f} | {ratio:.2f} | "
+                   f"{_goal(0.7 <= ratio <= 1.3)} |")
+    out += ["", "Bases, as the requests metadata shows them (`estimate_basis`):", ""]
+    out += [f"- {r['use_case']}: prior \"{r['prior_basis']}\"; learned \"{r['learned_basis']}\"" for r in rows]
+    return "\n".join(out) + "\n"
+
+
 def _load() -> str:
     try:
         return " ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
@@ -264,13 +295,20 @@ def main() -> None:
                         help="request building from CSV, Parquet and DuckDB at these sizes")
     parser.add_argument("--source-memory-sizes", type=int, nargs="*", default=[1_000_000, 10_000_000],
                         help="peak memory building from Parquet at these sizes (none: skipped)")
-    parser.add_argument("--only", choices=["sources"],
+    parser.add_argument("--only", choices=["sources", "estimate"],
                         help="run only this part; its section replaces its own in --out, the rest kept")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
     alone = " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *sys.argv[1:]])
     command = "make bench" if os.environ.get("MAKELEVEL") else alone
     memory_sizes = args.memory_sizes or sorted({min(100_000, max(args.sizes)), max(args.sizes)})
+    if args.only == "estimate":
+        with tempfile.TemporaryDirectory(prefix="batch-pipeline-bench-") as tmp:
+            section = render_estimate(bench_estimate.measure(Path(tmp)), command)
+        previous = args.out.read_text() if args.out.exists() else "# Benchmark results\n"
+        args.out.write_text(replace_section(previous, ESTIMATE_HEADING, section))
+        print(section)
+        return
     if args.only == "sources":
         with tempfile.TemporaryDirectory(prefix="batch-pipeline-bench-") as tmp:
             rates, source_memory = measure_sources(args.source_sizes, args.source_memory_sizes, Path(tmp))
@@ -298,8 +336,10 @@ def main() -> None:
             print("demo", flush=True)
             demo = bench_demo.measure(work / "demo")
         rates, source_memory = measure_sources(args.source_sizes, args.source_memory_sizes, work)
+        print("cost estimate against actual cost", flush=True)
+        estimate = bench_estimate.measure(work / "estimate")
     text = render(args.sizes, requests, harvest, memory, monitor, demo, command)
-    text += "\n" + render_sources(rates, source_memory, command)
+    text += "\n" + render_sources(rates, source_memory, command) + "\n" + render_estimate(estimate, command)
     args.out.write_text(text)
     print(text)
 

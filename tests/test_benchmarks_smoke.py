@@ -78,3 +78,12 @@ def test_source_builders_at_tiny_sizes(tmp_path):
     text = run.replace_section("# Results\n\n## 5. Demo\n\nx\n", run.SOURCES_HEADING, section)
     again = run.replace_section(text, run.SOURCES_HEADING, section)
     assert again == text and text.startswith("# Results\n\n## 5. Demo\n\nx\n\n## 6.")
+
+
+def test_estimate_section_renders():
+    row = {"use_case": "leaflets", "requests": 14, "actual": 0.0003, "prior": 0.0026, "learned": 0.00036,
+           "prior_basis": "output tokens: 600/request, prior: max_tokens 600",
+           "learned_basis": "output tokens: 63/request, learned from 1 partition (14 requests)"}
+    section = run.render_estimate([row], "smoke")
+    assert "| leaflets | 14 | $0.000300 | $0.002600 | 8.67 | $0.000360 | 1.20 | met |" in section
+    assert section.startswith(run.ESTIMATE_HEADING)

@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from batch_pipeline.cost import UsageRecord
 from batch_pipeline.dagster import checks
 from batch_pipeline.dagster.metadata import (
     batches_metadata,
@@ -26,6 +27,7 @@ from batch_pipeline.dagster.metadata import (
 )
 from batch_pipeline.dagster.resources import DAGSTER_HOME, BatchAPIResource
 from batch_pipeline.dagster.state_store import latest_state
+from batch_pipeline.dagster.usage_history import usage_history
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
@@ -163,10 +165,10 @@ def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
 def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source | None) -> dg.MaterializeResult:
     """Build every partition of the run (each under its lease) and check for unassigned rows."""
     wh, total = getattr(context.resources, uc.resource_keys.warehouse).warehouse(), 0.0
-    partitions = _partitions(context, uc)
+    partitions, history = _partitions(context, uc), usage_history(context.instance, uc)
     for partition in partitions:
         with _lease(wh, uc, partition):
-            total += _build(context, wh, uc, partition, loaded)
+            total += _build(context, wh, uc, partition, loaded, history)
     failpoint("requests.done")
     context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(partitions), total)
     if not (loaded or uc.source).partition_columns:
@@ -175,17 +177,18 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
 
 
 def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str,
-           loaded: Source | None) -> float:
-    """Rebuild one partition's requests unless the state machine says to leave it; its cost."""
+           loaded: Source | None, history: Sequence[UsageRecord]) -> float:
+    """Rebuild one partition's requests unless the state machine says to leave it; its cost,
+    estimated from the use case's earlier harvests (`history`)."""
     state = latest_state(context.instance, uc, partition)
     if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
         return 0.0
     built = build_partition(wh, uc, partition, loaded)
-    cost = uc.estimate(built.index)
+    cost = uc.estimate(built.index, history)
     context.log.info(
-        "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer",
+        "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer; estimated $%.4f (%s)",
         uc.name, partition, built.index.num_rows, built.to_send, len(built.shards),
-        built.rejected.num_rows, built.kept,
+        built.rejected.num_rows, built.kept, cost.cost_usd, cost.basis.describe(),
     )
     _metadata(context, uc, partition, requests_metadata(uc, partition, built, cost))
     return cost.cost_usd
@@ -227,19 +230,22 @@ def _refuse_a_temporary_instance(instance: dg.DagsterInstance) -> None:
         )
 
 
-def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_limit: float | None) -> None:
-    """Stop before any upload when a partition, or the run, is estimated over its budget."""
+def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_limit: float | None,
+                  history: Sequence[UsageRecord]) -> None:
+    """Stop before any upload when a partition, or the run, is estimated over its budget (from
+    the use case's earlier harvests, as the requests asset estimated it)."""
     total, limit = 0.0, uc.spec.max_cost_usd
     for partition in partitions:
         index_path = wh.partition_dir(uc.name, layout.REQUESTS, partition) / layout.INDEX_FILE
         if not index_path.exists():
             raise dg.Failure(f"{uc.name} {partition}: no request index at {index_path}; "
                              "materialize the requests asset for this partition first", allow_retries=False)
-        cost = uc.estimate(wh.read_parquet(index_path)).cost_usd
-        total += cost
-        if limit is not None and cost > limit:
-            raise dg.Failure(f"{uc.name} {partition}: estimated cost ${cost:.4f} is over the spec's "
-                             f"max_cost_usd ${limit:.4f}; nothing was uploaded", allow_retries=False)
+        estimate = uc.estimate(wh.read_parquet(index_path), history)
+        total += estimate.cost_usd
+        if limit is not None and estimate.cost_usd > limit:
+            raise dg.Failure(f"{uc.name} {partition}: estimated cost ${estimate.cost_usd:.4f} "
+                             f"({estimate.basis.describe()}) is over the spec's max_cost_usd ${limit:.4f}; "
+                             "nothing was uploaded", allow_retries=False)
     if run_limit is not None and total > run_limit:
         raise dg.Failure(f"{uc.name}: estimated cost ${total:.4f} of {len(partitions)} partitions is over "
                          f"max_run_cost_usd ${run_limit:.4f}; nothing was uploaded", allow_retries=False)
@@ -259,7 +265,8 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
     def batches(context: dg.AssetExecutionContext, config: SubmitConfig) -> None:
         _refuse_a_temporary_instance(context.instance)
         wh, batch_api = _resources(context, uc)
-        _check_budget(wh, uc, _partitions(context, uc), config.max_run_cost_usd)
+        _check_budget(wh, uc, _partitions(context, uc), config.max_run_cost_usd,
+                      usage_history(context.instance, uc))
         sending = batch_api.sending(uc.spec.model, context.log.info)
         for partition in _partitions(context, uc):
             with _lease(wh, uc, partition):
@@ -288,7 +295,8 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
 
 
 def _harvest_one(
-    context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, partition: str
+    context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, partition: str,
+    history: Sequence[UsageRecord],
 ) -> PartitionHarvest | None:
     """Harvest one partition if its batches are terminal; None (and a note) while it waits."""
     state = latest_state(context.instance, uc, partition)
@@ -306,7 +314,7 @@ def _harvest_one(
     harvest = harvest_partition(wh, sending, uc, state, known)
     failpoint("results.written")
     context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, harvest.counts, harvest.retrying)
-    _metadata(context, uc, partition, results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd))
+    _metadata(context, uc, partition, results_metadata(uc, harvest, uc.estimate(harvest.index, history).cost_usd))
     return harvest
 
 
@@ -317,9 +325,10 @@ def _harvest_run(
     sending = batch_api.sending(uc.spec.model, context.log.info)
     problems: list[str] = []
     rates = {"answered": 0, "invalid_output": 0, "refusal": 0, "partitions": 0}
+    history = usage_history(context.instance, uc)
     for partition in _partitions(context, uc):
         with _lease(wh, uc, partition):
-            harvest = _harvest_one(context, uc, wh, sending, partition)
+            harvest = _harvest_one(context, uc, wh, sending, partition, history)
         if harvest is None:
             continue
         problems += checks.accounting_problems(partition, harvest.index, harvest.written_ids())

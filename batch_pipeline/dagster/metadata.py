@@ -10,6 +10,7 @@ import dagster as dg
 from batch_pipeline.cost import Estimate
 from batch_pipeline.dagster.preview import markdown_table
 from batch_pipeline.dagster.state_store import state_metadata
+from batch_pipeline.dagster.usage_history import usage_metadata
 from batch_pipeline.harvest.partition import Harvest
 from batch_pipeline.provider.submission import Submitted
 from batch_pipeline.requests.partition import BuiltRequests
@@ -17,11 +18,21 @@ from batch_pipeline.state.partition_state import PartitionState
 from batch_pipeline.use_case import UseCase
 
 
+def estimate_metadata(cost: Estimate) -> dict[str, dg.MetadataValue]:
+    """The estimate shown before anything is sent, with the basis it used."""
+    return {
+        "estimated_input_tokens": dg.MetadataValue.int(cost.input_tokens),
+        "estimated_output_tokens": dg.MetadataValue.int(cost.output_tokens),
+        "estimated_cost_usd": dg.MetadataValue.float(round(cost.cost_usd, 6)),
+        "estimate_basis": dg.MetadataValue.text(cost.basis.describe()),
+    }
+
+
 def requests_metadata(uc: UseCase, partition: str, built: BuiltRequests, cost: Estimate) -> dict[str, Any]:
     rejected = built.rejected
     metadata: dict[str, Any] = {
         "dagster/row_count": built.index.num_rows,
-        **cost.metadata(),
+        **estimate_metadata(cost),
         "requests": built.to_send,
         "rejected": rejected.num_rows,
         "kept_answers": built.kept,
@@ -57,8 +68,9 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
         **state_metadata(harvest.state),
         "retrying": harvest.retrying,
         "parquet": dg.MetadataValue.path(str(harvest.path)),
-        "estimated_cost_usd": round(estimated_cost_usd, 6),
+        "estimated_cost_usd": dg.MetadataValue.float(round(estimated_cost_usd, 6)),
         "cost_usd": dg.MetadataValue.float(round(harvest.cost_usd, 6)),
+        **usage_metadata(uc, harvest.usage),
         "preview": dg.MetadataValue.md(
             markdown_table(preview.select([*uc.source.key_columns, "status", "output", "error_message"]), 5)
             if preview is not None else "_no rows_"

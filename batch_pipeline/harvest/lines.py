@@ -18,6 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batch_pipeline.cost import BatchPrice
 from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.response_schema import (
     arrow_fields,
@@ -42,6 +43,7 @@ PARSED_SCHEMA = pa.schema(
         ("model", pa.string()),
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
+        ("cached_input_tokens", pa.int64()),
         ("embedding", pa.list_(pa.float32())),
     ]
 )
@@ -77,7 +79,8 @@ _LINE_COLUMNS = {
                 "output STRUCT(type VARCHAR, content STRUCT(type VARCHAR, text VARCHAR, refusal VARCHAR)[])[], "
                 "data STRUCT(embedding DOUBLE[])[], results JSON, "
                 "usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT, "
-                "input_tokens BIGINT, output_tokens BIGINT), "
+                "input_tokens BIGINT, output_tokens BIGINT, prompt_tokens_details STRUCT(cached_tokens BIGINT), "
+                "input_tokens_details STRUCT(cached_tokens BIGINT)), "
                 f"error {_ERROR}))",
 }
 # `_parse_each_line`'s rules, column-wise: a 2xx response without an error succeeded (unless the
@@ -125,6 +128,8 @@ SELECT
     body.model AS model,
     coalesce(body.usage.prompt_tokens, body.usage.input_tokens) AS input_tokens,
     coalesce(body.usage.completion_tokens, body.usage.output_tokens) AS output_tokens,
+    coalesce(body.usage.prompt_tokens_details.cached_tokens, body.usage.input_tokens_details.cached_tokens)
+        AS cached_input_tokens,
     CASE WHEN ok AND is_embedding THEN body.data[1].embedding::FLOAT[] END AS embedding
 FROM answer
 """
@@ -187,7 +192,7 @@ def _parse_each_line(data: bytes) -> pa.Table:
             custom_id = line.get("custom_id") if isinstance(line, dict) else None
             why = f"line {number} of the provider's file has an unexpected shape ({type(exc).__name__}: {exc})"
             rows.append((custom_id if isinstance(custom_id, str) else None, "failed", None, "malformed_line",
-                         why, None, None, None, None))
+                         why, None, None, None, None, None))
     columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in PARSED_SCHEMA]
     return pa.table([list(c) for c in columns], schema=PARSED_SCHEMA)
 
@@ -218,9 +223,10 @@ def _parse_line(line: dict) -> tuple:
         message = body_error.get("message") or f"request failed with HTTP {status_code}"
         status = "failed"
     usage = body.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
     row = (line.get("custom_id"), status, output, code, message, body.get("model"),
            _first(usage.get("prompt_tokens"), usage.get("input_tokens")),
-           _first(usage.get("completion_tokens"), usage.get("output_tokens")), embedding)
+           _first(usage.get("completion_tokens"), usage.get("output_tokens")), details.get("cached_tokens"), embedding)
     for value, field in zip(row, PARSED_SCHEMA, strict=True):
         if value is None and field.name != "custom_id":
             continue
@@ -293,7 +299,7 @@ def assemble(
     index: pa.Table,
     key_columns: Sequence[str],
     lines: pa.Table,
-    prices: dict[str, tuple[float, float]],
+    prices: dict[str, BatchPrice],
     spec: BatchSpec | None = None,
 ) -> pa.Table:
     """Join batch lines (from `batch_lines`, all attempts) onto the request index.
@@ -345,7 +351,7 @@ def assemble(
             "model": model,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
-            "cost_usd": _cost(model, input_tokens, output_tokens, prices),
+            "cost_usd": _cost(model, input_tokens, joined["cached_input_tokens"], output_tokens, prices),
             "batch_id": joined["batch_id"],
         }
     )
@@ -413,18 +419,17 @@ def _missing_line(outcome: BatchOutcome) -> tuple[str, str | None, str | None]:
 def _cost(
     model: pa.ChunkedArray,
     input_tokens: pa.ChunkedArray,
+    cached_tokens: pa.ChunkedArray,
     output_tokens: pa.ChunkedArray,
-    prices: dict[str, tuple[float, float]],
-) -> pa.Array:
-    """Per-row cost in USD from token usage and per-token batch prices; null when unpriced."""
-    names = pa.array(list(prices), pa.string())
-    position = pc.index_in(model, value_set=names)
-    per_input = pa.array([p[0] for p in prices.values()], pa.float64()).take(position)
-    per_output = pa.array([p[1] for p in prices.values()], pa.float64()).take(position)
-    return pc.add(
-        pc.multiply(pc.cast(input_tokens, pa.float64()), per_input),
-        pc.multiply(pc.cast(pc.fill_null(output_tokens, 0), pa.float64()), per_output),
-    )
+    prices: dict[str, BatchPrice],
+) -> pa.ChunkedArray:
+    """Per-row cost in USD from token usage at each row's model's batch rates; null when unpriced."""
+    cost = pa.chunked_array([pa.nulls(len(model), pa.float64())])
+    for name, price in prices.items():
+        mine = pc.fill_null(pc.equal(model, name), False)
+        if pc.any(mine).as_py():
+            cost = pc.if_else(mine, price.row_costs(input_tokens, cached_tokens, output_tokens), cost)
+    return cost
 
 
 def counts_by_status(results: pa.Table) -> dict[str, int]:

@@ -16,10 +16,12 @@ import pyarrow.parquet as pq
 from openai.types import Batch
 from upath import UPath
 
+from batch_pipeline.cost import UsageRecord
 from batch_pipeline.harvest.lines import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
 from batch_pipeline.harvest.retries import follow_ups
 from batch_pipeline.harvest.slices import harvest_slices
 from batch_pipeline.provider.submission import Sending
+from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.state.partition_state import PartitionState
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
@@ -39,9 +41,11 @@ class Harvest:
     cost_usd: float = 0.0
     refusals: int = 0
     preview: pa.Table | None = None
+    usage: UsageRecord = UsageRecord()
+    rows_added: int = 0
 
     def add(self, table: pa.Table, max_attempts: int) -> None:
-        """Count one slice of written results."""
+        """Count one slice of written results (slices come in index order, a row per index row)."""
         for status, n in counts_by_status(table).items():
             self.counts[status] += n
         again = retryable(table, max_attempts)
@@ -52,6 +56,8 @@ class Harvest:
         self.refusals += pc.sum(pc.equal(table["error_code"], "refusal")).as_py() or 0
         if self.preview is None and table.num_rows:
             self.preview = table
+        self.usage += answered_usage(table, self.index.slice(self.rows_added, table.num_rows))
+        self.rows_added += table.num_rows
 
     @property
     def retrying(self) -> int:
@@ -63,6 +69,20 @@ class Harvest:
         """The custom_ids on disk, read back: what the every-row-once check verifies."""
         with self.path.open("rb") as f:
             return pq.read_table(f, columns=["custom_id"])
+
+
+def answered_usage(results: pa.Table, index_rows: pa.Table) -> UsageRecord:
+    """The tokens of the requests sent this time that were answered (their usage is known):
+    what later estimates learn from. Rows carried from an earlier harvest were counted then.
+    `index_rows` are the index rows of `results`, row for row."""
+    answered = pc.fill_null(pc.and_(pc.equal(index_rows["status"], PENDING),
+                                    pc.is_valid(results["input_tokens"])), False)
+
+    def total(column: pa.ChunkedArray) -> int:
+        return pc.sum(column.filter(answered)).as_py() or 0
+
+    return UsageRecord(pc.sum(answered).as_py() or 0, total(results["output_tokens"]),
+                       total(results["input_tokens"]), total(index_rows["estimated_input_tokens"]))
 
 
 def harvest_partition(

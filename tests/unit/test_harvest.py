@@ -1,6 +1,7 @@
 import orjson
 import pyarrow as pa
 
+from batch_pipeline.cost import BatchPrice
 from batch_pipeline.harvest.lines import (
     BatchOutcome,
     assemble,
@@ -57,7 +58,7 @@ def test_every_row_exactly_once_in_source_order_whatever_the_file_order():
                     [jsonl(ok("r2", "two"), ok("r1", "one"), ok("unknown"))]),
         batch_lines(BatchOutcome("batch_b", "expired"), 1, ["r4", "r5"], [jsonl(never_ran("r4", "batch_expired"))]),
     ])
-    result = assemble(idx, ["id"], lines, {"gpt-4o-mini": (1e-6, 2e-6)}).to_pylist()
+    result = assemble(idx, ["id"], lines, {"gpt-4o-mini": BatchPrice.per_million(1, 2)}).to_pylist()
     assert [r["custom_id"] for r in result] == ["r1", "r2", "r3", "r4", "r5"]
     assert [r["status"] for r in result] == ["succeeded", "succeeded", "rejected", "expired", "expired"]
     assert [r["output"] for r in result][:2] == ["one", "two"]

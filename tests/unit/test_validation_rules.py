@@ -107,7 +107,7 @@ def test_moderation_specs() -> None:
     spec = BatchSpec(name="screen", model="omni-moderation-latest", prompt="{text}", endpoint="/v1/moderations",
                      system_prompt="ignored")
     assert spec.price_per_million_tokens == (0.0, 0.0) and spec.templates() == {"user": "{text}"}
-    assert spec.output_tokens_per_request() == 0
+    assert spec.output_tokens_prior() == (0, "moderations have no output tokens")
     from pydantic import BaseModel
 
     class Labels(BaseModel):

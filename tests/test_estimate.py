@@ -1,0 +1,68 @@
+"""An estimate to trust: after one harvested partition, the next partition's estimate is within
+30% of what it then costs; before any, it is the spec's stated prior. Real Definitions, the
+sample use cases, the local Batch API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import dagster as dg
+import pyarrow.compute as pc
+import pytest
+
+from assets import manuscript_review, patient_education
+from batch_pipeline import UseCase, definitions_for
+from batch_pipeline.dagster.usage_history import usage_history
+from batch_pipeline.testing import failure_message, results
+from tests.helpers import run_until_idle, submit
+
+FIRST, SECOND = "2026-11-20", "2026-11-21"
+
+
+def requests_metadata(instance: dg.DagsterInstance, uc: UseCase, partition: str) -> dict:
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=uc.key("requests"), asset_partitions=[partition]), limit=1).records
+    assert record.asset_materialization is not None
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+def submit_and_harvest(defs: dg.Definitions, instance: dg.DagsterInstance, uc: UseCase, partition: str) -> float:
+    """Submit and harvest one partition; its actual cost, the results' cost_usd summed."""
+    result = submit(defs, instance, uc.submit_job_name, partition)
+    assert result.success, failure_message(result)
+    run_until_idle(defs, instance)
+    return pc.sum(results(defs, uc, partition)["cost_usd"]).as_py()
+
+
+@pytest.mark.parametrize("uc", [patient_education.use_case, manuscript_review.use_case], ids=lambda uc: uc.name)
+def test_the_next_partition_is_estimated_from_the_last_harvest(pipeline_env, instance, uc):
+    defs = definitions_for([uc])
+    submit_and_harvest(defs, instance, uc, FIRST)
+    first = requests_metadata(instance, uc, FIRST)
+    tokens, source = uc.spec.output_tokens_prior()
+    assert first["estimate_basis"].startswith(f"output tokens: {tokens}/request, prior: {source}")
+
+    actual = submit_and_harvest(defs, instance, uc, SECOND)
+    second = requests_metadata(instance, uc, SECOND)
+    assert "learned from 1 partition (" in second["estimate_basis"]
+    assert abs(second["estimated_cost_usd"] - actual) <= 0.3 * actual, (second, actual)
+
+    [latest, earlier] = usage_history(instance, uc)  # newest first, one record per partition
+    assert latest.requests == second["requests"] and earlier.requests == first["requests"]
+    other_model = dataclasses.replace(uc, spec=dataclasses.replace(uc.spec, model="gpt-4.1-mini"))
+    assert usage_history(instance, other_model) == []  # learned per use case and model
+
+
+def test_a_budget_set_from_experience_lets_work_that_fits_through(pipeline_env, instance):
+    """A cap of twice the last partition's bill refuses the first partition (estimated at the
+    prior max_tokens) and admits the next (estimated from the first's harvest)."""
+    uc = patient_education.use_case
+    first_cost = submit_and_harvest(definitions_for([uc]), instance, uc, FIRST)
+    capped = dataclasses.replace(uc, spec=dataclasses.replace(uc.spec, max_cost_usd=2 * first_cost))
+    defs = definitions_for([capped])
+    with dg.instance_for_test() as fresh:  # no history: the prior max_tokens is over the cap
+        refused = submit(defs, fresh, capped.submit_job_name, "2026-11-22")
+        assert not refused.success and "prior: max_tokens 600" in failure_message(refused)
+    admitted = submit(defs, instance, capped.submit_job_name, "2026-11-22")
+    assert admitted.success, failure_message(admitted)
