@@ -59,6 +59,7 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
         "parquet": dg.MetadataValue.path(str(harvest.path)),
         "estimated_cost_usd": round(estimated_cost_usd, 6),
         "cost_usd": dg.MetadataValue.float(round(harvest.cost_usd, 6)),
+        "provider_files_deleted": harvest.files_deleted,
         "preview": dg.MetadataValue.md(
             markdown_table(preview.select([*uc.source.key_columns, "status", "output", "error_message"]), 5)
             if preview is not None else "_no rows_"

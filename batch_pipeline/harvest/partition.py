@@ -39,6 +39,7 @@ class Harvest:
     cost_usd: float = 0.0
     refusals: int = 0
     preview: pa.Table | None = None
+    files_deleted: int = 0  # provider files deleted once the results were written
 
     def add(self, table: pa.Table, max_attempts: int) -> None:
         """Count one slice of written results."""
