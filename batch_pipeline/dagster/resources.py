@@ -208,9 +208,8 @@ class BatchAPIResource(dg.ConfigurableResource):
     """The Batch API the pipeline talks to: the real provider with a key, else the local one.
 
     Assets and the sensor use `gateway()`, `enqueued_token_limits`, `delete_provider_files` and
-    `describe()`. Which of
-    `openai` and `local` serves them is decided by `selected()`, the one place the provider
-    rule lives (see the module docstring).
+    `describe()`. Which of `openai` and `local` serves them is decided by `selected()`, the one
+    place the provider rule lives (see the module docstring).
     """
 
     openai: OpenAIProviderResource
