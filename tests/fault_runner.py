@@ -28,7 +28,7 @@ PARTITION = "2026-11-20"
 ROWS = 10
 
 
-def build(root: Path) -> tuple[UseCase, dg.Definitions]:
+def build(root: Path, delete_provider_files: bool = True) -> tuple[UseCase, dg.Definitions]:
     """The use case of the matrix: 10 rows in 3 shards; the local API's settings from root."""
     csv = root / "notes.csv"
     if not csv.exists():
@@ -43,7 +43,8 @@ def build(root: Path) -> tuple[UseCase, dg.Definitions]:
         partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION),
     )
     batch_api = BatchAPIResource(local=LocalBatchAPIResource(
-        data_dir=str(root / "api"), settings=LocalBatchAPISettings(**{"pace_seconds": 0.1, **settings})))
+        data_dir=str(root / "api"), settings=LocalBatchAPISettings(**{"pace_seconds": 0.1, **settings})),
+        delete_provider_files=delete_provider_files)
     return uc, definitions_for([uc], batch_api=batch_api, warehouse=WarehouseResource(root=str(root / "warehouse")))
 
 

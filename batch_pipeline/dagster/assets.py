@@ -31,6 +31,7 @@ from batch_pipeline.dagster.usage_history import usage_history
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
+from batch_pipeline.harvest.provider_files import delete_provider_files
 from batch_pipeline.provider.partition import submit_partition
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds
@@ -296,9 +297,13 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
 
 def _harvest_one(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, partition: str,
-    history: Sequence[UsageRecord],
+    history: Sequence[UsageRecord], delete_files: bool,
 ) -> PartitionHarvest | None:
-    """Harvest one partition if its batches are terminal; None (and a note) while it waits."""
+    """Harvest one partition if its batches are terminal; None (and a note) while it waits.
+
+    With `delete_files`, the harvested batches' provider files are deleted once the Parquet and
+    the raw copies are written, before Dagster records the run (see `harvest/provider_files.py`).
+    """
     state = latest_state(context.instance, uc, partition)
     pending = state.unharvested if state else ()
     known = {s.batch_id: sending.gateway.retrieve(s.batch_id) for s in pending}  # one call each
@@ -313,7 +318,11 @@ def _harvest_one(
         return None
     harvest = harvest_partition(wh, sending, uc, state, known)
     failpoint("results.written")
-    context.log.info("%s %s: %s; %d requests being retried", uc.name, partition, harvest.counts, harvest.retrying)
+    if delete_files:
+        harvest.files_deleted = delete_provider_files(
+            wh, sending.gateway, uc.name, partition, known.values(), context.log.warning)
+    context.log.info("%s %s: %s; %d requests being retried; %d provider files deleted", uc.name, partition,
+                     harvest.counts, harvest.retrying, harvest.files_deleted)
     _metadata(context, uc, partition, results_metadata(uc, harvest, uc.estimate(harvest.index, history).cost_usd))
     return harvest
 
@@ -328,7 +337,7 @@ def _harvest_run(
     history = usage_history(context.instance, uc)
     for partition in _partitions(context, uc):
         with _lease(wh, uc, partition):
-            harvest = _harvest_one(context, uc, wh, sending, partition, history)
+            harvest = _harvest_one(context, uc, wh, sending, partition, history, batch_api.delete_provider_files)
         if harvest is None:
             continue
         problems += checks.accounting_problems(partition, harvest.index, harvest.written_ids())

@@ -71,6 +71,7 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
         "estimated_cost_usd": dg.MetadataValue.float(round(estimated_cost_usd, 6)),
         "cost_usd": dg.MetadataValue.float(round(harvest.cost_usd, 6)),
         **usage_metadata(uc, harvest.usage),
+        "provider_files_deleted": harvest.files_deleted,
         "preview": dg.MetadataValue.md(
             markdown_table(preview.select([*uc.source.key_columns, "status", "output", "error_message"]), 5)
             if preview is not None else "_no rows_"

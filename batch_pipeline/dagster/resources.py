@@ -207,9 +207,9 @@ class LocalBatchAPIResource(_BatchAPIClientResource):
 class BatchAPIResource(dg.ConfigurableResource):
     """The Batch API the pipeline talks to: the real provider with a key, else the local one.
 
-    Assets and the sensor use `gateway()`, `enqueued_token_limits` and `describe()`. Which of
-    `openai` and `local` serves them is decided by `selected()`, the one place the provider
-    rule lives (see the module docstring).
+    Assets and the sensor use `gateway()`, `enqueued_token_limits`, `delete_provider_files` and
+    `describe()`. Which of `openai` and `local` serves them is decided by `selected()`, the one
+    place the provider rule lives (see the module docstring).
     """
 
     openai: OpenAIProviderResource
@@ -224,6 +224,13 @@ class BatchAPIResource(dg.ConfigurableResource):
         description="This deployment's name (staging, production, ...); defaults to "
         "$BATCH_PIPELINE_DEPLOYMENT. Part of every idempotency key, so deployments sharing one "
         "OpenAI project never take each other's batches. Unset: the default deployment.",
+    )
+    delete_provider_files: bool = Field(
+        default=True,
+        description="Delete a partition's batch input, output and error files at the provider once "
+        "its results are written and the output and error files are kept raw in the warehouse, so "
+        "a busy organisation stays under the provider's file limits. Off: they stay until the "
+        "provider expires them (inputs after a week, outputs after 30 days).",
     )
 
     _selected: OpenAIProviderResource | LocalBatchAPIResource | None = PrivateAttr(default=None)

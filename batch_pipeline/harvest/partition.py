@@ -43,6 +43,7 @@ class Harvest:
     preview: pa.Table | None = None
     usage: UsageRecord = UsageRecord()
     rows_added: int = 0
+    files_deleted: int = 0  # provider files deleted once the results were written
 
     def add(self, table: pa.Table, max_attempts: int) -> None:
         """Count one slice of written results (slices come in index order, a row per index row)."""

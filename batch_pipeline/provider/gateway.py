@@ -162,3 +162,11 @@ class BatchGateway:
     def download(self, file_id: str) -> bytes:
         self.calls += 1
         return self.client.files.content(file_id).content
+
+    def delete_file(self, file_id: str) -> bool:
+        """Delete a provider file; False when it was gone already, so deleting again is harmless."""
+        self.calls += 1
+        try:
+            return bool(self.client.files.delete(file_id).deleted)
+        except openai.NotFoundError:
+            return False
