@@ -32,6 +32,7 @@ from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse, is_url, resolve_root
 
 _TIMEOUT_SECONDS = 600
+AZURE_API_VERSION = "2024-10-21"  # a GA Azure OpenAI API version with the Batch API
 # Runs log to the instance (and so to the UI) as usual; the console shows only warnings.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -47,13 +48,15 @@ class PartitionRun:
 
 def run_demo(
     warehouse: str | None, base_url: str | None, use_cases: Sequence[UseCase] | None = None,
-    only: Sequence[str] = (), partitions: Sequence[str] = (),
+    only: Sequence[str] = (), partitions: Sequence[str] = (), provider: str | None = None,
 ) -> int:
     """Run the demo (the sample use cases, or `use_cases`); non-zero if any stage failed.
 
-    `only` limits it to the use cases of those names, `partitions` to those partition keys.
+    `only` limits it to the use cases of those names, `partitions` to those partition keys;
+    `provider` ('openai' or 'azure', default $BATCH_PIPELINE_PROVIDER) is whose Batch API to speak.
     """
-    _configure_environment(warehouse, base_url)
+    provider = provider or os.environ.get("BATCH_PIPELINE_PROVIDER") or "openai"
+    _configure_environment(warehouse, base_url, provider)
     logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed below instead
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # BackfillPolicy is beta, knowingly
     if use_cases is None:
@@ -63,9 +66,11 @@ def run_demo(
 
         USE_CASES, defs = list(use_cases), definitions_for(use_cases)
 
+    if provider == "azure":
+        _default_deployments(USE_CASES)
     instance = dg.DagsterInstance.get()
     print(f"warehouse:  {os.environ['BATCH_PIPELINE_WAREHOUSE']}")
-    print(f"batch API:  {os.environ.get('OPENAI_BASE_URL') or 'embedded local Batch API'}")
+    print(f"batch API:  {_batch_api(provider)}")
     print(f"dagster:    {instance.root_directory}\n")
     unknown = set(only) - {uc.name for uc in USE_CASES}
     if unknown:
@@ -151,7 +156,7 @@ def _said(exc: BaseException) -> str:
     return str(exc).strip()[:500] or type(exc).__name__
 
 
-def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
+def _configure_environment(warehouse: str | None, base_url: str | None, provider: str) -> None:
     # a folder is made absolute; a URL (s3://bucket/wh) is kept as given
     os.environ["BATCH_PIPELINE_WAREHOUSE"] = resolve_root(
         warehouse or os.environ.get("BATCH_PIPELINE_WAREHOUSE") or "warehouse"
@@ -160,14 +165,19 @@ def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
     os.environ["BATCH_PIPELINE_LOCAL_API_DIR"] = str(
         Path(os.environ.get("BATCH_PIPELINE_LOCAL_API_DIR") or ".local_batch_api").resolve()
     )
+    os.environ["BATCH_PIPELINE_PROVIDER"] = provider
+    key, url = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT") if provider == "azure" else (
+        "OPENAI_API_KEY", "OPENAI_BASE_URL")
     if base_url:
-        if not os.environ.get("OPENAI_API_KEY"):
-            sys.exit("--base-url needs the Batch API's key in OPENAI_API_KEY")
-        os.environ["OPENAI_BASE_URL"] = base_url
+        if not os.environ.get(key):
+            sys.exit(f"--base-url needs the Batch API's key in {key}")
+        os.environ[url] = base_url
     else:
-        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        for name in (key, url):
             if os.environ.pop(name, None):
                 print(f"note: {name} is ignored; the demo uses the embedded local Batch API")
+    if provider == "azure":
+        os.environ.setdefault("OPENAI_API_VERSION", AZURE_API_VERSION)
     if not os.environ.get("DAGSTER_HOME"):
         home = Path(".dagster_home").resolve()
         home.mkdir(exist_ok=True)
@@ -175,6 +185,22 @@ def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
         # the project's settings as they are now (an edit to ./dagster.yaml is never ignored)
         settings.write_text(shipped.read_text() if shipped.exists() else "telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
+
+
+def _default_deployments(use_cases: Sequence[UseCase]) -> None:
+    """Without BATCH_PIPELINE_AZURE_DEPLOYMENTS, each sample model runs on a deployment named
+    `<model>-batch` (the local Batch API serves it as that model)."""
+    models = sorted({uc.spec.model for uc in use_cases})
+    os.environ.setdefault("BATCH_PIPELINE_AZURE_DEPLOYMENTS", ",".join(f"{m}={m}-batch" for m in models))
+
+
+def _batch_api(provider: str) -> str:
+    """Where the demo's requests go, and as whom; no key."""
+    if provider != "azure":
+        return os.environ.get("OPENAI_BASE_URL") or "embedded local Batch API"
+    where = os.environ.get("AZURE_OPENAI_ENDPOINT") or "embedded local Batch API"
+    return (f"{where}, as Azure OpenAI (api-version {os.environ['OPENAI_API_VERSION']}; deployments "
+            f"{os.environ['BATCH_PIPELINE_AZURE_DEPLOYMENTS']})")
 
 
 def _harvest(defs: dg.Definitions, instance: dg.DagsterInstance, runs: dict) -> None:

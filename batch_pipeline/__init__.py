@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
+    "AzureOpenAIProviderResource": "batch_pipeline.dagster.resources",
     "BatchAPIResource": "batch_pipeline.dagster.resources",
     "BatchSpec": "batch_pipeline.spec",
     "LocalBatchAPIResource": "batch_pipeline.dagster.resources",

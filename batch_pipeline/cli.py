@@ -28,7 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         "--warehouse", default=None, help="warehouse root: a folder (default ./warehouse) or a URL (s3://bucket/wh)"
     )
     demo.add_argument(
-        "--base-url", default=None, help="use this Batch API (key from OPENAI_API_KEY) instead of the embedded one"
+        "--base-url", default=None,
+        help="use this Batch API (key from OPENAI_API_KEY; with --provider azure, the Azure endpoint and "
+        "AZURE_OPENAI_API_KEY) instead of the embedded one",
+    )
+    demo.add_argument(
+        "--provider", choices=("openai", "azure"), default=None,
+        help="whose Batch API to speak (default $BATCH_PIPELINE_PROVIDER, else openai); without --base-url "
+        "the embedded local Batch API answers as that provider",
     )
     demo.add_argument("--use-case", action="append", default=[], metavar="NAME",
                       help="run only this use case (repeat for several)")
@@ -53,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # The demo runner lives beside the sample use cases, outside the library: found by name.
     sys.path.insert(0, os.getcwd())
+    chosen = {"provider": args.provider} if args.provider else {}  # a runner of one's own may not take it
     return importlib.import_module(args.module).run_demo(
-        args.warehouse, args.base_url, only=args.use_case, partitions=args.partition
+        args.warehouse, args.base_url, only=args.use_case, partitions=args.partition, **chosen
     )
 
 

@@ -21,7 +21,7 @@ RESULT_COLUMNS = (
     "input_tokens", "output_tokens", "cost_usd", "batch_id", "embedding", "flagged", "flagged_categories",
 )
 
-# Provider limits for one batch input file (reference §7).
+# OpenAI's limits for one batch input file (reference §7), the smallest of the providers'.
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200 * 1024 * 1024
 
@@ -72,6 +72,9 @@ class BatchSpec:
     before there are any, `expected_output_tokens` (else the max tokens parameter, else 512).
     Requests that fail for retryable reasons are resubmitted in follow-up batches until they have
     been sent `max_attempts` times, waiting `retry_backoff_seconds` (doubling each round) first.
+    A shard (one input file) holds at most `max_requests_per_shard` requests and `max_shard_bytes`
+    bytes, within the provider's own limits; unset, the provider's (OpenAI 50,000 requests, Azure
+    OpenAI 100,000). A value set here is at most 50,000, so the spec fits every provider.
     """
 
     name: str
@@ -91,7 +94,7 @@ class BatchSpec:
     max_attempts: int = 3
     retry_backoff_seconds: float = 60.0
     max_prompt_chars: int = 32_000
-    max_requests_per_shard: int = MAX_REQUESTS_PER_FILE
+    max_requests_per_shard: int | None = None
     max_shard_bytes: int = MAX_BYTES_PER_FILE
 
     def __post_init__(self) -> None:
@@ -102,7 +105,7 @@ class BatchSpec:
                 f"spec '{self.name}': endpoint '{self.endpoint}' is not supported; "
                 f"use one of {', '.join(SUPPORTED_ENDPOINTS)}"
             )
-        if not 0 < self.max_requests_per_shard <= MAX_REQUESTS_PER_FILE:
+        if self.max_requests_per_shard is not None and not 0 < self.max_requests_per_shard <= MAX_REQUESTS_PER_FILE:
             raise SpecError(
                 f"spec '{self.name}': max_requests_per_shard must be 1..{MAX_REQUESTS_PER_FILE}"
             )

@@ -32,6 +32,7 @@ from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
 from batch_pipeline.harvest.provider_files import delete_provider_files
+from batch_pipeline.provider.contract import LineForm, ProviderSettingError, line_form
 from batch_pipeline.provider.partition import submit_partition
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds
@@ -144,7 +145,7 @@ def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
         description=f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
         f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
         check_specs=[checks.unassigned_spec(uc)] if uc.source.partition_columns else None,
-        required_resource_keys={uc.resource_keys.warehouse},
+        required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api},
     )
     if isinstance(uc.source, AssetSource):
         source = uc.source
@@ -164,12 +165,14 @@ def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
 
 
 def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source | None) -> dg.MaterializeResult:
-    """Build every partition of the run (each under its lease) and check for unassigned rows."""
-    wh, total = getattr(context.resources, uc.resource_keys.warehouse).warehouse(), 0.0
+    """Build every partition of the run (each under its lease), in the provider's form, and check
+    for unassigned rows."""
+    wh, batch_api = _resources(context, uc)
+    form, total = _line_form(uc, batch_api), 0.0
     partitions, history = _partitions(context, uc), usage_history(context.instance, uc)
     for partition in partitions:
         with _lease(wh, uc, partition):
-            total += _build(context, wh, uc, partition, loaded, history)
+            total += _build(context, wh, uc, partition, loaded, form, history)
     failpoint("requests.done")
     context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(partitions), total)
     if not (loaded or uc.source).partition_columns:
@@ -177,14 +180,31 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
     return dg.MaterializeResult(check_results=[checks.unassigned(uc, context.instance, loaded)])
 
 
+def _line_form(uc: UseCase, batch_api: BatchAPIResource) -> LineForm:
+    """How the provider wants the use case's request lines; an incomplete provider setting (an
+    Azure model with no deployment) fails the run here, before anything is built or uploaded."""
+    try:
+        return line_form(uc.spec, batch_api.provider_in_use())
+    except ProviderSettingError as exc:
+        raise dg.Failure(f"spec '{uc.name}': {exc}", allow_retries=False) from None
+
+
+def _sending(context: dg.AssetExecutionContext, uc: UseCase, batch_api: BatchAPIResource) -> Sending:
+    """How this run sends the use case's shards; an incomplete provider setting fails it here."""
+    try:
+        return batch_api.sending(uc.spec.model, context.log.info)
+    except ProviderSettingError as exc:
+        raise dg.Failure(f"spec '{uc.name}': {exc}", allow_retries=False) from None
+
+
 def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str,
-           loaded: Source | None, history: Sequence[UsageRecord]) -> float:
+           loaded: Source | None, form: LineForm, history: Sequence[UsageRecord]) -> float:
     """Rebuild one partition's requests unless the state machine says to leave it; its cost,
     estimated from the use case's earlier harvests (`history`)."""
     state = latest_state(context.instance, uc, partition)
     if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
         return 0.0
-    built = build_partition(wh, uc, partition, loaded)
+    built = build_partition(wh, uc, partition, loaded, form)
     cost = uc.estimate(built.index, history)
     context.log.info(
         "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer; estimated $%.4f (%s)",
@@ -202,7 +222,10 @@ def _submit(
     state = latest_state(context.instance, uc, partition)
     if _left_alone(context, uc, partition, next_action(state, SubmitAsked(_strays(wh, uc, partition, state)))):
         return
-    sent = submit_partition(wh, sending, uc, partition)
+    try:
+        sent = submit_partition(wh, sending, uc, partition)
+    except ProviderSettingError as exc:  # shards written for another provider: nothing was sent
+        raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
     new_state = PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued))
     _metadata(context, uc, partition, batches_metadata(new_state, sent, provider))
 
@@ -268,7 +291,7 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
         wh, batch_api = _resources(context, uc)
         _check_budget(wh, uc, _partitions(context, uc), config.max_run_cost_usd,
                       usage_history(context.instance, uc))
-        sending = batch_api.sending(uc.spec.model, context.log.info)
+        sending = _sending(context, uc, batch_api)
         for partition in _partitions(context, uc):
             with _lease(wh, uc, partition):
                 _submit(context, wh, uc, partition, sending, batch_api.describe())
@@ -331,7 +354,7 @@ def _harvest_run(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, batch_api: BatchAPIResource
 ) -> dg.MaterializeResult:
     """Harvest every partition of the run whose batches are terminal; the others wait (green)."""
-    sending = batch_api.sending(uc.spec.model, context.log.info)
+    sending = _sending(context, uc, batch_api)
     problems: list[str] = []
     rates = {"answered": 0, "invalid_output": 0, "refusal": 0, "partitions": 0}
     history = usage_history(context.instance, uc)

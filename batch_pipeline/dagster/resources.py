@@ -1,13 +1,19 @@
 """Dagster resources: the Batch API and the warehouse.
 
-The Batch API is one resource, `BatchAPIResource`, under the key `batch_api`. It composes two
+The Batch API is one resource, `BatchAPIResource`, under the key `batch_api`. It composes three
 resources, one per place requests can go, and picks between them with one rule (DESIGN,
 "Provider selection"), in `BatchAPIResource.selected`:
 
-    OPENAI_API_KEY set (or an `api_key` configured)  ->  `OpenAIProviderResource`, the real
-        provider (OpenAI, or the OpenAI-compatible one at OPENAI_BASE_URL);
-    no key                                            ->  `LocalBatchAPIResource`, the embedded
-        local Batch API, with nothing for the user to start.
+    the provider (`provider`, else BATCH_PIPELINE_PROVIDER): `openai` (the default) or `azure`;
+    its key set (OPENAI_API_KEY, AZURE_OPENAI_API_KEY, or an `api_key` configured)
+        ->  `OpenAIProviderResource` (OpenAI, or the OpenAI-compatible API at OPENAI_BASE_URL)
+            or `AzureOpenAIProviderResource` (an Azure OpenAI resource);
+    no key
+        ->  `LocalBatchAPIResource`, the embedded local Batch API, with nothing for the user to
+            start, answering as that provider (Azure: its routes, its client, its deployments).
+
+Whichever answers, the provider's contract (`batch_pipeline.provider.contract.Provider`,
+`provider_in_use()`) says how request lines are written and how large a shard may be.
 
 The rule is evaluated when a run or a sensor tick initializes the resource
 (`setup_for_execution`), or on first use of a resource built by hand; never at import time.
@@ -18,18 +24,18 @@ Dagster then requires that variable when the resource initializes, whichever sid
 so the defaults are unbound, and an unset OPENAI_API_KEY selects the local Batch API instead of
 failing the run's config.
 
-Each resource instance builds one `openai.OpenAI` client (and `BatchAPIResource` one
-`BatchGateway`) on first use and keeps it. Dagster initializes a fresh copy of every resource
-for each run (each step process) and each sensor tick, so a client lives as long as that run or
-tick and is closed in `teardown_after_execution`.
+Each resource instance builds one `openai.OpenAI` (or `openai.AzureOpenAI`) client (and
+`BatchAPIResource` one `BatchGateway`) on first use and keeps it. Dagster initializes a fresh
+copy of every resource for each run (each step process) and each sensor tick, so a client lives
+as long as that run or tick and is closed in `teardown_after_execution`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 import openai
@@ -37,9 +43,21 @@ from openai import OpenAI
 from pydantic import ConfigDict, Field, PrivateAttr, create_model
 from pydantic.fields import FieldInfo
 
-from batch_pipeline.local_api.embedded import embedded_client
+from batch_pipeline.local_api.embedded import (
+    EMBEDDED_API_KEY,
+    EMBEDDED_ORIGIN,
+    embedded_http_client,
+)
 from batch_pipeline.local_api.settings import LocalAPISettings
+from batch_pipeline.provider.contract import Provider, ProviderSettingError
 from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.provider.providers import (
+    AZURE_DEPLOYMENTS_VARIABLE,
+    DEFAULT_BASE_URL,
+    AzureOpenAIProvider,
+    OpenAIProvider,
+    parse_deployments,
+)
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.warehouse.storage import Warehouse
 
@@ -47,13 +65,18 @@ OPENAI_API_KEY = dg.EnvVar("OPENAI_API_KEY")
 OPENAI_BASE_URL = dg.EnvVar("OPENAI_BASE_URL")
 OPENAI_ORG_ID = dg.EnvVar("OPENAI_ORG_ID")
 OPENAI_PROJECT_ID = dg.EnvVar("OPENAI_PROJECT_ID")
+PROVIDER = dg.EnvVar("BATCH_PIPELINE_PROVIDER")
+AZURE_OPENAI_API_KEY = dg.EnvVar("AZURE_OPENAI_API_KEY")
+AZURE_OPENAI_ENDPOINT = dg.EnvVar("AZURE_OPENAI_ENDPOINT")
+OPENAI_API_VERSION = dg.EnvVar("OPENAI_API_VERSION")  # the variable openai.AzureOpenAI reads
+AZURE_DEPLOYMENTS = dg.EnvVar(AZURE_DEPLOYMENTS_VARIABLE)
 LOCAL_API_DIR = dg.EnvVar("BATCH_PIPELINE_LOCAL_API_DIR")
 WAREHOUSE_ROOT = dg.EnvVar("BATCH_PIPELINE_WAREHOUSE")
 DEPLOYMENT = dg.EnvVar("BATCH_PIPELINE_DEPLOYMENT")
 DAGSTER_HOME = dg.EnvVar("DAGSTER_HOME")
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LOCAL_API_DIR = ".local_batch_api"
+PROVIDERS = ("openai", "azure")
 
 
 def _setting(configured: str | None, variable: dg.EnvVar) -> str | None:
@@ -87,13 +110,16 @@ def _location(configured: str | None, variable: dg.EnvVar, under_home: str, fall
     return str(Path(home, under_home) if home else Path(fallback).resolve())
 
 
-def _public_url(url: str) -> str:
-    """The URL without credentials, query or fragment: safe for logs and metadata."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+def _required(configured: str | None, variable: dg.EnvVar, field: str) -> str:
+    """A setting the provider cannot work without; missing, it fails naming the field and the
+    variable (never a value)."""
+    value = _setting(configured, variable)
+    if not value:
+        raise ProviderSettingError(
+            f"Azure OpenAI needs its {field}: set {variable.env_var_name} or "
+            f"AzureOpenAIProviderResource({field}=...); nothing was uploaded"
+        )
+    return value
 
 
 class _SettingsConfig(dg.Config):
@@ -161,17 +187,65 @@ class OpenAIProviderResource(_BatchAPIClientResource):
     def has_key(self) -> bool:
         return bool(_setting(self.api_key, OPENAI_API_KEY))
 
-    def _new_client(self, **options: Any) -> OpenAI:
-        return openai.OpenAI(  # without a key, the client itself says so
+    def provider(self) -> OpenAIProvider:
+        return OpenAIProvider(
             api_key=_setting(self.api_key, OPENAI_API_KEY),
             base_url=_setting(self.base_url, OPENAI_BASE_URL),
             organization=_setting(self.organization, OPENAI_ORG_ID),
             project=_setting(self.project, OPENAI_PROJECT_ID),
-            **options,
         )
 
+    def _new_client(self, **options: Any) -> OpenAI:
+        return self.provider().client(**options)  # without a key, the client itself says so
+
     def describe(self) -> str:
-        return _public_url(_setting(self.base_url, OPENAI_BASE_URL) or DEFAULT_BASE_URL)
+        return self.provider().describe()
+
+
+class AzureOpenAIProviderResource(_BatchAPIClientResource):
+    """An Azure OpenAI resource's Batch API, through `openai.AzureOpenAI`.
+
+    Unset fields are read from AZURE_OPENAI_ENDPOINT, OPENAI_API_VERSION, AZURE_OPENAI_API_KEY
+    and BATCH_PIPELINE_AZURE_DEPLOYMENTS when the client is built. Request lines name each
+    model's deployment; a model with none, or no endpoint or API version, fails the run before
+    anything is uploaded, naming the setting.
+    """
+
+    endpoint: str | None = Field(
+        default=None, description="https://RESOURCE.openai.azure.com; defaults to $AZURE_OPENAI_ENDPOINT."
+    )
+    api_version: str | None = Field(
+        default=None, description="The API version (e.g. 2024-10-21); defaults to $OPENAI_API_VERSION."
+    )
+    api_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="Defaults to $AZURE_OPENAI_API_KEY. Binding a dg.EnvVar makes that variable required.",
+    )
+    deployments: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"The Global-Batch deployment of each model (model -> deployment name); defaults to "
+        f"${AZURE_DEPLOYMENTS_VARIABLE} ('gpt-4o-mini=gpt-4o-mini-batch,...').",
+    )
+
+    def has_key(self) -> bool:
+        return bool(_setting(self.api_key, AZURE_OPENAI_API_KEY))
+
+    def provider(self, local: bool = False) -> AzureOpenAIProvider:
+        """These settings as a provider, checked now (`local`: the local Batch API stands in for
+        the resource, so no endpoint is needed)."""
+        endpoint = "" if local else _required(self.endpoint, AZURE_OPENAI_ENDPOINT, "endpoint")
+        return AzureOpenAIProvider(
+            endpoint, _required(self.api_version, OPENAI_API_VERSION, "api_version"),
+            _setting(self.api_key, AZURE_OPENAI_API_KEY),
+            self.deployments or parse_deployments(AZURE_DEPLOYMENTS.get_value() or ""),
+        )
+
+    def _new_client(self, **options: Any) -> OpenAI:
+        return self.provider().client(**options)
+
+    def describe(self) -> str:
+        return self.provider().describe()
 
 
 class LocalBatchAPIResource(_BatchAPIClientResource):
@@ -191,28 +265,53 @@ class LocalBatchAPIResource(_BatchAPIClientResource):
         description="Pace, limits and injected faults of the local Batch API.",
     )
 
+    _speaks: Provider | None = PrivateAttr(default=None)
+
+    def speak(self, provider: Provider) -> None:
+        """Answer as `provider` (its client and routes; Azure's deployments served as their
+        models) from the next client built; by default as OpenAI."""
+        self._speaks = provider
+
     def folder(self) -> Path:
         return Path(_location(self.data_dir, LOCAL_API_DIR, "local_batch_api", DEFAULT_LOCAL_API_DIR))
 
     def api_settings(self) -> LocalAPISettings:
-        return LocalAPISettings(**self.settings.model_dump())
+        settings = LocalAPISettings(**self.settings.model_dump())
+        deployments = self._speaks.deployments if self._speaks is not None else {}
+        if not deployments:
+            return settings
+        served = {name: model for model, name in deployments.items()}
+        return settings.model_copy(update={"azure_deployments": served | settings.azure_deployments})
 
     def _new_client(self, **options: Any) -> OpenAI:
-        return embedded_client(self.folder(), settings=self.api_settings(), **options)
+        provider = (self._speaks or OpenAIProvider()).at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY)
+        return provider.client(embedded_http_client(self.folder(), settings=self.api_settings()), **options)
 
     def describe(self) -> str:
-        return f"embedded local Batch API ({self.folder()})"
+        described = f"embedded local Batch API ({self.folder()})"
+        if self._speaks is None:
+            return described
+        return f"{described} as {self._speaks.at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY).describe()}"
+
+
+Answering = OpenAIProviderResource | AzureOpenAIProviderResource | LocalBatchAPIResource
 
 
 class BatchAPIResource(dg.ConfigurableResource):
-    """The Batch API the pipeline talks to: the real provider with a key, else the local one.
+    """The Batch API the pipeline talks to: the provider's real API with a key, else the local one.
 
-    Assets and the sensor use `gateway()`, `enqueued_token_limits`, `delete_provider_files` and
-    `describe()`. Which of `openai` and `local` serves them is decided by `selected()`, the one
-    place the provider rule lives (see the module docstring).
+    Assets and the sensor use `gateway()`, `provider_in_use()`, `enqueued_token_limits`,
+    `delete_provider_files` and `describe()`. Which of `openai`, `azure` and `local` serves them is
+    decided by `selected()`, the one place the provider rule lives (see the module docstring).
     """
 
+    provider: str | None = Field(
+        default=None,
+        description="Whose Batch API to speak, 'openai' or 'azure'; defaults to $BATCH_PIPELINE_PROVIDER, "
+        "else 'openai'. Without that provider's key, the embedded local Batch API answers as it.",
+    )
     openai: OpenAIProviderResource
+    azure: AzureOpenAIProviderResource
     local: LocalBatchAPIResource
     enqueued_token_limits: dict[str, int] = Field(
         default_factory=dict,
@@ -233,30 +332,54 @@ class BatchAPIResource(dg.ConfigurableResource):
         "provider expires them (inputs after a week, outputs after 30 days).",
     )
 
-    _selected: OpenAIProviderResource | LocalBatchAPIResource | None = PrivateAttr(default=None)
+    _selected: Answering | None = PrivateAttr(default=None)
+    _provider: Provider | None = PrivateAttr(default=None)
     _gateway: BatchGateway | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         # Dagster treats resource-typed fields as required; these defaults are the environment's.
         data.setdefault("openai", OpenAIProviderResource())
+        data.setdefault("azure", AzureOpenAIProviderResource())
         data.setdefault("local", LocalBatchAPIResource())
         super().__init__(**data)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self.selected()  # decide when the run or tick starts
+        """Decide when the run or tick starts. An incomplete provider setting is raised again by
+        the first step that uses the resource, where Dagster shows its message as the step's
+        failure (raised here, the run would fail with only a wrapper's message)."""
+        with contextlib.suppress(ProviderSettingError):
+            self.selected()
 
-    def selected(self) -> OpenAIProviderResource | LocalBatchAPIResource:
-        """THE provider rule: a key means the real provider; no key, the embedded local Batch API."""
+    def selected(self) -> Answering:
+        """THE provider rule: the provider's key means its real API; no key, the embedded local
+        Batch API, answering as that provider."""
         if self._selected is None:
-            self._selected = self.openai if self.openai.has_key() else self.local
+            name = self.provider or PROVIDER.get_value() or "openai"
+            if name not in PROVIDERS:
+                raise ProviderSettingError(f"BATCH_PIPELINE_PROVIDER (or `provider`) is '{name}'; use one of "
+                                           f"{', '.join(PROVIDERS)}")
+            real = self.azure if name == "azure" else self.openai
+            if real.has_key():
+                self._selected, self._provider = real, real.provider()
+            elif name == "azure":
+                self._selected, self._provider = self.local, self.azure.provider(local=True)
+                self.local.speak(self._provider)
+            else:
+                self._selected, self._provider = self.local, OpenAIProvider()
         return self._selected
+
+    def provider_in_use(self) -> Provider:
+        """The contract of the provider spoken to: how request lines are written, file limits."""
+        self.selected()
+        assert self._provider is not None  # set with the selection
+        return self._provider
 
     def client(self) -> OpenAI:
         return self.selected().client()
 
     def gateway(self) -> BatchGateway:
         if self._gateway is None:
-            self._gateway = BatchGateway(self.client())
+            self._gateway = BatchGateway(self.client(), self.provider_in_use().input_file_ttl_seconds)
         return self._gateway
 
     def describe(self) -> str:
@@ -265,9 +388,9 @@ class BatchAPIResource(dg.ConfigurableResource):
 
     def sending(self, model: str, log: Callable[[str], None]) -> Sending:
         """How a run sends a model's shards: the gateway, the model's enqueued-token limit, the
-        deployment name."""
+        deployment name, the provider's contract."""
         return Sending(self.gateway(), self.enqueued_token_limits.get(model),
-                       _setting(self.deployment, DEPLOYMENT) or "", log)
+                       _setting(self.deployment, DEPLOYMENT) or "", log, self.provider_in_use())
 
 
 class WarehouseResource(dg.ConfigurableResource):

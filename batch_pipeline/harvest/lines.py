@@ -3,10 +3,16 @@
 Output order is never trusted: lines are joined to the partition's request index by
 `custom_id`. A request with no line in either file takes its outcome from its batch (expired,
 cancelled, failed validation), so every source row ends with exactly one status.
+
+Azure OpenAI's quirks (reference §8) read as OpenAI's files do: the empty error file of a clean
+batch is no lines, a file id of `""` is no file (`slices.harvest_batch`), a byte order mark
+before the first line is skipped, and its batch error codes (`url_mismatch`, `model_mismatch`,
+`too_many_tasks`, ...) become the rows' `error_code`.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,7 +187,7 @@ def _parse_each_line(data: bytes) -> pa.Table:
     line number; its request keeps its custom_id when the line has one.
     """
     rows = []
-    for number, raw in enumerate(data.splitlines(), 1):
+    for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).splitlines(), 1):
         if not raw or raw.isspace():
             continue
         line = None

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import pyarrow as pa
 
 from batch_pipeline.harvest.slices import custom_ids_in
+from batch_pipeline.provider.contract import line_form
 from batch_pipeline.provider.submission import Sending, Shard, submit_shards
 from batch_pipeline.requests.lines import line_custom_id
 from batch_pipeline.state.intent import intents_of
@@ -43,7 +43,7 @@ def follow_ups(
     waiting = frozenset(c for q in state.queued for c in custom_ids_in(wh.resolve(q.path)))
     action = next_action(state, Harvested(tuple(retryable), waiting))
     if isinstance(action, QueueRetry):
-        state = queue_round(sending.log, wh, uc, state, index, action, sorted(parents))
+        state = queue_round(sending, wh, uc, state, index, action, sorted(parents))
     # Capacity is checked by `submit_shards` itself (it sweeps what is enqueued), so every due
     # shard is offered to it.
     action = next_action(state, ProviderReport({}, time.time()))
@@ -57,7 +57,7 @@ def follow_ups(
     ]
     sent = submit_shards(
         sending, intents_of(wh, uc.name, state.partition), use_case=uc.name, partition=state.partition,
-        endpoint=uc.spec.endpoint, model=uc.spec.model, shards=shards,
+        form=line_form(uc.spec, sending.provider), model=uc.spec.model, shards=shards,
     )
     return dataclasses.replace(
         state,
@@ -67,7 +67,7 @@ def follow_ups(
 
 
 def queue_round(
-    log: Callable[[str], None],
+    sending: Sending,
     wh: Warehouse,
     uc: UseCase,
     state: PartitionState,
@@ -75,8 +75,10 @@ def queue_round(
     action: QueueRetry,
     parents: list[str],
 ) -> PartitionState:
-    """Write the round's request lines (copied from the shards as sent) and queue them."""
+    """Write the round's request lines (copied from the shards as sent) and queue them, as many
+    to a file as the provider takes."""
     spec, attempt = uc.spec, action.attempt
+    per_file = line_form(spec, sending.provider).max_requests
     folder = wh.partition_dir(uc.name, layout.REQUESTS, state.partition)
     wanted = set(action.custom_ids)
     lines = [
@@ -88,13 +90,13 @@ def queue_round(
     tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist(), strict=True))
     not_before = time.time() + spec.retry_backoff_seconds * 2 ** (attempt - 2)
     queued = []
-    for number, start in enumerate(range(0, len(lines), spec.max_requests_per_shard)):
-        chunk = lines[start : start + spec.max_requests_per_shard]
+    for number, start in enumerate(range(0, len(lines), per_file)):
+        chunk = lines[start : start + per_file]
         path = wh.write_bytes(folder / layout.retry_file(attempt, number), b"".join(chunk))
         estimated = sum(tokens.get(line_custom_id(line), 0) for line in chunk)
         queued.append(Queued(number, attempt, wh.relative(path), len(chunk), estimated, not_before,
                              "retry", parents))
-    log(
+    sending.log(
         f"{uc.name} {state.partition}: {len(wanted)} requests failed for retryable reasons; attempt "
         f"{attempt} queued from {time.strftime('%H:%M:%S', time.localtime(not_before))}"
     )

@@ -3,6 +3,11 @@
 Plain Starlette rather than FastAPI routing: every parameter error must come back in
 OpenAI's envelope (400 with ``param``), not as a 422 validation report, so the handlers
 parse their own inputs.
+
+The same routes also answer as Azure OpenAI under ``/openai`` (``?api-version=`` required), for
+the unmodified ``openai.AzureOpenAI`` client: batches created there take Azure's endpoint form
+(``/chat/completions``), deployment names as models, its limits and error codes, and its quirks
+(``""`` for a file it has not, an empty error file for a clean batch); see reference §8.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,9 +39,9 @@ from batch_pipeline.local_api.faults import ApiFaults, api_fault_error
 from batch_pipeline.local_api.lifecycle import Lifecycle, empty_usage
 from batch_pipeline.local_api.responders import RESPONDERS
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.local_api.store import Store, file_object, new_batch_id
+from batch_pipeline.local_api.store import AZURE, OPENAI, Store, file_object, new_batch_id
 from batch_pipeline.local_api.upstream import upstream_executor, upstream_models
-from batch_pipeline.local_api.validation import supported_values
+from batch_pipeline.local_api.validation import openai_path, supported_values
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,7 @@ RouteTable = list[tuple[str, Handler, list[str]]]  # path, handler, methods
 UPLOAD_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 ENDPOINTS = tuple(RESPONDERS)
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
+AZURE_MIN_EXPIRY = 1_209_600  # Azure keeps an uploaded file 14 to 30 days
 BATCH_FILE_TTL = 30 * 86400
 # Marks a response standing for a stalled call; the embedded transport turns it into a timeout.
 STALL_HEADER = "x-local-api-stalled"
@@ -97,13 +104,16 @@ class LocalBatchAPI:
                            code="invalid_api_key")
 
 
-def _gate(api: LocalBatchAPI, handler: Handler) -> Handler:
-    """Wrap a route: request id, key check, injected API faults, error envelope."""
+def _gate(api: LocalBatchAPI, handler: Handler, azure: bool) -> Handler:
+    """Wrap a route: request id, key check (and Azure's api-version), injected API faults, error
+    envelope."""
 
     async def wrapped(request: Request) -> Response:
         request_id = "req_" + secrets.token_hex(16)
         try:
             api.check_key(request)
+            if azure and not request.query_params.get("api-version"):
+                raise APIError(404, "Resource not found: the api-version query parameter is missing.", code="404")
             fault = api.faults.draw() if api.faults.enabled else None
             if fault == "timeout":
                 response = await _stall(api, request)
@@ -154,8 +164,8 @@ def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
             "last_id": data[-1]["id"] if data else None, "has_more": has_more and bool(data)}
 
 
-def _expiry_seconds(value: Any, param: str) -> int:
-    """Validate an ``{anchor: created_at, seconds: N}`` object (N within 1 h .. 30 d)."""
+def _expiry_seconds(value: Any, param: str, least: int = MIN_EXPIRY) -> int:
+    """Validate an ``{anchor: created_at, seconds: N}`` object (N within 1 h, or ``least``, .. 30 d)."""
     if not isinstance(value, dict):
         raise bad_request(f"Invalid '{param}': expected an object.", param, "invalid_type")
     if value.get("anchor") != "created_at":
@@ -163,8 +173,8 @@ def _expiry_seconds(value: Any, param: str) -> int:
     seconds = value.get("seconds")
     if isinstance(seconds, str) and seconds.isdigit():
         seconds = int(seconds)
-    if not isinstance(seconds, int) or isinstance(seconds, bool) or not MIN_EXPIRY <= seconds <= MAX_EXPIRY:
-        raise bad_request(f"Invalid '{param}.seconds': expected an integer between {MIN_EXPIRY} and {MAX_EXPIRY}.",
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not least <= seconds <= MAX_EXPIRY:
+        raise bad_request(f"Invalid '{param}.seconds': expected an integer between {least} and {MAX_EXPIRY}.",
                           f"{param}.seconds", "invalid_value")
     return seconds
 
@@ -194,13 +204,14 @@ def _check_metadata(metadata: Any) -> dict[str, str] | None:
     return metadata
 
 
-def _routes(api: LocalBatchAPI) -> list[Route]:
-    """Every endpoint behind ``_gate``; ``build_app`` mounts the list under ``/v1`` and bare."""
-    table = [*_file_routes(api), *_batch_routes(api)]
-    return [Route(path, _gate(api, handler), methods=methods) for path, handler, methods in table]
+def _routes(api: LocalBatchAPI, azure: bool = False) -> list[Route]:
+    """Every endpoint behind ``_gate``; ``build_app`` mounts the list under ``/v1`` and bare, and
+    the Azure list under ``/openai``."""
+    table = [*_file_routes(api, azure), *_batch_routes(api, azure)]
+    return [Route(path, _gate(api, handler, azure), methods=methods) for path, handler, methods in table]
 
 
-def _file_routes(api: LocalBatchAPI) -> RouteTable:
+def _file_routes(api: LocalBatchAPI, azure: bool) -> RouteTable:
     store, settings = api.store, api.settings
 
     async def create_file(request: Request) -> Response:
@@ -211,7 +222,7 @@ def _file_routes(api: LocalBatchAPI) -> RouteTable:
             await anyio.sleep(settings.upload_seconds)
             upload, purpose = _upload_fields(form)
             created_at = int(time.time())
-            expires_at = _upload_expires_at(form, purpose, created_at)
+            expires_at = _upload_expires_at(form, purpose, created_at, AZURE_MIN_EXPIRY if azure else MIN_EXPIRY)
             row = await api.run(lambda: store.save_upload(
                 upload.file, filename=upload.filename or "upload", purpose=purpose, expires_at=expires_at,
                 created_at=created_at, max_bytes=settings.max_upload_bytes))
@@ -274,21 +285,22 @@ def _upload_fields(form: FormData) -> tuple[UploadFile, str]:
     return upload, purpose
 
 
-def _upload_expires_at(form: FormData, purpose: str, created_at: int) -> int | None:
-    """``expires_after`` in either form encoding the SDKs send; batch files default to 30 days."""
+def _upload_expires_at(form: FormData, purpose: str, created_at: int, least: int) -> int | None:
+    """``expires_after`` in either form encoding the SDKs send (at least ``least`` seconds);
+    batch files default to 30 days."""
     anchor = form.get("expires_after[anchor]", form.get("expires_after.anchor"))
     seconds = form.get("expires_after[seconds]", form.get("expires_after.seconds"))
     if anchor is not None or seconds is not None:
-        return created_at + _expiry_seconds({"anchor": anchor, "seconds": seconds}, "expires_after")
+        return created_at + _expiry_seconds({"anchor": anchor, "seconds": seconds}, "expires_after", least)
     return created_at + BATCH_FILE_TTL if purpose == "batch" else None
 
 
-def _batch_routes(api: LocalBatchAPI) -> RouteTable:
+def _batch_routes(api: LocalBatchAPI, azure: bool) -> RouteTable:
     store, lifecycle = api.store, api.lifecycle
 
     async def create_batch(request: Request) -> Response:
-        input_file_id, endpoint, metadata, output_ttl = _batch_params(await request.body())
-        doc = await api.run(_insert_batch, api, input_file_id, endpoint, metadata, output_ttl)
+        params = _batch_params(await request.body(), azure)
+        doc = await api.run(_insert_batch, api, params, azure)
         return JSONResponse(doc)
 
     async def list_batches(request: Request) -> Response:
@@ -317,11 +329,19 @@ def _batch_routes(api: LocalBatchAPI) -> RouteTable:
     ]
 
 
-def _batch_params(raw: bytes) -> tuple[str, str, dict[str, str] | None, int | None]:
+@dataclass(frozen=True)
+class _BatchParams:
+    input_file_id: str
+    endpoint: str  # as given: Azure's form on Azure routes (``/chat/completions``)
+    metadata: dict[str, str] | None
+    output_ttl: int | None
+
+
+def _batch_params(raw: bytes, azure: bool) -> _BatchParams:
     """Input file id, endpoint, metadata and output TTL of a create-batch body.
 
     Only the request itself is checked here; the input file's lines are checked later, in
-    ``validating``, as OpenAI does.
+    ``validating``, as OpenAI does. On Azure the endpoint may be written without ``/v1``.
     """
     try:
         params = orjson.loads(raw) if raw.strip() else {}
@@ -333,7 +353,7 @@ def _batch_params(raw: bytes) -> tuple[str, str, dict[str, str] | None, int | No
         if not isinstance(params.get(name), str) or not params[name]:
             raise bad_request(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
     endpoint = params["endpoint"]
-    if endpoint not in ENDPOINTS:
+    if (openai_path(endpoint) if azure else endpoint) not in ENDPOINTS:
         raise bad_request(f"Invalid value: '{endpoint}'. Supported values are: {supported_values(ENDPOINTS)}.",
                           "endpoint", "invalid_value")
     if params["completion_window"] != "24h":
@@ -342,17 +362,18 @@ def _batch_params(raw: bytes) -> tuple[str, str, dict[str, str] | None, int | No
     metadata = _check_metadata(params.get("metadata"))
     output_ttl = None
     if params.get("output_expires_after") is not None:
-        output_ttl = _expiry_seconds(params["output_expires_after"], "output_expires_after")
-    return params["input_file_id"], endpoint, metadata, output_ttl
+        output_ttl = _expiry_seconds(params["output_expires_after"], "output_expires_after",
+                                     AZURE_MIN_EXPIRY if azure else MIN_EXPIRY)
+    return _BatchParams(params["input_file_id"], endpoint, metadata, output_ttl)
 
 
 def _too_large() -> APIError:
     return bad_request("File is too large.", "file", "file_too_large")
 
 
-def _insert_batch(api: LocalBatchAPI, input_file_id: str, endpoint: str, metadata: dict[str, str] | None,
-                  output_ttl: int | None) -> dict[str, Any]:
+def _insert_batch(api: LocalBatchAPI, params: _BatchParams, azure: bool) -> dict[str, Any]:
     """Accept the batch in ``validating``; input problems surface later as a failed batch."""
+    input_file_id, no_file = params.input_file_id, "" if azure else None  # Azure writes "" for no file
     input_sha256 = ""
     try:
         file = api.store.get_file(input_file_id)
@@ -366,17 +387,18 @@ def _insert_batch(api: LocalBatchAPI, input_file_id: str, endpoint: str, metadat
     now = time.time()
     created_at = int(now)
     doc = {
-        "id": new_batch_id(), "object": "batch", "endpoint": endpoint, "model": None, "errors": None,
+        "id": new_batch_id(), "object": "batch", "endpoint": params.endpoint, "model": None, "errors": None,
         "input_file_id": input_file_id, "completion_window": "24h", "status": "validating",
-        "output_file_id": None, "error_file_id": None, "created_at": created_at, "in_progress_at": None,
+        "output_file_id": no_file, "error_file_id": no_file, "created_at": created_at, "in_progress_at": None,
         "expires_at": created_at + math.ceil(api.settings.completion_window_seconds), "finalizing_at": None,
         "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
         "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": empty_usage(),
-        "metadata": metadata,
+        "metadata": params.metadata,
     }
     api.store.insert_batch(doc, due_at=now + api.settings.pace_seconds,
                            expires_ts=now + api.settings.completion_window_seconds,
-                           input_sha256=input_sha256, output_ttl=output_ttl)
+                           input_sha256=input_sha256, output_ttl=params.output_ttl,
+                           endpoint=openai_path(params.endpoint), flavour=AZURE if azure else OPENAI)
     return doc
 
 
@@ -418,7 +440,7 @@ def build_app(data_dir: str | Path, *, api_key: str | None, settings: LocalAPISe
     api = LocalBatchAPI(data_dir, api_key, settings, offload)
     routes = _routes(api)
     app = Starlette(
-        routes=[Mount("/v1", routes=routes), *routes],
+        routes=[Mount("/v1", routes=routes), Mount("/openai", routes=_routes(api, azure=True)), *routes],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
         lifespan=_background_advancer(api),
     )

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-EMBEDDED_BASE_URL = "http://local-batch-api/v1"
+EMBEDDED_ORIGIN = "http://local-batch-api"
+EMBEDDED_BASE_URL = f"{EMBEDDED_ORIGIN}/v1"
+EMBEDDED_API_KEY = "local-batch-api"  # the embedded API checks no key; the clients need one
 
 
 def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -123,16 +125,24 @@ class EmbeddedTransport(httpx2.BaseTransport):
         return response["status"], response["headers"], chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def embedded_client(data_dir: str | Path, *, settings: LocalAPISettings | None = None,
-                    **openai_kwargs: Any) -> openai.OpenAI:
-    """An ``openai.OpenAI`` client talking to the local Batch API on ``data_dir``, in-process.
+def embedded_http_client(data_dir: str | Path, *, settings: LocalAPISettings | None = None) -> httpx2.Client:
+    """An HTTP client for the ``openai`` clients (``OpenAI``, ``AzureOpenAI``) that answers every
+    request to ``EMBEDDED_ORIGIN`` with the local Batch API on ``data_dir``, in-process.
 
     Raises ``LocalAPIExtraMissing`` (an ``ImportError``) without the ``local-api`` extra."""
     require_web_stack()
     from batch_pipeline.local_api.app import build_app
 
     app = build_app(data_dir, api_key=None, settings=settings or LocalAPISettings(), offload=False)
-    openai_kwargs.setdefault("api_key", "local-batch-api")
+    return openai.DefaultHttpxClient(transport=EmbeddedTransport(app))
+
+
+def embedded_client(data_dir: str | Path, *, settings: LocalAPISettings | None = None,
+                    **openai_kwargs: Any) -> openai.OpenAI:
+    """An ``openai.OpenAI`` client talking to the local Batch API on ``data_dir``, in-process.
+
+    Raises ``LocalAPIExtraMissing`` (an ``ImportError``) without the ``local-api`` extra."""
+    http_client = embedded_http_client(data_dir, settings=settings)
+    openai_kwargs.setdefault("api_key", EMBEDDED_API_KEY)
     openai_kwargs.setdefault("base_url", EMBEDDED_BASE_URL)
-    http_client = openai.DefaultHttpxClient(transport=EmbeddedTransport(app))
     return openai.OpenAI(http_client=http_client, **openai_kwargs)

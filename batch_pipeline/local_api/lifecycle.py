@@ -31,7 +31,13 @@ from batch_pipeline.local_api.errors import APIError
 from batch_pipeline.local_api.faults import line_fault
 from batch_pipeline.local_api.responders import EncodedReply, Reply, respond_fast
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.local_api.store import TERMINAL_STATUSES, BatchRow, Store, derived_file_id
+from batch_pipeline.local_api.store import (
+    AZURE,
+    TERMINAL_STATUSES,
+    BatchRow,
+    Store,
+    derived_file_id,
+)
 from batch_pipeline.local_api.validation import batch_error, request_error, validate_input
 
 # The models a batch may name (None: any), asked when a batch is validated.
@@ -251,7 +257,7 @@ class Lifecycle:
             return self._fail(row, [batch_error(
                 "invalid_request", f"Cannot find file {input_id}, or organization does not have access to it.",
                 param="file_id")])
-        found = validate_input(path, row.endpoint, self.settings, self.served_models())
+        found = validate_input(path, row.endpoint, self.settings, self.served_models(), azure=row.flavour == AZURE)
         if found.errors:
             return self._fail(row, found.errors)
         model = found.model or ""
@@ -311,17 +317,27 @@ class Lifecycle:
     def _replies(self, row: BatchRow, lines: list[dict[str, Any]]) -> list[Reply | EncodedReply]:
         """One reply per line: an injected fault where one is drawn, the 400 the endpoint would
         answer an invalid body with, else the executor's answer."""
-        endpoint = row.endpoint
+        endpoint, bodies = row.endpoint, self._bodies(row, lines)
         if self.settings.line_fault_total() > 0:
             early = [line_fault(self.settings, row.input_sha256, line["custom_id"])
-                     or request_error(endpoint, line["body"]) for line in lines]
+                     or request_error(endpoint, body) for line, body in zip(lines, bodies, strict=True)]
         else:
-            early = [request_error(endpoint, line["body"]) for line in lines]
+            early = [request_error(endpoint, body) for body in bodies]
         if not any(early):
-            return self.executor(endpoint, [line["body"] for line in lines])
-        to_run = [line["body"] for line, reply in zip(lines, early, strict=True) if reply is None]
+            return self.executor(endpoint, bodies)
+        to_run = [body for body, reply in zip(bodies, early, strict=True) if reply is None]
         answers = iter(self.executor(endpoint, to_run) if to_run else [])
         return [next(answers) if reply is None else reply for reply in early]
+
+    def _bodies(self, row: BatchRow, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The request bodies to run; on Azure each names a deployment, run as its model (so the
+        answers name the model, as Azure's do)."""
+        bodies = [line["body"] for line in lines]
+        if row.flavour != AZURE:
+            return bodies
+        model = self.settings.azure_model
+        return [dict(body, model=model(body["model"])) if isinstance(body.get("model"), str) else body
+                for body in bodies]
 
     def _checkpoint(self, row: BatchRow, progress: _Progress) -> BatchRow:
         """Save the run's position and tallies; once every line has run, schedule finalizing."""
@@ -353,17 +369,21 @@ class Lifecycle:
         for kind, work in (("output", out_path), ("error", err_path)):
             file_id = derived_file_id(row.id, kind)
             target = self.store.files_dir / file_id
+            keep_empty = kind == "error" and row.flavour == AZURE  # Azure's clean batches have one
             if work.exists():
-                if work.stat().st_size:
+                if work.stat().st_size or keep_empty:
                     os.replace(work, target)
                 else:
                     work.unlink()
+            elif keep_empty:
+                target.touch()
             if target.exists():
                 produced[kind] = {"id": file_id, "purpose": "batch_output", "bytes": target.stat().st_size,
                                   "filename": f"{row.id}_{kind}.jsonl", "created_at": now,
                                   "expires_at": now + ttl, "sha256": ""}
-        doc = dict(row.doc, status=final, output_file_id=produced.get("output", {}).get("id"),
-                   error_file_id=produced.get("error", {}).get("id"))
+        absent = "" if row.flavour == AZURE else None  # Azure writes "" for a file it has not
+        doc = dict(row.doc, status=final, output_file_id=produced.get("output", {}).get("id", absent),
+                   error_file_id=produced.get("error", {}).get("id", absent))
         doc[f"{final}_at"] = now
         if final == "completed" and doc.get("finalizing_at") is None:
             doc["finalizing_at"] = now

@@ -53,6 +53,13 @@ class LocalAPISettings(BaseModel):
         default_factory=dict, description="per-model overrides of enqueued_token_limit"
     )
 
+    # Azure OpenAI, on the routes under /openai (reference §8)
+    azure_max_requests_per_batch: int = Field(100_000, ge=1)
+    azure_deployments: dict[str, str] = Field(
+        default_factory=dict,
+        description="Azure deployment name -> the model it runs; a deployment not listed runs the model of its name",
+    )
+
     # Models: a request naming another one fails its batch with model_not_found, as on OpenAI
     served_models: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SERVED_MODELS),
@@ -80,6 +87,10 @@ class LocalAPISettings(BaseModel):
         """The enqueued-token limit that applies to ``model``."""
         return self.enqueued_token_limits.get(model, self.enqueued_token_limit)
 
+    def azure_model(self, deployment: str) -> str:
+        """The model an Azure deployment runs."""
+        return self.azure_deployments.get(deployment, deployment)
+
     def serves_any_model(self) -> bool:
         return "*" in self.served_models
 
@@ -101,6 +112,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 "--enqueued-token-limit-for", dest=name, action="append", metavar="MODEL=TOKENS",
                 help="per-model enqueued-token limit; repeat for several models",
+            )
+            continue
+        if name == "azure_deployments":
+            group.add_argument(
+                "--azure-deployment", dest=name, action="append", metavar="DEPLOYMENT=MODEL",
+                help="an Azure deployment and the model it runs; repeat for several",
             )
             continue
         if name == "served_models":
@@ -135,5 +152,10 @@ def settings_from_args(namespace: argparse.Namespace) -> LocalAPISettings:
                     raise argparse.ArgumentTypeError(f"--enqueued-token-limit-for expects MODEL=TOKENS, got {item!r}")
                 limits[model] = int(tokens)
             value = limits
+        if name == "azure_deployments":
+            pairs = [item.partition("=") for item in value]
+            if any(not deployment or not model for deployment, _, model in pairs):
+                raise argparse.ArgumentTypeError(f"--azure-deployment expects DEPLOYMENT=MODEL, got {value!r}")
+            value = {deployment: model for deployment, _, model in pairs}
         values[name] = value
     return LocalAPISettings(**values)

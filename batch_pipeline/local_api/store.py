@@ -71,10 +71,15 @@ CREATE TABLE IF NOT EXISTS batches (
     files_built INTEGER NOT NULL DEFAULT 0,
     output_ttl INTEGER,
     lease_owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0
+    lease_until REAL NOT NULL DEFAULT 0,
+    flavour TEXT NOT NULL DEFAULT 'openai'
 );
 CREATE INDEX IF NOT EXISTS batches_by_status ON batches(status);
 """
+# Columns added after the first release, with their definitions: a data dir written before
+# gains them when opened (`Store.__init__`).
+_ADDED_COLUMNS = {"flavour": "TEXT NOT NULL DEFAULT 'openai'"}
+OPENAI, AZURE = "openai", "azure"  # whose routes created a batch, and so whose quirks it has
 
 # Internal columns a lifecycle step may update, besides the public document.
 BATCH_COLUMNS = frozenset(
@@ -116,6 +121,7 @@ class BatchRow:
     err_size: int
     files_built: bool
     output_ttl: int | None
+    flavour: str = OPENAI
 
 
 def _batch_row(row: sqlite3.Row) -> BatchRow:
@@ -124,7 +130,7 @@ def _batch_row(row: sqlite3.Row) -> BatchRow:
         input_sha256=row["input_sha256"], model=row["model"], enqueued_tokens=row["enqueued_tokens"],
         due_at=row["due_at"], expires_ts=row["expires_ts"], input_offset=row["input_offset"],
         lines_done=row["lines_done"], out_size=row["out_size"], err_size=row["err_size"],
-        files_built=bool(row["files_built"]), output_ttl=row["output_ttl"],
+        files_built=bool(row["files_built"]), output_ttl=row["output_ttl"], flavour=row["flavour"],
     )
 
 
@@ -167,6 +173,10 @@ class Store:
             with self.connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
+                present = {row["name"] for row in conn.execute("PRAGMA table_info(batches)")}
+                for name, definition in _ADDED_COLUMNS.items():
+                    if name not in present:
+                        conn.execute(f"ALTER TABLE batches ADD COLUMN {name} {definition}")
 
     # -- connections -------------------------------------------------------------------
 
@@ -274,13 +284,14 @@ class Store:
     # -- batches -----------------------------------------------------------------------
 
     def insert_batch(self, doc: dict[str, Any], *, due_at: float, expires_ts: float, input_sha256: str,
-                     output_ttl: int | None) -> None:
+                     output_ttl: int | None, endpoint: str | None = None, flavour: str = OPENAI) -> None:
+        """Store a new batch; `endpoint` is the OpenAI path it runs (default the document's)."""
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO batches (id, status, doc, endpoint, input_sha256, due_at, expires_ts, output_ttl)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (doc["id"], doc["status"], orjson.dumps(doc), doc["endpoint"], input_sha256, due_at, expires_ts,
-                 output_ttl),
+                "INSERT INTO batches (id, status, doc, endpoint, input_sha256, due_at, expires_ts, output_ttl,"
+                " flavour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (doc["id"], doc["status"], orjson.dumps(doc), endpoint or doc["endpoint"], input_sha256, due_at,
+                 expires_ts, output_ttl, flavour),
             )
 
     def get_batch(self, batch_id: str) -> BatchRow:

@@ -53,10 +53,16 @@ def batch_error(code: str, message: str, line: int | None = None, param: str | N
     return {"code": code, "line": line, "message": message, "param": param}
 
 
+def openai_path(url: str) -> str:
+    """An endpoint as OpenAI spells it: Azure's `/chat/completions` is `/v1/chat/completions`."""
+    return url if url.startswith("/v1/") else "/v1" + url
+
+
 def validate_input(path: Path, endpoint: str, settings: LocalAPISettings,
-                   served_models: Collection[str] | None = None) -> Validation:
+                   served_models: Collection[str] | None = None, azure: bool = False) -> Validation:
     """Check every line of the input file against the batch's endpoint, the served models
-    (None: any model) and the limits."""
+    (None: any model) and the limits; `azure`: as Azure OpenAI does (its codes, its limit, a
+    line `url` in either form, and deployment names as models)."""
     result = Validation()
     size = path.stat().st_size
     if size > settings.max_batch_input_bytes:
@@ -64,16 +70,17 @@ def validate_input(path: Path, endpoint: str, settings: LocalAPISettings,
                    " byte maximum. Please try again with a smaller file.")
         return result
     count_tokens = settings.enqueued_token_limit is not None or bool(settings.enqueued_token_limits)
-    checker = _LineChecker(result, endpoint, count_tokens, served_models)
+    checker = _LineChecker(result, endpoint, count_tokens, served_models, settings if azure else None)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if raw.strip():
                 checker.check(number, raw)
     if result.total == 0:
         result.add("empty_file", "The input file contains no requests.")
-    if result.total > settings.max_requests_per_batch:
+    most = settings.azure_max_requests_per_batch if azure else settings.max_requests_per_batch
+    if result.total > most:
         result.add("too_many_tasks", f"The input file contains {result.total} requests; the maximum per batch is"
-                   f" {settings.max_requests_per_batch}.")
+                   f" {most}.")
     if checker.embedding_count > settings.max_embedding_inputs:
         result.add("too_many_embedding_inputs", f"The batch contains {checker.embedding_count} embedding inputs;"
                    f" the maximum is {settings.max_embedding_inputs}.", param="body.input")
@@ -88,8 +95,9 @@ class _LineChecker:
     """
 
     def __init__(self, result: Validation, endpoint: str, count_tokens: bool,
-                 served_models: Collection[str] | None = None) -> None:
+                 served_models: Collection[str] | None = None, azure: LocalAPISettings | None = None) -> None:
         self.result = result
+        self.azure = azure  # Azure's rules, with its deployments; None: OpenAI's
         self.served = served_models
         self.unserved: set[str] = set()
         self.endpoint = endpoint
@@ -118,7 +126,12 @@ class _LineChecker:
         self._check_custom_id(number, line["custom_id"])
         if line["method"] != "POST":
             result.add("invalid_request", "Only the POST method is supported.", number, "method")
-        if line["url"] != self.endpoint:
+        if self.azure is not None:
+            if not isinstance(line["url"], str) or openai_path(line["url"]) != self.endpoint:
+                result.add("url_mismatch", "The url of this request does not match the batch's endpoint.",
+                           number, "url")
+                return
+        elif line["url"] != self.endpoint:
             result.add("invalid_url", "The URL provided for this request does not match the batch endpoint.",
                        number, "url")
             return
@@ -162,7 +175,8 @@ class _LineChecker:
         if not isinstance(model, str) or not model:
             result.add("invalid_request", "Model parameter is required.", number, "body.model")
             return
-        if self.served is not None and model not in self.served:
+        served = self.azure.azure_model(model) if self.azure is not None else model
+        if self.served is not None and served not in self.served:
             self.unserved.add(model)
             result.add("model_not_found", _not_served(model), number, "body.model")
         self.models.add(model)

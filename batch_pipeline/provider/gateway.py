@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import openai
 from openai.types import Batch
 
+from batch_pipeline.provider.providers import OPENAI_INPUT_FILE_TTL_SECONDS
 from batch_pipeline.state.partition_state import TERMINAL
 
 PIPELINE = "batch_pipeline"
 LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
-INPUT_FILE_TTL_SECONDS = 7 * 24 * 3600
 # A batch is terminal within its 24 h completion window (plus finalizing); older ones hold no
 # enqueued tokens.
 ENQUEUED_WINDOW_SECONDS = 26 * 3600
@@ -34,9 +34,13 @@ class Sweep:
 
 @dataclass
 class BatchGateway:
-    """Pipeline-level operations on one provider; `calls` counts requests sent, for monitoring."""
+    """Pipeline-level operations on one provider; `calls` counts requests sent, for monitoring.
+
+    `input_file_ttl_seconds` is the provider's (`Provider.input_file_ttl_seconds`).
+    """
 
     client: openai.OpenAI
+    input_file_ttl_seconds: int = OPENAI_INPUT_FILE_TTL_SECONDS
     calls: int = field(default=0, init=False)
 
     def batch_pages(self) -> Iterator[list[Batch]]:
@@ -118,7 +122,7 @@ class BatchGateway:
         return found
 
     def upload(self, filename: str, data: bytes) -> str:
-        """Upload a batch input file that the provider deletes by itself after a week.
+        """Upload a batch input file that the provider deletes by itself after a while.
 
         A batch runs within 24 hours and the request lines stay in the warehouse, so the provider's
         copy is not needed for long; expiry keeps a crashed run from leaking storage.
@@ -127,7 +131,7 @@ class BatchGateway:
         return self.client.files.create(
             file=(filename, data),
             purpose="batch",
-            expires_after={"anchor": "created_at", "seconds": INPUT_FILE_TTL_SECONDS},
+            expires_after={"anchor": "created_at", "seconds": self.input_file_ttl_seconds},
         ).id
 
     def create_batch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from batch_pipeline.provider.contract import line_form
 from batch_pipeline.provider.submission import Sending, Shard, Submitted, submit_shards
 from batch_pipeline.state.intent import intents_of
 from batch_pipeline.use_case import UseCase
@@ -21,7 +22,7 @@ def submit_partition(wh: Warehouse, sending: Sending, uc: UseCase, partition: st
     ]
     return submit_shards(
         sending, intents_of(wh, uc.name, partition), use_case=uc.name, partition=partition,
-        endpoint=uc.spec.endpoint, model=uc.spec.model, shards=shards,
+        form=line_form(uc.spec, sending.provider), model=uc.spec.model, shards=shards,
     )
 
 

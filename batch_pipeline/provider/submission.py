@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from openai.types import Batch
 
 from batch_pipeline.failpoints import failpoint
+from batch_pipeline.provider.contract import LineForm, Provider, ProviderSettingError
 from batch_pipeline.provider.gateway import PIPELINE, BatchGateway, Sweep
+from batch_pipeline.provider.providers import OpenAIProvider
 from batch_pipeline.state.intent import IntentLog
 from batch_pipeline.state.machine import admits
 from batch_pipeline.state.partition_state import Queued, Submission
@@ -87,6 +89,7 @@ class Sending:
     token_limit: int | None = None  # the model's enqueued-token limit, if the organisation set one
     deployment: str = ""  # keeps staging's and production's idempotency keys apart
     log: Callable[[str], None] = print
+    provider: Provider = field(default_factory=OpenAIProvider)  # whose request lines the gateway sends
 
 
 @dataclass(frozen=True)
@@ -98,13 +101,15 @@ class Submitted:
 
 
 def submit_shards(
-    sending: Sending, intents: IntentLog, *, use_case: str, partition: str, endpoint: str, model: str,
+    sending: Sending, intents: IntentLog, *, use_case: str, partition: str, form: LineForm, model: str,
     shards: list[Shard],
 ) -> Submitted:
     """Make sure each shard has exactly one batch; create only the missing ones that fit.
 
-    Call it holding the partition's lease (`state/lease.py`): the lookup, the intents, the upload
-    and the create then run with no other run of the partition in between.
+    `form` is how the provider wants the lines (its `url` is the batch's endpoint); `model` the
+    spec's model, recorded in the metadata. Call it holding the partition's lease
+    (`state/lease.py`): the lookup, the intents, the upload and the create then run with no other
+    run of the partition in between.
     """
     gateway, token_limit, log = sending.gateway, sending.token_limit, sending.log
     metadata = {s.index: batch_metadata(use_case, partition, model, s, sending.deployment) for s in shards}
@@ -113,7 +118,7 @@ def submit_shards(
     since = min(earlier.values(), default=None)
     sweep = gateway.sweep(wanted, since, model if token_limit is not None else None) if wanted else Sweep({}, 0)
     intents.record(wanted - sweep.found.keys())
-    sender = _Sender(gateway, endpoint, log, sweep.enqueued_tokens, maybe_uploaded=set(earlier))
+    sender = _Sender(gateway, form, log, sweep.enqueued_tokens, maybe_uploaded=set(earlier))
     done = Submitted([], [])
     for shard in shards:
         meta = metadata[shard.index]
@@ -140,13 +145,14 @@ class _Sender:
     been uploaded by an earlier attempt that died before creating its batch."""
 
     gateway: BatchGateway
-    endpoint: str
+    form: LineForm
     log: Callable[[str], None]
     enqueued: int
     maybe_uploaded: set[str]  # keys with an earlier intent: an upload of theirs may be orphaned
     uploads: dict[str, str] | None = None
 
     def create(self, shard: Shard, meta: dict[str, str]) -> Batch:
+        _check_form(shard, self.form)
         key = meta["idempotency_key"]
         filename = f"{key}.jsonl"
         if self.uploads is None and key in self.maybe_uploaded:
@@ -158,11 +164,22 @@ class _Sender:
             failpoint("submission.uploaded")
         else:
             self.log(f"shard {shard.index}: reusing upload {file_id} left by an earlier attempt")
-        batch = self.gateway.create_batch(input_file_id=file_id, endpoint=self.endpoint, metadata=meta)
+        batch = self.gateway.create_batch(input_file_id=file_id, endpoint=self.form.url, metadata=meta)
         failpoint("submission.created")
         self.enqueued += shard.estimated_tokens
         self.log(f"shard {shard.index} attempt {shard.attempt}: created batch {batch.id}")
         return batch
+
+
+def _check_form(shard: Shard, form: LineForm) -> None:
+    """Refuse, before its upload, a shard written for another provider (the provider setting
+    changed between building the requests and sending them): its lines would fail there."""
+    first = shard.data[: shard.data.find(b"\n")]
+    if form.prefix() not in first:
+        raise ProviderSettingError(
+            f"shard {shard.index} ({shard.path}) was written for another provider: its lines do not name "
+            f"url '{form.url}' and model '{form.model}'; materialize the requests asset again; nothing was uploaded"
+        )
 
 
 def _submission(shard: Shard, key: str, batch: Batch, reused: bool) -> Submission:

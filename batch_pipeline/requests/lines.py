@@ -26,6 +26,8 @@ import pyarrow.compute as pc
 import xxhash
 
 from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
+from batch_pipeline.provider.contract import LineForm, line_form
+from batch_pipeline.provider.providers import OpenAIProvider
 from batch_pipeline.requests.custom_ids import (
     DUPLICATE_KEY,
     MALFORMED,
@@ -92,12 +94,14 @@ def check_columns(schema: pa.Schema, source: Source, spec: BatchSpec, partitione
             )
 
 
-def build_requests(table: pa.Table, source: Source, spec: BatchSpec) -> PartitionRequests:
-    """Turn one partition's rows into request shards and a per-row index."""
+def build_requests(table: pa.Table, source: Source, spec: BatchSpec, form: LineForm | None = None
+                   ) -> PartitionRequests:
+    """Turn one partition's rows into request shards and a per-row index (`form`: the
+    provider's, default OpenAI's)."""
     check_columns(table.schema, source, spec, partitioned=False)
     indexes: list[pa.Table] = []
     shards: list[bytes] = []
-    for index, lines in stream_requests(table, source, spec):
+    for index, lines in stream_requests(table, source, spec, form):
         indexes.append(index)
         if lines is not None:
             shards.append(shard_bytes(lines))
@@ -107,7 +111,7 @@ def build_requests(table: pa.Table, source: Source, spec: BatchSpec) -> Partitio
 
 
 def stream_requests(
-    batches: pa.Table | Iterable[pa.RecordBatch], source: Source, spec: BatchSpec
+    batches: pa.Table | Iterable[pa.RecordBatch], source: Source, spec: BatchSpec, form: LineForm | None = None
 ) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
     """`build_requests` one shard at a time, for partitions too big to hold in memory.
 
@@ -117,7 +121,10 @@ def stream_requests(
     index rows since the previous yield, up to the shard's last request, so its pending rows
     are the shard's lines in order. Rejected rows stay in source order; those after the last
     request come with the last shard, or with `lines` None when no row became a request.
+    `form` says how lines name the endpoint and model and how much a shard holds (the
+    provider's: `provider.contract.line_form`); by default OpenAI's.
     """
+    form = form or line_form(spec, OpenAIProvider())
     if isinstance(batches, pa.Table):
         batches = batches.to_batches(max_chunksize=_CHUNK_ROWS)
     encoder: _LineEncoder | None = None
@@ -131,10 +138,10 @@ def stream_requests(
             continue
         if encoder is None:
             check_columns(batch.schema, source, spec, partitioned=False)
-            encoder = _LineEncoder(spec)
+            encoder = _LineEncoder(spec, form)
         index, lines, usable = _chunk_requests(batch, source, spec, keys, offset, encoder)
         offset += batch.num_rows
-        cuts, count, size = _shard_cuts(pc.binary_length(lines).to_pylist(), count, size, spec)
+        cuts, count, size = _shard_cuts(pc.binary_length(lines).to_pylist(), count, size, form)
         rows = pc.indices_nonzero(usable)  # the chunk row of each line
         shard_of = list(itertools.chain.from_iterable(
             itertools.repeat(shard + i, end - start) for i, (start, end) in
@@ -228,7 +235,7 @@ def _empty_index(key_columns: Sequence[str]) -> pa.Table:
                      "estimated_input_tokens": pa.array([], pa.int64()), "request_hash": pa.array([], HASH_TYPE)})
 
 
-def _shard_cuts(lengths: list[int], count: int, size: int, spec: BatchSpec) -> tuple[list[int], int, int]:
+def _shard_cuts(lengths: list[int], count: int, size: int, form: LineForm) -> tuple[list[int], int, int]:
     """Where the open shard closes among these next lines (positions of the first line of each
     new shard) and the open shard's line count and bytes after them.
 
@@ -240,8 +247,8 @@ def _shard_cuts(lengths: list[int], count: int, size: int, spec: BatchSpec) -> t
     cuts: list[int] = []
     start = base = 0  # base: bytes of the lines before `start`
     while start < len(lengths):
-        hi = min(len(lengths), start + spec.max_requests_per_shard - count)
-        fit = bisect.bisect_right(cumulative, base + spec.max_shard_bytes - size, start, hi) - start
+        hi = min(len(lengths), start + form.max_requests - count)
+        fit = bisect.bisect_right(cumulative, base + form.max_bytes - size, start, hi) - start
         if fit == 0 and count == 0:
             fit = 1
         if fit:
@@ -454,7 +461,7 @@ class _LineEncoder:
     byte for byte what orjson gives for the whole line dict, joined by Arrow for every row at once.
     """
 
-    def __init__(self, spec: BatchSpec):
+    def __init__(self, spec: BatchSpec, form: LineForm):
         self.spec = spec
         self.templates = {role: list(string.Formatter().parse(t)) for role, t in spec.templates().items()}
         self.constant = {role: "".join(literal for literal, _, _, _ in parts)
@@ -462,8 +469,8 @@ class _LineEncoder:
         marker = f"\x00slot-{uuid.uuid4().hex}-"
         slots = ["custom_id", *(r for r in self.templates if r not in self.constant)]
         sample = orjson.dumps(
-            {"custom_id": marker + "custom_id", "method": "POST", "url": spec.endpoint,
-             "body": _body_builder(spec)({r: self.constant.get(r, marker + r) for r in self.templates})},
+            {"custom_id": marker + "custom_id", "method": "POST", "url": form.url,
+             "body": _body_builder(spec, form.model)({r: self.constant.get(r, marker + r) for r in self.templates})},
             option=orjson.OPT_APPEND_NEWLINE,
         ).decode()
         encoded = {name: _json_string(marker + name)[1:-1] for name in slots}
@@ -542,11 +549,12 @@ class _LineEncoder:
         return pc.if_else(usable, total, 0)
 
 
-def _body_builder(spec: BatchSpec):
-    """A function from one row's rendered texts (by role) to its request body."""
+def _body_builder(spec: BatchSpec, model: str):
+    """A function from one row's rendered texts (by role) to its request body, naming `model`
+    (the provider's name of the spec's model)."""
     params = dict(spec.parameters)
     if spec.endpoint in ("/v1/embeddings", "/v1/moderations"):
-        return lambda t: {"model": spec.model, "input": t["user"], **params}
+        return lambda t: {"model": model, "input": t["user"], **params}
     schema = None
     if spec.response_model is not None:
         from batch_pipeline.response_schema import strict_json_schema
@@ -556,9 +564,9 @@ def _body_builder(spec: BatchSpec):
     if spec.endpoint == "/v1/responses":
         if schema:
             params["text"] = {"format": {"type": "json_schema", **schema}}
-        return lambda t: {"model": spec.model, **({"instructions": t["system"]} if "system" in t else {}),
+        return lambda t: {"model": model, **({"instructions": t["system"]} if "system" in t else {}),
                           "input": t["user"], **params}
     if schema:
         params["response_format"] = {"type": "json_schema", "json_schema": schema}
-    return lambda t: {"model": spec.model,
+    return lambda t: {"model": model,
                       "messages": [{"role": role, "content": text} for role, text in t.items()], **params}

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from batch_pipeline.failpoints import failpoint
+from batch_pipeline.provider.contract import LineForm
 from batch_pipeline.requests.carry_over import PreviousAnswers, carried_rows
 from batch_pipeline.requests.lines import INDEX_UNIQUE, PENDING, REJECTED, check_columns
 from batch_pipeline.requests.shard_files import write_requests
@@ -43,10 +44,11 @@ class BuiltRequests:
         return self.index.filter(pc.equal(self.index["status"], REJECTED))
 
 
-def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source | None = None) -> BuiltRequests:
+def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source | None = None,
+                    form: LineForm | None = None) -> BuiltRequests:
     """Rebuild a partition's shards, index and carried answers from its source rows (`source`:
-    the source as loaded for this run, for an upstream asset). The source's columns are checked
-    before any row is read."""
+    the source as loaded for this run, for an upstream asset; `form`: the provider's request
+    lines, default OpenAI's). The source's columns are checked before any row is read."""
     source = source or uc.source
     schema = source.schema()
     check_columns(schema, source, uc.spec)
@@ -59,7 +61,7 @@ def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source |
         _columns(folder / layout.INDEX_FILE, ["custom_id", "request_hash"]),
         _columns(results_path, ["custom_id", "status"]),
     )
-    written = write_requests(wh, folder, uc.read(partition, source), source, uc.spec, previous)
+    written = write_requests(wh, folder, uc.read(partition, source), source, uc.spec, previous, form)
     failpoint("requests.shards_written")
     if written.kept:
         with wh.parquet_writer(folder / layout.CARRIED_FILE) as write, results_path.open("rb") as old:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from upath import UPath
 
+from batch_pipeline.provider.contract import LineForm
 from batch_pipeline.requests.carry_over import PreviousAnswers, renumber
 from batch_pipeline.requests.lines import empty_index, shard_buffers, stream_requests
 from batch_pipeline.sources.base import Source
@@ -30,14 +31,15 @@ class WrittenRequests:
 
 
 def write_requests(wh: Warehouse, folder: UPath, batches: Iterable[pa.RecordBatch], source: Source,
-                   spec: BatchSpec, previous: PreviousAnswers) -> WrittenRequests:
-    """Build the partition's requests from `batches` and write each shard as soon as it closes."""
+                   spec: BatchSpec, previous: PreviousAnswers, form: LineForm | None = None) -> WrittenRequests:
+    """Build the partition's requests from `batches` (in the provider's `form`, default OpenAI's)
+    and write each shard as soon as it closes."""
     chunks: list[pa.Table] = []
     names: list[str] = []
     kept: list[str] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
         writing: Future | None = None
-        for chunk, lines in stream_requests(batches, source, spec):
+        for chunk, lines in stream_requests(batches, source, spec, form):
             chunk, lines, carried = previous.apply(chunk, lines)
             kept += carried
             if lines is not None:

@@ -1,0 +1,108 @@
+"""The one contract between the pipeline and a Batch API provider.
+
+Everything provider-specific sits behind `Provider`: how its official client is built, how a
+request line names its endpoint (`url`) and model, how large one input file may be and how long
+an uploaded input may be kept. OpenAI and Azure OpenAI implement it
+(`batch_pipeline.provider.providers`); the rest of the pipeline (requests, submission, harvest)
+asks it and knows no provider by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx2
+import openai
+import orjson
+
+from batch_pipeline.spec import BatchSpec
+
+EMBEDDINGS = "/v1/embeddings"
+MAX_EMBEDDING_INPUTS = 50_000  # per embeddings batch (reference §7); one input per request line
+
+
+class ProviderSettingError(ValueError):
+    """A provider setting is missing or unusable; the message names the setting, never a key."""
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """How much one batch input file may hold at this provider."""
+
+    max_requests: int
+    max_bytes: int
+
+
+class Provider(Protocol):
+    """What the pipeline needs of a Batch API provider."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def limits(self) -> FileLimits: ...
+
+    @property
+    def input_file_ttl_seconds(self) -> int:
+        """Asked for on upload; within the range the provider accepts."""
+        ...
+
+    @property
+    def deployments(self) -> Mapping[str, str]:
+        """The provider's own names of models (Azure's deployment names), by model; empty when
+        requests name models directly. The local Batch API serves them as those models."""
+        ...
+
+    def client(self, http_client: httpx2.Client | None = None, **options: Any) -> openai.OpenAI:
+        """The provider's official client (`openai.OpenAI` or a subclass); `http_client` carries
+        its calls elsewhere (the embedded local Batch API)."""
+        ...
+
+    def at(self, origin: str, api_key: str) -> Provider:
+        """The same provider's protocol spoken to another server (the local Batch API at
+        `origin`, e.g. `http://127.0.0.1:8000`), with that server's key."""
+        ...
+
+    def line_url(self, endpoint: str) -> str:
+        """A request line's `url` (and the batch's `endpoint`) for an OpenAI endpoint path."""
+        ...
+
+    def line_model(self, model: str) -> str:
+        """The `model` a request body names for `model`; raises `ProviderSettingError` when the
+        provider has no name for it."""
+        ...
+
+    def describe(self) -> str:
+        """Where requests go, for logs and metadata; never includes a key."""
+        ...
+
+
+@dataclass(frozen=True)
+class LineForm:
+    """How one use case's request lines are written for one provider: each line's `url`, the
+    `model` in each body, and the most lines and bytes one shard (one input file) holds."""
+
+    url: str
+    model: str
+    max_requests: int
+    max_bytes: int
+
+    def prefix(self) -> bytes:
+        """Bytes every request line in this form holds (url, then the body's model first)."""
+        return b'"url":%s,"body":{"model":%s' % (orjson.dumps(self.url), orjson.dumps(self.model))
+
+
+def line_form(spec: BatchSpec, provider: Provider) -> LineForm:
+    """`spec`'s request lines for `provider`.
+
+    A spec's own shard limits apply within the provider's; `max_requests_per_shard=None` takes
+    the provider's whole limit, except that an embeddings file holds at most 50,000 inputs.
+    """
+    limits = provider.limits
+    requests = min(spec.max_requests_per_shard or limits.max_requests, limits.max_requests)
+    if spec.endpoint == EMBEDDINGS:
+        requests = min(requests, MAX_EMBEDDING_INPUTS)
+    return LineForm(provider.line_url(spec.endpoint), provider.line_model(spec.model), requests,
+                    min(spec.max_shard_bytes, limits.max_bytes))

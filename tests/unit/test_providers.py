@@ -1,0 +1,113 @@
+"""The provider contract: OpenAI's and Azure OpenAI's request lines, file limits and settings, and
+Azure's quirks read by the harvest (empty error file, `""` for no file, a byte order mark, its
+batch error codes)."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+from openai.types import Batch
+
+from batch_pipeline import BatchSpec, FileSource
+from batch_pipeline.harvest.lines import BatchOutcome, batch_lines, parse_lines
+from batch_pipeline.harvest.slices import harvest_batch
+from batch_pipeline.provider.contract import LineForm, ProviderSettingError, line_form
+from batch_pipeline.provider.providers import AzureOpenAIProvider, OpenAIProvider, parse_deployments
+from batch_pipeline.requests.lines import build_requests
+from batch_pipeline.state.partition_state import Submission
+from batch_pipeline.use_case import UseCase
+from batch_pipeline.warehouse.storage import Warehouse
+
+SPEC = BatchSpec(name="tickets", model="gpt-4o-mini", prompt="Triage: {text}")
+AZURE = AzureOpenAIProvider("https://example.openai.azure.com", "2024-10-21",
+                            deployments={"gpt-4o-mini": "triage-batch", "text-embedding-3-small": "vectors"})
+SOURCE = FileSource("/unused.parquet", key="id")
+
+
+def rows(n: int) -> pa.Table:
+    return pa.table({"id": [f"t{i}" for i in range(n)], "text": ["printer on fire"] * n})
+
+
+def test_azure_lines_name_the_deployment_and_the_endpoint_without_v1():
+    built = build_requests(rows(2), SOURCE, SPEC, line_form(SPEC, AZURE))
+    line = orjson.loads(built.shards[0].splitlines()[0])
+    assert line["url"] == "/chat/completions" and line["body"]["model"] == "triage-batch"
+    assert not built.shards[0].startswith(codecs.BOM_UTF8)  # Azure refuses a byte order mark
+    assert build_requests(rows(2), SOURCE, SPEC).shards == build_requests(
+        rows(2), SOURCE, SPEC, line_form(SPEC, OpenAIProvider())).shards  # OpenAI: the spec as written
+
+
+def test_each_provider_s_file_limits_cut_the_shards():
+    openai_form, azure_form = line_form(SPEC, OpenAIProvider()), line_form(SPEC, AZURE)
+    assert (openai_form.max_requests, azure_form.max_requests) == (50_000, 100_000)
+    assert openai_form.max_bytes == azure_form.max_bytes == 200 * 1024 * 1024
+    table = rows(60_000)
+    assert [s.count(b"\n") for s in build_requests(table, SOURCE, SPEC, openai_form).shards] == [50_000, 10_000]
+    assert [s.count(b"\n") for s in build_requests(table, SOURCE, SPEC, azure_form).shards] == [60_000]
+
+
+def test_a_spec_s_own_limits_apply_within_the_provider_s():
+    small = BatchSpec(name="s", model="gpt-4o-mini", prompt="{text}", max_requests_per_shard=4, max_shard_bytes=900)
+    assert line_form(small, AZURE) == LineForm("/chat/completions", "triage-batch", 4, 900)
+    embeddings = BatchSpec(name="e", model="text-embedding-3-small", prompt="{text}", endpoint="/v1/embeddings",
+                           parameters={"dimensions": 8})
+    assert line_form(embeddings, AZURE).max_requests == 50_000  # 50,000 embedding inputs per file
+    assert line_form(embeddings, AZURE).url == "/embeddings"
+
+
+def test_a_model_without_a_deployment_is_refused_naming_the_setting():
+    other = BatchSpec(name="s", model="gpt-4o", prompt="{text}")
+    named = "no deployment for model 'gpt-4o'.*BATCH_PIPELINE_AZURE_DEPLOYMENTS"
+    with pytest.raises(ProviderSettingError, match=named):
+        line_form(other, AZURE)
+    assert parse_deployments(" gpt-4o-mini = a , gpt-4o=b,") == {"gpt-4o-mini": "a", "gpt-4o": "b"}
+    with pytest.raises(ProviderSettingError, match="BATCH_PIPELINE_AZURE_DEPLOYMENTS: 'gpt-4o' is not"):
+        parse_deployments("gpt-4o")
+
+
+def test_the_key_stays_out_of_reprs_and_descriptions():
+    keyed = AzureOpenAIProvider("https://user:pw@example.openai.azure.com/?k=1", "2024-10-21", "sk-canary")
+    assert "sk-canary" not in repr(keyed) and "pw" not in keyed.describe()
+    assert keyed.describe() == "Azure OpenAI https://example.openai.azure.com/ (api-version 2024-10-21)"
+    assert "sk-canary" not in repr(OpenAIProvider(api_key="sk-canary"))
+
+
+def ok_line(cid: str) -> bytes:
+    return orjson.dumps({"id": "r", "custom_id": cid, "error": None, "response": {"status_code": 200, "body": {
+        "model": "gpt-4o-mini", "choices": [{"message": {"content": f"answer {cid}"}}]}}}) + b"\n"
+
+
+def test_an_empty_error_file_and_a_byte_order_mark_parse_as_openai_s_files(tmp_path: Path):
+    (tmp_path / "error.jsonl").write_bytes(b"")
+    (tmp_path / "output.jsonl").write_bytes(codecs.BOM_UTF8 + ok_line("a") + ok_line("b"))
+    parsed = parse_lines([tmp_path / "output.jsonl", tmp_path / "error.jsonl"])
+    assert parsed["custom_id"].to_pylist() == ["a", "b"] and set(parsed["status"].to_pylist()) == {"succeeded"}
+    assert parse_lines(b"").num_rows == 0
+    odd = codecs.BOM_UTF8 + ok_line("a") + b'{"custom_id": "b", "response": {"status_code": "two hundred"}}\n'
+    assert parse_lines(odd).to_pylist()[0]["output"] == "answer a"  # line by line, the mark skipped too
+
+
+def test_azure_batch_error_codes_land_as_the_rows_error():
+    outcome = BatchOutcome("batch_x", "failed", "url_mismatch", "The url of this request does not match.")
+    lines = batch_lines(outcome, 1, ["a", "b"], []).to_pylist()
+    assert [(line["status"], line["error_code"]) for line in lines] == [("failed", "url_mismatch")] * 2
+
+
+class NoDownloads:
+    """A gateway that must not be asked for any file: `""` is Azure's "no file"."""
+
+    def download(self, file_id: str) -> bytes:
+        raise AssertionError(f"downloaded {file_id!r}")
+
+
+def test_an_empty_file_id_is_no_file(tmp_path: Path):
+    batch = Batch.model_construct(id="batch_1", status="expired", output_file_id="", error_file_id="", errors=None)
+    uc = UseCase(SPEC, SOURCE)
+    sub = Submission(shard=0, attempt=1, path="x.jsonl", batch_id="batch_1", input_file_id="file-1",
+                     idempotency_key="k", status="expired", requests=2, estimated_tokens=0)
+    lines = harvest_batch(Warehouse(str(tmp_path)), NoDownloads(), uc, "all", sub, ["a", "b"], batch)  # type: ignore[arg-type]
+    assert set(lines["status"].to_pylist()) == {"expired"}
