@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +54,6 @@ def run_demo(
     """
     _configure_environment(warehouse, base_url)
     logging.getLogger("dagster").setLevel(logging.WARNING)  # progress is printed below instead
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)  # BackfillPolicy is beta, knowingly
     if use_cases is None:
         from assets.definitions import USE_CASES, defs  # after the environment is set
     else:
@@ -171,8 +169,8 @@ def _configure_environment(warehouse: str | None, base_url: str | None) -> None:
     if not os.environ.get("DAGSTER_HOME"):
         home = Path(".dagster_home").resolve()
         home.mkdir(exist_ok=True)
-        settings, shipped = home / "dagster.yaml", Path("dagster.yaml")
-        # the project's settings as they are now (an edit to ./dagster.yaml is never ignored)
+        settings, shipped = home / "dagster.yaml", Path(__file__).parents[1] / "deploy" / "dagster.yaml"
+        # the project's settings as they are now (an edit to deploy/dagster.yaml is never ignored)
         settings.write_text(shipped.read_text() if shipped.exists() else "telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
 

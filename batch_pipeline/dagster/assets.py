@@ -9,7 +9,7 @@ and the partition's new state.
 
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -81,13 +81,19 @@ def use_case_definitions(uc: UseCase) -> dg.Definitions:
     return dg.Definitions(assets=assets, jobs=[uc.submit_job, uc.admit_job, uc.results_job], schedules=schedules)
 
 
-def _common(uc: UseCase) -> dict:
-    return dict(
-        partitions_def=uc.partitions_def,
-        group_name=uc.name,
-        owners=list(uc.spec.owners) or None,
-        backfill_policy=_backfill_policy(uc),
-    )
+def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey] = ()
+          ) -> dg.AssetSpec:
+    """One stage's asset: in the use case's group, partitioned as the use case says."""
+    return dg.AssetSpec(uc.key(stage), deps=deps, description=description, kinds=kinds, group_name=uc.name,
+                        owners=list(uc.spec.owners) or None, partitions_def=uc.partitions_def)
+
+
+def _stage(spec: dg.AssetSpec, uc: UseCase, **kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """`@dg.multi_asset` over one spec: the asset `@dg.asset` would make (same op name), but with a
+    backfill policy that is a stable parameter here (on `@dg.asset` it is beta and prints a
+    BetaWarning in every process that loads the code)."""
+    return dg.multi_asset(name=spec.key.to_python_identifier(), specs=[spec], partitions_def=uc.partitions_def,
+                          backfill_policy=_backfill_policy(uc), **kwargs)
 
 
 def _backfill_policy(uc: UseCase) -> dg.BackfillPolicy | None:
@@ -135,25 +141,25 @@ def _strays(wh: Warehouse, uc: UseCase, partition: str, state: PartitionState | 
 def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
     """The requests asset. Over an upstream asset it takes that asset as its input, one partition
     per run, so the IO manager loads exactly the partition's rows (or a mapping's range)."""
-    common = _common(uc) | dict(
-        key=uc.key("requests"),
-        kinds={"python", "jsonl"},
-        description=f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
-        f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
+    upstream = uc.source.asset_key if isinstance(uc.source, AssetSource) else uc.key("source")
+    spec = _spec(uc, "requests", f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
+                 f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
+                 {"python", "jsonl"}, deps=[upstream])
+    common: dict[str, Any] = dict(
         check_specs=[checks.unassigned_spec(uc)] if uc.source.partition_columns else None,
         required_resource_keys={uc.resource_keys.warehouse},
     )
     if isinstance(uc.source, AssetSource):
         source = uc.source
 
-        @dg.asset(ins={"upstream": dg.AssetIn(source.asset_key, partition_mapping=source.partition_mapping)},
-                  **common)
+        @_stage(spec, uc, ins={"upstream": dg.AssetIn(source.asset_key, partition_mapping=source.partition_mapping)},
+                **common)
         def requests_from_asset(context: dg.AssetExecutionContext, upstream: Any) -> dg.MaterializeResult:
             return _requests_run(context, uc, source.loaded(upstream))
 
         return requests_from_asset
 
-    @dg.asset(deps=[uc.key("source")], **common)
+    @_stage(spec, uc, **common)
     def requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return _requests_run(context, uc, None)
 
@@ -246,16 +252,12 @@ def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_lim
 
 
 def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=uc.key("batches"),
-        deps=[uc.key("requests")],
-        kinds={"openai"},
-        pool=f"{uc.name}_batch_api",
-        required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api},
-        description="Each request shard uploaded and submitted as one Batch API batch, tagged "
-        "with an idempotency key so a rerun reuses the batch instead of paying twice.",
-        **_common(uc),
-    )
+    spec = _spec(uc, "batches", "Each request shard uploaded and submitted as one Batch API batch, tagged "
+                 "with an idempotency key so a rerun reuses the batch instead of paying twice.",
+                 {"openai"}, deps=[uc.key("requests")])
+
+    @_stage(spec, uc, pool=f"{uc.name}_batch_api",
+            required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
     def batches(context: dg.AssetExecutionContext, config: SubmitConfig) -> None:
         _refuse_a_temporary_instance(context.instance)
         wh, batch_api = _resources(context, uc)
@@ -270,17 +272,12 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
 
 
 def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=uc.key("results"),
-        deps=[uc.key("batches")],
-        pool=f"{uc.name}_batch_api",
-        required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api},
-        kinds={"python", "parquet"},
-        description="One row per source row of the partition: the answer, its status, error, "
-        "tokens, cost and batch id, joined by custom_id and written as Parquet.",
-        check_specs=checks.check_specs(uc),
-        **_common(uc),
-    )
+    spec = _spec(uc, "results", "One row per source row of the partition: the answer, its status, error, "
+                 "tokens, cost and batch id, joined by custom_id and written as Parquet.",
+                 {"python", "parquet"}, deps=[uc.key("batches")])
+
+    @_stage(spec, uc, pool=f"{uc.name}_batch_api", check_specs=checks.check_specs(uc),
+            required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
     def results(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return _harvest_run(context, uc, *_resources(context, uc))
 
