@@ -49,6 +49,9 @@ from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
+# What a stage's step yields: its materialization, then its check evaluations and outputs.
+StepEvent = dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output
+
 # How long a run waits for another run of the same partition to finish building, submitting or
 # harvesting it, before it fails with "already in flight" (then its batches are reused).
 LEASE_WAIT_SECONDS = 600.0
@@ -154,19 +157,19 @@ def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
 
         @_stage(spec, uc, ins={"upstream": dg.AssetIn(source.asset_key, partition_mapping=source.partition_mapping)},
                 **common)
-        def requests_from_asset(context: dg.AssetExecutionContext, upstream: Any) -> dg.MaterializeResult:
-            return _requests_run(context, uc, source.loaded(upstream))
+        def requests_from_asset(context: dg.AssetExecutionContext, upstream: Any) -> Iterator[StepEvent]:
+            yield from _requests_run(context, uc, source.loaded(upstream))
 
         return requests_from_asset
 
     @_stage(spec, uc, **common)
-    def requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return _requests_run(context, uc, None)
+    def requests(context: dg.AssetExecutionContext) -> Iterator[StepEvent]:
+        yield from _requests_run(context, uc, None)
 
     return requests
 
 
-def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source | None) -> dg.MaterializeResult:
+def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source | None) -> Iterator[StepEvent]:
     """Build every partition of the run (each under its lease) and check for unassigned rows."""
     wh, total = getattr(context.resources, uc.resource_keys.warehouse).warehouse(), 0.0
     partitions = _partitions(context, uc)
@@ -175,9 +178,9 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
             total += _build(context, wh, uc, partition, loaded)
     failpoint("requests.done")
     context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(partitions), total)
-    if not (loaded or uc.source).partition_columns:
-        return dg.MaterializeResult()
-    return dg.MaterializeResult(check_results=[checks.unassigned(uc, context.instance, loaded)])
+    yield dg.MaterializeResult()
+    if context.selected_asset_check_keys:  # declared when the source names partition columns
+        yield from checks.recorded(context, checks.unassigned(uc, context.instance, partitions, loaded))
 
 
 def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str,
@@ -278,8 +281,8 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
 
     @_stage(spec, uc, pool=f"{uc.name}_batch_api", check_specs=checks.check_specs(uc),
             required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
-    def results(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return _harvest_run(context, uc, *_resources(context, uc))
+    def results(context: dg.AssetExecutionContext) -> Iterator[StepEvent]:
+        yield from _harvest_run(context, uc, *_resources(context, uc))
 
     return results
 
@@ -309,24 +312,15 @@ def _harvest_one(
 
 def _harvest_run(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, batch_api: BatchAPIResource
-) -> dg.MaterializeResult:
-    """Harvest every partition of the run whose batches are terminal; the others wait (green)."""
+) -> Iterator[StepEvent]:
+    """Harvest every partition of the run whose batches are terminal, and check each; the others
+    wait (green, their checks not run)."""
     sending = batch_api.sending(uc.spec.model, context.log.info)
-    problems: list[str] = []
-    rates = {"answered": 0, "invalid_output": 0, "refusal": 0, "partitions": 0}
+    evaluations: list[dg.AssetCheckEvaluation] = []
     for partition in _partitions(context, uc):
         with _lease(wh, uc, partition):
             harvest = _harvest_one(context, uc, wh, sending, partition)
-        if harvest is None:
-            continue
-        problems += checks.accounting_problems(partition, harvest.index, harvest.written_ids())
-        rates["answered"] += harvest.counts["succeeded"] + harvest.counts["invalid_output"]
-        rates["invalid_output"] += harvest.counts["invalid_output"]
-        rates["refusal"] += harvest.refusals
-        rates["partitions"] += 1
-    return dg.MaterializeResult(check_results=[
-        checks.every_row_once(problems, rates["partitions"]),
-        checks.rate_check(checks.INVALID_OUTPUT_RATE, rates["invalid_output"], rates["answered"],
-                          uc.spec.max_invalid_output_rate),
-        checks.rate_check(checks.REFUSAL_RATE, rates["refusal"], rates["answered"], uc.spec.max_refusal_rate),
-    ])
+        if harvest is not None:
+            evaluations += checks.results(uc, partition, harvest)
+    yield dg.MaterializeResult()
+    yield from checks.recorded(context, evaluations)
