@@ -38,6 +38,7 @@ from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.state.machine import (
     Admit,
     Blocked,
+    Harvest,
     ProviderReport,
     RebuildAsked,
     SubmitAsked,
@@ -209,7 +210,26 @@ def _submit(
         return
     sent = submit_partition(wh, sending, uc, partition)
     new_state = PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued))
+    action = next_action(new_state, ProviderReport({}, now=time.time()))
+    if isinstance(action, Harvest) and not action.batch_ids:  # nothing sent, nothing to wait for
+        new_state = _results_now(context, wh, uc, new_state, sending)
     _metadata(context, uc, partition, batches_metadata(new_state, sent, provider))
+
+
+def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, state: PartitionState,
+                 sending: Sending) -> PartitionState:
+    """Write the results of a partition that sent nothing (no source rows, or every row kept its
+    answer or was rejected) in this run: a results run would only wait for the sensor to ask for it.
+    The results asset's materialization (its row count) and checks are recorded for the partition
+    here; the state returned is harvested, so the state machine says Done and no run is asked."""
+    harvest = harvest_partition(wh, sending, uc, state, {})
+    context.log.info("%s %s: nothing to send; results written now: %s", uc.name, state.partition, harvest.counts)
+    metadata = results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd)
+    context.log_event(dg.AssetMaterialization(uc.key("results"), partition=uc.dagster_partition(state.partition),
+                                              metadata=metadata))
+    for evaluation in checks.results(uc, state.partition, harvest):
+        context.log_event(evaluation)
+    return harvest.state
 
 
 @contextmanager
