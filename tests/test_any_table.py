@@ -141,6 +141,10 @@ def test_multi_partitions_end_to_end(pipeline_env, instance):
     run_until_idle(defs, instance)
     results = results_of(pipeline_env, uc, key)
     assert sorted(results["ticket"].to_pylist()) == [f"{DAY}-oslo-0", f"{DAY}-oslo-1"]
+    for name in ("every_row_once", "invalid_output_rate", "refusal_rate"):  # recorded under the two-part key
+        [record] = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(uc.key("results"), name), limit=5)
+        assert (record.partition, record.status.value) == (key, "SUCCEEDED")
 
 
 def test_two_sets_of_use_cases_and_the_teams_own_warehouse_never_clash(pipeline_env, instance):
