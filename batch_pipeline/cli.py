@@ -8,19 +8,29 @@ import os
 import sys
 from importlib.metadata import version
 
-from batch_pipeline.local_api.settings import add_settings_arguments, settings_from_args
+from batch_pipeline.local_api.settings import (
+    SECRET_VARIABLES,
+    add_settings_arguments,
+    settings_from_args,
+)
+
+# The key clients of `local-api` must send; a variable, never a flag (a command line shows in `ps`).
+API_KEY_VARIABLE = "BATCH_PIPELINE_LOCAL_API_KEY"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batch-pipeline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('batch_pipeline')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    local_api = commands.add_parser("local-api", help="serve the local Batch API at http://HOST:PORT/v1")
+    local_api = commands.add_parser(
+        "local-api", help="serve the local Batch API at http://HOST:PORT/v1",
+        epilog=f"Secrets come from the environment, never the command line: {API_KEY_VARIABLE} (set: clients "
+        f"must send this key, 401 otherwise), {SECRET_VARIABLES['upstream_api_key']} (the key sent to --upstream-url).",
+    )
     local_api.add_argument("--host", default="127.0.0.1")
     local_api.add_argument("--port", type=int, default=8000)
     local_api.add_argument("--data-dir", required=True, help="where its SQLite state and files live")
-    local_api.add_argument("--api-key", default=None, help="require this key (401 otherwise)")
     add_settings_arguments(local_api)
 
     demo = commands.add_parser("demo", help="run every sample use case end to end")
@@ -45,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         "--module", default="assets.demo",
         help="module with run_demo(warehouse, base_url), importable from the working directory (default assets.demo)",
     )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "local-api":
         from batch_pipeline.local_api import LocalAPIExtraMissing, require_web_stack
@@ -56,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"{parser.prog} local-api: {exc}\n")
         from batch_pipeline.local_api import serve
 
-        serve(args.host, args.port, args.data_dir, api_key=args.api_key, settings=settings_from_args(args))
+        serve(args.host, args.port, args.data_dir, api_key=os.environ.get(API_KEY_VARIABLE) or None,
+              settings=settings_from_args(args))
         return 0
     # The demo runner lives beside the sample use cases, outside the library: found by name.
     sys.path.insert(0, os.getcwd())

@@ -141,6 +141,10 @@ def test_multi_partitions_end_to_end(pipeline_env, instance):
     run_until_idle(defs, instance)
     results = results_of(pipeline_env, uc, key)
     assert sorted(results["ticket"].to_pylist()) == [f"{DAY}-oslo-0", f"{DAY}-oslo-1"]
+    for name in ("every_row_once", "invalid_output_rate", "refusal_rate"):  # recorded under the two-part key
+        [record] = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(uc.key("results"), name), limit=5)
+        assert (record.partition, record.status.value) == (key, "SUCCEEDED")
 
 
 def test_two_sets_of_use_cases_and_the_teams_own_warehouse_never_clash(pipeline_env, instance):
@@ -167,14 +171,27 @@ def test_two_sets_of_use_cases_and_the_teams_own_warehouse_never_clash(pipeline_
 
 
 def test_a_partition_with_no_rows_is_an_empty_result_with_a_note(pipeline_env, instance):
+    """Its results land in the submit run (nothing to wait for, so no results run), visibly empty:
+    the results asset materialized for the partition with 0 rows, its checks passed."""
     path = pipeline_env / "tickets.parquet"
     opened = pa.array([dt.datetime(2026, 11, 17, tzinfo=dt.UTC)], pa.timestamp("us", "UTC"))
     pq.write_table(pa.table({"ticket": ["a"], "text": ["x"], "opened_at": opened}), path)
     uc = UseCase(SPEC, FileSource(str(path), key="ticket", partition_column="opened_at"), WEEKLY)
     defs = definitions_for([uc])
-    assert submit(defs, instance, uc.submit_job_name, "2026-11-23").success
+    submitted = submit(defs, instance, uc.submit_job_name, "2026-11-23")
+    assert submitted.success
+    note = "partition 2026-11-23 has no source rows"
     [record] = instance.fetch_materializations(uc.key("requests"), limit=1).records
-    assert record.asset_materialization.metadata["note"].value == "partition 2026-11-23 has no source rows"
-    run_until_idle(defs, instance)
+    assert record.asset_materialization.metadata["note"].value == note
+    [record] = instance.fetch_materializations(uc.key("results"), limit=1).records
+    results = record.asset_materialization
+    assert results.partition == "2026-11-23" and record.run_id == submitted.run_id
+    assert results.metadata["dagster/row_count"].value == 0 and results.metadata["note"].value == note
+    assert {e.check_name: (e.partition, e.passed) for e in submitted.get_asset_check_evaluations()
+            if e.asset_key == uc.key("results")} == dict.fromkeys(
+        ["every_row_once", "invalid_output_rate", "refusal_rate"], ("2026-11-23", True))
+    assert run_until_idle(defs, instance) == []  # the sensor asks for no results run
     results = results_of(pipeline_env, uc, "2026-11-23")
-    assert results.num_rows == 0 and "ticket" in results.column_names
+    assert results.num_rows == 0 and {"ticket", "custom_id", "status", "output", "error_code", "error_message",
+                                      "attempts", "model", "input_tokens", "output_tokens", "cost_usd",
+                                      "batch_id"} <= set(results.column_names)

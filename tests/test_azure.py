@@ -88,8 +88,8 @@ def test_a_use_case_end_to_end_in_azure_mode(azure_env, instance):
 
 def test_azure_mode_against_the_served_local_api_with_a_key(azure_env, instance, monkeypatch, tmp_path):
     canary = f"sk-canary-{uuid.uuid4().hex}"
-    server = launch(tmp_path / "api", tmp_path, "--api-key", canary, "--pace-seconds", "0.2",
-                    "--azure-deployment", f"{DEPLOYMENT}=gpt-4o-mini")
+    server = launch(tmp_path / "api", tmp_path, "--pace-seconds", "0.2",
+                    "--azure-deployment", f"{DEPLOYMENT}=gpt-4o-mini", api_key=canary)
     try:
         monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", server.base_url.removesuffix("/v1"))
         monkeypatch.setenv("AZURE_OPENAI_API_KEY", canary)

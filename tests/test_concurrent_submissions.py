@@ -28,7 +28,7 @@ KEY = "sk-test-concurrency"
 
 @pytest.fixture
 def served(tmp_path: Path):
-    server = launch(tmp_path / "api", tmp_path, "--api-key", KEY, "--pace-seconds", "0.2", "--upload-seconds", "0.3")
+    server = launch(tmp_path / "api", tmp_path, "--pace-seconds", "0.2", "--upload-seconds", "0.3", api_key=KEY)
     yield server
     server.stop()
 

@@ -33,3 +33,19 @@ def test_workspace_validates_like_dagster_dev(tmp_path):
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_code_loads_without_a_dagster_warning():
+    """Every process `dagster dev` starts loads the code: a beta or preview API called here would
+    print its warning in each of them."""
+    snippet = (
+        "import warnings, dagster as dg\n"
+        "for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):\n"
+        "    warnings.simplefilter('error', category)\n"
+        "from assets.definitions import defs\n"
+        "dg.Definitions.validate_loadable(defs)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    result = subprocess.run([sys.executable, "-c", snippet], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]

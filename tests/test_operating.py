@@ -1,11 +1,15 @@
-"""Operating it: paid work only on an instance the sensor can see; schedules off until switched on."""
+"""Operating it: paid work only on an instance the sensor can see; schedules off until switched on;
+checks per partition."""
 
 from __future__ import annotations
+
+import time
 
 import dagster as dg
 
 from assets.definitions import defs as sample_defs
 from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
+from batch_pipeline.state.partition_state import TERMINAL
 from batch_pipeline.testing import failure_message
 
 PARTITION = "2026-11-20"
@@ -48,3 +52,29 @@ def test_rows_in_no_partition_fail_a_check_naming_key_and_line(pipeline_env, ins
     assert not check.passed and check.metadata["unassigned"].value == 2
     preview = check.metadata["preview"].value
     assert "n2" in preview and "n3" in preview and "| 3 |" in preview
+
+
+def test_checks_are_recorded_per_partition_and_none_is_a_phantom(pipeline_env, instance):
+    """One run over two partitions (a backfill range) records each check once per partition, with
+    the partition's key, and nothing unpartitioned or "Skipped" beside it."""
+    days = ["2026-11-20", "2026-11-21"]
+    uc = notes(pipeline_env, "".join(f"{day}-{i},{day},note {i}\n" for day in days for i in range(2)))
+    defs = definitions_for([uc])
+    both = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[1]}
+    submitted = defs.resolve_job_def(uc.submit_job_name).execute_in_process(instance=instance, tags=both)
+    assert submitted.success, failure_message(submitted)
+    client, deadline = defs.resources["batch_api"].client(), time.monotonic() + 120
+    while any(b.status not in TERMINAL for b in client.batches.list()):  # each list call advances them
+        assert time.monotonic() < deadline, "batches did not finish"
+        time.sleep(0.2)
+    harvested = defs.resolve_job_def(uc.results_job_name).execute_in_process(instance=instance, tags=both)
+    assert harvested.success, failure_message(harvested)
+    checks = [(uc.key("requests"), "unassigned_rows")] + [
+        (uc.key("results"), name) for name in ("every_row_once", "invalid_output_rate", "refusal_rate")]
+    for asset_key, name in checks:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(asset_key, name), limit=10)
+        assert sorted((r.partition, r.status.value) for r in history) == [(d, "SUCCEEDED") for d in days], name
+        for record in history:
+            evaluation = record.event.dagster_event.event_specific_data
+            assert evaluation.partition == record.partition and evaluation.check_name == name

@@ -79,9 +79,9 @@ def test_the_shipped_config_is_a_postgres_instance(postgres_instance):
 
 
 def test_production_config_keeps_the_local_settings():
-    """Pools, run monitoring, run retries and telemetry as in the local dagster.yaml (production
+    """Pools, run monitoring, run retries and telemetry as in deploy/dagster.yaml (production
     may add to them, never drop or change one)."""
-    local = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    local = yaml.safe_load((PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())
     production = yaml.safe_load(POSTGRES_CONFIG.read_text())
 
     def leaves(tree: dict, prefix: tuple = ()) -> dict[tuple, object]:

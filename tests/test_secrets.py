@@ -21,7 +21,7 @@ def files_containing(root: Path, needle: bytes) -> list[Path]:
 
 def test_canary_key_never_leaks(tmp_path):
     canary = f"sk-canary-{uuid.uuid4().hex}"
-    server = launch(tmp_path / "api", tmp_path, "--api-key", canary, "--pace-seconds", "0.2")
+    server = launch(tmp_path / "api", tmp_path, "--pace-seconds", "0.2", api_key=canary)
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCH_PIPELINE_"))}
         env |= {"OPENAI_API_KEY": canary, "DAGSTER_HOME": str(tmp_path / "home")}

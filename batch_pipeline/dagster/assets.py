@@ -9,7 +9,7 @@ and the partition's new state.
 
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.state.machine import (
     Admit,
     Blocked,
+    Harvest,
     ProviderReport,
     RebuildAsked,
     SubmitAsked,
@@ -52,6 +53,9 @@ from batch_pipeline.state.partition_state import PartitionState
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
+
+# What a stage's step yields: its materialization, then its check evaluations and outputs.
+StepEvent = dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output
 
 # How long a run waits for another run of the same partition to finish building, submitting or
 # harvesting it, before it fails with "already in flight" (then its batches are reused).
@@ -85,13 +89,19 @@ def use_case_definitions(uc: UseCase) -> dg.Definitions:
     return dg.Definitions(assets=assets, jobs=[uc.submit_job, uc.admit_job, uc.results_job], schedules=schedules)
 
 
-def _common(uc: UseCase) -> dict:
-    return dict(
-        partitions_def=uc.partitions_def,
-        group_name=uc.name,
-        owners=list(uc.spec.owners) or None,
-        backfill_policy=_backfill_policy(uc),
-    )
+def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey] = ()
+          ) -> dg.AssetSpec:
+    """One stage's asset: in the use case's group, partitioned as the use case says."""
+    return dg.AssetSpec(uc.key(stage), deps=deps, description=description, kinds=kinds, group_name=uc.name,
+                        owners=list(uc.spec.owners) or None, partitions_def=uc.partitions_def)
+
+
+def _stage(spec: dg.AssetSpec, uc: UseCase, **kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """`@dg.multi_asset` over one spec: the asset `@dg.asset` would make (same op name), but with a
+    backfill policy that is a stable parameter here (on `@dg.asset` it is beta and prints a
+    BetaWarning in every process that loads the code)."""
+    return dg.multi_asset(name=spec.key.to_python_identifier(), specs=[spec], partitions_def=uc.partitions_def,
+                          backfill_policy=_backfill_policy(uc), **kwargs)
 
 
 def _backfill_policy(uc: UseCase) -> dg.BackfillPolicy | None:
@@ -139,32 +149,32 @@ def _strays(wh: Warehouse, uc: UseCase, partition: str, state: PartitionState | 
 def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
     """The requests asset. Over an upstream asset it takes that asset as its input, one partition
     per run, so the IO manager loads exactly the partition's rows (or a mapping's range)."""
-    common = _common(uc) | dict(
-        key=uc.key("requests"),
-        kinds={"python", "jsonl"},
-        description=f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
-        f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
+    upstream = uc.source.asset_key if isinstance(uc.source, AssetSource) else uc.key("source")
+    spec = _spec(uc, "requests", f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
+                 f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
+                 {"python", "jsonl"}, deps=[upstream])
+    common: dict[str, Any] = dict(
         check_specs=[checks.unassigned_spec(uc)] if uc.source.partition_columns else None,
         required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api},
     )
     if isinstance(uc.source, AssetSource):
         source = uc.source
 
-        @dg.asset(ins={"upstream": dg.AssetIn(source.asset_key, partition_mapping=source.partition_mapping)},
-                  **common)
-        def requests_from_asset(context: dg.AssetExecutionContext, upstream: Any) -> dg.MaterializeResult:
-            return _requests_run(context, uc, source.loaded(upstream))
+        @_stage(spec, uc, ins={"upstream": dg.AssetIn(source.asset_key, partition_mapping=source.partition_mapping)},
+                **common)
+        def requests_from_asset(context: dg.AssetExecutionContext, upstream: Any) -> Iterator[StepEvent]:
+            yield from _requests_run(context, uc, source.loaded(upstream))
 
         return requests_from_asset
 
-    @dg.asset(deps=[uc.key("source")], **common)
-    def requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return _requests_run(context, uc, None)
+    @_stage(spec, uc, **common)
+    def requests(context: dg.AssetExecutionContext) -> Iterator[StepEvent]:
+        yield from _requests_run(context, uc, None)
 
     return requests
 
 
-def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source | None) -> dg.MaterializeResult:
+def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source | None) -> Iterator[StepEvent]:
     """Build every partition of the run (each under its lease), in the provider's form, and check
     for unassigned rows."""
     wh, batch_api = _resources(context, uc)
@@ -175,9 +185,9 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
             total += _build(context, wh, uc, partition, loaded, form, history)
     failpoint("requests.done")
     context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(partitions), total)
-    if not (loaded or uc.source).partition_columns:
-        return dg.MaterializeResult()
-    return dg.MaterializeResult(check_results=[checks.unassigned(uc, context.instance, loaded)])
+    yield dg.MaterializeResult()
+    if context.selected_asset_check_keys:  # declared when the source names partition columns
+        yield from checks.recorded(context, checks.unassigned(uc, context.instance, partitions, loaded))
 
 
 def _line_form(uc: UseCase, batch_api: BatchAPIResource) -> LineForm:
@@ -227,7 +237,26 @@ def _submit(
     except ProviderSettingError as exc:  # shards written for another provider: nothing was sent
         raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
     new_state = PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued))
+    action = next_action(new_state, ProviderReport({}, now=time.time()))
+    if isinstance(action, Harvest) and not action.batch_ids:  # nothing sent, nothing to wait for
+        new_state = _results_now(context, wh, uc, new_state, sending)
     _metadata(context, uc, partition, batches_metadata(new_state, sent, provider))
+
+
+def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, state: PartitionState,
+                 sending: Sending) -> PartitionState:
+    """Write the results of a partition that sent nothing (no source rows, or every row kept its
+    answer or was rejected) in this run: a results run would only wait for the sensor to ask for it.
+    The results asset's materialization (its row count) and checks are recorded for the partition
+    here; the state returned is harvested, so the state machine says Done and no run is asked."""
+    harvest = harvest_partition(wh, sending, uc, state, {})
+    context.log.info("%s %s: nothing to send; results written now: %s", uc.name, state.partition, harvest.counts)
+    metadata = results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd)
+    context.log_event(dg.AssetMaterialization(uc.key("results"), partition=uc.dagster_partition(state.partition),
+                                              metadata=metadata))
+    for evaluation in checks.results(uc, state.partition, harvest):
+        context.log_event(evaluation)
+    return harvest.state
 
 
 @contextmanager
@@ -276,16 +305,12 @@ def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_lim
 
 
 def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=uc.key("batches"),
-        deps=[uc.key("requests")],
-        kinds={"openai"},
-        pool=f"{uc.name}_batch_api",
-        required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api},
-        description="Each request shard uploaded and submitted as one Batch API batch, tagged "
-        "with an idempotency key so a rerun reuses the batch instead of paying twice.",
-        **_common(uc),
-    )
+    spec = _spec(uc, "batches", "Each request shard uploaded and submitted as one Batch API batch, tagged "
+                 "with an idempotency key so a rerun reuses the batch instead of paying twice.",
+                 {"openai"}, deps=[uc.key("requests")])
+
+    @_stage(spec, uc, pool=f"{uc.name}_batch_api",
+            required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
     def batches(context: dg.AssetExecutionContext, config: SubmitConfig) -> None:
         _refuse_a_temporary_instance(context.instance)
         wh, batch_api = _resources(context, uc)
@@ -301,19 +326,14 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
 
 
 def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=uc.key("results"),
-        deps=[uc.key("batches")],
-        pool=f"{uc.name}_batch_api",
-        required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api},
-        kinds={"python", "parquet"},
-        description="One row per source row of the partition: the answer, its status, error, "
-        "tokens, cost and batch id, joined by custom_id and written as Parquet.",
-        check_specs=checks.check_specs(uc),
-        **_common(uc),
-    )
-    def results(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return _harvest_run(context, uc, *_resources(context, uc))
+    spec = _spec(uc, "results", "One row per source row of the partition: the answer, its status, error, "
+                 "tokens, cost and batch id, joined by custom_id and written as Parquet.",
+                 {"python", "parquet"}, deps=[uc.key("batches")])
+
+    @_stage(spec, uc, pool=f"{uc.name}_batch_api", check_specs=checks.check_specs(uc),
+            required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
+    def results(context: dg.AssetExecutionContext) -> Iterator[StepEvent]:
+        yield from _harvest_run(context, uc, *_resources(context, uc))
 
     return results
 
@@ -352,25 +372,16 @@ def _harvest_one(
 
 def _harvest_run(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, batch_api: BatchAPIResource
-) -> dg.MaterializeResult:
-    """Harvest every partition of the run whose batches are terminal; the others wait (green)."""
+) -> Iterator[StepEvent]:
+    """Harvest every partition of the run whose batches are terminal, and check each; the others
+    wait (green, their checks not run)."""
     sending = _sending(context, uc, batch_api)
-    problems: list[str] = []
-    rates = {"answered": 0, "invalid_output": 0, "refusal": 0, "partitions": 0}
+    evaluations: list[dg.AssetCheckEvaluation] = []
     history = usage_history(context.instance, uc)
     for partition in _partitions(context, uc):
         with _lease(wh, uc, partition):
             harvest = _harvest_one(context, uc, wh, sending, partition, history, batch_api.delete_provider_files)
-        if harvest is None:
-            continue
-        problems += checks.accounting_problems(partition, harvest.index, harvest.written_ids())
-        rates["answered"] += harvest.counts["succeeded"] + harvest.counts["invalid_output"]
-        rates["invalid_output"] += harvest.counts["invalid_output"]
-        rates["refusal"] += harvest.refusals
-        rates["partitions"] += 1
-    return dg.MaterializeResult(check_results=[
-        checks.every_row_once(problems, rates["partitions"]),
-        checks.rate_check(checks.INVALID_OUTPUT_RATE, rates["invalid_output"], rates["answered"],
-                          uc.spec.max_invalid_output_rate),
-        checks.rate_check(checks.REFUSAL_RATE, rates["refusal"], rates["answered"], uc.spec.max_refusal_rate),
-    ])
+        if harvest is not None:
+            evaluations += checks.results(uc, partition, harvest)
+    yield dg.MaterializeResult()
+    yield from checks.recorded(context, evaluations)

@@ -62,7 +62,9 @@ def batches_metadata(state: PartitionState, sent: Submitted, provider: str) -> d
 
 def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -> dict[str, Any]:
     preview = harvest.preview
+    note = {"note": f"partition {harvest.state.partition} has no source rows"} if not harvest.index.num_rows else {}
     return {
+        **note,
         "dagster/row_count": harvest.index.num_rows,
         **{f"status/{k}": v for k, v in harvest.counts.items()},
         **state_metadata(harvest.state),

@@ -7,6 +7,8 @@ flags are generated from its fields so a new setting is a flag without extra cod
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,11 +100,13 @@ class LocalAPISettings(BaseModel):
         return self.line_rate_limit_fraction + self.line_server_error_fraction + self.line_invalid_request_fraction
 
 
-_SECRET_FIELDS = {"upstream_api_key"}
+# Secrets are never flags (a command line is visible to every user of the machine, in `ps`):
+# `batch-pipeline local-api` reads them from these environment variables.
+SECRET_VARIABLES = {"upstream_api_key": "BATCH_PIPELINE_UPSTREAM_API_KEY"}
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per settings field (``pace_seconds`` -> ``--pace-seconds``)."""
+    """Add one ``--flag`` per settings field (``pace_seconds`` -> ``--pace-seconds``) but secrets."""
     group = parser.add_argument_group("local Batch API behaviour")
     for name, field in LocalAPISettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -120,6 +124,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                 help="an Azure deployment and the model it runs; repeat for several",
             )
             continue
+        if name in SECRET_VARIABLES:
+            continue
         if name == "served_models":
             group.add_argument(
                 "--served-model", dest=name, action="append", metavar="MODEL",
@@ -132,14 +138,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             kind = int
         elif annotation in (float, float | None):
             kind = float
-        if name in _SECRET_FIELDS:
-            help_text = field.description or name
         group.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
 
 
-def settings_from_args(namespace: argparse.Namespace) -> LocalAPISettings:
-    """Build settings from parsed flags; flags left unset keep their defaults."""
-    values: dict[str, Any] = {}
+def settings_from_args(namespace: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> LocalAPISettings:
+    """Build settings from parsed flags and the secrets' variables; what is unset keeps its default."""
+    values: dict[str, Any] = {name: environ[var] for name, var in SECRET_VARIABLES.items() if environ.get(var)}
     for name in LocalAPISettings.model_fields:
         value = getattr(namespace, name, None)
         if value is None:

@@ -18,6 +18,7 @@ import openai
 import pytest
 import uvicorn
 
+from batch_pipeline.cli import API_KEY_VARIABLE
 from batch_pipeline.local_api import LocalAPISettings, create_app, embedded_client
 from tests.local_api.support import FAST, free_port
 
@@ -58,14 +59,17 @@ class ServerProcess:
 StartServer = Callable[..., ServerProcess]
 
 
-def launch(data_dir: Path, log_dir: Path, *args: str) -> ServerProcess:
-    """Start a server process and wait until it answers."""
+def launch(data_dir: Path, log_dir: Path, *args: str, api_key: str | None = None) -> ServerProcess:
+    """Start a server process and wait until it answers; `api_key` goes in its environment, as
+    `batch-pipeline local-api` takes it."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
+    env = {k: v for k, v in os.environ.items() if k != API_KEY_VARIABLE}
+    env |= {API_KEY_VARIABLE: api_key} if api_key else {}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "batch_pipeline.cli", "local-api", "--port", str(port), "--data-dir", str(data_dir),
-             *args], stdout=log, stderr=subprocess.STDOUT)
+             *args], stdout=log, stderr=subprocess.STDOUT, env=env)
     server = ServerProcess(process, f"http://127.0.0.1:{port}/v1", log_path)
     deadline = time.monotonic() + 60  # importing the project on a loaded machine can take a while
     while time.monotonic() < deadline:
@@ -84,11 +88,11 @@ def launch(data_dir: Path, log_dir: Path, *args: str) -> ServerProcess:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[StartServer]:
-    """Start servers for one test (``start(data_dir, *flags)``); all are stopped afterwards."""
+    """Start servers for one test (``start(data_dir, *flags, api_key=None)``); all are stopped afterwards."""
     started: list[ServerProcess] = []
 
-    def start(data_dir: Path | None = None, *args: str) -> ServerProcess:
-        server = launch(data_dir or tmp_path / "server-data", tmp_path, *args)
+    def start(data_dir: Path | None = None, *args: str, api_key: str | None = None) -> ServerProcess:
+        server = launch(data_dir or tmp_path / "server-data", tmp_path, *args, api_key=api_key)
         started.append(server)
         return server
 

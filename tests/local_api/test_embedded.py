@@ -82,7 +82,8 @@ def test_server_and_embedded_clients_share_a_data_dir(tmp_path: Path, start_serv
 
 
 def test_api_key_is_required_when_set_and_never_logged(tmp_path: Path, start_server: StartServer) -> None:
-    server = start_server(None, "--api-key", "sk-secret-key-123")
+    server = start_server(None, api_key="sk-secret-key-123")
+    assert b"sk-secret-key-123" not in Path(f"/proc/{server.pid}/cmdline").read_bytes()  # not in `ps`
     with pytest.raises(openai.AuthenticationError) as error:
         server.client(api_key="sk-wrong").files.list()
     assert error.value.status_code == 401 and error.value.code == "invalid_api_key"
