@@ -325,3 +325,21 @@ def test_files_on_object_storage_read_as_local_ones(s3_bucket, tmp_path):
         assert ids_in(UseCase(SPEC, source, customers), "globex") == list(range(101, 112, 2)), source
     with pytest.raises(SourceError, match=f"s3://{s3_bucket}/nothing-here"):
         FileSource(f"s3://{s3_bucket}/nothing-here", key="order_id").columns()
+
+
+def test_padded_partition_cells_are_read_wherever_the_condition_is_pushed_down(tmp_path):
+    """The storage's filter is a superset of the partition: a cell padded with a tab or spaces
+    (which the partition's match trims) is never filtered out by SQL or by the Parquet scanner."""
+    table = pa.table({"id": ["a", "b", "c"], "customer": ["acme\t", " acme", "globex"],
+                      "day": [" 2026-11-20", "2026-11-20\t", "2026-11-21"]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    with duckdb.connect(str(tmp_path / "t.duckdb")) as con:
+        con.register("t", table)
+        con.execute("CREATE TABLE t2 AS SELECT * FROM t")
+    customers = dg.StaticPartitionsDefinition(["acme", "globex"])
+    daily = dg.DailyPartitionsDefinition(start_date="2026-11-20", timezone="UTC")
+    for column, definition, key in (("customer", customers, "acme"), ("day", daily, "2026-11-20")):
+        for source in (FileSource(str(tmp_path / "t.parquet"), key="id", partition_column=column),
+                       SqlSource("SELECT * FROM t2", key="id", partition_column=column, duckdb=tmp_path / "t.duckdb")):
+            spec = BatchSpec(name="t", model="gpt-4o-mini", prompt="{id}")
+            assert UseCase(spec, source, definition).read_table(key)["id"].to_pylist() == ["a", "b"], (source, column)

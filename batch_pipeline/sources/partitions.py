@@ -97,9 +97,12 @@ class Selection:
             kind = schema.field(c.column).type
             if isinstance(c, Equals):
                 if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind):
-                    params.append(c.value)  # integers' text is the same in SQL as in Arrow
-                    clauses.append(f"TRIM(CAST({name} AS TEXT)) = ${len(params)}")
-            else:
+                    # a superset: SQL's TRIM strips only spaces where the mask strips any
+                    # whitespace, so equality after TRIM would drop a cell like "acme\t" unseen
+                    params.append(c.value)
+                    clauses.append(f"strpos(CAST({name} AS TEXT), ${len(params)}) > 0")
+            elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                # text is not compared in SQL: padded text (" 2026-11-20") sorts before the window
                 lo, hi = _bounds(c, kind)
                 if lo is not None:
                     params += [lo, hi]
@@ -222,7 +225,10 @@ def _pushed(condition: Condition, kind: pa.DataType) -> ds.Expression | None:
     lo, hi = _bounds(condition, kind)
     if lo is None:
         return None
-    if isinstance(lo, date | datetime | str):
+    if isinstance(lo, str):  # trimmed as the mask trims: padded text must not sort out of the window
+        trimmed = pc.utf8_trim_whitespace(field)
+        return (trimmed >= pa.scalar(lo, kind)) & (trimmed < pa.scalar(hi, kind))
+    if isinstance(lo, date | datetime):
         return (field >= pa.scalar(lo, kind)) & (field < pa.scalar(hi, kind))
     return None
 
