@@ -100,6 +100,16 @@ class LocalAPISettings(BaseModel):
         return self.line_rate_limit_fraction + self.line_server_error_fraction + self.line_invalid_request_fraction
 
 
+# Settings given one value per flag, the flag repeated for several: (flag, metavar, help).
+_REPEATED = {
+    "enqueued_token_limits": ("--enqueued-token-limit-for", "MODEL=TOKENS",
+                              "per-model enqueued-token limit; repeat for several models"),
+    "azure_deployments": ("--azure-deployment", "DEPLOYMENT=MODEL",
+                          "an Azure deployment and the model it runs; repeat for several"),
+    "served_models": ("--served-model", "MODEL",
+                      "a model the API serves, replacing the default list; repeat for several, '*' for any"),
+}
+
 # Secrets are never flags (a command line is visible to every user of the machine, in `ps`):
 # `batch-pipeline local-api` reads them from these environment variables.
 SECRET_VARIABLES = {"upstream_api_key": "BATCH_PIPELINE_UPSTREAM_API_KEY"}
@@ -112,25 +122,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
         help_text = (field.description or name.replace("_", " ")) + f" (default: {default!r})"
-        if name == "enqueued_token_limits":
-            group.add_argument(
-                "--enqueued-token-limit-for", dest=name, action="append", metavar="MODEL=TOKENS",
-                help="per-model enqueued-token limit; repeat for several models",
-            )
-            continue
-        if name == "azure_deployments":
-            group.add_argument(
-                "--azure-deployment", dest=name, action="append", metavar="DEPLOYMENT=MODEL",
-                help="an Azure deployment and the model it runs; repeat for several",
-            )
+        if name in _REPEATED:
+            repeated_flag, metavar, repeated_help = _REPEATED[name]
+            group.add_argument(repeated_flag, dest=name, action="append", metavar=metavar, help=repeated_help)
             continue
         if name in SECRET_VARIABLES:
-            continue
-        if name == "served_models":
-            group.add_argument(
-                "--served-model", dest=name, action="append", metavar="MODEL",
-                help="a model the API serves, replacing the default list; repeat for several, '*' for any",
-            )
             continue
         annotation = field.annotation
         kind: Any = str
