@@ -92,8 +92,11 @@ def new_file_id() -> str:
     return "file-" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
-def new_batch_id() -> str:
-    return "batch_" + secrets.token_hex(16)
+def new_batch_id(idempotency_key: str | None = None) -> str:
+    """A random batch id, or the one an idempotency key always maps to."""
+    if idempotency_key is None:
+        return "batch_" + secrets.token_hex(16)
+    return "batch_" + hashlib.blake2b(idempotency_key.encode(), digest_size=16, person=b"idempotency").hexdigest()
 
 
 def derived_file_id(batch_id: str, kind: str) -> str:
@@ -284,15 +287,19 @@ class Store:
     # -- batches -----------------------------------------------------------------------
 
     def insert_batch(self, doc: dict[str, Any], *, due_at: float, expires_ts: float, input_sha256: str,
-                     output_ttl: int | None, endpoint: str | None = None, flavour: str = OPENAI) -> None:
-        """Store a new batch; `endpoint` is the OpenAI path it runs (default the document's)."""
+                     output_ttl: int | None, endpoint: str | None = None, flavour: str = OPENAI) -> bool:
+        """Store a new batch; `endpoint` is the OpenAI path it runs (default the document's).
+
+        False, storing nothing, when a batch with that id exists (an idempotency key's id).
+        """
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO batches (id, status, doc, endpoint, input_sha256, due_at, expires_ts, output_ttl,"
-                " flavour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO batches (id, status, doc, endpoint, input_sha256, due_at, expires_ts,"
+                " output_ttl, flavour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc["id"], doc["status"], orjson.dumps(doc), endpoint or doc["endpoint"], input_sha256, due_at,
                  expires_ts, output_ttl, flavour),
             )
+        return cursor.rowcount == 1
 
     def get_batch(self, batch_id: str) -> BatchRow:
         if not _BATCH_ID.match(batch_id):
