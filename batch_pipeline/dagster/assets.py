@@ -33,7 +33,7 @@ from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
 from batch_pipeline.harvest.provider_files import delete_provider_files
 from batch_pipeline.provider.contract import LineForm, ProviderSettingError, line_form
-from batch_pipeline.provider.partition import submit_partition
+from batch_pipeline.provider.partition import submit_partition, submitted_state
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds
 from batch_pipeline.sources.asset import AssetSource
@@ -214,7 +214,7 @@ def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partit
     state = latest_state(context.instance, uc, partition)
     if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
         return 0.0
-    built = build_partition(wh, uc, partition, loaded, form)
+    built = build_partition(wh, uc, partition, loaded, form, state.batches if state else ())
     cost = uc.estimate(built.index, history)
     context.log.info(
         "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer; estimated $%.4f (%s)",
@@ -236,7 +236,7 @@ def _submit(
         sent = submit_partition(wh, sending, uc, partition)
     except ProviderSettingError as exc:  # shards written for another provider: nothing was sent
         raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
-    new_state = PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued))
+    new_state = submitted_state(wh, uc, partition, state, sent)
     action = next_action(new_state, ProviderReport({}, now=time.time()))
     if isinstance(action, Harvest) and not action.batch_ids:  # nothing sent, nothing to wait for
         new_state = _results_now(context, wh, uc, new_state, sending)
@@ -251,7 +251,7 @@ def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, 
     here; the state returned is harvested, so the state machine says Done and no run is asked."""
     harvest = harvest_partition(wh, sending, uc, state, {})
     context.log.info("%s %s: nothing to send; results written now: %s", uc.name, state.partition, harvest.counts)
-    metadata = results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd)
+    metadata = results_metadata(uc, harvest, uc.estimate(harvest.index, with_kept=True).cost_usd)
     context.log_event(dg.AssetMaterialization(uc.key("results"), partition=uc.dagster_partition(state.partition),
                                               metadata=metadata))
     for evaluation in checks.results(uc, state.partition, harvest):
@@ -357,7 +357,7 @@ def _harvest_one(
     if isinstance(action, Wait | Admit):
         reason = action.reason if isinstance(action, Wait) else "shards wait for enqueued-token capacity"
         context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, reason)
-        _metadata(context, uc, partition, waiting_metadata(state, reason))
+        _metadata(context, uc, partition, waiting_metadata(state.with_statuses(statuses), reason))
         return None
     harvest = harvest_partition(wh, sending, uc, state, known)
     failpoint("results.written")
@@ -366,7 +366,8 @@ def _harvest_one(
             wh, sending.gateway, uc.name, partition, known.values(), context.log.warning)
     context.log.info("%s %s: %s; %d requests being retried; %d provider files deleted", uc.name, partition,
                      harvest.counts, harvest.retrying, harvest.files_deleted)
-    _metadata(context, uc, partition, results_metadata(uc, harvest, uc.estimate(harvest.index, history).cost_usd))
+    estimate = uc.estimate(harvest.index, history, with_kept=True)
+    _metadata(context, uc, partition, results_metadata(uc, harvest, estimate.cost_usd))
     return harvest
 
 
