@@ -1,13 +1,16 @@
 """Metadata a user can trust (issue 14): a partition's latest records name the batches behind its
-answers, with their state; what was sent stays in the warehouse."""
+answers, with their state; what was sent stays in the warehouse; an empty partition records
+nothing twice."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from batch_pipeline import definitions_for
 from batch_pipeline.state.partition_state import STATE_KEY
 from batch_pipeline.warehouse import layout
 from tests.helpers import run_until_idle, submit
+from tests.test_operating import notes
 from tests.test_retries import PARTITION, make, provider_batches, results
 
 
@@ -69,6 +72,32 @@ def test_a_rebuild_keeps_the_request_files_as_sent(instance, pipeline_env):
     assert record["batch_id"] == first.id and record["path"].endswith(kept.name)
     run_until_idle(defs, instance)
     assert kept.read_bytes() == as_sent
+
+
+def test_a_results_step_for_an_empty_partition_records_nothing_new(instance, pipeline_env):
+    """Its submit step wrote the empty results and checked them: a results step (in the same run,
+    Materialize all, or in a run of its own) writes nothing and adds no materialization; its checks
+    stay passed for the partition, none "Skipped"."""
+    uc = notes(pipeline_env, "n1,2026-11-21,a note on another day\n")
+    defs = definitions_for([uc])
+    results_file = pipeline_env / "warehouse" / "notes" / "results" / f"partition={PARTITION}" / "results.parquet"
+    everything = [uc.key(stage) for stage in ("requests", "batches", "results")]
+    run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key=PARTITION, asset_selection=everything)
+    assert run.success
+    written = results_file.stat().st_mtime_ns
+    assert defs.resolve_job_def(uc.results_job_name).execute_in_process(
+        instance=instance, partition_key=PARTITION).success
+    assert results_file.stat().st_mtime_ns == written
+    materializations = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=uc.key("results"), asset_partitions=[PARTITION]), limit=10).records
+    assert len(materializations) == 1 and materializations[0].run_id == run.run_id
+    assert latest(instance, uc.key("results"))["dagster/row_count"] == 0
+    assert PARTITION in instance.get_materialized_partitions(uc.key("results"))
+    for name in ("every_row_once", "invalid_output_rate", "refusal_rate"):
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(uc.key("results"), name), limit=10)
+        assert [(r.partition, r.status.value) for r in history] == [(PARTITION, "SUCCEEDED")] * 2, name
 
 
 def test_a_harvested_batch_is_recorded_in_the_status_it_ended_in(instance, pipeline_env):

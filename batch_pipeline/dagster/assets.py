@@ -42,6 +42,7 @@ from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.state.machine import (
     Admit,
     Blocked,
+    Done,
     Harvest,
     ProviderReport,
     RebuildAsked,
@@ -89,11 +90,12 @@ def use_case_definitions(uc: UseCase) -> dg.Definitions:
     return dg.Definitions(assets=assets, jobs=[uc.submit_job, uc.admit_job, uc.results_job], schedules=schedules)
 
 
-def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey] = ()
-          ) -> dg.AssetSpec:
+def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey] = (),
+          skippable: bool = False) -> dg.AssetSpec:
     """One stage's asset: in the use case's group, partitioned as the use case says."""
     return dg.AssetSpec(uc.key(stage), deps=deps, description=description, kinds=kinds, group_name=uc.name,
-                        owners=list(uc.spec.owners) or None, partitions_def=uc.partitions_def)
+                        owners=list(uc.spec.owners) or None, partitions_def=uc.partitions_def,
+                        skippable=skippable)
 
 
 def _stage(spec: dg.AssetSpec, uc: UseCase, **kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
@@ -328,7 +330,7 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
 def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     spec = _spec(uc, "results", "One row per source row of the partition: the answer, its status, error, "
                  "tokens, cost and batch id, joined by custom_id and written as Parquet.",
-                 {"python", "parquet"}, deps=[uc.key("batches")])
+                 {"python", "parquet"}, deps=[uc.key("batches")], skippable=True)
 
     @_stage(spec, uc, pool=f"{uc.name}_batch_api", check_specs=checks.check_specs(uc),
             required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
@@ -371,15 +373,40 @@ def _harvest_one(
     return harvest
 
 
+def _sent_nothing(state: PartitionState | None) -> bool:
+    """The partition's build sent no request and its results are written: nothing to harvest."""
+    return state is not None and not state.submissions and isinstance(
+        next_action(state, ProviderReport({}, now=time.time())), Done)
+
+
+def _unchanged(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, partitions: list[str]
+               ) -> Iterator[StepEvent]:
+    """The results step of partitions that sent nothing: no output (the results spec is
+    skippable), so no materialization. Dagster plans the results checks in every run that selects
+    the asset; unless this run's batches step just evaluated them, they are evaluated against the
+    Parquet as written, so they do not show "Skipped" for the partition."""
+    context.log.info("%s %s: nothing was sent; the submit run wrote the results", uc.name, ", ".join(partitions))
+    submitted_here = uc.key("batches") in context.job_def.asset_layer.selected_asset_keys
+    evaluations = [] if submitted_here else [e for p in partitions for e in checks.results_on_disk(uc, wh, p)]
+    yield from checks.recorded(context, evaluations)
+
+
 def _harvest_run(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, batch_api: BatchAPIResource
 ) -> Iterator[StepEvent]:
     """Harvest every partition of the run whose batches are terminal, and check each; the others
-    wait (green, their checks not run)."""
+    wait (green, their checks not run). A run whose partitions all sent nothing writes nothing and
+    yields no materialization: their submit runs wrote and recorded their results (see
+    `_unchanged`). A range run that also harvests or waits records every partition of the range
+    (one output covers the range), so it rewrites those too."""
+    partitions = _partitions(context, uc)
+    if all(_sent_nothing(latest_state(context.instance, uc, p)) for p in partitions):
+        yield from _unchanged(context, uc, wh, partitions)
+        return
     sending = _sending(context, uc, batch_api)
     evaluations: list[dg.AssetCheckEvaluation] = []
     history = usage_history(context.instance, uc)
-    for partition in _partitions(context, uc):
+    for partition in partitions:
         with _lease(wh, uc, partition):
             harvest = _harvest_one(context, uc, wh, sending, partition, history, batch_api.delete_provider_files)
         if harvest is not None:
