@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.helpers import run_until_idle, submit
 from tests.test_retries import PARTITION, make, provider_batches, results
 
@@ -77,8 +75,6 @@ def test_an_overlapping_rerun_leaves_a_retry_round_in_flight_alone(instance, pip
     assert len(rows) == 12 and all(r["status"] == "succeeded" or r["attempts"] == 3 for r in rows)
 
 
-@pytest.mark.xfail(strict=True, reason="carry-over pairs the newest index's request hashes with older results: "
-                   "a rebuild before the amended row's batch is harvested keeps the row's stale answer")
 def test_a_rebuild_before_an_amended_row_is_harvested_keeps_no_stale_answer(instance, pipeline_env):
     uc, defs = make(pipeline_env, rows=6)
     assert submit(defs, instance, uc.submit_job_name, PARTITION).success

@@ -66,7 +66,7 @@ def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source |
     set_aside = _set_aside_as_sent(wh, uc, partition, sent)
     previous = PreviousAnswers.load(
         _columns(folder / layout.INDEX_FILE, ["custom_id", "request_hash"]),
-        _columns(results_path, ["custom_id", "status"]),
+        _columns(results_path, ["custom_id", "status", "request_hash"]),
     )
     written = write_requests(wh, folder, uc.read(partition, source), source, uc.spec, previous, form)
     failpoint("requests.shards_written")
