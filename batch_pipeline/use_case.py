@@ -110,12 +110,17 @@ class UseCase:
         """The cost estimate of a partition's request index, learned from `history` (earlier
         harvests of this use case and model), else from the spec's prior; a clear error for an
         unpriced model."""
+        return self.estimate_tokens(index["estimated_input_tokens"].filter(pc.equal(index["status"], PENDING)),
+                                    history)
+
+    def estimate_tokens(self, tokens: pa.ChunkedArray, history: Sequence[UsageRecord] = ()) -> Estimate:
+        """`estimate` from the estimated input tokens of each request to send, all an index
+        contributes (a partition's build keeps these, not its index)."""
         basis = Basis.learned(self.spec.output_tokens_prior(), history)
         try:
             price = price_for(self.spec.model, self.spec.price_per_million_tokens)
         except LookupError as exc:
             raise dg.Failure(f"spec '{self.name}': {exc}") from exc
-        tokens = index["estimated_input_tokens"].filter(pc.equal(index["status"], PENDING))
         return estimate(price, bands(tokens, price.thresholds(), basis.input_scale), basis)
 
     def key(self, stage: str) -> dg.AssetKey:

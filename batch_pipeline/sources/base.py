@@ -12,6 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -84,6 +85,11 @@ class Source(ABC):
     def read(self, selection: Selection, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         """The partition's rows in source order, one record batch at a time; `columns` (None: all)
         are the columns to read. A source that cannot be read raises `SourceError`."""
+
+    def opened(self) -> AbstractContextManager[None]:
+        """A hold on what the source opens, shared by the block's `schema` and `read` calls (a
+        database connection); nothing for most sources."""
+        return nullcontext()
 
     def columns(self) -> list[str]:
         return self.schema().names
