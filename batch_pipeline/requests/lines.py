@@ -410,7 +410,7 @@ class _KeyLedger:
         suspect &= taken  # a row without a key may share one's hash: harmless, it is compared as text
         ids = custom_ids(filled)
         if taken.all() and not suspect.any():
-            self._add(hashes, pa.concat_arrays([filled]))  # a compact copy, not the batch's buffers
+            self._add(ordered, order, pa.concat_arrays([filled]))  # a compact copy, not the batch's buffers
             return ids, None
         id_list = ids.to_pylist()
         bad = [False] * len(ids) if malformed is None else malformed.to_pylist()
@@ -427,7 +427,9 @@ class _KeyLedger:
             else:
                 met.setdefault(digest, set()).add(key)
         kept = taken & ~duplicate
-        self._add(hashes[kept], filled.filter(pa.array(kept)))
+        in_order = order[kept[order]]  # the kept rows in hash order
+        rank = np.cumsum(kept) - 1  # a kept row's place among the kept rows
+        self._add(hashes[in_order], rank[in_order], filled.filter(pa.array(kept)))
         return pa.array(id_list, pa.string()), (pa.array(duplicate) if duplicate.any() else None)
 
     def hashes(self, keys: pa.Array) -> np.ndarray:
@@ -453,15 +455,15 @@ class _KeyLedger:
                 found.add(self.keys[chunk][place - self.starts[chunk]].as_py())
         return found
 
-    def _add(self, hashes: np.ndarray, keys: pa.Array) -> None:
-        """Take a chunk's new keys; merge the newest runs while the older is no bigger, so the
-        runs' sizes fall like a binary counter's digits (a few runs, each key merged log n times)."""
+    def _add(self, ordered: np.ndarray, rank: np.ndarray, keys: pa.Array) -> None:
+        """Take a chunk's new `keys`, given their hashes sorted and each one's place in `keys`;
+        merge the newest runs while the older is no bigger, so the runs' sizes fall like a
+        binary counter's digits (a few runs, each key merged log n times)."""
         if not len(keys):
             return
         if self.size + len(keys) > _MAX_PLACE:
             raise ValueError(f"a partition holds at most {_MAX_PLACE:,} keys; split it")
-        order = np.argsort(hashes)
-        self.runs.append((hashes[order], np.arange(self.size, self.size + len(keys), dtype=_PLACE)[order]))
+        self.runs.append((ordered, (rank + self.size).astype(_PLACE)))
         self.keys.append(keys)
         self.starts.append(self.size)
         self.size += len(keys)

@@ -43,13 +43,13 @@ class IndexTally:
 
     def add(self, chunk: pa.Table) -> None:
         self.rows += chunk.num_rows
-        status = chunk["status"]
-        tokens = chunk["estimated_input_tokens"].filter(pc.equal(status, PENDING)).combine_chunks()
+        pending, rejected = pc.equal(chunk["status"], PENDING), pc.equal(chunk["status"], REJECTED)
+        tokens = chunk["estimated_input_tokens"].filter(pending).combine_chunks()
         self.pending_tokens.append(tokens.cast(pa.int32()))  # half the bytes; a request's tokens fit
-        rejected = pc.sum(pc.equal(status, REJECTED)).as_py() or 0
-        if rejected and self.rejected < PREVIEW_ROWS:
-            self.rejected_preview.append(chunk.filter(pc.equal(status, REJECTED)).slice(0, PREVIEW_ROWS))
-        self.rejected += rejected
+        count = pc.sum(rejected).as_py() or 0
+        if count and self.rejected < PREVIEW_ROWS:
+            self.rejected_preview.append(chunk.filter(rejected).slice(0, PREVIEW_ROWS))
+        self.rejected += count
 
     def preview(self, schema: pa.Schema) -> pa.Table:
         """The first rejected rows (an empty table of `schema` when there are none)."""
@@ -77,24 +77,31 @@ def write_requests(wh: Warehouse, folder: UPath, batches: Iterable[pa.RecordBatc
     schema: pa.Schema | None = None
     names: list[str] = []
     kept: list[str] = []
+    # One writer thread takes the shards and the index rows in order: Parquet encoding, like
+    # writing, releases the GIL, so it overlaps the next shard's building.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
-        writing: Future | None = None
+        writing: list[Future] = []
         for chunk, lines in stream_requests(batches, source, spec, form):
             chunk, lines, carried = previous.apply(chunk, lines)
             kept += carried
             if lines is not None:
                 names.append(f"shard-{len(names):05d}.jsonl")
-                if writing is not None:
-                    writing.result()
-                writing = writer.submit(wh.write_bytes, folder / names[-1], shard_buffers(lines))
+                writing = _settled(writing)  # memory holds at most the shard being written and this one
+                writing.append(writer.submit(wh.write_bytes, folder / names[-1], shard_buffers(lines)))
                 chunk = renumber(chunk, len(names) - 1)
-            write_index(chunk)
+            writing.append(writer.submit(write_index, chunk))
             tally.add(chunk)
             schema = chunk.schema
-        if writing is not None:
-            writing.result()
+        _settled(writing)
     if schema is None:
         empty = empty_index(source, spec)
         write_index(empty)
         schema = empty.schema
     return WrittenRequests(tally, schema, names, kept)
+
+
+def _settled(writing: list[Future]) -> list[Future]:
+    """Wait for the writes submitted so far (raising the first one's error); none are left."""
+    for future in writing:
+        future.result()
+    return []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch_pipeline.sources.csv_records import SourceError
 from batch_pipeline.sources.partitions import Selection
@@ -121,7 +122,7 @@ def masked(batches: Iterator[pa.RecordBatch], selection: Selection,
     """The batches' rows in the partition, with only `columns` (and the order kept)."""
     for batch in batches:
         keep = selection.mask(batch)
-        if keep is not None:
+        if keep is not None and not pc.all(keep).as_py():  # a filter copies every column, even to keep all
             batch = batch.filter(keep)
         if columns is not None:
             batch = batch.select(list(columns))
