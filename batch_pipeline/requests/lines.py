@@ -15,6 +15,7 @@ import difflib
 import functools
 import itertools
 import json
+import os
 import string
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -143,11 +144,10 @@ def stream_requests(
             encoder = _LineEncoder(spec, form)
         index, lines, usable = _chunk_requests(batch, source, spec, keys, offset, encoder)
         offset += batch.num_rows
-        cuts, count, size = _shard_cuts(pc.binary_length(lines).to_pylist(), count, size, form)
+        cuts, count, size = _shard_cuts(pc.binary_length(lines).to_numpy(), count, size, form)
         rows = pc.indices_nonzero(usable)  # the chunk row of each line
-        shard_of = list(itertools.chain.from_iterable(
-            itertools.repeat(shard + i, end - start) for i, (start, end) in
-            enumerate(zip([0, *cuts], [*cuts, len(lines)], strict=True))))
+        bounds = [0, *cuts, len(lines)]
+        shard_of = np.repeat(np.arange(shard, shard + len(bounds) - 1, dtype=np.int32), np.diff(bounds))
         index = index.add_column(2, "shard", pc.replace_with_mask(
             pa.nulls(index.num_rows, pa.int32()), usable, pa.array(shard_of, pa.int32())))
         row_start = line_start = 0
@@ -237,7 +237,7 @@ def _empty_index(key_columns: Sequence[str]) -> pa.Table:
                      "estimated_input_tokens": pa.array([], pa.int64()), "request_hash": pa.array([], HASH_TYPE)})
 
 
-def _shard_cuts(lengths: list[int], count: int, size: int, form: LineForm) -> tuple[list[int], int, int]:
+def _shard_cuts(lengths: np.ndarray, count: int, size: int, form: LineForm) -> tuple[list[int], int, int]:
     """Where the open shard closes among these next lines (positions of the first line of each
     new shard) and the open shard's line count and bytes after them.
 
@@ -245,17 +245,17 @@ def _shard_cuts(lengths: list[int], count: int, size: int, form: LineForm) -> tu
     take it over either limit. A single line over the byte limit is a shard of its own, so the
     provider refuses it visibly instead of it waiting forever.
     """
-    cumulative = list(itertools.accumulate(lengths))
+    cumulative = np.cumsum(lengths, dtype=np.int64)
     cuts: list[int] = []
     start = base = 0  # base: bytes of the lines before `start`
     while start < len(lengths):
         hi = min(len(lengths), start + form.max_requests - count)
-        fit = bisect.bisect_right(cumulative, base + form.max_bytes - size, start, hi) - start
+        fit = int(np.searchsorted(cumulative[start:hi], base + form.max_bytes - size, "right"))
         if fit == 0 and count == 0:
             fit = 1
         if fit:
-            count, size = count + fit, size + cumulative[start + fit - 1] - base
-            base, start = cumulative[start + fit - 1], start + fit
+            count, size = count + fit, size + int(cumulative[start + fit - 1]) - base
+            base, start = int(cumulative[start + fit - 1]), start + fit
         if start < len(lengths):
             cuts.append(start)
             count = size = 0
@@ -500,9 +500,14 @@ def _repeated(ordered: np.ndarray) -> np.ndarray:
     return repeated
 
 
-@functools.cache
 def _hash_db() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB for hashing keys, opened once per process (opening one costs ~20 ms)."""
+    """An in-memory DuckDB for hashing keys, opened once per process (opening one costs ~20 ms;
+    a forked child opens its own)."""
+    return _hash_db_of(os.getpid())
+
+
+@functools.cache
+def _hash_db_of(pid: int) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(config={"threads": 1})
 
 
