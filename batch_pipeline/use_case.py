@@ -112,13 +112,18 @@ class UseCase:
         harvests of this use case and model), else from the spec's prior; a clear error for an
         unpriced model. The requests to send, and with `with_kept` also those whose earlier
         answer was kept: what the partition's answers cost, beside their actual cost."""
+        sent = pa.array([PENDING, CARRIED] if with_kept else [PENDING])
+        return self.estimate_tokens(
+            index["estimated_input_tokens"].filter(pc.is_in(index["status"], value_set=sent)), history)
+
+    def estimate_tokens(self, tokens: pa.ChunkedArray, history: Sequence[UsageRecord] = ()) -> Estimate:
+        """`estimate` from the estimated input tokens of each request to send, all an index
+        contributes (a partition's build keeps these, not its index)."""
         basis = Basis.learned(self.spec.output_tokens_prior(), history)
         try:
             price = price_for(self.spec.model, self.spec.price_per_million_tokens)
         except LookupError as exc:
             raise dg.Failure(f"spec '{self.name}': {exc}") from exc
-        sent = pa.array([PENDING, CARRIED] if with_kept else [PENDING])
-        tokens = index["estimated_input_tokens"].filter(pc.is_in(index["status"], value_set=sent))
         return estimate(price, bands(tokens, price.thresholds(), basis.input_scale), basis)
 
     def key(self, stage: str) -> dg.AssetKey:

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
 from batch_pipeline.requests.carry_over import PreviousAnswers
@@ -29,15 +30,17 @@ from benchmarks.workload import PARTITION, SPEC, rows, run_alone, source_for, ti
 SHARD_LINES = 50_000
 
 
-def ours(csv_path: Path, out: Path) -> pa.Table:
+def ours(csv_path: Path, out: Path) -> Path:
     """The requests asset's path, through the same function: streaming CSV read, requests,
-    carry-over (nothing to carry on a first build), each shard written as it closes, the index."""
+    carry-over (nothing to carry on a first build), each shard written as it closes, the index
+    streamed to its file (returned)."""
     source = source_for(csv_path)
     warehouse = Warehouse(out)
-    written = write_requests(warehouse, warehouse.root, read_partition_batches(source, PARTITION), source, SPEC,
-                             PreviousAnswers.load(None, None))
-    warehouse.write_parquet(warehouse.root / "rows.parquet", written.index, unique=INDEX_UNIQUE + (source.key,))
-    return written.index
+    index = warehouse.root / "rows.parquet"
+    with warehouse.parquet_writer(index, unique=INDEX_UNIQUE + (source.key,)) as write_index:
+        write_requests(warehouse, warehouse.root, read_partition_batches(source, PARTITION), source, SPEC,
+                       PreviousAnswers.load(None, None), write_index)
+    return Path(index.path)
 
 
 def naive(csv_path: Path, out: Path) -> int:
@@ -108,7 +111,8 @@ def measure(count: int, workdir: Path, with_naive: bool = True) -> dict:
     csv_path = write_source(workdir / f"source-{count}.csv", count)
     result: dict = {"rows": count}
     ours(write_source(workdir / "warm-up.csv", 10), workdir / "warm-up")  # imports, tokenizer tables
-    seconds, index = timed(ours, csv_path, workdir / "ours")
+    seconds, index_path = timed(ours, csv_path, workdir / "ours")
+    index = pq.read_table(index_path)
     result["ours"] = index.num_rows / seconds
     ids, texts = floor_inputs(count)
     seconds, n = timed(floor, ids, texts)

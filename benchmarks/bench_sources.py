@@ -94,8 +94,8 @@ def measure(count: int, workdir: Path, kinds: tuple[str, ...] = KINDS, repeat: i
     for _ in range(repeat):
         for kind, uc in cases.items():
             seconds, built = timed(build, uc, workdir / f"warehouse-{kind}", repeat=1)
-            if built.index.num_rows != count:
-                raise AssertionError(f"{kind}: {built.index.num_rows:,} index rows for a partition of {count:,}")
+            if built.rows != count:
+                raise AssertionError(f"{kind}: {built.rows:,} index rows for a partition of {count:,}")
             best[kind] = min(best[kind], seconds)
         seconds, n = timed(bench_requests.floor, ids, texts, repeat=1)
         if n != count:
@@ -110,7 +110,7 @@ def _child(count: int, workdir: Path) -> None:
     """Build the partition from the Parquet file prepared by the parent; print the peak RSS."""
     source = FileSource(str(workdir / f"source-{count}.parquet"), key=KEY, partition_column=PARTITION_COLUMN)
     built = build(use_case(source, SHORT_SPEC), workdir / "warehouse")
-    print(json.dumps({"rows": built.index.num_rows, "shards": len(built.shards), "peak_rss_mb": _peak_kib() / 1024}))
+    print(json.dumps({"rows": built.rows, "shards": len(built.shards), "peak_rss_mb": _peak_kib() / 1024}))
 
 
 def peak_rss_mb(count: int, workdir: Path, other: int | None = None) -> dict:

@@ -64,7 +64,7 @@ def test_source_builders_at_tiny_sizes(tmp_path):
     shards = {}
     for kind, source in bench_sources.sources(count, tmp_path / "s").items():
         built = bench_sources.build(bench_sources.use_case(source), tmp_path / f"wh-{kind}")
-        assert built.index.num_rows == count, kind
+        assert built.rows == count, kind
         assert built.to_send == count - rejected, kind
         warehouse = Warehouse(tmp_path / f"wh-{kind}")
         shards[kind] = b"".join(warehouse.resolve(s).read_bytes() for s in built.shards)

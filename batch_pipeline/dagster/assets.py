@@ -217,11 +217,11 @@ def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partit
     if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
         return 0.0
     built = build_partition(wh, uc, partition, loaded, form, state.batches if state else ())
-    cost = uc.estimate(built.index, history)
+    cost = uc.estimate_tokens(built.pending_tokens, history)
     context.log.info(
         "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer; estimated $%.4f (%s)",
-        uc.name, partition, built.index.num_rows, built.to_send, len(built.shards),
-        built.rejected.num_rows, built.kept, cost.cost_usd, cost.basis.describe(),
+        uc.name, partition, built.rows, built.to_send, len(built.shards),
+        built.rejected, built.kept, cost.cost_usd, cost.basis.describe(),
     )
     _metadata(context, uc, partition, requests_metadata(uc, partition, built, cost))
     return cost.cost_usd

@@ -29,20 +29,19 @@ def estimate_metadata(cost: Estimate) -> dict[str, dg.MetadataValue]:
 
 
 def requests_metadata(uc: UseCase, partition: str, built: BuiltRequests, cost: Estimate) -> dict[str, Any]:
-    rejected = built.rejected
     metadata: dict[str, Any] = {
-        "dagster/row_count": built.index.num_rows,
+        "dagster/row_count": built.rows,
         **estimate_metadata(cost),
         "requests": built.to_send,
-        "rejected": rejected.num_rows,
+        "rejected": built.rejected,
         "kept_answers": built.kept,
         "shards": dg.MetadataValue.json(built.shards),
         "folder": dg.MetadataValue.path(str(built.folder)),
-        "rejected_preview": dg.MetadataValue.md(
-            markdown_table(rejected.select([*uc.source.key_columns, "error_code", "error_message"]), 10)
-        ),
+        "rejected_preview": dg.MetadataValue.md(markdown_table(
+            built.rejected_preview.select([*uc.source.key_columns, "error_code", "error_message"]), 10,
+            total=built.rejected)),
     }
-    if built.index.num_rows == 0:
+    if built.rows == 0:
         metadata["note"] = f"partition {partition} has no source rows"
     return metadata
 

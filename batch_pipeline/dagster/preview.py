@@ -7,8 +7,9 @@ import pyarrow as pa
 _CELL_CHARS = 80
 
 
-def markdown_table(table: pa.Table, rows: int) -> str:
-    """The first `rows` rows as a markdown table, cells shortened to stay readable."""
+def markdown_table(table: pa.Table, rows: int, total: int | None = None) -> str:
+    """The first `rows` rows as a markdown table, cells shortened to stay readable (`total`: the
+    rows there are, when `table` holds only the first ones)."""
     if table.num_rows == 0:
         return "_no rows_"
     header = "| " + " | ".join(table.column_names) + " |"
@@ -17,7 +18,8 @@ def markdown_table(table: pa.Table, rows: int) -> str:
         "| " + " | ".join(_cell(row[c]) for c in table.column_names) + " |"
         for row in table.slice(0, rows).to_pylist()
     ]
-    more = [f"\n_{table.num_rows - rows} more rows_"] if table.num_rows > rows else []
+    total = table.num_rows if total is None else total
+    more = [f"\n_{total - rows} more rows_"] if total > rows else []
     return "\n".join([header, rule, *body, *more])
 
 

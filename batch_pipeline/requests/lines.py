@@ -15,11 +15,14 @@ import difflib
 import functools
 import itertools
 import json
+import os
 import string
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -141,11 +144,10 @@ def stream_requests(
             encoder = _LineEncoder(spec, form)
         index, lines, usable = _chunk_requests(batch, source, spec, keys, offset, encoder)
         offset += batch.num_rows
-        cuts, count, size = _shard_cuts(pc.binary_length(lines).to_pylist(), count, size, form)
+        cuts, count, size = _shard_cuts(pc.binary_length(lines).to_numpy(), count, size, form)
         rows = pc.indices_nonzero(usable)  # the chunk row of each line
-        shard_of = list(itertools.chain.from_iterable(
-            itertools.repeat(shard + i, end - start) for i, (start, end) in
-            enumerate(zip([0, *cuts], [*cuts, len(lines)], strict=True))))
+        bounds = [0, *cuts, len(lines)]
+        shard_of = np.repeat(np.arange(shard, shard + len(bounds) - 1, dtype=np.int32), np.diff(bounds))
         index = index.add_column(2, "shard", pc.replace_with_mask(
             pa.nulls(index.num_rows, pa.int32()), usable, pa.array(shard_of, pa.int32())))
         row_start = line_start = 0
@@ -235,7 +237,7 @@ def _empty_index(key_columns: Sequence[str]) -> pa.Table:
                      "estimated_input_tokens": pa.array([], pa.int64()), "request_hash": pa.array([], HASH_TYPE)})
 
 
-def _shard_cuts(lengths: list[int], count: int, size: int, form: LineForm) -> tuple[list[int], int, int]:
+def _shard_cuts(lengths: np.ndarray, count: int, size: int, form: LineForm) -> tuple[list[int], int, int]:
     """Where the open shard closes among these next lines (positions of the first line of each
     new shard) and the open shard's line count and bytes after them.
 
@@ -243,17 +245,17 @@ def _shard_cuts(lengths: list[int], count: int, size: int, form: LineForm) -> tu
     take it over either limit. A single line over the byte limit is a shard of its own, so the
     provider refuses it visibly instead of it waiting forever.
     """
-    cumulative = list(itertools.accumulate(lengths))
+    cumulative = np.cumsum(lengths, dtype=np.int64)
     cuts: list[int] = []
     start = base = 0  # base: bytes of the lines before `start`
     while start < len(lengths):
         hi = min(len(lengths), start + form.max_requests - count)
-        fit = bisect.bisect_right(cumulative, base + form.max_bytes - size, start, hi) - start
+        fit = int(np.searchsorted(cumulative[start:hi], base + form.max_bytes - size, "right"))
         if fit == 0 and count == 0:
             fit = 1
         if fit:
-            count, size = count + fit, size + cumulative[start + fit - 1] - base
-            base, start = cumulative[start + fit - 1], start + fit
+            count, size = count + fit, size + int(cumulative[start + fit - 1]) - base
+            base, start = int(cumulative[start + fit - 1]), start + fit
         if start < len(lengths):
             cuts.append(start)
             count = size = 0
@@ -375,11 +377,22 @@ def _blank(values: pa.Array) -> pa.Array:
 class _KeyLedger:
     """The row keys of a partition's earlier chunks, so a repeated key is rejected however far
     apart the two rows are. Rows rejected for their key or their line get ids of their own
-    shape (`custom_ids.rejected_id`), which no sent row's id can equal."""
+    shape (`custom_ids.rejected_id`), which no sent row's id can equal.
+
+    Flat in memory: a key is kept as its 64-bit hash in sorted runs (with its place among the
+    keys) and as compact Arrow text, ~30 bytes a key where a set of Python strings took ~90
+    (0.9 GB at 10M rows). A key is compared as text only when its hash was met before, so two
+    keys that share a hash are still told apart exactly. The runs are merged as they double (a
+    log-structured merge, written here with numpy: no dependency keeps a set of integers in flat
+    arrays), so a chunk's lookup is a binary search in a few runs.
+    """
 
     def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self.chunks: list[list[str]] = []  # the keys each chunk added, to undo the fast path
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (hashes sorted, each key's place)
+        self.keys: list[pa.Array] = []  # the keys taken, a chunk at a time
+        self.starts: list[int] = []  # the place of each chunk's first key
+        self.size = 0
+        self.db = _hash_db().cursor()  # one per ledger: a DuckDB cursor is for one thread
 
     def custom_ids(self, keys: pa.Array, blank: pa.Array, malformed: pa.Array | None,
                    offset: int) -> tuple[pa.Array, pa.Array | None]:
@@ -387,32 +400,115 @@ class _KeyLedger:
         rows repeat an earlier key (None when none do). A row without a key (`blank`) or from
         a line that could not be read (`malformed`) takes no key from the rows after it."""
         filled = pc.fill_null(keys, "")
-        key_list = filled.to_pylist()
         skip = blank if malformed is None else pc.or_(blank, malformed)
-        if not pc.any(skip).as_py():
-            # The usual case, every key new, costs one set update: a large set's lookups are
-            # cache misses, so checking first and adding after would cost two.
-            before = len(self.seen)
-            self.seen.update(key_list)
-            if len(self.seen) == before + len(key_list):
-                self.chunks.append(key_list)
-                return custom_ids(filled), None
-            self.seen = set(itertools.chain.from_iterable(self.chunks))
-        ids = custom_ids(filled).to_pylist()
-        duplicate = [False] * len(ids)
+        taken = np.logical_not(skip.to_numpy(zero_copy_only=False))
+        hashes = self.hashes(filled)
+        order = np.argsort(hashes)  # sorted needles: each binary search starts where the last ended
+        ordered = hashes[order]
+        suspect = np.empty(len(hashes), bool)
+        suspect[order] = self._met(ordered) | _repeated(ordered)
+        suspect &= taken  # a row without a key may share one's hash: harmless, it is compared as text
+        ids = custom_ids(filled)
+        if taken.all() and not suspect.any():
+            self._add(ordered, order, pa.concat_arrays([filled]))  # a compact copy, not the batch's buffers
+            return ids, None
+        id_list = ids.to_pylist()
         bad = [False] * len(ids) if malformed is None else malformed.to_pylist()
-        added = []
-        for i, (key, no_key) in enumerate(zip(key_list, blank.to_pylist(), strict=True)):
-            if bad[i] or no_key:
-                ids[i] = rejected_id(MALFORMED if bad[i] else NO_KEY, offset + i)
-            elif key in self.seen:
+        duplicate = np.zeros(len(ids), bool)
+        met: dict[int, set[str]] = {}  # this chunk's keys taken so far, among rows whose hash repeats
+        for i in np.flatnonzero(suspect | ~taken).tolist():
+            if not taken[i]:
+                id_list[i] = rejected_id(MALFORMED if bad[i] else NO_KEY, offset + i)
+                continue
+            key, digest = filled[i].as_py(), int(hashes[i])
+            if key in met.get(digest, ()) or key in self._earlier(digest):
                 duplicate[i] = True
-                ids[i] = rejected_id(DUPLICATE_KEY, offset + i)
+                id_list[i] = rejected_id(DUPLICATE_KEY, offset + i)
             else:
-                self.seen.add(key)
-                added.append(key)
-        self.chunks.append(added)
-        return pa.array(ids, pa.string()), (pa.array(duplicate) if any(duplicate) else None)
+                met.setdefault(digest, set()).add(key)
+        kept = taken & ~duplicate
+        in_order = order[kept[order]]  # the kept rows in hash order
+        rank = np.cumsum(kept) - 1  # a kept row's place among the kept rows
+        self._add(hashes[in_order], rank[in_order], filled.filter(pa.array(kept)))
+        return pa.array(id_list, pa.string()), (pa.array(duplicate) if duplicate.any() else None)
+
+    def hashes(self, keys: pa.Array) -> np.ndarray:
+        """64-bit hashes of the keys, column-wise in DuckDB's C++ (hashing in Python would cost
+        a call per key)."""
+        return self.db.from_arrow(pa.table({"key": keys})).project("hash(key) AS h").fetchnumpy()["h"]
+
+    def _met(self, hashes: np.ndarray) -> np.ndarray:
+        """Which of the sorted hashes an earlier chunk's key has."""
+        met = np.zeros(len(hashes), bool)
+        for run, _ in self.runs:
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            met |= run[at] == hashes
+        return met
+
+    def _earlier(self, digest: int) -> set[str]:
+        """The earlier chunks' keys with this hash (one, unless two keys share a hash)."""
+        found, value = set(), np.uint64(digest)
+        for run, places in self.runs:
+            low, high = np.searchsorted(run, value, "left"), np.searchsorted(run, value, "right")
+            for place in places[low:high].tolist():
+                chunk = bisect.bisect_right(self.starts, place) - 1
+                found.add(self.keys[chunk][place - self.starts[chunk]].as_py())
+        return found
+
+    def _add(self, ordered: np.ndarray, rank: np.ndarray, keys: pa.Array) -> None:
+        """Take a chunk's new `keys`, given their hashes sorted and each one's place in `keys`;
+        merge the newest runs while the older is no bigger, so the runs' sizes fall like a
+        binary counter's digits (a few runs, each key merged log n times)."""
+        if not len(keys):
+            return
+        if self.size + len(keys) > _MAX_PLACE:
+            raise ValueError(f"a partition holds at most {_MAX_PLACE:,} keys; split it")
+        self.runs.append((ordered, (rank + self.size).astype(_PLACE)))
+        self.keys.append(keys)
+        self.starts.append(self.size)
+        self.size += len(keys)
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= len(self.runs[-1][0]):
+            new = self.runs.pop()
+            self.runs.append(_merged(self.runs.pop(), new))
+
+
+_PLACE = np.uint32  # a key's place among the ledger's keys: 4 bytes a key, not 8
+_MAX_PLACE = int(np.iinfo(_PLACE).max)
+
+
+def _merged(old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted runs as one, in linear time: each of the new run's hashes goes where a binary
+    search in the old run puts it. Sorting the two together would hold three times the memory."""
+    total = len(old[0]) + len(new[0])
+    at = np.searchsorted(old[0], new[0]) + np.arange(len(new[0]))
+    rest = np.ones(total, bool)
+    rest[at] = False
+    merged = []
+    for old_values, new_values in zip(old, new, strict=True):
+        out = np.empty(total, old_values.dtype)
+        out[at], out[rest] = new_values, old_values
+        merged.append(out)
+    return merged[0], merged[1]
+
+
+def _repeated(ordered: np.ndarray) -> np.ndarray:
+    """Which of the sorted hashes occur more than once."""
+    same = ordered[1:] == ordered[:-1]
+    repeated = np.zeros(len(ordered), bool)
+    repeated[1:] |= same
+    repeated[:-1] |= same
+    return repeated
+
+
+def _hash_db() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for hashing keys, opened once per process (opening one costs ~20 ms;
+    a forked child opens its own)."""
+    return _hash_db_of(os.getpid())
+
+
+@functools.cache
+def _hash_db_of(pid: int) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(config={"threads": 1})
 
 
 def _render(template: str, cells: dict[str, pa.Array], n: int) -> pa.Array:

@@ -2,7 +2,8 @@
 
 Rows whose request is unchanged and whose last result is a final answer keep that answer
 (`carried.parquet`) and are not sent again; the index (`rows.parquet`) has one row per source
-row with its custom_id, shard and, for rows that cannot become a request, the reason. A request
+row with its custom_id, shard and, for rows that cannot become a request, the reason. The index
+streams to its file; what the asset reports of it is kept, not the index (flat memory). A request
 file a batch was sent from is kept: a rebuild that would replace it moves it beside the batch's
 output first (`raw/<batch_id>.input.jsonl`).
 """
@@ -14,14 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from upath import UPath
 
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.provider.contract import LineForm
 from batch_pipeline.requests.carry_over import PreviousAnswers, carried_rows
-from batch_pipeline.requests.lines import INDEX_UNIQUE, PENDING, REJECTED, check_columns
+from batch_pipeline.requests.lines import INDEX_UNIQUE, check_columns
 from batch_pipeline.requests.shard_files import write_requests
 from batch_pipeline.sources.base import Source
 from batch_pipeline.sources.partitions import check_partition_column, dimensions
@@ -33,20 +33,21 @@ from batch_pipeline.warehouse.storage import Warehouse
 
 @dataclass(frozen=True)
 class BuiltRequests:
-    """A partition's request index and its shard files (paths relative to the warehouse root)."""
+    """A partition's request index as reported (its rows, the estimated input tokens of each
+    request to send, its rejected rows: how many and the first few) and its shard files (paths
+    relative to the warehouse root)."""
 
     folder: UPath
-    index: pa.Table
+    rows: int
+    pending_tokens: pa.ChunkedArray
+    rejected: int
+    rejected_preview: pa.Table
     shards: list[str]
     kept: int
 
     @property
     def to_send(self) -> int:
-        return pc.sum(pc.equal(self.index["status"], PENDING)).as_py() or 0
-
-    @property
-    def rejected(self) -> pa.Table:
-        return self.index.filter(pc.equal(self.index["status"], REJECTED))
+        return len(self.pending_tokens)
 
 
 def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source | None = None,
@@ -56,33 +57,42 @@ def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source |
     lines, default OpenAI's; `sent`: the batches of its current state, whose request files are
     kept as sent). The source's columns are checked before any row is read."""
     source = source or uc.source
-    schema = source.schema()
-    check_columns(schema, source, uc.spec)
-    for dimension, definition in dimensions(uc.partitions_def):
-        if column := source.partition_columns.get(dimension):
-            check_partition_column(definition, column, schema.field(column).type, f"spec '{uc.spec.name}'")
-    folder = wh.partition_dir(uc.name, layout.REQUESTS, partition)
-    results_path = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.RESULTS_FILE
-    set_aside = _set_aside_as_sent(wh, uc, partition, sent)
-    previous = PreviousAnswers.load(
-        _columns(folder / layout.INDEX_FILE, ["custom_id", "request_hash"]),
-        _columns(results_path, ["custom_id", "status", "request_hash"]),
-    )
-    written = write_requests(wh, folder, uc.read(partition, source), source, uc.spec, previous, form)
-    failpoint("requests.shards_written")
-    if written.kept:
-        with wh.parquet_writer(folder / layout.CARRIED_FILE) as write, results_path.open("rb") as old:
-            for rows in carried_rows(pq.ParquetFile(old), written.kept):
-                write(rows)
-    elif (folder / layout.CARRIED_FILE).exists():
-        (folder / layout.CARRIED_FILE).unlink()
-    wh.write_parquet(folder / layout.INDEX_FILE, written.index, unique=INDEX_UNIQUE + uc.source.key_columns)
+    with source.opened():  # one database connection for the checks and the rows
+        _check_source(uc, source)
+        folder = wh.partition_dir(uc.name, layout.REQUESTS, partition)
+        results_path = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.RESULTS_FILE
+        set_aside = _set_aside_as_sent(wh, uc, partition, sent)
+        previous = PreviousAnswers.load(
+            _columns(folder / layout.INDEX_FILE, ["custom_id", "request_hash"]),
+            _columns(results_path, ["custom_id", "status", "request_hash"]),
+        )
+        # The index file appears when this block ends, after the shards and the carried answers.
+        with wh.parquet_writer(folder / layout.INDEX_FILE, unique=INDEX_UNIQUE + uc.source.key_columns) as index:
+            written = write_requests(wh, folder, uc.read(partition, source), source, uc.spec, previous, index, form)
+            failpoint("requests.shards_written")
+            if written.kept:
+                with wh.parquet_writer(folder / layout.CARRIED_FILE) as write, results_path.open("rb") as old:
+                    for rows in carried_rows(pq.ParquetFile(old), written.kept):
+                        write(rows)
+            elif (folder / layout.CARRIED_FILE).exists():
+                (folder / layout.CARRIED_FILE).unlink()
     wh.remove_stale(folder, layout.SHARD_GLOB, set(written.shards))
     for was, copy in set_aside.items():
         if was.exists() and was.read_bytes() == copy.read_bytes():
             copy.unlink()  # rebuilt byte for byte: still kept where it was
     shards = [wh.relative(folder / name) for name in written.shards]
-    return BuiltRequests(folder, written.index, shards, len(written.kept))
+    tally = written.tally
+    return BuiltRequests(folder, tally.rows, pa.chunked_array(tally.pending_tokens, pa.int32()), tally.rejected,
+                         tally.preview(written.schema), shards, len(written.kept))
+
+
+def _check_source(uc: UseCase, source: Source) -> None:
+    """The spec's columns and the partition columns' types against the source's schema."""
+    schema = source.schema()
+    check_columns(schema, source, uc.spec)
+    for dimension, definition in dimensions(uc.partitions_def):
+        if column := source.partition_columns.get(dimension):
+            check_partition_column(definition, column, schema.field(column).type, f"spec '{uc.spec.name}'")
 
 
 def _set_aside_as_sent(wh: Warehouse, uc: UseCase, partition: str, sent: Sequence[Submission]

@@ -12,10 +12,12 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch_pipeline.sources.csv_records import SourceError
 from batch_pipeline.sources.partitions import Selection
@@ -85,6 +87,11 @@ class Source(ABC):
         """The partition's rows in source order, one record batch at a time; `columns` (None: all)
         are the columns to read. A source that cannot be read raises `SourceError`."""
 
+    def opened(self) -> AbstractContextManager[None]:
+        """A hold on what the source opens, shared by the block's `schema` and `read` calls (a
+        database connection); nothing for most sources."""
+        return nullcontext()
+
     def columns(self) -> list[str]:
         return self.schema().names
 
@@ -115,7 +122,7 @@ def masked(batches: Iterator[pa.RecordBatch], selection: Selection,
     """The batches' rows in the partition, with only `columns` (and the order kept)."""
     for batch in batches:
         keep = selection.mask(batch)
-        if keep is not None:
+        if keep is not None and not pc.all(keep).as_py():  # a filter copies every column, even to keep all
             batch = batch.filter(keep)
         if columns is not None:
             batch = batch.select(list(columns))

@@ -160,19 +160,25 @@ def instants(values: pa.Array | pa.ChunkedArray, timezone: str) -> pa.Array:
     if pa.types.is_timestamp(kind) and kind.tz is not None:
         return values.cast(UTC_TIMESTAMP)
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        local = values.cast(pa.timestamp("us"))
-        return pc.assume_timezone(local, timezone, ambiguous="earliest", nonexistent="earliest").cast(UTC_TIMESTAMP)
+        return _local_to_utc(values.cast(pa.timestamp("us")), timezone)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return _parsed(pc.utf8_trim_whitespace(values), timezone)
     return pa.nulls(len(values), UTC_TIMESTAMP)
+
+
+def _local_to_utc(local: pa.Array, timezone: str) -> pa.Array:
+    """Wall-clock times in `timezone` as UTC instants; UTC's own are relabelled, not converted
+    (a pass over the column per batch saved: most partitions are in UTC)."""
+    if timezone == "UTC":
+        return local.cast(UTC_TIMESTAMP)
+    return pc.assume_timezone(local, timezone, ambiguous="earliest", nonexistent="earliest").cast(UTC_TIMESTAMP)
 
 
 def _parsed(text: pa.Array, timezone: str) -> pa.Array:
     """ISO 8601 text as instants: Arrow's parser for zone-less text (the usual case, in C++),
     Python's `datetime.fromisoformat` for each distinct other value (offsets, odd forms)."""
     try:
-        local = text.cast(pa.timestamp("us"))
-        return pc.assume_timezone(local, timezone, ambiguous="earliest", nonexistent="earliest").cast(UTC_TIMESTAMP)
+        return _local_to_utc(text.cast(pa.timestamp("us")), timezone)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     zone = ZoneInfo(timezone)

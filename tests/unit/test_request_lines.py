@@ -1,3 +1,4 @@
+import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
@@ -120,3 +121,30 @@ def test_a_key_repeated_in_a_later_chunk_is_rejected_with_its_own_custom_id():
     assert streamed.drop_columns(["shard"]).equals(whole.drop_columns(["shard"]))
     assert streamed["status"].to_pylist() == ["pending"] * 6 + ["rejected", "pending"]
     assert streamed["error_code"][6].as_py() == "duplicate_key" and len(set(streamed["custom_id"].to_pylist())) == 8
+
+
+@pytest.mark.parametrize("buckets", [1, 3, None])  # every key one hash, three hashes, DuckDB's own
+def test_duplicate_keys_are_found_exactly_whatever_their_hashes(monkeypatch, buckets):
+    """The key ledger keeps 64-bit hashes and compares keys only when hashes meet: keys that share
+    a hash are still different keys, and a repeated key is rejected however far back the first."""
+    from batch_pipeline.requests import lines as request_lines
+    from batch_pipeline.requests.custom_ids import custom_id_for
+    from batch_pipeline.requests.lines import stream_requests
+
+    if buckets is not None:
+        monkeypatch.setattr(request_lines._KeyLedger, "hashes",
+                            lambda self, keys: np.array([xxhash.xxh3_64_intdigest(k.encode()) % buckets
+                                                         for k in keys.to_pylist()], np.uint64))
+    keys = [f"k{(i * 7919) % 53}" if i % 5 else f"k{i}" for i in range(400)] + ["", "k1 ", "k1"]
+    rows = [{"id": key, "day": "d", "name": "n", "notes": "m"} for key in keys]
+    index = pa.concat_tables([i for i, _ in stream_requests(table(rows).to_batches(max_chunksize=7), SOURCE, SPEC)])
+    seen: set[str] = set()
+    expected = []
+    for key in keys:
+        expected.append("missing_value" if not key.strip() else "duplicate_key" if key in seen else None)
+        seen.add(key)
+    assert index["error_code"].to_pylist() == expected
+    ids = index["custom_id"].to_pylist()
+    assert len(set(ids)) == len(ids)
+    assert [i for i, e in zip(ids, expected, strict=True) if e is None] == [
+        custom_id_for(k) for k, e in zip(keys, expected, strict=True) if e is None]
