@@ -68,6 +68,9 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
         "dagster/row_count": harvest.index.num_rows,
         **{f"status/{k}": v for k, v in harvest.counts.items()},
         **state_metadata(harvest.state),
+        # A rerun that kept every answer sent nothing (its state names no batch): these name the
+        # batches that produced the answers the Parquet holds now.
+        "answered_by": dg.MetadataValue.json(sorted(harvest.answered_by)),
         "retrying": harvest.retrying,
         "parquet": dg.MetadataValue.path(str(harvest.path)),
         "estimated_cost_usd": dg.MetadataValue.float(round(estimated_cost_usd, 6)),
