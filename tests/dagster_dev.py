@@ -1,6 +1,6 @@
 """Real `dagster dev` (webserver and daemon) over `tests/ui_location.py`, driven through GraphQL.
 
-`running(root, pace_seconds)` starts it on a free loopback port with a DAGSTER_HOME holding a copy
+`running(root, pace_seconds=...)` starts it on a free loopback port with a DAGSTER_HOME holding a copy
 of deploy/dagster.yaml, and a warehouse and embedded local Batch API under `root`; it yields a
 `DagsterDev` whose methods send the queries and mutations the UI sends. The process group it
 started is stopped on exit. Used by tests/test_dagster_dev.py and benchmarks/bench_turnaround.py.
@@ -31,7 +31,7 @@ _LOCATION_FILE = """from pathlib import Path
 
 from tests.ui_location import build
 
-defs = build(Path(__file__).parent / "sources", pace_seconds={pace!r})
+defs = build(Path(__file__).parent / "sources", **{options!r})
 """
 
 _LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
@@ -143,11 +143,11 @@ def environment(root: Path) -> dict[str, str]:
     }
 
 
-def _write_home(root: Path, pace_seconds: float) -> Path:
+def _write_home(root: Path, options: dict[str, Any]) -> Path:
     """DAGSTER_HOME with the shipped dagster.yaml, and a workspace naming the location file."""
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROJECT_ROOT / "deploy" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
-    (root / "location.py").write_text(_LOCATION_FILE.format(pace=pace_seconds))
+    (root / "location.py").write_text(_LOCATION_FILE.format(options=options))
     workspace = root / "workspace.yaml"
     workspace.write_text(json.dumps({"load_from": [{"python_file": {
         "relative_path": str(root / "location.py"), "working_directory": str(PROJECT_ROOT),
@@ -156,9 +156,10 @@ def _write_home(root: Path, pace_seconds: float) -> Path:
 
 
 @contextmanager
-def running(root: Path, pace_seconds: float) -> Iterator[DagsterDev]:
-    """`dagster dev` on a free loopback port, until the location is loaded; stopped on exit."""
-    workspace, port = _write_home(root, pace_seconds), _free_loopback_port()
+def running(root: Path, **options: Any) -> Iterator[DagsterDev]:
+    """`dagster dev` on a free loopback port, until the location is loaded; stopped on exit.
+    `options` go to `tests.ui_location.build` (`pace_seconds` is required)."""
+    workspace, port = _write_home(root, options), _free_loopback_port()
     with open(root / "dagster_dev.log", "wb") as out:
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1",

@@ -19,7 +19,9 @@ from batch_pipeline.state.partition_state import TERMINAL
 from tests.dagster_dev import DagsterDev, running
 from tests.ui_location import DAYS, ROWS_PER_DAY
 
-PACE_SECONDS = 4.0  # per stage: a batch is terminal ~12 s after it is created
+# Per stage: a batch is terminal ~18 s after it is created, long after a results step in the run
+# that created it stops waiting for it (`harvest_wait_seconds`, 5 s).
+PACE_SECONDS = 6.0
 STAGES = ("requests", "batches", "results")
 RESULT_CHECKS = ("every_row_once", "invalid_output_rate", "refusal_rate")
 
@@ -95,7 +97,7 @@ def refusal_is_not_retried(dev: DagsterDev, day: str) -> None:
 
 def test_operating_through_the_ui(tmp_path: Path) -> None:
     first, backfilled = DAYS[0], list(DAYS[1:3])
-    with running(tmp_path, PACE_SECONDS) as dev:
+    with running(tmp_path, pace_seconds=PACE_SECONDS) as dev:
         materialize_all_waits_green(dev, first)
         backfill_lands(dev, backfilled)
         rerun_pays_nothing(dev, first)

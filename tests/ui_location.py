@@ -10,13 +10,14 @@ per stage so a batch sits in validating and in_progress for a while.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from batch_pipeline import BatchAPIResource, BatchSpec, CsvSource, UseCase, definitions_for
 from batch_pipeline.dagster.resources import LocalBatchAPIResource, LocalBatchAPISettings
 
-DAYS = ("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")
+DAYS = tuple(f"2026-11-{day}" for day in range(20, 30))
 ROWS_PER_DAY = 3
 NOOP = "noop"
 
@@ -28,7 +29,7 @@ def _use_case(folder: Path, name: str, max_cost_usd: float | None) -> UseCase:
     return UseCase(
         spec=BatchSpec(name=name, model="gpt-4o-mini", prompt="Summarise: {text}", max_cost_usd=max_cost_usd),
         source=CsvSource(path=csv, key="id", partition_column="day"),
-        partitions_def=dg.DailyPartitionsDefinition(start_date=DAYS[0], end_date="2026-11-24"),
+        partitions_def=dg.DailyPartitionsDefinition(start_date=DAYS[0], end_date="2026-11-30"),
     )
 
 
@@ -41,12 +42,15 @@ def use_cases(folder: Path) -> list[UseCase]:
     return [_use_case(folder, "notes", None), _use_case(folder, "pricey", 1e-9)]
 
 
-def build(folder: Path, pace_seconds: float, monitor_interval_seconds: int = 1) -> dg.Definitions:
-    """The location's `Definitions`; sources are (re)written into `folder`."""
+def build(folder: Path, pace_seconds: float, monitor_interval_seconds: int = 1, in_process: bool = True,
+          **batch_api: Any) -> dg.Definitions:
+    """The location's `Definitions`; sources are (re)written into `folder`. `in_process=False`
+    runs "Materialize all" with Dagster's default executor, a process per step; `batch_api` sets
+    `BatchAPIResource` fields (`harvest_wait_seconds`)."""
     folder.mkdir(parents=True, exist_ok=True)
     local = LocalBatchAPIResource(settings=LocalBatchAPISettings(pace_seconds=pace_seconds))
     return dg.Definitions.merge(
-        definitions_for(use_cases(folder), batch_api=BatchAPIResource(local=local),
+        definitions_for(use_cases(folder), batch_api=BatchAPIResource(local=local, **batch_api),
                         monitor_interval_seconds=monitor_interval_seconds),
-        dg.Definitions(assets=[noop], executor=dg.in_process_executor),
+        dg.Definitions(assets=[noop], executor=dg.in_process_executor if in_process else None),
     )
