@@ -35,14 +35,11 @@ SETUPS = [
 # The same benchmark on main before issue 14's levers (19caea1: a process per step, the results
 # step never waited, monitor every 30 s), medians of 3 on this VM; kept to compare, not re-measured.
 BEFORE = {"setup": "before (19caea1, measured once)", "noop": 26.0, "submit": 61.5, "materialize_all": 55.3}
-_MATERIALIZATIONS = """query($keys: [AssetKeyInput!], $day: String!) { assetNodes(assetKeys: $keys) {
-  assetMaterializations(partitions: [$day], limit: 5) { metadataEntries { label } } } }"""
 
 
 def results_written(dev: DagsterDev, day: str) -> bool:
     """A results materialization of `day` that wrote Parquet (not one that recorded a wait)."""
-    [node] = dev.graphql(_MATERIALIZATIONS, {"keys": [{"path": ["notes", "results"]}], "day": day})["assetNodes"]
-    return any("parquet" in {e["label"] for e in m["metadataEntries"]} for m in node["assetMaterializations"])
+    return any("parquet" in m["labels"] for m in dev.materializations(["notes", "results"], day))
 
 
 def _noop(dev: DagsterDev) -> float:

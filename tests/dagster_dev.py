@@ -47,6 +47,8 @@ _CHECKS = """query($key: AssetKeyInput!, $name: String!) { assetCheckExecutions(
   limit: 50) { partition status runId } }"""
 _PARTITIONS = """query($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) { assetKey { path }
   partitionStats { numMaterialized numFailed numMaterializing } } }"""
+_MATERIALIZATIONS = """query($keys: [AssetKeyInput!], $partition: String!) { assetNodes(assetKeys: $keys) {
+  assetMaterializations(partitions: [$partition], limit: 20) { runId metadataEntries { label } } } }"""
 _LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
@@ -105,6 +107,13 @@ class DagsterDev:
     def partition_stats(self, asset_keys: list[list[str]]) -> dict[str, dict]:
         nodes = self.graphql(_PARTITIONS, {"keys": [{"path": key} for key in asset_keys]})["assetNodes"]
         return {"/".join(node["assetKey"]["path"]): node["partitionStats"] for node in nodes}
+
+    def materializations(self, asset_key: list[str], partition: str) -> list[dict]:
+        """The partition's materializations, newest first: each run id and its metadata labels."""
+        variables = {"keys": [{"path": asset_key}], "partition": partition}
+        [node] = self.graphql(_MATERIALIZATIONS, variables)["assetNodes"]
+        return [{"runId": m["runId"], "labels": {e["label"] for e in m["metadataEntries"]}}
+                for m in node["assetMaterializations"]]
 
     def wait_for(self, what: str, found: Callable[[], Any], timeout: float = 300) -> Any:
         """Poll `found` until it returns something truthy; fail naming `what` and the log's tail."""

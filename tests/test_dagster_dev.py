@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch_pipeline.dagster.resources import LocalBatchAPIResource, LocalBatchAPISettings
-from batch_pipeline.state.partition_state import TERMINAL
 from tests.dagster_dev import DagsterDev, running
 from tests.ui_location import DAYS, ROWS_PER_DAY
 
@@ -65,7 +64,8 @@ def materialize_all_waits_green(dev: DagsterDev, day: str) -> None:
     """(a) Materialize all while the batch validates: the run ends green, the monitor harvests."""
     run = dev.finished(dev.materialize(group("notes"), day))
     assert run["status"] == "SUCCESS", dev.failure(run["runId"])
-    assert any(b.status not in TERMINAL for b in provider_batches(dev.root)), "the batch did not wait"
+    [recorded] = [m for m in dev.materializations(["notes", "results"], day) if m["runId"] == run["runId"]]
+    assert "waiting" in recorded["labels"] and "parquet" not in recorded["labels"], recorded
     dev.wait_for(f"the monitor's results run for {day}", lambda: sensor_harvested(dev, day))
 
 
@@ -95,6 +95,7 @@ def refusal_is_not_retried(dev: DagsterDev, day: str) -> None:
     assert not [b for b in provider_batches(dev.root) if b.metadata["use_case"] == "pricey"]
 
 
+@pytest.mark.timeout(900)  # about 3 minutes here; each wait inside has a timeout of its own
 def test_operating_through_the_ui(tmp_path: Path) -> None:
     first, backfilled = DAYS[0], list(DAYS[1:3])
     with running(tmp_path, pace_seconds=PACE_SECONDS) as dev:
