@@ -1,4 +1,10 @@
-"""The one code location: every use case, the batch monitor and the resources."""
+"""The one code location: every use case, the batch monitor and the resources.
+
+Runs execute in one process (`in_process_executor`), also "Materialize all" in the UI: every step
+here waits on I/O, and a process per step would cost more start-up than the work takes.
+"""
+
+import dagster as dg
 
 from assets import (
     ad_copy,
@@ -18,4 +24,4 @@ USE_CASES = [
     content_screening.screening,
 ]
 
-defs = definitions_for(USE_CASES)
+defs = dg.Definitions.merge(definitions_for(USE_CASES), dg.Definitions(executor=dg.in_process_executor))

@@ -31,7 +31,7 @@ def instance(pipeline_env: Path):
 S3_REGION = "us-east-1"
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -54,7 +54,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip("needs the `s3` and `test` extras (s3fs, moto[server])")
     log = tmp_path_factory.mktemp("s3_server") / "moto.log"
     for _attempt in range(3):  # another process may take the probed port before moto binds it
-        port = _free_loopback_port()
+        port = free_loopback_port()
         endpoint = f"http://127.0.0.1:{port}"
         with open(log, "ab") as out:
             server = subprocess.Popen(
@@ -227,7 +227,7 @@ def postgres_server():
         assert initdb.returncode == 0, f"initdb failed: {initdb.stderr[-2000:]}"
         log = root / "server.log"
         for _attempt in range(3):  # another process may take the probed port before the server binds it
-            port = _free_loopback_port()
+            port = free_loopback_port()
             with open(log, "ab") as out:
                 server = subprocess.Popen(
                     [str(bindir / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k", str(root),

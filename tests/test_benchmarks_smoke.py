@@ -87,3 +87,12 @@ def test_estimate_section_renders():
     section = run.render_estimate([row], "smoke")
     assert "| leaflets | 14 | $0.000300 | $0.002600 | 8.67 | $0.000360 | 1.20 | met |" in section
     assert section.startswith(run.ESTIMATE_HEADING)
+
+
+def test_turnaround_section_renders():
+    """The measurement itself needs `dagster dev` for minutes; tests/test_dagster_dev.py drives the
+    same harness. Here: the section, each row against the no-op run of the same setup."""
+    row = {"setup": "defaults", "noop": 10.0, "submit": 30.0, "materialize_all": 14.0}
+    section = run.render_turnaround([row], "smoke")
+    assert section.startswith(run.TURNAROUND_HEADING)
+    assert "| defaults | 10.0 | 30.0 | 3.00 | 14.0 | 1.40 | met |" in section

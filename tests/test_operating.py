@@ -11,6 +11,7 @@ from assets.definitions import defs as sample_defs
 from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
 from batch_pipeline.state.partition_state import TERMINAL
 from batch_pipeline.testing import failure_message
+from tests.helpers import run_until_idle, submit
 
 PARTITION = "2026-11-20"
 
@@ -78,3 +79,30 @@ def test_checks_are_recorded_per_partition_and_none_is_a_phantom(pipeline_env, i
         for record in history:
             evaluation = record.event.dagster_event.event_specific_data
             assert evaluation.partition == record.partition and evaluation.check_name == name
+
+
+def test_a_rerun_that_sends_nothing_names_the_batches_behind_its_answers(pipeline_env, instance):
+    """Found through the UI: a rerun kept every answer and sent nothing, and its results metadata
+    named no batch at all; `answered_by` names those whose answers the Parquet holds."""
+    uc = notes(pipeline_env, f"n1,{PARTITION},a note\nn2,{PARTITION},another note\n")
+    defs = definitions_for([uc])
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    run_until_idle(defs, instance)
+    [batch] = defs.resources["batch_api"].client().batches.list()
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success  # every answer kept
+    results = instance.get_latest_materialization_event(uc.key("results")).asset_materialization
+    assert results.metadata["answered_by"].value == [batch.id]
+
+
+def test_materialize_all_on_a_fast_provider_lands_in_one_run(pipeline_env, instance):
+    """Its results step waits a few seconds (`harvest_wait_seconds`) for the batches the run just
+    created, so a small partition is harvested in that run and the monitor asks for nothing."""
+    uc = notes(pipeline_env, f"n1,{PARTITION},a note\nn2,{PARTITION},another note\n")
+    defs = definitions_for([uc])
+    stages = {uc.key(stage) for stage in ("requests", "batches", "results")}
+    result = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=stages).execute_in_process(
+        instance=instance, partition_key=PARTITION, raise_on_error=False)
+    assert result.success, failure_message(result)
+    results = instance.get_latest_materialization_event(uc.key("results")).asset_materialization
+    assert results.metadata["dagster/row_count"].value == 2 and "waiting" not in results.metadata
+    assert run_until_idle(defs, instance) == []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from openai.types import Batch
 from pydantic import Field
 
 from batch_pipeline.cost import UsageRecord
@@ -33,6 +34,7 @@ from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
 from batch_pipeline.harvest.provider_files import delete_provider_files
 from batch_pipeline.provider.contract import LineForm, ProviderSettingError, line_form
+from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.provider.partition import submit_partition, submitted_state
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds
@@ -50,7 +52,7 @@ from batch_pipeline.state.machine import (
     Wait,
     next_action,
 )
-from batch_pipeline.state.partition_state import PartitionState
+from batch_pipeline.state.partition_state import TERMINAL, PartitionState
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -61,6 +63,8 @@ StepEvent = dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output
 # How long a run waits for another run of the same partition to finish building, submitting or
 # harvesting it, before it fails with "already in flight" (then its batches are reused).
 LEASE_WAIT_SECONDS = 600.0
+# How often a results step asks again about batches it waits for (`harvest_wait_seconds`).
+HARVEST_POLL_SECONDS = 0.5
 
 
 class SubmitConfig(dg.Config):
@@ -340,18 +344,29 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     return results
 
 
+def _settled(gateway: BatchGateway, batch_ids: Sequence[str], deadline: float) -> dict[str, Batch]:
+    """The batches' states (one call each), asked again until all are terminal or `deadline`
+    (`time.monotonic()`) passes."""
+    while True:
+        known = {batch_id: gateway.retrieve(batch_id) for batch_id in batch_ids}
+        if all(b.status in TERMINAL for b in known.values()) or time.monotonic() >= deadline:
+            return known
+        time.sleep(HARVEST_POLL_SECONDS)
+
+
 def _harvest_one(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, partition: str,
-    history: Sequence[UsageRecord], delete_files: bool,
+    history: Sequence[UsageRecord], batch_api: BatchAPIResource, deadline: float,
 ) -> PartitionHarvest | None:
-    """Harvest one partition if its batches are terminal; None (and a note) while it waits.
+    """Harvest one partition once its batches are terminal, waiting for them until `deadline`;
+    None (and a note) when it is left to the batch monitor.
 
-    With `delete_files`, the harvested batches' provider files are deleted once the Parquet and
-    the raw copies are written, before Dagster records the run (see `harvest/provider_files.py`).
+    With `delete_provider_files`, the harvested batches' provider files are deleted once the
+    Parquet and the raw copies are written, before Dagster records the run (see
+    `harvest/provider_files.py`).
     """
     state = latest_state(context.instance, uc, partition)
-    pending = state.unharvested if state else ()
-    known = {s.batch_id: sending.gateway.retrieve(s.batch_id) for s in pending}  # one call each
+    known = _settled(sending.gateway, [s.batch_id for s in state.unharvested] if state else [], deadline)
     statuses = {batch_id: batch.status for batch_id, batch in known.items()}
     action = next_action(state, ProviderReport(statuses, now=time.time()))
     if isinstance(action, Blocked) or state is None:
@@ -363,7 +378,7 @@ def _harvest_one(
         return None
     harvest = harvest_partition(wh, sending, uc, state, known)
     failpoint("results.written")
-    if delete_files:
+    if batch_api.delete_provider_files:
         harvest.files_deleted = delete_provider_files(
             wh, sending.gateway, uc.name, partition, known.values(), context.log.warning)
     context.log.info("%s %s: %s; %d requests being retried; %d provider files deleted", uc.name, partition,
@@ -394,21 +409,23 @@ def _unchanged(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, pa
 def _harvest_run(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, batch_api: BatchAPIResource
 ) -> Iterator[StepEvent]:
-    """Harvest every partition of the run whose batches are terminal, and check each; the others
-    wait (green, their checks not run). A run whose partitions all sent nothing writes nothing and
-    yields no materialization: their submit runs wrote and recorded their results (see
-    `_unchanged`). A range run that also harvests or waits records every partition of the range
-    (one output covers the range), so it rewrites those too."""
+    """Harvest every partition of the run whose batches are terminal, or become so within the
+    resource's `harvest_wait_seconds`, and check each; the others wait (green, their checks not
+    run). A run whose partitions all sent nothing writes nothing and yields no materialization:
+    their submit runs wrote and recorded their results (see `_unchanged`). A range run that also
+    harvests or waits records every partition of the range (one output covers the range), so it
+    rewrites those too."""
     partitions = _partitions(context, uc)
     if all(_sent_nothing(latest_state(context.instance, uc, p)) for p in partitions):
         yield from _unchanged(context, uc, wh, partitions)
         return
+    deadline = time.monotonic() + batch_api.harvest_wait_seconds
     sending = _sending(context, uc, batch_api)
     evaluations: list[dg.AssetCheckEvaluation] = []
     history = usage_history(context.instance, uc)
     for partition in partitions:
         with _lease(wh, uc, partition):
-            harvest = _harvest_one(context, uc, wh, sending, partition, history, batch_api.delete_provider_files)
+            harvest = _harvest_one(context, uc, wh, sending, partition, history, batch_api, deadline)
         if harvest is not None:
             evaluations += checks.results(uc, partition, harvest)
     yield dg.MaterializeResult()

@@ -79,6 +79,9 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
         **{f"status/{k}": v for k, v in harvest.counts.items()},
         **state_metadata(harvest.state),
         **batch_statuses(harvest.state),
+        # A rerun that kept every answer sent nothing (its state names no batch): these name the
+        # batches that produced the answers the Parquet holds now.
+        "answered_by": dg.MetadataValue.json(sorted(harvest.answered_by)),
         "retrying": harvest.retrying,
         "parquet": dg.MetadataValue.path(str(harvest.path)),
         "estimated_cost_usd": dg.MetadataValue.float(round(estimated_cost_usd, 6)),

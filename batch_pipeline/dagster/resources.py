@@ -332,6 +332,13 @@ class BatchAPIResource(dg.ConfigurableResource):
         "provider expires them (inputs after a week, outputs after 30 days).",
     )
 
+    harvest_wait_seconds: float = Field(
+        default=5.0, ge=0,
+        description="How long a results step waits for its partitions' batches still running before it "
+        "leaves them to the batch monitor (once per run, not per partition): a small partition on a "
+        "fast provider then lands in the run that submitted it, instead of a second run. 0: never waits.",
+    )
+
     _selected: Answering | None = PrivateAttr(default=None)
     _provider: Provider | None = PrivateAttr(default=None)
     _gateway: BatchGateway | None = PrivateAttr(default=None)

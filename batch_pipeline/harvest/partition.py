@@ -44,6 +44,7 @@ class Harvest:
     usage: UsageRecord = UsageRecord()
     rows_added: int = 0
     files_deleted: int = 0  # provider files deleted once the results were written
+    answered_by: set[str] = field(default_factory=set)  # the batches whose answers the results hold
 
     def add(self, table: pa.Table, max_attempts: int) -> None:
         """Count one slice of written results (slices come in index order, a row per index row)."""
@@ -53,6 +54,7 @@ class Harvest:
         self.retryable += again
         failed_in = table.filter(pc.is_in(table["custom_id"], value_set=pa.array(again, pa.string())))
         self.parents |= set(failed_in["batch_id"].drop_null().to_pylist())
+        self.answered_by |= set(pc.unique(table["batch_id"].drop_null()).to_pylist())
         self.cost_usd += pc.sum(table["cost_usd"]).as_py() or 0.0
         self.refusals += pc.sum(pc.equal(table["error_code"], "refusal")).as_py() or 0
         if self.preview is None and table.num_rows:
