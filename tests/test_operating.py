@@ -10,8 +10,8 @@ import dagster as dg
 from assets.definitions import defs as sample_defs
 from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
 from batch_pipeline.state.partition_state import TERMINAL
-from batch_pipeline.testing import failure_message
-from tests.helpers import run_until_idle, submit
+from batch_pipeline.testing import failure_message, tick
+from tests.helpers import run_until_idle, submit, tick_until_requested
 
 PARTITION = "2026-11-20"
 
@@ -106,3 +106,28 @@ def test_materialize_all_on_a_fast_provider_lands_in_one_run(pipeline_env, insta
     results = instance.get_latest_materialization_event(uc.key("results")).asset_materialization
     assert results.metadata["dagster/row_count"].value == 2 and "waiting" not in results.metadata
     assert run_until_idle(defs, instance) == []
+
+
+def test_the_monitor_asks_no_results_run_while_a_run_of_the_partition_is_harvesting_it(pipeline_env, instance):
+    """Found by the turnaround benchmark: a tick while "Materialize all" was harvesting asked for a
+    second results run of the same partition. A run under way that selects the results asset is
+    left to finish; once it has ended, the monitor asks as before."""
+    uc = notes(pipeline_env, f"n1,{PARTITION},a note\n")
+    defs = definitions_for([uc])
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    materialize_all = dg.DagsterRun(
+        job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": PARTITION},
+        asset_selection=frozenset(uc.key(stage) for stage in ("requests", "batches", "results")))
+    instance.add_run(materialize_all)
+    cursor, deadline = None, time.monotonic() + 120
+    while True:  # until the batches are terminal and the monitor would otherwise ask
+        data = tick(defs, instance, cursor)
+        cursor = data.cursor
+        assert not data.run_requests, data.run_requests
+        if f"run {materialize_all.run_id} is harvesting it" in (data.skip_message or ""):
+            break
+        assert time.monotonic() < deadline, data.skip_message
+        time.sleep(0.2)
+    instance.report_run_canceled(materialize_all)
+    [request], _, _ = tick_until_requested(defs, instance, cursor)
+    assert request.job_name == uc.results_job.name and request.partition_key == PARTITION

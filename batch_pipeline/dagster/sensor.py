@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 import dagster as dg
 import openai
@@ -158,6 +159,9 @@ def _decide(
                                 in_flight.get(uc.spec.model, 0), batch_api.enqueued_token_limits.get(uc.spec.model))
         action = next_action(state, report)
         request = _run_request(uc, state, action, failures)
+        if request is not None and (busy := _harvest_under_way(context.instance, uc, state.partition, request)):
+            waiting.append(f"{key} {busy}")
+            continue
         if request is not None:
             run_requests.append(request)
             cursor.requested[key] = asdict(RunAsked(request.run_key or "", state.record_id, time.time(), failures))
@@ -197,6 +201,37 @@ def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: i
 
 
 _ENDED_BADLY = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+_UNDER_WAY = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+# A run under way longer than this is not trusted to harvest: its worker may have died unseen
+# (the default run launcher cannot tell), and the partition must not wait on it for ever.
+UNDER_WAY_TRUSTED_SECONDS = 1800.0
+
+
+def _harvest_under_way(instance: dg.DagsterInstance, uc: UseCase, partition: str,
+                       request: dg.RunRequest) -> str | None:
+    """A recent run of the partition under way that selects its results asset ("Materialize
+    all", a backfill): it harvests the partition itself, or records it as waiting when it ends,
+    so a results run requested now would harvest it a second time (from the raw copies, unpaid,
+    but a redundant run). A range run is not found; it costs that redundant run only."""
+    key = uc.dagster_partition(partition)
+    if request.job_name != uc.results_job.name or key is None:
+        return None
+    records = instance.get_run_records(filters=dg.RunsFilter(
+        statuses=_UNDER_WAY, tags={"dagster/partition": key},
+        created_after=datetime.fromtimestamp(time.time() - UNDER_WAY_TRUSTED_SECONDS, UTC)), limit=50)
+    results = uc.key("results")
+    for run in (record.dagster_run for record in records):
+        if run.job_name == uc.results_job.name or (run.asset_selection and results in run.asset_selection):
+            return f"run {run.run_id} is harvesting it"
+    return None
+    runs = instance.get_runs(filters=dg.RunsFilter(
+        statuses=_UNDER_WAY, tags={"dagster/partition": str(uc.dagster_partition(partition))}), limit=50)
+    results = uc.key("results")
+    for run in runs:
+        if run.job_name == uc.results_job.name or (run.asset_selection and results in run.asset_selection):
+            return f"run {run.run_id} is harvesting it"
+    return None
 
 
 def _hold(instance: dg.DagsterInstance, cursor: MonitorCursor, key: str, rerun: Rerun) -> tuple[str | None, int]:
