@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets.definitions import defs as sample_defs
 from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
+from batch_pipeline.state.lease import partition_lease
 from batch_pipeline.state.partition_state import TERMINAL
 from batch_pipeline.testing import failure_message, tick
 from tests.helpers import run_until_idle, submit, tick_until_requested
@@ -108,26 +109,23 @@ def test_materialize_all_on_a_fast_provider_lands_in_one_run(pipeline_env, insta
     assert run_until_idle(defs, instance) == []
 
 
-def test_the_monitor_asks_no_results_run_while_a_run_of_the_partition_is_harvesting_it(pipeline_env, instance):
+def test_the_monitor_asks_no_results_run_while_a_run_holds_the_partition(pipeline_env, instance):
     """Found by the turnaround benchmark: a tick while "Materialize all" was harvesting asked for a
-    second results run of the same partition. A run under way that selects the results asset is
-    left to finish; once it has ended, the monitor asks as before."""
+    second results run of the same partition. While a run holds the partition's lease the monitor
+    waits; once it is let go (or its holder died), the monitor asks as before."""
     uc = notes(pipeline_env, f"n1,{PARTITION},a note\n")
     defs = definitions_for([uc])
     assert submit(defs, instance, uc.submit_job_name, PARTITION).success
-    materialize_all = dg.DagsterRun(
-        job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": PARTITION},
-        asset_selection=frozenset(uc.key(stage) for stage in ("requests", "batches", "results")))
-    instance.add_run(materialize_all)
+    wh = defs.resources["warehouse"].warehouse()
     cursor, deadline = None, time.monotonic() + 120
-    while True:  # until the batches are terminal and the monitor would otherwise ask
-        data = tick(defs, instance, cursor)
-        cursor = data.cursor
-        assert not data.run_requests, data.run_requests
-        if f"run {materialize_all.run_id} is harvesting it" in (data.skip_message or ""):
-            break
-        assert time.monotonic() < deadline, data.skip_message
-        time.sleep(0.2)
-    instance.report_run_canceled(materialize_all)
+    with partition_lease(wh, uc.name, PARTITION, wait_seconds=10):  # as a harvesting run holds it
+        while True:  # until the batches are terminal and the monitor would otherwise ask
+            data = tick(defs, instance, cursor)
+            cursor = data.cursor
+            assert not data.run_requests, data.run_requests
+            if "a run holds it" in (data.skip_message or ""):
+                break
+            assert time.monotonic() < deadline, data.skip_message
+            time.sleep(0.2)
     [request], _, _ = tick_until_requested(defs, instance, cursor)
     assert request.job_name == uc.results_job.name and request.partition_key == PARTITION

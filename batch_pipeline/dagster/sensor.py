@@ -16,7 +16,6 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 
 import dagster as dg
 import openai
@@ -26,6 +25,7 @@ from batch_pipeline.dagster.resources import BatchAPIResource
 from batch_pipeline.dagster.state_store import state_from
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.state.lease import lease_held
 from batch_pipeline.state.machine import (
     Action,
     Admit,
@@ -38,6 +38,7 @@ from batch_pipeline.state.machine import (
 )
 from batch_pipeline.state.partition_state import TERMINAL, PartitionState
 from batch_pipeline.use_case import UseCase
+from batch_pipeline.warehouse.storage import Warehouse
 
 MONITOR_NAME = "batch_monitor"
 _CURSOR_VERSION = 2
@@ -105,10 +106,11 @@ def build_batch_monitor(
     by_name = {uc.name: uc for uc in use_cases}
     rerun = rerun or Rerun()
     resource_key = use_cases[0].resource_keys.batch_api if use_cases else "batch_api"
+    warehouse_key = use_cases[0].resource_keys.warehouse if use_cases else "warehouse"
 
     @dg.sensor(
         name=name,
-        required_resource_keys={resource_key},
+        required_resource_keys={resource_key, warehouse_key},
         jobs=[job for uc in use_cases for job in (uc.results_job, uc.admit_job)],
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -133,16 +135,19 @@ def build_batch_monitor(
                 cursor=cursor.dump(),
             )
         failpoint("monitor.listed")
-        return _decide(context, by_name, batch_api, cursor, batches, gateway.calls, holds)
+        warehouse = getattr(context.resources, warehouse_key).warehouse()
+        return _decide(context, by_name, (batch_api, warehouse), cursor, batches, gateway.calls, holds)
 
     return batch_monitor
 
 
 def _decide(
-    context: dg.SensorEvaluationContext, by_name: dict[str, UseCase], batch_api: BatchAPIResource,
-    cursor: MonitorCursor, batches: dict[str, Batch], calls: int, holds: dict[str, tuple[str | None, int]],
+    context: dg.SensorEvaluationContext, by_name: dict[str, UseCase],
+    resources: tuple[BatchAPIResource, Warehouse], cursor: MonitorCursor, batches: dict[str, Batch], calls: int,
+    holds: dict[str, tuple[str | None, int]],
 ) -> dg.SensorResult:
     """Ask the state machine about every watched partition and request the runs it needs."""
+    batch_api, warehouse = resources
     in_flight = _tokens_in_flight(cursor.watched.values(), batches, by_name)
     run_requests, observations, waiting = [], [], []
     for key, state in list(cursor.watched.items()):
@@ -159,7 +164,7 @@ def _decide(
                                 in_flight.get(uc.spec.model, 0), batch_api.enqueued_token_limits.get(uc.spec.model))
         action = next_action(state, report)
         request = _run_request(uc, state, action, failures)
-        if request is not None and (busy := _harvest_under_way(context.instance, uc, state.partition, request)):
+        if request is not None and (busy := _harvest_under_way(warehouse, uc, state.partition, request)):
             waiting.append(f"{key} {busy}")
             continue
         if request is not None:
@@ -201,37 +206,16 @@ def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: i
 
 
 _ENDED_BADLY = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-_UNDER_WAY = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-              dg.DagsterRunStatus.STARTED]
-# A run under way longer than this is not trusted to harvest: its worker may have died unseen
-# (the default run launcher cannot tell), and the partition must not wait on it for ever.
-UNDER_WAY_TRUSTED_SECONDS = 1800.0
 
 
-def _harvest_under_way(instance: dg.DagsterInstance, uc: UseCase, partition: str,
-                       request: dg.RunRequest) -> str | None:
-    """A recent run of the partition under way that selects its results asset ("Materialize
-    all", a backfill): it harvests the partition itself, or records it as waiting when it ends,
-    so a results run requested now would harvest it a second time (from the raw copies, unpaid,
-    but a redundant run). A range run is not found; it costs that redundant run only."""
-    key = uc.dagster_partition(partition)
-    if request.job_name != uc.results_job.name or key is None:
+def _harvest_under_way(wh: Warehouse, uc: UseCase, partition: str, request: dg.RunRequest) -> str | None:
+    """A run holds the partition while the monitor would ask for its results run: most often
+    "Materialize all" or a backfill harvesting it right now, which records it harvested (or
+    waiting) when its step ends; a results run asked for now would harvest it a second time
+    (unpaid, from the raw copies, but a redundant run). Asked again on the next tick."""
+    if request.job_name != uc.results_job.name or not lease_held(wh, uc.name, partition):
         return None
-    records = instance.get_run_records(filters=dg.RunsFilter(
-        statuses=_UNDER_WAY, tags={"dagster/partition": key},
-        created_after=datetime.fromtimestamp(time.time() - UNDER_WAY_TRUSTED_SECONDS, UTC)), limit=50)
-    results = uc.key("results")
-    for run in (record.dagster_run for record in records):
-        if run.job_name == uc.results_job.name or (run.asset_selection and results in run.asset_selection):
-            return f"run {run.run_id} is harvesting it"
-    return None
-    runs = instance.get_runs(filters=dg.RunsFilter(
-        statuses=_UNDER_WAY, tags={"dagster/partition": str(uc.dagster_partition(partition))}), limit=50)
-    results = uc.key("results")
-    for run in runs:
-        if run.job_name == uc.results_job.name or (run.asset_selection and results in run.asset_selection):
-            return f"run {run.run_id} is harvesting it"
-    return None
+    return "a run holds it (harvesting it now)"
 
 
 def _hold(instance: dg.DagsterInstance, cursor: MonitorCursor, key: str, rerun: Rerun) -> tuple[str | None, int]:

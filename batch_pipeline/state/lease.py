@@ -71,6 +71,28 @@ def partition_lease(
         claim.unlink(missing_ok=True)
 
 
+def lease_held(wh: Warehouse, use_case: str, partition: str) -> bool:
+    """Whether a run holds the partition right now (a glance: taken and let go at once when free).
+
+    A dead holder never counts on a local warehouse (the kernel dropped its lock); on an object
+    store its claim counts until it expires, as it does for runs."""
+    folder = wh.partition_dir(use_case, layout.REQUESTS, partition)
+    local = wh.local_path(folder)
+    if local is None:
+        newest, _ = _newest_claim(folder / layout.CLAIMS_FOLDER) if (folder / layout.CLAIMS_FOLDER).exists() \
+            else (None, 0)
+        return newest is not None and not _expired(newest)
+    if not (local / layout.LEASE_FILE).exists():
+        return False
+    lock = FileLock(local / layout.LEASE_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 def _busy(use_case: str, partition: str, wait_seconds: float) -> str:
     return (
         f"{use_case} {partition}: already in flight: another run has held this partition for "

@@ -120,6 +120,11 @@ STRAY_ROUND = (
     "results run (run retries do this by themselves)"
 )
 RETRY_IN_FLIGHT = "a retry round is in flight; the batch monitor finishes it"
+NOT_HARVESTED = (
+    "its batches are not harvested yet: a rebuild now would send their requests again (a changed row "
+    "changes its shard, and the shard's other rows would be paid twice). The batch monitor harvests "
+    "them; rebuild then, and only new or changed rows are sent"
+)
 NOTHING_SUBMITTED = "no batches submitted for this partition yet; materialize its batches first"
 
 
@@ -135,11 +140,15 @@ def next_action(state: PartitionState | None, event: Event) -> Action:
 
 
 def _rebuild_or_submit(state: PartitionState | None, event: RebuildAsked | SubmitAsked) -> Action:
-    """Rebuilding or resubmitting mid-retry could send a round's requests a second time."""
+    """Rebuilding or resubmitting mid-retry could send a round's requests a second time, and so
+    could rebuilding before the first round is harvested: carry-over keeps harvested answers only.
+    Submitting again is safe (the same shards find their batches)."""
     if event.stray_rounds:
         return Blocked(STRAY_ROUND)
     if state is not None and state.retrying:
         return Blocked(RETRY_IN_FLIGHT)
+    if isinstance(event, RebuildAsked) and state is not None and state.unharvested:
+        return Blocked(NOT_HARVESTED)
     return Build() if isinstance(event, RebuildAsked) else Submit()
 
 

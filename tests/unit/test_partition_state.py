@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from batch_pipeline.state.machine import (
+    NOT_HARVESTED,
     NOTHING_SUBMITTED,
     RETRY_IN_FLIGHT,
     STRAY_ROUND,
@@ -62,7 +63,7 @@ EMPTY_SUBMITTED = state()  # every row rejected or carried: results still to be 
     [
         # the requests asset wants to rebuild
         (None, RebuildAsked(), Build()),
-        (IN_FLIGHT, RebuildAsked(), Build()),
+        (IN_FLIGHT, RebuildAsked(), Blocked(NOT_HARVESTED)),
         (HARVESTED, RebuildAsked(), Build()),
         (RETRY_SENT, RebuildAsked(), Blocked(RETRY_IN_FLIGHT)),
         (RETRY_QUEUED, RebuildAsked(), Blocked(RETRY_IN_FLIGHT)),
