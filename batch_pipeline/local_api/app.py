@@ -39,9 +39,9 @@ from batch_pipeline.local_api.faults import ApiFaults, api_fault_error
 from batch_pipeline.local_api.lifecycle import Lifecycle, empty_usage
 from batch_pipeline.local_api.responders import RESPONDERS
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.local_api.store import AZURE, OPENAI, Store, file_object, new_batch_id
+from batch_pipeline.local_api.store import AZURE, OPENAI, Quota, Store, file_object, new_batch_id
 from batch_pipeline.local_api.upstream import upstream_executor, upstream_models
-from batch_pipeline.local_api.validation import openai_path, supported_values
+from batch_pipeline.local_api.validation import openai_path, supported_values, validate_input
 
 log = logging.getLogger(__name__)
 
@@ -395,11 +395,33 @@ def _insert_batch(api: LocalBatchAPI, params: _BatchParams, azure: bool) -> dict
         "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": empty_usage(),
         "metadata": params.metadata,
     }
-    api.store.insert_batch(doc, due_at=now + api.settings.pace_seconds,
-                           expires_ts=now + api.settings.completion_window_seconds,
-                           input_sha256=input_sha256, output_ttl=params.output_ttl,
-                           endpoint=openai_path(params.endpoint), flavour=AZURE if azure else OPENAI)
+    quota = _fail_fast_quota(api, input_file_id, params.endpoint) if azure and file is not None else None
+    inserted = api.store.insert_batch(doc, due_at=now + api.settings.pace_seconds,
+                                      expires_ts=now + api.settings.completion_window_seconds,
+                                      input_sha256=input_sha256, output_ttl=params.output_ttl,
+                                      endpoint=openai_path(params.endpoint), flavour=AZURE if azure else OPENAI,
+                                      quota=quota)
+    if not inserted:
+        assert quota is not None  # only a quota check refuses an insert
+        raise bad_request(f"The number of enqueued tokens has surpassed the configured limit of {quota.limit:,} for"
+                          f" the deployment '{quota.model}'. Please try again once some in_progress batches have"
+                          " been completed.", None, "token_limit_exceeded")
     return doc
+
+
+def _fail_fast_quota(api: LocalBatchAPI, input_file_id: str, endpoint: str) -> Quota | None:
+    """With ``azure_quota_fail_fast``, a valid input file's tokens, checked against its
+    deployment's enqueued-token limit when the batch is created (Azure in some regions, reference
+    §8); None when the check does not apply and validation decides later, as on OpenAI."""
+    settings = api.settings
+    if not settings.azure_quota_fail_fast:
+        return None
+    found = validate_input(api.store.file_path(input_file_id), openai_path(endpoint), settings,
+                           api.lifecycle.served_models(), azure=True)
+    limit = settings.token_limit_for(found.model or "")
+    if found.errors or found.model is None or limit is None:
+        return None
+    return Quota(found.model, found.prompt_tokens, limit)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

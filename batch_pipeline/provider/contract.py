@@ -27,6 +27,15 @@ class ProviderSettingError(ValueError):
     """A provider setting is missing or unusable; the message names the setting, never a key."""
 
 
+class QuotaRefused(Exception):
+    """The provider refused to create a batch because the model's enqueued-token quota is full.
+
+    Azure OpenAI does this synchronously in some regions (HTTP 400 `token_limit_exceeded`,
+    reference §8) where OpenAI fails the batch after validation. Nothing was created, so the
+    shard can wait and be sent again as the same batch (same idempotency key, same upload).
+    """
+
+
 @dataclass(frozen=True)
 class FileLimits:
     """How much one batch input file may hold at this provider."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import openai
 from openai.types import Batch
 
+from batch_pipeline.provider.contract import QuotaRefused
 from batch_pipeline.provider.providers import OPENAI_INPUT_FILE_TTL_SECONDS
 from batch_pipeline.state.partition_state import TERMINAL
 
@@ -24,6 +25,7 @@ LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
 # enqueued tokens.
 ENQUEUED_WINDOW_SECONDS = 26 * 3600
 CLOCK_SLACK_SECONDS = 900  # our clock against the provider's created_at
+QUOTA_CODE = "token_limit_exceeded"  # the enqueued-token quota, at create (Azure) or validation
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,11 @@ class BatchGateway:
     def create_batch(
         self, *, input_file_id: str, endpoint: str, metadata: dict[str, str], attempts: int = 4
     ) -> Batch:
-        """Create a batch exactly once, reconciling by idempotency key after any failed attempt."""
+        """Create a batch exactly once, reconciling by idempotency key after any failed attempt.
+
+        Raises `QuotaRefused` when the provider refuses it for its enqueued-token quota (nothing
+        was created; the provider's message is not kept, as it may name deployments).
+        """
         key = metadata["idempotency_key"]
         started = time.time()  # a batch this call created cannot be older
         no_retry = self.client.with_options(max_retries=0)
@@ -150,6 +156,10 @@ class BatchGateway:
                     completion_window="24h",
                     metadata=metadata,
                 )
+            except openai.BadRequestError as exc:
+                if exc.code == QUOTA_CODE:
+                    raise QuotaRefused(f"the provider refused batch creation: {QUOTA_CODE}") from None
+                raise
             except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
                 existing = self.sweep({key}, since=started).found.get(key)
                 if existing is not None:
