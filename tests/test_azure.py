@@ -165,3 +165,17 @@ def test_a_quota_refused_at_create_waits_green_and_is_sent_when_capacity_frees(a
     batches = list(client.batches.list(limit=100))
     assert sorted(b.metadata["shard"] for b in batches) == ["0", "1"] and {b.status for b in batches} == {"completed"}
     assert len(list(client.files.list(purpose="batch"))) == 2  # the refused shard's upload was reused
+
+
+def test_azure_s_capitalised_statuses_and_iso_timestamps_run_end_to_end(azure_env, instance):
+    uc = tickets_use_case(azure_env)
+    local = LocalBatchAPIResource(settings=LocalBatchAPISettings(azure_legacy_forms=True))
+    defs = definitions_for([uc], batch_api=BatchAPIResource(local=local))
+    assert submit(defs, instance, uc.submit_job_name, DAY).success
+    run_until_idle(defs, instance)  # the monitor saw them terminal: "Completed" read as "completed"
+    results = pq.read_table(azure_env / "warehouse" / "tickets" / "results" / f"partition={DAY}")
+    assert results["status"].to_pylist() == ["succeeded"] * 3
+    raw = list(defs.resources["batch_api"].client().batches.list(limit=100))
+    assert {(b.status, type(b.created_at)) for b in raw} == {("Completed", str)}  # as Azure answered
+    recorded = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
+    assert {s["status"] for s in recorded.metadata["submissions"].value} == {"validating"}  # as OpenAI names it

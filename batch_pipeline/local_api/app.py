@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,8 @@ ENDPOINTS = tuple(RESPONDERS)
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
 AZURE_MIN_EXPIRY = 1_209_600  # Azure keeps an uploaded file 14 to 30 days
 BATCH_FILE_TTL = 30 * 86400
+BATCH_TIMESTAMPS = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
+                    "expired_at", "cancelling_at", "cancelled_at")
 # Marks a response standing for a stalled call; the embedded transport turns it into a timeout.
 STALL_HEADER = "x-local-api-stalled"
 
@@ -297,29 +300,30 @@ def _upload_expires_at(form: FormData, purpose: str, created_at: int, least: int
 
 def _batch_routes(api: LocalBatchAPI, azure: bool) -> RouteTable:
     store, lifecycle = api.store, api.lifecycle
+    shown = _azure_legacy_forms if azure and api.settings.azure_legacy_forms else _as_stored
 
     async def create_batch(request: Request) -> Response:
         params = _batch_params(await request.body(), azure)
         doc = await api.run(_insert_batch, api, params, azure)
-        return JSONResponse(doc)
+        return JSONResponse(shown(doc))
 
     async def list_batches(request: Request) -> Response:
         limit = _int_param(request, "limit", 20, 100)
         await api.run(lifecycle.advance)
         rows, has_more = await api.run(lambda: store.list_batches(after=request.query_params.get("after"),
                                                                   limit=limit))
-        return JSONResponse(_page(rows, has_more))
+        return JSONResponse(_page([shown(row) for row in rows], has_more))
 
     async def retrieve_batch(request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
         await api.run(store.get_batch, batch_id)
         await api.run(lifecycle.advance, [batch_id])
-        return JSONResponse((await api.run(store.get_batch, batch_id)).doc)
+        return JSONResponse(shown((await api.run(store.get_batch, batch_id)).doc))
 
     async def cancel_batch(request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
         doc = await api.run(lifecycle.cancel, batch_id)
-        return JSONResponse(doc)
+        return JSONResponse(shown(doc))
 
     return [
         ("/batches", create_batch, ["POST"]),
@@ -327,6 +331,20 @@ def _batch_routes(api: LocalBatchAPI, azure: bool) -> RouteTable:
         ("/batches/{batch_id}", retrieve_batch, ["GET"]),
         ("/batches/{batch_id}/cancel", cancel_batch, ["POST"]),
     ]
+
+
+def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc
+
+
+def _azure_legacy_forms(doc: dict[str, Any]) -> dict[str, Any]:
+    """A batch as Azure's older REST samples show one (reference §8): a capitalised status
+    (``InProgress``) and ISO-8601 timestamps; the stored document keeps OpenAI's forms."""
+    shown = dict(doc, status="".join(word.capitalize() for word in doc["status"].split("_")))
+    for name in BATCH_TIMESTAMPS:
+        if isinstance(doc.get(name), int):
+            shown[name] = datetime.fromtimestamp(doc[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return shown
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,10 @@ class LocalAPISettings(BaseModel):
         False, description="on Azure routes, a batch over the enqueued-token limit is refused at create with HTTP 400"
         " token_limit_exceeded (as in eastus, swedencentral, ...) instead of failing after validation",
     )
+    azure_legacy_forms: bool = Field(
+        False, description="on Azure routes, batches show capitalised statuses (InProgress) and ISO-8601 timestamps,"
+        " as in Azure's older REST samples",
+    )
     azure_deployments: dict[str, str] = Field(
         default_factory=dict,
         description="Azure deployment name -> the model it runs; a deployment not listed runs the model of its name",

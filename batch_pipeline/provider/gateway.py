@@ -1,5 +1,8 @@
 """The provider gateway: the few Batch API operations the pipeline needs, on the real `openai` client.
 
+Every Batch it returns is in OpenAI's vocabulary (`contract.normalized_batch`), whichever
+provider answered.
+
 Create calls are sent with the client's own retries turned off: the client retries POSTs without
 an idempotency key, so a timeout could otherwise create a second, billed batch (reference §9.5).
 Instead a failed create is reconciled by looking the batch up by its idempotency key in the
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 import openai
 from openai.types import Batch
 
-from batch_pipeline.provider.contract import QuotaRefused
+from batch_pipeline.provider.contract import QuotaRefused, normalized_batch
 from batch_pipeline.provider.providers import OPENAI_INPUT_FILE_TTL_SECONDS
 from batch_pipeline.state.partition_state import TERMINAL
 
@@ -53,7 +56,7 @@ class BatchGateway:
             page = self.client.batches.list(limit=LIST_PAGE_SIZE, after=after or openai.omit)
             if not page.data:
                 return
-            yield page.data
+            yield [normalized_batch(batch) for batch in page.data]
             if not page.has_more:
                 return
             after = page.data[-1].id
@@ -150,12 +153,12 @@ class BatchGateway:
         for attempt in range(1, attempts + 1):
             try:
                 self.calls += 1
-                return no_retry.batches.create(
+                return normalized_batch(no_retry.batches.create(
                     input_file_id=input_file_id,
                     endpoint=endpoint,  # type: ignore[arg-type]
                     completion_window="24h",
                     metadata=metadata,
-                )
+                ))
             except openai.BadRequestError as exc:
                 if exc.code == QUOTA_CODE:
                     raise QuotaRefused(f"the provider refused batch creation: {QUOTA_CODE}") from None
@@ -171,7 +174,7 @@ class BatchGateway:
 
     def retrieve(self, batch_id: str) -> Batch:
         self.calls += 1
-        return self.client.batches.retrieve(batch_id)
+        return normalized_batch(self.client.batches.retrieve(batch_id))
 
     def download(self, file_id: str) -> bytes:
         self.calls += 1
