@@ -84,7 +84,7 @@ class LocalBatchAPI:
             # One round of concurrent upstream calls per chunk keeps each checkpoint near the budget.
             self.lifecycle = Lifecycle(self.store, settings, upstream_executor(settings),
                                        chunk_lines=settings.upstream_concurrency,
-                                       served_models=upstream_models(settings))
+                                       served_models=upstream_models(settings), prompt_cache=False)
         else:
             self.lifecycle = Lifecycle(self.store, settings)
         self.api_key = api_key
