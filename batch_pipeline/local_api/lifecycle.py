@@ -118,17 +118,20 @@ class _Progress:
                           "output_tokens_details": dict(usage["output_tokens_details"])})
 
 
-def _read_lines(source: BinaryIO, want: int) -> tuple[list[dict[str, Any]], int]:
-    """Up to ``want`` request lines from ``source``, and the bytes read (blank lines included)."""
+def _read_lines(source: BinaryIO, want: int) -> tuple[list[dict[str, Any]], list[int], int]:
+    """Up to ``want`` request lines from ``source``, each line's size in bytes, and the bytes read
+    (blank lines included)."""
     lines: list[dict[str, Any]] = []
+    sizes: list[int] = []
     read = 0
     for raw in source:
         read += len(raw)
         if raw.strip():
             lines.append(orjson.loads(raw))
+            sizes.append(len(raw))
             if len(lines) >= want:
                 break
-    return lines, read
+    return lines, sizes, read
 
 
 def _result_lines(prefix: bytes, first: int, lines: list[dict[str, Any]], replies: list[Reply | EncodedReply],
@@ -307,13 +310,13 @@ class Lifecycle:
             with _gc_paused(), open(self.store.file_path(row.doc["input_file_id"]), "rb") as source:
                 source.seek(progress.offset)
                 while progress.done < allowed and time.monotonic() < deadline:
-                    lines, read = _read_lines(source, min(self.chunk_lines, allowed - progress.done))
+                    lines, sizes, read = _read_lines(source, min(self.chunk_lines, allowed - progress.done))
                     progress.offset += read
                     if not lines:
                         break
                     replies = self._replies(row, lines)
                     if self.prompt_cache:
-                        replies = self._cached(row, progress, lines, replies)
+                        replies = self._cached(row, progress, lines, sizes, replies)
                     outs, errs = _result_lines(prefix, progress.done, lines, replies, progress.usage)
                     progress.done += len(lines)
                     progress.out_size += _append(out, outs)
@@ -340,7 +343,7 @@ class Lifecycle:
         answers = iter(self.executor(endpoint, to_run) if to_run else [])
         return [next(answers) if reply is None else reply for reply in early]
 
-    def _cached(self, row: BatchRow, progress: _Progress, lines: list[dict[str, Any]],
+    def _cached(self, row: BatchRow, progress: _Progress, lines: list[dict[str, Any]], sizes: list[int],
                 replies: list[Reply | EncodedReply]) -> list[Reply | EncodedReply]:
         """The replies with the prompt tokens earlier lines of the batch cached (`prompt_cache.py`).
 
@@ -350,8 +353,8 @@ class Lifecycle:
         cache, endpoint = self._cache_at(row, progress.done), row.endpoint
         details = progress.usage["input_tokens_details"]
         out: list[Reply | EncodedReply] = []
-        for line, reply in zip(lines, replies, strict=True):
-            cached = cache.send(*_cacheable(endpoint, line["body"]))
+        for line, size, reply in zip(lines, sizes, replies, strict=True):
+            cached = cache.send(*_cacheable(endpoint, line["body"], size))
             out.append(with_cached_tokens(reply, cached))
             if cached and len(reply) == 4 and 200 <= reply[0] < 300:
                 details["cached_tokens"] += cached
@@ -368,7 +371,7 @@ class Lifecycle:
                     if cache.lines >= done:
                         break
                     if raw.strip():
-                        cache.send(*_cacheable(row.endpoint, orjson.loads(raw)["body"]))
+                        cache.send(*_cacheable(row.endpoint, orjson.loads(raw)["body"], len(raw)))
             self._caches[row.id] = cache
         return cache
 
@@ -475,9 +478,11 @@ def _add_usage(usage: dict[str, Any], reply_usage: Any) -> None:
     usage["output_tokens_details"]["reasoning_tokens"] += out_details.get("reasoning_tokens", 0) or 0
 
 
-def _cacheable(endpoint: str, body: Any) -> tuple[str | None, int]:
-    """A line's prompt text and tokens for the prompt cache; tokens are counted only for a prompt
-    long enough to be cached."""
+def _cacheable(endpoint: str, body: Any, size: int) -> tuple[str | None, int]:
+    """A line's prompt text and tokens for the prompt cache, only for a prompt long enough to be
+    cached: a line of `size` bytes holds a prompt of fewer characters, so short lines cost nothing."""
+    if size < MIN_CACHED_CHARS:
+        return None, 0
     text = prompt_text(endpoint, body) if isinstance(body, dict) else None
     if not text or len(text) < MIN_CACHED_CHARS:
         return None, 0
