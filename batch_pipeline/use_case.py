@@ -1,6 +1,6 @@
 """A use case: a source, its `BatchSpec` and its partitions, with the names derived from them."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.cost import Basis, Estimate, UsageRecord, bands, estimate, price_for
+from batch_pipeline.cost import NO_HISTORY, Basis, Estimate, History, bands, estimate, price_for
 from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
@@ -106,10 +106,10 @@ class UseCase:
         schema = source.schema()
         return schema.empty_table().select([n for n in schema.names if n in self.columns])
 
-    def estimate(self, index: pa.Table, history: Sequence[UsageRecord] = ()) -> Estimate:
+    def estimate(self, index: pa.Table, history: History = NO_HISTORY) -> Estimate:
         """The cost estimate of a partition's request index, learned from `history` (earlier
-        harvests of this use case and model), else from the spec's prior; a clear error for an
-        unpriced model."""
+        harvests of this use case, model and spec), else from the spec's prior; a clear error for
+        an unpriced model."""
         basis = Basis.learned(self.spec.output_tokens_prior(), history)
         try:
             price = price_for(self.spec.model, self.spec.price_per_million_tokens)

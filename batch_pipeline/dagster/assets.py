@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from batch_pipeline.cost import UsageRecord
+from batch_pipeline.cost import History
 from batch_pipeline.dagster import checks
 from batch_pipeline.dagster.metadata import (
     batches_metadata,
@@ -208,7 +208,7 @@ def _sending(context: dg.AssetExecutionContext, uc: UseCase, batch_api: BatchAPI
 
 
 def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str,
-           loaded: Source | None, form: LineForm, history: Sequence[UsageRecord]) -> float:
+           loaded: Source | None, form: LineForm, history: History) -> float:
     """Rebuild one partition's requests unless the state machine says to leave it; its cost,
     estimated from the use case's earlier harvests (`history`)."""
     state = latest_state(context.instance, uc, partition)
@@ -289,7 +289,7 @@ def _refuse_a_temporary_instance(instance: dg.DagsterInstance) -> None:
 
 
 def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_limit: float | None,
-                  history: Sequence[UsageRecord]) -> None:
+                  history: History) -> None:
     """Stop before any upload when a partition, or the run, is estimated over its budget (from
     the use case's earlier harvests, as the requests asset estimated it)."""
     total, limit = 0.0, uc.spec.max_cost_usd
@@ -345,7 +345,7 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
 
 def _harvest_one(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, partition: str,
-    history: Sequence[UsageRecord], delete_files: bool,
+    history: History, delete_files: bool,
 ) -> PartitionHarvest | None:
     """Harvest one partition if its batches are terminal; None (and a note) while it waits.
 
