@@ -160,7 +160,7 @@ class BatchGateway:
                     metadata=metadata,
                 ))
             except openai.BadRequestError as exc:
-                if exc.code == QUOTA_CODE:
+                if exc.code == QUOTA_CODE or QUOTA_CODE in str(exc.body):  # the code, or a body naming it
                     raise QuotaRefused(f"the provider refused batch creation: {QUOTA_CODE}") from None
                 raise
             except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):

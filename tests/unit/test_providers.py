@@ -5,8 +5,11 @@ batch error codes)."""
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from pathlib import Path
 
+import httpx2
+import openai
 import orjson
 import pyarrow as pa
 import pytest
@@ -18,11 +21,13 @@ from batch_pipeline.harvest.slices import harvest_batch
 from batch_pipeline.provider.contract import (
     LineForm,
     ProviderSettingError,
+    QuotaRefused,
     batch_status,
     epoch_seconds,
     line_form,
     normalized_batch,
 )
+from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.provider.providers import AzureOpenAIProvider, OpenAIProvider, parse_deployments
 from batch_pipeline.requests.lines import build_requests
 from batch_pipeline.state.partition_state import Submission
@@ -163,3 +168,35 @@ def test_an_openai_batch_is_left_as_it_is():
     doc = {**AZURE_BATCH, "status": "completed", "created_at": 1721390400, "in_progress_at": 1721390405,
            "expires_at": 1721476800, "request_counts": {"total": 10, "completed": 9, "failed": 1}}
     assert normalized_batch(as_the_client_reads(doc)) == as_the_client_reads(doc)
+
+
+@pytest.mark.parametrize("error", [
+    {"code": "token_limit_exceeded", "message": "The number of enqueued tokens has surpassed the configured limit"},
+    {"code": "invalid_request", "message": "Enqueued tokens over the limit",
+     "innererror": {"code": "token_limit_exceeded"}},
+])
+def test_a_create_refused_for_the_quota_is_quota_refused(error):
+    sent: list[str] = []
+    with pytest.raises(QuotaRefused) as refused:
+        azure_gateway(sent, 400, {"error": error}).create_batch(
+            input_file_id="file-1", endpoint="/chat/completions", metadata={"idempotency_key": "k"})
+    assert sent == ["POST"] and "enqueued tokens" not in str(refused.value)  # once; the provider's words not kept
+
+
+def test_other_bad_requests_are_raised_as_they_are():
+    invalid = {"error": {"code": "invalid_value", "message": "bad", "param": "endpoint"}}
+    with pytest.raises(openai.BadRequestError):
+        azure_gateway([], 400, invalid).create_batch(input_file_id="file-1", endpoint="/chat/completions",
+                                                     metadata={"idempotency_key": "k"})
+
+
+def azure_gateway(sent: list[str], status: int, body: dict) -> BatchGateway:
+    """A gateway on the real `AzureOpenAI` client whose every call is answered with `body`."""
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request.method)
+        return httpx2.Response(status, json=body)
+
+    provider = dataclasses.replace(AZURE, api_key="sk-unit")
+    client = provider.client(httpx2.Client(transport=httpx2.MockTransport(answer)), max_retries=0)
+    return BatchGateway(client)
