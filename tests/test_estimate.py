@@ -78,3 +78,12 @@ def test_a_budget_set_from_experience_lets_work_that_fits_through(pipeline_env, 
         assert not refused.success and "prior: max_tokens 600" in failure_message(refused)
     admitted = submit(defs, instance, capped.submit_job_name, "2026-11-22")
     assert admitted.success, failure_message(admitted)
+
+
+def test_harvests_recorded_before_fingerprints_still_count(instance):
+    uc = patient_education.use_case
+    legacy = {"usage/model": uc.spec.model, "usage/answered_requests": 10, "usage/output_tokens": 900,
+              "usage/input_tokens": 1_000, "usage/counted_input_tokens": 1_000}  # no usage/spec_fingerprint
+    instance.report_runless_asset_event(dg.AssetMaterialization(uc.key("results"), partition=FIRST, metadata=legacy))
+    history = usage_history(instance, uc)
+    assert [r.output_tokens for r in history.records] == [900] and not history.spec_changed
