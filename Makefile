@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/batch-pipeline demo
 
-# Lint before the tests: a finding fails `make test` before the slow part starts.
+# Lint before the tests: a finding fails `make test` before the slow part starts. Two workers
+# (pytest-xdist): the suite mostly waits on subprocesses, so two halve it even on 2 cores;
+# worksteal evens out the few long tests. Every test keeps its own folders, ports and servers.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 # The fast tier: pure functions only (no Dagster process, no local Batch API, no sleeps).
 # `make test` runs these too.

@@ -20,7 +20,8 @@ INPUT_ENDPOINTS = ("/v1/embeddings", "/v1/moderations")
 # Columns every results table has; a response model's fields may not reuse these names.
 RESULT_COLUMNS = (
     "custom_id", "status", "output", "error_code", "error_message", "attempts", "model",
-    "input_tokens", "output_tokens", "cost_usd", "batch_id", "embedding", "flagged", "flagged_categories",
+    "input_tokens", "output_tokens", "cost_usd", "batch_id", "request_hash", "embedding", "flagged",
+    "flagged_categories",
 )
 
 # OpenAI's limits for one batch input file (reference §7), the smallest of the providers'.

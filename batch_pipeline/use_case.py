@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.cost import NO_HISTORY, Basis, Estimate, History, bands, estimate, price_for
+from batch_pipeline.requests.carry_over import CARRIED
 from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
@@ -106,16 +107,18 @@ class UseCase:
         schema = source.schema()
         return schema.empty_table().select([n for n in schema.names if n in self.columns])
 
-    def estimate(self, index: pa.Table, history: History = NO_HISTORY) -> Estimate:
+    def estimate(self, index: pa.Table, history: History = NO_HISTORY, with_kept: bool = False) -> Estimate:
         """The cost estimate of a partition's request index, learned from `history` (earlier
         harvests of this use case, model and spec), else from the spec's prior; a clear error for
-        an unpriced model."""
+        an unpriced model. The requests to send, and with `with_kept` also those whose earlier
+        answer was kept: what the partition's answers cost, beside their actual cost."""
         basis = Basis.learned(self.spec.output_tokens_prior(), history)
         try:
             price = price_for(self.spec.model, self.spec.price_per_million_tokens)
         except LookupError as exc:
             raise dg.Failure(f"spec '{self.name}': {exc}") from exc
-        tokens = index["estimated_input_tokens"].filter(pc.equal(index["status"], PENDING))
+        sent = pa.array([PENDING, CARRIED] if with_kept else [PENDING])
+        tokens = index["estimated_input_tokens"].filter(pc.is_in(index["status"], value_set=sent))
         return estimate(price, bands(tokens, price.thresholds(), basis.input_scale), basis)
 
     def key(self, stage: str) -> dg.AssetKey:

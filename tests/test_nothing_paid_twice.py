@@ -73,3 +73,18 @@ def test_an_overlapping_rerun_leaves_a_retry_round_in_flight_alone(instance, pip
     assert len(keys) == len(set(keys))
     rows = results(pipeline_env)
     assert len(rows) == 12 and all(r["status"] == "succeeded" or r["attempts"] == 3 for r in rows)
+
+
+def test_a_rebuild_before_an_amended_row_is_harvested_keeps_no_stale_answer(instance, pipeline_env):
+    uc, defs = make(pipeline_env, rows=6)
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    run_until_idle(defs, instance)
+    [first] = provider_batches(defs)
+    csv = uc.source.path
+    csv.write_text(csv.read_text().replace("note 3 about", "note 3 (amended) about"))
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success  # sends the amended row
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success  # rebuilt before its harvest
+    run_until_idle(defs, instance)
+    [second] = [b for b in provider_batches(defs) if b.id != first.id]
+    amended = next(r for r in results(pipeline_env) if r["custom_id"] == "n003")
+    assert amended["batch_id"] == second.id

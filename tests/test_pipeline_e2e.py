@@ -31,8 +31,9 @@ def test_partition_to_parquet_every_row_once(instance, pipeline_env):
     ).fetchall()
     columns = [c[0] for c in duckdb.sql(
         f"describe select * from read_parquet('{path}/**/*.parquet', hive_partitioning=true)").fetchall()]
-    assert columns[:13] == ["medication_id", "custom_id", "status", "output", "error_code", "error_message",
-                           "attempts", "model", "input_tokens", "output_tokens", "cost_usd", "batch_id", "partition"]
+    assert columns[:14] == ["medication_id", "custom_id", "status", "output", "error_code", "error_message",
+                           "attempts", "model", "input_tokens", "output_tokens", "cost_usd", "batch_id",
+                           "request_hash", "partition"]
     by_id = {r[1]: dict(zip(columns, r, strict=True)) for r in rows}
     source = [line for line in (uc.source.path.read_text().splitlines()[1:]) if f",{PARTITION}," in line]
     assert len(rows) == len(source) == len(by_id)

@@ -26,9 +26,12 @@ def test_canary_key_never_leaks(tmp_path):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCH_PIPELINE_"))}
         env |= {"OPENAI_API_KEY": canary, "DAGSTER_HOME": str(tmp_path / "home")}
         (tmp_path / "home").mkdir()
+        # Two use cases (chat and responses) take the key through every stage a key could leak from
+        # (upload, create, monitor, download, delete, the estimate), without the demo's 39 partitions.
         demo = subprocess.run(
             [sys.executable, "-m", "batch_pipeline.cli", "demo", "--base-url", server.base_url,
-             "--warehouse", str(tmp_path / "warehouse")],
+             "--warehouse", str(tmp_path / "warehouse"), "--use-case", "patient_education",
+             "--use-case", "ad_copy"],
             cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=400,
         )
         assert demo.returncode == 0, demo.stdout.decode()[-3000:] + demo.stderr.decode()[-3000:]

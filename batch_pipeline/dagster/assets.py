@@ -33,7 +33,7 @@ from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
 from batch_pipeline.harvest.provider_files import delete_provider_files, note_provider_files
 from batch_pipeline.provider.contract import LineForm, ProviderSettingError, line_form
-from batch_pipeline.provider.partition import submit_partition
+from batch_pipeline.provider.partition import submit_partition, submitted_state
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds
 from batch_pipeline.sources.asset import AssetSource
@@ -42,6 +42,7 @@ from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.state.machine import (
     Admit,
     Blocked,
+    Done,
     Harvest,
     ProviderReport,
     RebuildAsked,
@@ -89,11 +90,12 @@ def use_case_definitions(uc: UseCase) -> dg.Definitions:
     return dg.Definitions(assets=assets, jobs=[uc.submit_job, uc.admit_job, uc.results_job], schedules=schedules)
 
 
-def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey] = ()
-          ) -> dg.AssetSpec:
+def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey] = (),
+          skippable: bool = False) -> dg.AssetSpec:
     """One stage's asset: in the use case's group, partitioned as the use case says."""
     return dg.AssetSpec(uc.key(stage), deps=deps, description=description, kinds=kinds, group_name=uc.name,
-                        owners=list(uc.spec.owners) or None, partitions_def=uc.partitions_def)
+                        owners=list(uc.spec.owners) or None, partitions_def=uc.partitions_def,
+                        skippable=skippable)
 
 
 def _stage(spec: dg.AssetSpec, uc: UseCase, **kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
@@ -214,7 +216,7 @@ def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partit
     state = latest_state(context.instance, uc, partition)
     if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
         return 0.0
-    built = build_partition(wh, uc, partition, loaded, form)
+    built = build_partition(wh, uc, partition, loaded, form, state.batches if state else ())
     cost = uc.estimate(built.index, history)
     context.log.info(
         "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer; estimated $%.4f (%s)",
@@ -237,7 +239,7 @@ def _submit(
         sent = submit_partition(wh, sending, uc, partition)
     except ProviderSettingError as exc:  # shards written for another provider: nothing was sent
         raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
-    new_state = PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued))
+    new_state = submitted_state(wh, uc, partition, state, sent)
     action = next_action(new_state, ProviderReport({}, now=time.time()))
     if isinstance(action, Harvest) and not action.batch_ids:  # nothing sent, nothing to wait for
         new_state = _results_now(context, wh, uc, new_state, sending, delete_files)
@@ -256,7 +258,7 @@ def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, 
                                                       context.log.warning)
     context.log.info("%s %s: nothing to send; results written now: %s; %d provider files deleted", uc.name,
                      state.partition, harvest.counts, harvest.files_deleted)
-    metadata = results_metadata(uc, harvest, uc.estimate(harvest.index).cost_usd)
+    metadata = results_metadata(uc, harvest, uc.estimate(harvest.index, with_kept=True).cost_usd)
     context.log_event(dg.AssetMaterialization(uc.key("results"), partition=uc.dagster_partition(state.partition),
                                               metadata=metadata))
     for evaluation in checks.results(uc, state.partition, harvest):
@@ -333,7 +335,7 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
 def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     spec = _spec(uc, "results", "One row per source row of the partition: the answer, its status, error, "
                  "tokens, cost and batch id, joined by custom_id and written as Parquet.",
-                 {"python", "parquet"}, deps=[uc.key("batches")])
+                 {"python", "parquet"}, deps=[uc.key("batches")], skippable=True)
 
     @_stage(spec, uc, pool=f"{uc.name}_batch_api", check_specs=checks.check_specs(uc),
             required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
@@ -363,7 +365,7 @@ def _harvest_one(
     if isinstance(action, Wait | Admit):
         reason = action.reason if isinstance(action, Wait) else "shards wait for enqueued-token capacity"
         context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, reason)
-        _metadata(context, uc, partition, waiting_metadata(state, reason))
+        _metadata(context, uc, partition, waiting_metadata(state.with_statuses(statuses), reason))
         return None
     if delete_files:  # noted first: a run killed after the Parquet leaves them for the next one
         note_provider_files(wh, uc.name, partition, known.values())
@@ -373,19 +375,45 @@ def _harvest_one(
         harvest.files_deleted = delete_provider_files(wh, sending.gateway, uc.name, partition, context.log.warning)
     context.log.info("%s %s: %s; %d requests being retried; %d provider files deleted", uc.name, partition,
                      harvest.counts, harvest.retrying, harvest.files_deleted)
-    _metadata(context, uc, partition, results_metadata(uc, harvest, uc.estimate(harvest.index, history).cost_usd))
+    estimate = uc.estimate(harvest.index, history, with_kept=True)
+    _metadata(context, uc, partition, results_metadata(uc, harvest, estimate.cost_usd))
     return harvest
+
+
+def _sent_nothing(state: PartitionState | None) -> bool:
+    """The partition's build sent no request and its results are written: nothing to harvest."""
+    return state is not None and not state.submissions and isinstance(
+        next_action(state, ProviderReport({}, now=time.time())), Done)
+
+
+def _unchanged(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, partitions: list[str]
+               ) -> Iterator[StepEvent]:
+    """The results step of partitions that sent nothing: no output (the results spec is
+    skippable), so no materialization. Dagster plans the results checks in every run that selects
+    the asset; unless this run's batches step just evaluated them, they are evaluated against the
+    Parquet as written, so they do not show "Skipped" for the partition."""
+    context.log.info("%s %s: nothing was sent; the submit run wrote the results", uc.name, ", ".join(partitions))
+    submitted_here = uc.key("batches") in context.job_def.asset_layer.selected_asset_keys
+    evaluations = [] if submitted_here else [e for p in partitions for e in checks.results_on_disk(uc, wh, p)]
+    yield from checks.recorded(context, evaluations)
 
 
 def _harvest_run(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, batch_api: BatchAPIResource
 ) -> Iterator[StepEvent]:
     """Harvest every partition of the run whose batches are terminal, and check each; the others
-    wait (green, their checks not run)."""
+    wait (green, their checks not run). A run whose partitions all sent nothing writes nothing and
+    yields no materialization: their submit runs wrote and recorded their results (see
+    `_unchanged`). A range run that also harvests or waits records every partition of the range
+    (one output covers the range), so it rewrites those too."""
+    partitions = _partitions(context, uc)
+    if all(_sent_nothing(latest_state(context.instance, uc, p)) for p in partitions):
+        yield from _unchanged(context, uc, wh, partitions)
+        return
     sending = _sending(context, uc, batch_api)
     evaluations: list[dg.AssetCheckEvaluation] = []
     history = usage_history(context.instance, uc)
-    for partition in _partitions(context, uc):
+    for partition in partitions:
         with _lease(wh, uc, partition):
             harvest = _harvest_one(context, uc, wh, sending, partition, history, batch_api.delete_provider_files)
         if harvest is not None:

@@ -16,13 +16,17 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from batch_pipeline.dagster.preview import markdown_table
+from batch_pipeline.harvest.lines import counts_by_status
 from batch_pipeline.harvest.partition import Harvest
 from batch_pipeline.sources.base import Source
 from batch_pipeline.sources.partitions import dimensions
 from batch_pipeline.sources.unassigned import FUTURE, unassigned_rows
 from batch_pipeline.use_case import UseCase
+from batch_pipeline.warehouse import layout
+from batch_pipeline.warehouse.storage import Warehouse
 
 UNASSIGNED_ROWS = "unassigned_rows"
 EVERY_ROW_ONCE = "every_row_once"
@@ -103,13 +107,28 @@ def unassigned(uc: UseCase, instance: dg.DagsterInstance, partitions: Iterable[s
 
 def results(uc: UseCase, partition: str, harvest: Harvest) -> list[dg.AssetCheckEvaluation]:
     """The results checks of one harvested partition."""
-    answered = harvest.counts["succeeded"] + harvest.counts["invalid_output"]
+    return _results(uc, partition, harvest.index, harvest.written_ids(), harvest.counts, harvest.refusals)
+
+
+def results_on_disk(uc: UseCase, wh: Warehouse, partition: str) -> list[dg.AssetCheckEvaluation]:
+    """The results checks of a partition's results as an earlier run wrote them (read back, only
+    the columns the checks need): a run that plans the checks and writes nothing still
+    evaluates them, rather than leave them "Skipped" for the partition."""
+    index = wh.read_parquet(wh.partition_dir(uc.name, layout.REQUESTS, partition) / layout.INDEX_FILE)
+    with (wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.RESULTS_FILE).open("rb") as f:
+        written = pq.read_table(f, columns=["custom_id", "status", "error_code"])
+    refusals = pc.sum(pc.equal(written["error_code"], "refusal")).as_py() or 0
+    return _results(uc, partition, index, written, counts_by_status(written), refusals)
+
+
+def _results(uc: UseCase, partition: str, index: pa.Table, written: pa.Table, counts: Mapping[str, int],
+             refusals: int) -> list[dg.AssetCheckEvaluation]:
+    answered = counts["succeeded"] + counts["invalid_output"]
     spec = uc.spec
     return [
-        _every_row_once(uc, partition, _accounting_problems(harvest.index, harvest.written_ids())),
-        _rate(uc, partition, INVALID_OUTPUT_RATE, harvest.counts["invalid_output"], answered,
-              spec.max_invalid_output_rate),
-        _rate(uc, partition, REFUSAL_RATE, harvest.refusals, answered, spec.max_refusal_rate),
+        _every_row_once(uc, partition, _accounting_problems(index, written)),
+        _rate(uc, partition, INVALID_OUTPUT_RATE, counts["invalid_output"], answered, spec.max_invalid_output_rate),
+        _rate(uc, partition, REFUSAL_RATE, refusals, answered, spec.max_refusal_rate),
     ]
 
 

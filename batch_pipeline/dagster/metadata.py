@@ -48,16 +48,27 @@ def requests_metadata(uc: UseCase, partition: str, built: BuiltRequests, cost: E
 
 
 def batches_metadata(state: PartitionState, sent: Submitted, provider: str) -> dict[str, Any]:
+    """What this run sent or reused; each submission's status is the one it had when submitted
+    (`status_at_submit`): the batch monitor's observations and the results record say how it went."""
     new = sum(not s.reused for s in sent.submissions)
     return {
         **state_metadata(state),
-        "submissions": dg.MetadataValue.json([dataclasses.asdict(s) for s in sent.submissions]),
+        "submissions": dg.MetadataValue.json([_at_submit(dataclasses.asdict(s)) for s in sent.submissions]),
         "new_batches": new,
         "reused_batches": len(sent.submissions) - new,
+        "kept_batches": len(state.kept),
         "queued_shards": len(sent.queued),
-        "requests": sum(s.requests for s in sent.submissions),
         "provider": provider,
     }
+
+
+def _at_submit(submission: dict[str, Any]) -> dict[str, Any]:
+    return {("status_at_submit" if k == "status" else k): v for k, v in submission.items()}
+
+
+def batch_statuses(state: PartitionState) -> dict[str, dg.MetadataValue]:
+    """Each batch behind the partition's answers and its status, as of this record."""
+    return {"batches": dg.MetadataValue.json({s.batch_id: s.status for s in state.batches})}
 
 
 def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -> dict[str, Any]:
@@ -68,6 +79,7 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
         "dagster/row_count": harvest.index.num_rows,
         **{f"status/{k}": v for k, v in harvest.counts.items()},
         **state_metadata(harvest.state),
+        **batch_statuses(harvest.state),
         "retrying": harvest.retrying,
         "parquet": dg.MetadataValue.path(str(harvest.path)),
         "estimated_cost_usd": dg.MetadataValue.float(round(estimated_cost_usd, 6)),
@@ -83,4 +95,4 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
 
 def waiting_metadata(state: PartitionState, reason: str) -> dict[str, Any]:
     """A results step that found batches still running: the partition waits, nothing is written."""
-    return {**state_metadata(state), "waiting": reason}
+    return {**state_metadata(state), **batch_statuses(state), "waiting": reason}

@@ -16,11 +16,13 @@ _LOOKBACK = 20  # materializations per asset searched for the newest one carryin
 
 
 def state_metadata(state: PartitionState) -> dict[str, dg.MetadataValue]:
-    """The state document, and the batch ids on their own for people reading the UI."""
+    """The state document, and for people reading the UI the batches behind the partition's
+    answers (kept from an earlier build, or sent by this one), those harvested, and their requests."""
     return {
         STATE_KEY: dg.MetadataValue.json(state.to_json()),
-        "batch_ids": dg.MetadataValue.json([s.batch_id for s in state.submissions]),
-        "harvested_batch_ids": dg.MetadataValue.json(list(state.harvested)),
+        "batch_ids": dg.MetadataValue.json([s.batch_id for s in state.batches]),
+        "harvested_batch_ids": dg.MetadataValue.json([s.batch_id for s in state.kept] + list(state.harvested)),
+        "requests": dg.MetadataValue.int(sum(s.requests for s in state.batches)),
     }
 
 

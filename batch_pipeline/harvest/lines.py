@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.cost import BatchPrice
-from batch_pipeline.requests.lines import PENDING
+from batch_pipeline.requests.lines import HASH_TYPE, PENDING
 from batch_pipeline.response_schema import (
     arrow_fields,
     moderation_fields,
@@ -359,6 +359,9 @@ def assemble(
             "output_tokens": output_tokens,
             "cost_usd": _cost(model, input_tokens, joined["cached_input_tokens"], output_tokens, prices),
             "batch_id": joined["batch_id"],
+            # which request this answer is for: a rebuild keeps an answer only for that request
+            "request_hash": (index["request_hash"] if "request_hash" in index.column_names
+                             else pa.nulls(index.num_rows, HASH_TYPE)),
         }
     )
 

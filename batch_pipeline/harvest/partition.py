@@ -90,6 +90,7 @@ def harvest_partition(
     wh: Warehouse, sending: Sending, uc: UseCase, state: PartitionState, known: Mapping[str, Batch]
 ) -> Harvest:
     """Write the partition's results from every batch in `state`; queue and send retries.
+    `known`: batches the caller just retrieved, by id; the state records the status they ended in.
 
     Raises `NotTerminal` (before anything is written) when a batch is still running.
     """
@@ -98,7 +99,8 @@ def harvest_partition(
     carried = wh.read_parquet(folder / layout.CARRIED_FILE) if (folder / layout.CARRIED_FILE).exists() else None
     path = wh.partition_dir(uc.name, layout.RESULTS, state.partition) / layout.RESULTS_FILE
     harvested = dataclasses.replace(
-        state, harvested=tuple(s.batch_id for s in state.submissions), results_written=True
+        state.with_statuses({batch_id: batch.status for batch_id, batch in known.items()}),
+        harvested=tuple(s.batch_id for s in state.submissions), results_written=True,
     )
     report = Harvest(path, index, harvested)
     with wh.parquet_writer(path, unique=RESULT_UNIQUE + uc.source.key_columns) as write:

@@ -40,7 +40,16 @@ from batch_pipeline.local_api.faults import ApiFaults, api_fault_error
 from batch_pipeline.local_api.lifecycle import Lifecycle, empty_usage
 from batch_pipeline.local_api.responders import RESPONDERS
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.local_api.store import AZURE, OPENAI, Quota, Store, file_object, new_batch_id
+from batch_pipeline.local_api.store import (
+    AZURE,
+    OPENAI,
+    BatchRow,
+    OverQuota,
+    Quota,
+    Store,
+    file_object,
+    new_batch_id,
+)
 from batch_pipeline.local_api.upstream import upstream_executor, upstream_models
 from batch_pipeline.local_api.validation import openai_path, supported_values, validate_input
 
@@ -353,6 +362,7 @@ class _BatchParams:
     endpoint: str  # as given: Azure's form on Azure routes (``/chat/completions``)
     metadata: dict[str, str] | None
     output_ttl: int | None
+    idempotency_key: str | None = None  # an extension (llama-stack's), not an OpenAI parameter
 
 
 def _batch_params(raw: bytes, azure: bool) -> _BatchParams:
@@ -360,6 +370,7 @@ def _batch_params(raw: bytes, azure: bool) -> _BatchParams:
 
     Only the request itself is checked here; the input file's lines are checked later, in
     ``validating``, as OpenAI does. On Azure the endpoint may be written without ``/v1``.
+    An optional ``idempotency_key`` (a string) makes the create repeatable, see ``_insert_batch``.
     """
     try:
         params = orjson.loads(raw) if raw.strip() else {}
@@ -382,7 +393,11 @@ def _batch_params(raw: bytes, azure: bool) -> _BatchParams:
     if params.get("output_expires_after") is not None:
         output_ttl = _expiry_seconds(params["output_expires_after"], "output_expires_after",
                                      AZURE_MIN_EXPIRY if azure else MIN_EXPIRY)
-    return _BatchParams(params["input_file_id"], endpoint, metadata, output_ttl)
+    key = params.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise bad_request("Invalid type for 'idempotency_key': expected a non-empty string.", "idempotency_key",
+                          "invalid_type")
+    return _BatchParams(params["input_file_id"], endpoint, metadata, output_ttl, key)
 
 
 def _too_large() -> APIError:
@@ -390,7 +405,10 @@ def _too_large() -> APIError:
 
 
 def _insert_batch(api: LocalBatchAPI, params: _BatchParams, azure: bool) -> dict[str, Any]:
-    """Accept the batch in ``validating``; input problems surface later as a failed batch."""
+    """Accept the batch in ``validating``; input problems surface later as a failed batch.
+
+    With an idempotency key, a repeated create returns the batch the key first created.
+    """
     input_file_id, no_file = params.input_file_id, "" if azure else None  # Azure writes "" for no file
     input_sha256 = ""
     try:
@@ -404,27 +422,39 @@ def _insert_batch(api: LocalBatchAPI, params: _BatchParams, azure: bool) -> dict
         input_sha256 = file["sha256"]
     now = time.time()
     created_at = int(now)
+    batch_id = new_batch_id(params.idempotency_key)
     doc = {
-        "id": new_batch_id(), "object": "batch", "endpoint": params.endpoint, "model": None, "errors": None,
-        "input_file_id": input_file_id, "completion_window": "24h", "status": "validating",
-        "output_file_id": no_file, "error_file_id": no_file, "created_at": created_at, "in_progress_at": None,
+        "id": batch_id, "object": "batch", "endpoint": params.endpoint,
+        "model": None, "errors": None, "input_file_id": input_file_id, "completion_window": "24h",
+        "status": "validating", "output_file_id": no_file, "error_file_id": no_file, "created_at": created_at,
+        "in_progress_at": None,
         "expires_at": created_at + math.ceil(api.settings.completion_window_seconds), "finalizing_at": None,
         "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
         "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": empty_usage(),
         "metadata": params.metadata,
     }
     quota = _fail_fast_quota(api, input_file_id, params.endpoint) if azure and file is not None else None
-    inserted = api.store.insert_batch(doc, due_at=now + api.settings.pace_seconds,
-                                      expires_ts=now + api.settings.completion_window_seconds,
-                                      input_sha256=input_sha256, output_ttl=params.output_ttl,
-                                      endpoint=openai_path(params.endpoint), flavour=AZURE if azure else OPENAI,
-                                      quota=quota)
-    if not inserted:
-        assert quota is not None  # only a quota check refuses an insert
-        raise bad_request(f"The number of enqueued tokens has surpassed the configured limit of {quota.limit:,} for"
-                          f" the deployment '{quota.model}'. Please try again once some in_progress batches have"
-                          " been completed.", None, "token_limit_exceeded")
-    return doc
+    try:
+        inserted = api.store.insert_batch(doc, due_at=now + api.settings.pace_seconds,
+                                          expires_ts=now + api.settings.completion_window_seconds,
+                                          input_sha256=input_sha256, output_ttl=params.output_ttl,
+                                          endpoint=openai_path(params.endpoint), flavour=AZURE if azure else OPENAI,
+                                          quota=quota)
+    except OverQuota as over:
+        raise bad_request(f"The number of enqueued tokens has surpassed the configured limit of {over.quota.limit:,}"
+                          f" for the deployment '{over.quota.model}'. Please try again once some in_progress batches"
+                          " have been completed.", None, "token_limit_exceeded") from None
+    return doc if inserted else _replayed_batch(api.store.get_batch(batch_id), params)
+
+
+def _replayed_batch(row: BatchRow, params: _BatchParams) -> dict[str, Any]:
+    """The batch an idempotency key created, if this create repeats it; 409 if it differs."""
+    first = (row.doc["input_file_id"], row.doc["endpoint"], row.doc["metadata"], row.output_ttl)
+    if first != (params.input_file_id, params.endpoint, params.metadata, params.output_ttl):
+        raise APIError(409, f"Conflict: the idempotency key '{params.idempotency_key}' was already used with"
+                       " different parameters. Use a new key, or repeat the original parameters.",
+                       param="idempotency_key", headers={"x-should-retry": "false"})
+    return row.doc
 
 
 def _fail_fast_quota(api: LocalBatchAPI, input_file_id: str, endpoint: str) -> Quota | None:

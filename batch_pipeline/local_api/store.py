@@ -92,8 +92,11 @@ def new_file_id() -> str:
     return "file-" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
-def new_batch_id() -> str:
-    return "batch_" + secrets.token_hex(16)
+def new_batch_id(idempotency_key: str | None = None) -> str:
+    """A random batch id, or the one an idempotency key always maps to."""
+    if idempotency_key is None:
+        return "batch_" + secrets.token_hex(16)
+    return "batch_" + hashlib.blake2b(idempotency_key.encode(), digest_size=16, person=b"idempotency").hexdigest()
 
 
 def derived_file_id(batch_id: str, kind: str) -> str:
@@ -109,6 +112,14 @@ class Quota:
     model: str
     tokens: int
     limit: int
+
+
+class OverQuota(Exception):
+    """A new batch's tokens do not fit its model's enqueued-token limit (`Store.insert_batch`)."""
+
+    def __init__(self, quota: Quota) -> None:
+        super().__init__(f"{quota.tokens} tokens over the limit of {quota.limit} for {quota.model}")
+        self.quota = quota
 
 
 @dataclass(frozen=True)
@@ -297,21 +308,22 @@ class Store:
                      quota: Quota | None = None) -> bool:
         """Store a new batch; `endpoint` is the OpenAI path it runs (default the document's).
 
-        With `quota` the batch's tokens are enqueued at once, in the same transaction as the check
-        that they fit (two creates cannot both take the last capacity); False: they do not fit,
-        nothing is stored.
+        False, storing nothing, when a batch with that id exists (an idempotency key's id). With
+        `quota` the batch's tokens are enqueued at once, in the same transaction as the check that
+        they fit (two creates cannot both take the last capacity); `OverQuota` when they do not.
         """
         model, tokens = (quota.model, quota.tokens) if quota else (None, 0)
         with self.transaction() as conn:
-            if quota is not None and self.enqueued_tokens(conn, quota.model, doc["id"]) + tokens > quota.limit:
-                return False
-            conn.execute(
-                "INSERT INTO batches (id, status, doc, endpoint, input_sha256, due_at, expires_ts, output_ttl,"
-                " flavour, model, enqueued_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            if quota is not None and not conn.execute("SELECT 1 FROM batches WHERE id = ?", (doc["id"],)).fetchone() \
+                    and self.enqueued_tokens(conn, quota.model, doc["id"]) + tokens > quota.limit:
+                raise OverQuota(quota)
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO batches (id, status, doc, endpoint, input_sha256, due_at, expires_ts,"
+                " output_ttl, flavour, model, enqueued_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc["id"], doc["status"], orjson.dumps(doc), endpoint or doc["endpoint"], input_sha256, due_at,
                  expires_ts, output_ttl, flavour, model, tokens),
             )
-        return True
+        return cursor.rowcount == 1
 
     def get_batch(self, batch_id: str) -> BatchRow:
         if not _BATCH_ID.match(batch_id):

@@ -28,14 +28,21 @@ class PreviousAnswers:
 
     @classmethod
     def load(cls, old_index: pa.Table | None, old_results: pa.Table | None) -> "PreviousAnswers":
-        """From the previous request index and results (only their id, hash and status columns).
+        """From the previous results (id, status, hash) or, for results written before they held
+        `request_hash`, the previous request index's hashes.
 
-        An index from before `request_hash` (or with none) keeps nothing: its rows are sent again.
+        The results' own hash is the one that counts: the index may be newer than the answers (a
+        rebuild that sent a changed row, not yet harvested), and pairing the changed row's new
+        hash with its old answer would keep a stale answer. No hash anywhere keeps nothing.
         """
         empty = pa.table({"custom_id": pa.array([], pa.string()), "request_hash": pa.array([], HASH_TYPE)})
-        if old_index is None or old_results is None or "request_hash" not in old_index.column_names:
+        if old_results is None:
             return cls(empty)
         final = old_results.filter(pc.is_in(old_results["status"], value_set=pa.array(KEPT_STATUSES)))
+        if "request_hash" in final.column_names:
+            return cls(final.select(["custom_id", "request_hash"]).filter(pc.is_valid(final["request_hash"])))
+        if old_index is None or "request_hash" not in old_index.column_names:
+            return cls(empty)
         kept = old_index.filter(pc.is_in(old_index["custom_id"], value_set=final["custom_id"]))
         return cls(kept.select(["custom_id", "request_hash"]))
 
@@ -84,17 +91,25 @@ def renumber(index: pa.Table, shard: int) -> pa.Table:
 
 
 def merge_carried(results: pa.Table, carried: pa.Table | None) -> pa.Table:
-    """Put the carried rows' previous results in place of their `carried` placeholders."""
+    """Put the carried rows' previous results in place of their `carried` placeholders.
+
+    A row was carried because its request hash equals the index's, so the hash comes from the
+    index (`results`): answers written before results held a hash get it too.
+    """
     if carried is None or carried.num_rows == 0:
         return results
-    carried = carried.select(results.column_names).cast(results.schema)
+    answer = [c for c in results.column_names if c != "request_hash"]
+    carried = carried.select(answer).cast(pa.schema([results.schema.field(c) for c in answer]))
     positions = pc.index_in(results["custom_id"], value_set=carried["custom_id"])
     is_carried = pc.is_valid(positions)
     if not pc.any(is_carried).as_py():
         return results
     order = pa.array(range(results.num_rows), pa.int64())
+    previous = carried.take(positions.filter(is_carried))
+    if "request_hash" in results.column_names:
+        previous = previous.append_column("request_hash", results["request_hash"].filter(is_carried))
     merged = pa.concat_tables([
         results.filter(pc.invert(is_carried)).append_column("_row", order.filter(pc.invert(is_carried))),
-        carried.take(positions.filter(is_carried)).append_column("_row", order.filter(is_carried)),
+        previous.select(results.column_names).append_column("_row", order.filter(is_carried)),
     ])
     return merged.sort_by("_row").drop_columns(["_row"])

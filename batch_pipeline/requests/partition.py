@@ -2,11 +2,15 @@
 
 Rows whose request is unchanged and whose last result is a final answer keep that answer
 (`carried.parquet`) and are not sent again; the index (`rows.parquet`) has one row per source
-row with its custom_id, shard and, for rows that cannot become a request, the reason.
+row with its custom_id, shard and, for rows that cannot become a request, the reason. A request
+file a batch was sent from is kept: a rebuild that would replace it moves it beside the batch's
+output first (`raw/<batch_id>.input.jsonl`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -21,6 +25,7 @@ from batch_pipeline.requests.lines import INDEX_UNIQUE, PENDING, REJECTED, check
 from batch_pipeline.requests.shard_files import write_requests
 from batch_pipeline.sources.base import Source
 from batch_pipeline.sources.partitions import check_partition_column, dimensions
+from batch_pipeline.state.partition_state import Submission
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -45,10 +50,11 @@ class BuiltRequests:
 
 
 def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source | None = None,
-                    form: LineForm | None = None) -> BuiltRequests:
+                    form: LineForm | None = None, sent: Sequence[Submission] = ()) -> BuiltRequests:
     """Rebuild a partition's shards, index and carried answers from its source rows (`source`:
     the source as loaded for this run, for an upstream asset; `form`: the provider's request
-    lines, default OpenAI's). The source's columns are checked before any row is read."""
+    lines, default OpenAI's; `sent`: the batches of its current state, whose request files are
+    kept as sent). The source's columns are checked before any row is read."""
     source = source or uc.source
     schema = source.schema()
     check_columns(schema, source, uc.spec)
@@ -57,9 +63,10 @@ def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source |
             check_partition_column(definition, column, schema.field(column).type, f"spec '{uc.spec.name}'")
     folder = wh.partition_dir(uc.name, layout.REQUESTS, partition)
     results_path = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.RESULTS_FILE
+    set_aside = _set_aside_as_sent(wh, uc, partition, sent)
     previous = PreviousAnswers.load(
         _columns(folder / layout.INDEX_FILE, ["custom_id", "request_hash"]),
-        _columns(results_path, ["custom_id", "status"]),
+        _columns(results_path, ["custom_id", "status", "request_hash"]),
     )
     written = write_requests(wh, folder, uc.read(partition, source), source, uc.spec, previous, form)
     failpoint("requests.shards_written")
@@ -71,8 +78,41 @@ def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source |
         (folder / layout.CARRIED_FILE).unlink()
     wh.write_parquet(folder / layout.INDEX_FILE, written.index, unique=INDEX_UNIQUE + uc.source.key_columns)
     wh.remove_stale(folder, layout.SHARD_GLOB, set(written.shards))
+    for was, copy in set_aside.items():
+        if was.exists() and was.read_bytes() == copy.read_bytes():
+            copy.unlink()  # rebuilt byte for byte: still kept where it was
     shards = [wh.relative(folder / name) for name in written.shards]
     return BuiltRequests(folder, written.index, shards, len(written.kept))
+
+
+def _set_aside_as_sent(wh: Warehouse, uc: UseCase, partition: str, sent: Sequence[Submission]
+                       ) -> dict[UPath, UPath]:
+    """Move each request file a batch was sent from to `raw/<batch_id>.input.jsonl`, beside the
+    batch's output, before a rebuild overwrites or removes it: the warehouse keeps what was sent
+    (the provider deletes or expires its copy). Returns the files moved, old path to new."""
+    raw, moved = wh.partition_dir(uc.name, layout.RAW, partition), {}
+    for submission in sent:
+        was, copy = wh.resolve(submission.path), raw / layout.raw_file(submission.batch_id, "input")
+        if was != copy and was.exists() and not copy.exists():
+            wh.write_bytes(copy, was.read_bytes())
+            was.unlink()
+            moved[was] = copy
+    return moved
+
+
+def as_sent(wh: Warehouse, uc: UseCase, partition: str, submission: Submission) -> Submission:
+    """The submission with `path` naming where its request file is kept now."""
+    copy = wh.partition_dir(uc.name, layout.RAW, partition) / layout.raw_file(submission.batch_id, "input")
+    return dataclasses.replace(submission, path=wh.relative(copy)) if copy.exists() else submission
+
+
+def carried_batch_ids(wh: Warehouse, uc: UseCase, partition: str) -> set[str]:
+    """The batches whose answers the partition's last build kept (its carried rows name them)."""
+    path = wh.partition_dir(uc.name, layout.REQUESTS, partition) / layout.CARRIED_FILE
+    carried = _columns(path, ["batch_id"])
+    if carried is None or "batch_id" not in carried.column_names:
+        return set()
+    return set(carried["batch_id"].drop_null().to_pylist())
 
 
 def stray_rounds(wh: Warehouse, uc: UseCase, partition: str, recorded: set[str], since: float) -> tuple[str, ...]:

@@ -4,16 +4,17 @@ It is stored as one JSON document (`PartitionState.to_json`) in the materializat
 the batches and results assets: the Dagster instance is the truth for what the pipeline
 submitted (DESIGN.md). Reading is tolerant both ways: fields a newer version added are ignored,
 fields an older version lacked take their defaults, and the unversioned records written before
-this module existed are read as version 0.
+this module existed are read as version 0. Version 2 added `kept`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Batch statuses after which a batch changes no more (the provider's own vocabulary).
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 STATE_KEY = "partition_state"
@@ -62,8 +63,10 @@ class Queued:
 class PartitionState:
     """What the pipeline did for one partition, as of one materialization (`record_id`).
 
-    `record_id` and `recorded_at` come from the Dagster event that stored the state; they order
-    states and are not part of the document.
+    `kept` are batches of an earlier build whose answers a rebuild kept (carried rows name them):
+    harvested, never harvested again, listed so the partition always says which batches its
+    answers came from. `record_id` and `recorded_at` come from the Dagster event that stored the
+    state; they order states and are not part of the document.
     """
 
     use_case: str
@@ -72,6 +75,7 @@ class PartitionState:
     queued: tuple[Queued, ...] = ()
     harvested: tuple[str, ...] = ()
     results_written: bool = False  # the results Parquet reflects every harvested batch
+    kept: tuple[Submission, ...] = ()
     schema_version: int = SCHEMA_VERSION
     record_id: int = 0
     recorded_at: float = 0.0
@@ -80,6 +84,21 @@ class PartitionState:
     def unharvested(self) -> tuple[Submission, ...]:
         done = set(self.harvested)
         return tuple(s for s in self.submissions if s.batch_id not in done)
+
+    @property
+    def batches(self) -> tuple[Submission, ...]:
+        """Every batch behind the partition's answers, kept or sent by this build."""
+        return self.kept + self.submissions
+
+    def keeping(self, batch_ids: Collection[str]) -> tuple[Submission, ...]:
+        """This state's batches among `batch_ids`: those whose answers a rebuild keeps."""
+        return tuple(s for s in self.batches if s.batch_id in batch_ids)
+
+    def with_statuses(self, statuses: Mapping[str, str]) -> PartitionState:
+        """The state with each submission's status as the provider last reported it, so a record
+        made after a batch ended does not say it is still `validating`."""
+        return dataclasses.replace(self, submissions=tuple(
+            dataclasses.replace(s, status=statuses.get(s.batch_id, s.status)) for s in self.submissions))
 
     @property
     def retrying(self) -> bool:
@@ -102,6 +121,7 @@ class PartitionState:
             "queued": [dataclasses.asdict(q) for q in self.queued],
             "harvested": list(self.harvested),
             "results_written": self.results_written,
+            "kept": [dataclasses.asdict(s) for s in self.kept],
         }
 
     @classmethod
@@ -120,6 +140,7 @@ class PartitionState:
             queued=tuple(_known(Queued, q) for q in data.get("queued") or []),
             harvested=tuple(data.get("harvested") or data.get("harvested_batch_ids") or []),
             results_written=bool(data.get("results_written", results_written)),
+            kept=tuple(_known(Submission, s) for s in data.get("kept") or []),
             schema_version=int(data.get("schema_version", 0)),
             record_id=record_id,
             recorded_at=recorded_at,

@@ -6,6 +6,7 @@
 `<root>/<use_case>/requests/partition=<key>/carried.parquet`    answers kept from the last results
 `<root>/<use_case>/requests/partition=<key>/deletions.json`     provider files still to delete
 `<root>/<use_case>/raw/partition=<key>/<batch_id>.output.jsonl` provider files, kept before they expire
+`<root>/<use_case>/raw/partition=<key>/<batch_id>.input.jsonl`  a request file as sent, once a rebuild replaced it
 `<root>/<use_case>/results/partition=<key>/results.parquet`     one row per source row
 
 Paths recorded in Dagster are relative to the root (`Warehouse.relative`), so a warehouse that
@@ -40,5 +41,5 @@ def retry_file(attempt: int, index: int) -> str:
 
 
 def raw_file(batch_id: str, kind: str) -> str:
-    """A provider file kept raw: `kind` is `output` or `error`."""
+    """A provider file kept raw: `kind` is `output` or `error`, or `input` (a request file as sent)."""
     return f"{batch_id}.{kind}.jsonl"

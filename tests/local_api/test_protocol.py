@@ -185,3 +185,19 @@ def test_unknown_route_uses_error_envelope(client: openai.OpenAI) -> None:
     response = client._client.get(str(client.base_url) + "nothing-here")
     assert response.status_code == 404
     assert set(orjson.loads(response.content)["error"]) == {"message", "type", "param", "code"}
+
+
+def test_idempotency_key_repeats_the_first_batch_or_conflicts(client: openai.OpenAI) -> None:
+    """llama-stack's extension (``extra_body={"idempotency_key": ...}``), not an OpenAI parameter."""
+    file_id = upload(client, [chat_line("a")])
+    create = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    first = client.batches.create(**create, metadata={"a": "1", "b": "2"},  # type: ignore[arg-type]
+                                  extra_body={"idempotency_key": "k1"})
+    again = client.batches.create(**create, metadata={"b": "2", "a": "1"},  # type: ignore[arg-type]
+                                  extra_body={"idempotency_key": "k1"})
+    assert (again.id, again.created_at) == (first.id, first.created_at)
+    with pytest.raises(openai.ConflictError) as error:
+        client.batches.create(**create, metadata={"a": "other"}, extra_body={"idempotency_key": "k1"})  # type: ignore[arg-type]
+    assert error.value.param == "idempotency_key" and "conflict" in error.value.message.lower()
+    assert error.value.response.request.headers["x-stainless-retry-count"] == "0"
+    assert client.batches.create(**create).id != first.id  # type: ignore[arg-type]

@@ -124,3 +124,15 @@ def test_unversioned_records_read_as_version_zero() -> None:
     legacy = {"submissions": [dataclasses.asdict(sub("b1"))], "queued": [], "harvested_batch_ids": ["b1"]}
     read = PartitionState.from_json(legacy, 3, NOW, results_written=True)
     assert read.schema_version == 0 and read.harvested == ("b1",) and next_action(read, report()) == Done()
+
+
+def test_a_rebuild_names_the_earlier_batches_whose_answers_it_kept() -> None:
+    rebuilt = dataclasses.replace(state([sub("b3")]), kept=RETRY_SENT.keeping({"b2", "b9"}))
+    assert [s.batch_id for s in rebuilt.batches] == ["b2", "b3"] and rebuilt.unharvested == (sub("b3"),)
+    assert next_action(rebuilt, report(b3="completed")) == Harvest(("b3",))  # kept ones are not harvested again
+    assert PartitionState.from_json(rebuilt.to_json()) == rebuilt
+
+
+def test_a_state_records_the_status_the_provider_reported_last() -> None:
+    reported = IN_FLIGHT.with_statuses({"b1": "completed"})
+    assert [s.status for s in reported.submissions] == ["completed", "validating"]
