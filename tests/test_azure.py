@@ -178,4 +178,4 @@ def test_azure_s_capitalised_statuses_and_iso_timestamps_run_end_to_end(azure_en
     raw = list(defs.resources["batch_api"].client().batches.list(limit=100))
     assert {(b.status, type(b.created_at)) for b in raw} == {("Completed", str)}  # as Azure answered
     recorded = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
-    assert {s["status"] for s in recorded.metadata["submissions"].value} == {"validating"}  # as OpenAI names it
+    assert {s["status_at_submit"] for s in recorded.metadata["submissions"].value} == {"validating"}  # OpenAI's name
