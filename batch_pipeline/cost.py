@@ -189,6 +189,18 @@ class UsageRecord:
 
 
 @dataclass(frozen=True)
+class History:
+    """The earlier harvests an estimate learns from: those of the use case's current model and
+    spec (`BatchSpec.fingerprint`), and whether harvests of an earlier version were left out."""
+
+    records: tuple[UsageRecord, ...] = ()
+    spec_changed: bool = False
+
+
+NO_HISTORY = History()
+
+
+@dataclass(frozen=True)
 class Basis:
     """What the estimate assumes per request, and where that came from (shown beside it)."""
 
@@ -197,23 +209,25 @@ class Basis:
     input_scale: float = 1.0  # actual input tokens / those counted offline
 
     @classmethod
-    def learned(cls, prior: tuple[int, str], history: Sequence[UsageRecord]) -> Basis:
-        """The mean of earlier harvests weighted by requests; the prior before there are any.
+    def learned(cls, prior: tuple[int, str], history: History) -> Basis:
+        """The mean of earlier harvests weighted by requests; the prior before there are any
+        (saying so when harvests of an earlier version of the spec were left out).
 
         Output length is the spec's to cap but the model's to choose: `max_tokens` alone put the
         estimate several times over the bill. The input scale learns what the offline count
         misses (a response schema, the provider's own message framing).
         """
-        history = [r for r in history if r.requests]
-        requests = sum(r.requests for r in history)
+        records = [r for r in history.records if r.requests]
+        requests = sum(r.requests for r in records)
         if not requests:
-            return cls(float(prior[0]), f"prior: {prior[1]}")
-        counted = sum(r.counted_input_tokens for r in history)
-        actual = sum(r.input_tokens for r in history)
+            changed = "; the spec's prompts or parameters changed since the last harvest"
+            return cls(float(prior[0]), f"prior: {prior[1]}{changed if history.spec_changed else ''}")
+        counted = sum(r.counted_input_tokens for r in records)
+        actual = sum(r.input_tokens for r in records)
         scale = actual / counted if counted and actual else 1.0
-        plural = "s" if len(history) > 1 else ""
-        return cls(sum(r.output_tokens for r in history) / requests,
-                   f"learned from {len(history)} partition{plural} ({requests:,} requests)", scale)
+        plural = "s" if len(records) > 1 else ""
+        return cls(sum(r.output_tokens for r in records) / requests,
+                   f"learned from {len(records)} partition{plural} ({requests:,} requests)", scale)
 
     def describe(self) -> str:
         text = f"output tokens: {self.output_tokens_per_request:,.0f}/request, {self.source}"

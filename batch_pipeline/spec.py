@@ -6,6 +6,8 @@ partitions, jobs, checks) is derived from them by `batch_pipeline.dagster.assets
 
 from __future__ import annotations
 
+import hashlib
+import json
 import string
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +165,17 @@ class BatchSpec:
                 if column not in columns:
                     columns.append(column)
         return columns
+
+    def fingerprint(self) -> str:
+        """A digest of what the model is asked: endpoint, prompt templates, parameters and response
+        schema. Output lengths learned under one fingerprint are not used to estimate another:
+        a rewritten prompt or a new `max_tokens` makes the model write differently."""
+        from batch_pipeline.response_schema import strict_json_schema
+
+        schema = strict_json_schema(self.response_model) if self.response_model else None
+        asked = {"endpoint": self.endpoint, "templates": self.templates(), "parameters": self.parameters,
+                 "schema": schema}
+        return hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def output_tokens_prior(self) -> tuple[int, str]:
         """Output tokens assumed per request before any partition of the use case was harvested,

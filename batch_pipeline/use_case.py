@@ -1,6 +1,6 @@
 """A use case: a source, its `BatchSpec` and its partitions, with the names derived from them."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.cost import Basis, Estimate, UsageRecord, bands, estimate, price_for
+from batch_pipeline.cost import NO_HISTORY, Basis, Estimate, History, bands, estimate, price_for
 from batch_pipeline.requests.carry_over import CARRIED
 from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.sources.asset import AssetSource
@@ -107,16 +107,16 @@ class UseCase:
         schema = source.schema()
         return schema.empty_table().select([n for n in schema.names if n in self.columns])
 
-    def estimate(self, index: pa.Table, history: Sequence[UsageRecord] = (), with_kept: bool = False) -> Estimate:
+    def estimate(self, index: pa.Table, history: History = NO_HISTORY, with_kept: bool = False) -> Estimate:
         """The cost estimate of a partition's request index, learned from `history` (earlier
-        harvests of this use case and model), else from the spec's prior; a clear error for an
-        unpriced model. The requests to send, and with `with_kept` also those whose earlier
+        harvests of this use case, model and spec), else from the spec's prior; a clear error for
+        an unpriced model. The requests to send, and with `with_kept` also those whose earlier
         answer was kept: what the partition's answers cost, beside their actual cost."""
         sent = pa.array([PENDING, CARRIED] if with_kept else [PENDING])
         return self.estimate_tokens(
             index["estimated_input_tokens"].filter(pc.is_in(index["status"], value_set=sent)), history)
 
-    def estimate_tokens(self, tokens: pa.ChunkedArray, history: Sequence[UsageRecord] = ()) -> Estimate:
+    def estimate_tokens(self, tokens: pa.ChunkedArray, history: History = NO_HISTORY) -> Estimate:
         """`estimate` from the estimated input tokens of each request to send, all an index
         contributes (a partition's build keeps these, not its index)."""
         basis = Basis.learned(self.spec.output_tokens_prior(), history)

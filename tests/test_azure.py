@@ -14,7 +14,15 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from batch_pipeline import BatchAPIResource, BatchSpec, CsvSource, UseCase, definitions_for
+from batch_pipeline import (
+    BatchAPIResource,
+    BatchSpec,
+    CsvSource,
+    LocalBatchAPIResource,
+    LocalBatchAPISettings,
+    UseCase,
+    definitions_for,
+)
 from batch_pipeline.testing import failure_message
 from tests.helpers import run_until_idle, submit
 from tests.local_api.conftest import launch
@@ -135,3 +143,39 @@ def test_requests_built_for_openai_are_not_sent_to_azure(azure_env, instance, mo
     sent = submit(definitions_for([uc]), instance, uc.admit_job.name, DAY)  # the batches asset alone
     assert not sent.success and "written for another provider" in failure_message(sent)
     assert not list((azure_env / "local_api").glob("files/*"))
+
+
+def test_a_quota_refused_at_create_waits_green_and_is_sent_when_capacity_frees(azure_env, instance):
+    """Azure's fail-fast quota (a 400 token_limit_exceeded at create): the shard is queued, the run
+    is green, and the monitor sends it once the first batch released its tokens; nothing twice."""
+    uc = tickets_use_case(azure_env)  # shards of 2 and 1 requests, 17 prompt tokens each
+    settings = LocalBatchAPISettings(azure_quota_fail_fast=True, enqueued_token_limit=40)
+    defs = definitions_for([uc], batch_api=BatchAPIResource(
+        local=LocalBatchAPIResource(settings=settings), quota_backoff_seconds=0, delete_provider_files=False))
+    assert submit(defs, instance, uc.submit_job_name, DAY).success
+    record = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
+    assert (record.metadata["new_batches"].value, record.metadata["queued_shards"].value) == (1, 1)
+    assert "token_limit_exceeded" in event_text(instance)
+
+    executed = run_until_idle(defs, instance)
+    assert any(r.tags["batch_pipeline/reason"] == "admit" for r in executed)
+    results = pq.read_table(azure_env / "warehouse" / "tickets" / "results" / f"partition={DAY}").to_pylist()
+    assert sorted((r["ticket"], r["status"]) for r in results) == [(f"T{i}", "succeeded") for i in range(3)]
+    client = defs.resources["batch_api"].client()
+    batches = list(client.batches.list(limit=100))
+    assert sorted(b.metadata["shard"] for b in batches) == ["0", "1"] and {b.status for b in batches} == {"completed"}
+    assert len(list(client.files.list(purpose="batch"))) == 2  # the refused shard's upload was reused
+
+
+def test_azure_s_capitalised_statuses_and_iso_timestamps_run_end_to_end(azure_env, instance):
+    uc = tickets_use_case(azure_env)
+    local = LocalBatchAPIResource(settings=LocalBatchAPISettings(azure_legacy_forms=True))
+    defs = definitions_for([uc], batch_api=BatchAPIResource(local=local))
+    assert submit(defs, instance, uc.submit_job_name, DAY).success
+    run_until_idle(defs, instance)  # the monitor saw them terminal: "Completed" read as "completed"
+    results = pq.read_table(azure_env / "warehouse" / "tickets" / "results" / f"partition={DAY}")
+    assert results["status"].to_pylist() == ["succeeded"] * 3
+    raw = list(defs.resources["batch_api"].client().batches.list(limit=100))
+    assert {(b.status, type(b.created_at)) for b in raw} == {("Completed", str)}  # as Azure answered
+    recorded = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
+    assert {s["status_at_submit"] for s in recorded.metadata["submissions"].value} == {"validating"}  # OpenAI's name

@@ -48,10 +48,22 @@ def test_the_next_partition_is_estimated_from_the_last_harvest(pipeline_env, ins
     assert "learned from 1 partition (" in second["estimate_basis"]
     assert abs(second["estimated_cost_usd"] - actual) <= 0.3 * actual, (second, actual)
 
-    [latest, earlier] = usage_history(instance, uc)  # newest first, one record per partition
+    [latest, earlier] = usage_history(instance, uc).records  # newest first, one record per partition
     assert latest.requests == second["requests"] and earlier.requests == first["requests"]
     other_model = dataclasses.replace(uc, spec=dataclasses.replace(uc.spec, model="gpt-4.1-mini"))
-    assert usage_history(instance, other_model) == []  # learned per use case and model
+    assert usage_history(instance, other_model).records == ()  # learned per use case and model
+
+
+def test_a_changed_prompt_does_not_learn_from_the_old_one(pipeline_env, instance):
+    uc = patient_education.use_case
+    submit_and_harvest(definitions_for([uc]), instance, uc, FIRST)
+    reworded = dataclasses.replace(uc, spec=dataclasses.replace(uc.spec, prompt=uc.spec.prompt + " Answer in Spanish."))
+    history = usage_history(instance, reworded)
+    assert history.records == () and history.spec_changed
+    assert submit(definitions_for([reworded]), instance, reworded.submit_job_name, SECOND).success
+    basis = requests_metadata(instance, reworded, SECOND)["estimate_basis"]
+    assert "prior: max_tokens 600; the spec's prompts or parameters changed since the last harvest" in basis
+    assert len(usage_history(instance, uc).records) == 1  # the original spec still learns from its harvest
 
 
 def test_a_budget_set_from_experience_lets_work_that_fits_through(pipeline_env, instance):
@@ -66,3 +78,12 @@ def test_a_budget_set_from_experience_lets_work_that_fits_through(pipeline_env, 
         assert not refused.success and "prior: max_tokens 600" in failure_message(refused)
     admitted = submit(defs, instance, capped.submit_job_name, "2026-11-22")
     assert admitted.success, failure_message(admitted)
+
+
+def test_harvests_recorded_before_fingerprints_still_count(instance):
+    uc = patient_education.use_case
+    legacy = {"usage/model": uc.spec.model, "usage/answered_requests": 10, "usage/output_tokens": 900,
+              "usage/input_tokens": 1_000, "usage/counted_input_tokens": 1_000}  # no usage/spec_fingerprint
+    instance.report_runless_asset_event(dg.AssetMaterialization(uc.key("results"), partition=FIRST, metadata=legacy))
+    history = usage_history(instance, uc)
+    assert [r.output_tokens for r in history.records] == [900] and not history.spec_changed

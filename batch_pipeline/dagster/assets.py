@@ -18,7 +18,7 @@ import dagster as dg
 from openai.types import Batch
 from pydantic import Field
 
-from batch_pipeline.cost import UsageRecord
+from batch_pipeline.cost import History
 from batch_pipeline.dagster import checks
 from batch_pipeline.dagster.metadata import (
     batches_metadata,
@@ -32,7 +32,7 @@ from batch_pipeline.dagster.usage_history import usage_history
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
-from batch_pipeline.harvest.provider_files import delete_provider_files
+from batch_pipeline.harvest.provider_files import delete_provider_files, note_provider_files
 from batch_pipeline.provider.contract import LineForm, ProviderSettingError, line_form
 from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.provider.partition import submit_partition, submitted_state
@@ -214,7 +214,7 @@ def _sending(context: dg.AssetExecutionContext, uc: UseCase, batch_api: BatchAPI
 
 
 def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str,
-           loaded: Source | None, form: LineForm, history: Sequence[UsageRecord]) -> float:
+           loaded: Source | None, form: LineForm, history: History) -> float:
     """Rebuild one partition's requests unless the state machine says to leave it; its cost,
     estimated from the use case's earlier harvests (`history`)."""
     state = latest_state(context.instance, uc, partition)
@@ -232,7 +232,8 @@ def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partit
 
 
 def _submit(
-    context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str, sending: Sending, provider: str
+    context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str, sending: Sending, provider: str,
+    delete_files: bool,
 ) -> None:
     """Submit one partition's shards unless the state machine says to leave it; record its state."""
     state = latest_state(context.instance, uc, partition)
@@ -245,18 +246,22 @@ def _submit(
     new_state = submitted_state(wh, uc, partition, state, sent)
     action = next_action(new_state, ProviderReport({}, now=time.time()))
     if isinstance(action, Harvest) and not action.batch_ids:  # nothing sent, nothing to wait for
-        new_state = _results_now(context, wh, uc, new_state, sending)
+        new_state = _results_now(context, wh, uc, new_state, sending, delete_files)
     _metadata(context, uc, partition, batches_metadata(new_state, sent, provider))
 
 
 def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, state: PartitionState,
-                 sending: Sending) -> PartitionState:
+                 sending: Sending, delete_files: bool) -> PartitionState:
     """Write the results of a partition that sent nothing (no source rows, or every row kept its
     answer or was rejected) in this run: a results run would only wait for the sensor to ask for it.
     The results asset's materialization (its row count) and checks are recorded for the partition
     here; the state returned is harvested, so the state machine says Done and no run is asked."""
     harvest = harvest_partition(wh, sending, uc, state, {})
-    context.log.info("%s %s: nothing to send; results written now: %s", uc.name, state.partition, harvest.counts)
+    if delete_files:  # files an earlier results run noted and was killed before deleting
+        harvest.files_deleted = delete_provider_files(wh, sending.gateway, uc.name, state.partition,
+                                                      context.log.warning)
+    context.log.info("%s %s: nothing to send; results written now: %s; %d provider files deleted", uc.name,
+                     state.partition, harvest.counts, harvest.files_deleted)
     metadata = results_metadata(uc, harvest, uc.estimate(harvest.index, with_kept=True).cost_usd)
     context.log_event(dg.AssetMaterialization(uc.key("results"), partition=uc.dagster_partition(state.partition),
                                               metadata=metadata))
@@ -290,7 +295,7 @@ def _refuse_a_temporary_instance(instance: dg.DagsterInstance) -> None:
 
 
 def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_limit: float | None,
-                  history: Sequence[UsageRecord]) -> None:
+                  history: History) -> None:
     """Stop before any upload when a partition, or the run, is estimated over its budget (from
     the use case's earlier harvests, as the requests asset estimated it)."""
     total, limit = 0.0, uc.spec.max_cost_usd
@@ -325,7 +330,7 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
         sending = _sending(context, uc, batch_api)
         for partition in _partitions(context, uc):
             with _lease(wh, uc, partition):
-                _submit(context, wh, uc, partition, sending, batch_api.describe())
+                _submit(context, wh, uc, partition, sending, batch_api.describe(), batch_api.delete_provider_files)
         failpoint("batches.done")
 
     return batches
@@ -356,14 +361,14 @@ def _settled(gateway: BatchGateway, batch_ids: Sequence[str], deadline: float) -
 
 def _harvest_one(
     context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, partition: str,
-    history: Sequence[UsageRecord], batch_api: BatchAPIResource, deadline: float,
+    history: History, batch_api: BatchAPIResource, deadline: float,
 ) -> PartitionHarvest | None:
     """Harvest one partition once its batches are terminal, waiting for them until `deadline`;
     None (and a note) when it is left to the batch monitor.
 
-    With `delete_provider_files`, the harvested batches' provider files are deleted once the
-    Parquet and the raw copies are written, before Dagster records the run (see
-    `harvest/provider_files.py`).
+    With the resource's `delete_provider_files`, the harvested batches' provider files (and any
+    an earlier, killed run noted) are deleted once the Parquet and the raw copies are written,
+    before Dagster records the run (see `harvest/provider_files.py`).
     """
     state = latest_state(context.instance, uc, partition)
     known = _settled(sending.gateway, [s.batch_id for s in state.unharvested] if state else [], deadline)
@@ -376,11 +381,12 @@ def _harvest_one(
         context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, reason)
         _metadata(context, uc, partition, waiting_metadata(state.with_statuses(statuses), reason))
         return None
+    if batch_api.delete_provider_files:  # noted first: a run killed after the Parquet leaves them
+        note_provider_files(wh, uc.name, partition, known.values())
     harvest = harvest_partition(wh, sending, uc, state, known)
     failpoint("results.written")
     if batch_api.delete_provider_files:
-        harvest.files_deleted = delete_provider_files(
-            wh, sending.gateway, uc.name, partition, known.values(), context.log.warning)
+        harvest.files_deleted = delete_provider_files(wh, sending.gateway, uc.name, partition, context.log.warning)
     context.log.info("%s %s: %s; %d requests being retried; %d provider files deleted", uc.name, partition,
                      harvest.counts, harvest.retrying, harvest.files_deleted)
     estimate = uc.estimate(harvest.index, history, with_kept=True)

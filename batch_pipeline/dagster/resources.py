@@ -58,7 +58,7 @@ from batch_pipeline.provider.providers import (
     OpenAIProvider,
     parse_deployments,
 )
-from batch_pipeline.provider.submission import Sending
+from batch_pipeline.provider.submission import QUOTA_BACKOFF_SECONDS, Sending
 from batch_pipeline.warehouse.storage import Warehouse
 
 OPENAI_API_KEY = dg.EnvVar("OPENAI_API_KEY")
@@ -318,6 +318,12 @@ class BatchAPIResource(dg.ConfigurableResource):
         description="Per-model enqueued-token limit of your organization (the 'batch queue "
         "limit'); shards that would exceed it wait and are submitted as earlier batches finish.",
     )
+    quota_backoff_seconds: float = Field(
+        default=QUOTA_BACKOFF_SECONDS, ge=0,
+        description="When the provider refuses a batch at creation because the model's enqueued-token "
+        "quota is full (Azure OpenAI's fail-fast 400 token_limit_exceeded), the shard waits this long "
+        "before the batch monitor offers it again; the run stays green.",
+    )
     deployment: str | None = Field(
         default=None,
         description="This deployment's name (staging, production, ...); defaults to "
@@ -397,7 +403,8 @@ class BatchAPIResource(dg.ConfigurableResource):
         """How a run sends a model's shards: the gateway, the model's enqueued-token limit, the
         deployment name, the provider's contract."""
         return Sending(self.gateway(), self.enqueued_token_limits.get(model),
-                       _setting(self.deployment, DEPLOYMENT) or "", log, self.provider_in_use())
+                       _setting(self.deployment, DEPLOYMENT) or "", log, self.provider_in_use(),
+                       self.quota_backoff_seconds)
 
 
 class WarehouseResource(dg.ConfigurableResource):

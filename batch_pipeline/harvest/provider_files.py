@@ -5,59 +5,86 @@ the provider's file limits refuse new uploads. Only files the pipeline no longer
 provider go: input files of terminal batches (the request shards are in the warehouse before any
 upload), and output and error files whose raw copy is in the warehouse.
 
-The results asset calls this after the partition's Parquet is committed and before Dagster
-records the results run, so a crash before or during the deletion loses nothing: the rerun finds
-the same batches unharvested, reads their raw copies instead of downloading, and deletes what is
-left. A file already gone counts as done; any other failure is a warning, and the file expires at
-the provider by itself (inputs after a week, outputs after 30 days).
+The deletion is recoverable: a results run notes its batches' files in the warehouse
+(`<requests folder>/deletions.json`) before it writes the Parquet, and deletes what is noted
+once the Parquet is committed. A run killed in between leaves the note, and the partition's
+next results run deletes the files, even when the partition was resubmitted meanwhile and
+those batches are never harvested again (their answers were carried from that Parquet). A file
+already gone (404) counts as done; any other failure is a warning and the file stays noted for
+the next run. Deleting a noted file early is harmless: its bytes are in the warehouse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable
 
 import openai
 from openai.types import Batch
+from upath import UPath
 
 from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
+_VERSION = 1
+Noted = dict[str, dict[str, str]]  # file id -> {"batch_id", "kind": input | output | error}
+
+
+def note_provider_files(wh: Warehouse, use_case: str, partition: str, batches: Iterable[Batch]) -> None:
+    """Note the files of `batches` (terminal, about to be harvested) for deletion; call it under the
+    partition's lease, before the results are written."""
+    noted = _read(_path(wh, use_case, partition))
+    for batch in batches:
+        for kind, file_id in (("input", batch.input_file_id), ("output", batch.output_file_id),
+                              ("error", batch.error_file_id)):
+            if file_id:  # null, or "" on Azure
+                noted[file_id] = {"batch_id": batch.id, "kind": kind}
+    _write(wh, _path(wh, use_case, partition), noted)
+
 
 def delete_provider_files(
-    wh: Warehouse, gateway: BatchGateway, use_case: str, partition: str, batches: Iterable[Batch],
-    warn: Callable[[str], None],
+    wh: Warehouse, gateway: BatchGateway, use_case: str, partition: str, warn: Callable[[str], None]
 ) -> int:
-    """Delete the files of a partition's harvested (terminal) `batches`; how many were deleted.
+    """Delete the partition's noted files whose bytes the warehouse holds; how many were deleted.
 
     Failures never fail the run: each is a warning naming the file (never the provider's message,
-    which could echo request details).
+    which could echo request details), and the file stays noted.
     """
-    deleted = 0
-    for file_id in _disposable(wh, use_case, partition, batches, warn):
+    path = _path(wh, use_case, partition)
+    noted = _read(path)
+    raw_dir = wh.partition_dir(use_case, layout.RAW, partition)
+    deleted, left = 0, {}
+    for file_id, entry in noted.items():
+        if entry["kind"] != "input" and not (raw_dir / layout.raw_file(entry["batch_id"], entry["kind"])).exists():
+            warn(f"{use_case} {partition}: provider file {file_id} of batch {entry['batch_id']} is not kept "
+                 "in the warehouse; left at the provider")
+            left[file_id] = entry
+            continue
         try:
-            deleted += gateway.delete_file(file_id)
+            deleted += gateway.delete_file(file_id)  # False when it was gone already: done
         except openai.OpenAIError as exc:
             status = getattr(exc, "status_code", None)
             reason = type(exc).__name__ + (f", HTTP {status}" if status else "")
             warn(f"{use_case} {partition}: provider file {file_id} was not deleted ({reason}); "
-                 "it expires at the provider")
+                 "the partition's next results run tries again")
+            left[file_id] = entry
+    if left != noted:
+        _write(wh, path, left)
     return deleted
 
 
-def _disposable(
-    wh: Warehouse, use_case: str, partition: str, batches: Iterable[Batch], warn: Callable[[str], None]
-) -> Iterator[str]:
-    """Each batch's input file, and its output and error files that are kept raw in the warehouse."""
-    raw_dir = wh.partition_dir(use_case, layout.RAW, partition)
-    for batch in batches:
-        if batch.input_file_id:
-            yield batch.input_file_id
-        for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
-            if not file_id:  # null, or "" on Azure
-                continue
-            if (raw_dir / layout.raw_file(batch.id, kind)).exists():
-                yield file_id
-            else:
-                warn(f"{use_case} {partition}: provider file {file_id} of batch {batch.id} is not kept "
-                     "in the warehouse; left at the provider")
+def _path(wh: Warehouse, use_case: str, partition: str) -> UPath:
+    return wh.partition_dir(use_case, layout.REQUESTS, partition) / layout.DELETIONS_FILE
+
+
+def _read(path: UPath) -> Noted:
+    return dict(json.loads(path.read_bytes()).get("files", {})) if path.exists() else {}
+
+
+def _write(wh: Warehouse, path: UPath, noted: Noted) -> None:
+    """Save the note; an empty one is removed, so a tidy partition has none."""
+    if noted:
+        wh.write_bytes(path, json.dumps({"version": _VERSION, "files": noted}).encode())
+    elif path.exists():
+        path.unlink()

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,9 +40,18 @@ from batch_pipeline.local_api.faults import ApiFaults, api_fault_error
 from batch_pipeline.local_api.lifecycle import Lifecycle, empty_usage
 from batch_pipeline.local_api.responders import RESPONDERS
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.local_api.store import AZURE, OPENAI, BatchRow, Store, file_object, new_batch_id
+from batch_pipeline.local_api.store import (
+    AZURE,
+    OPENAI,
+    BatchRow,
+    OverQuota,
+    Quota,
+    Store,
+    file_object,
+    new_batch_id,
+)
 from batch_pipeline.local_api.upstream import upstream_executor, upstream_models
-from batch_pipeline.local_api.validation import openai_path, supported_values
+from batch_pipeline.local_api.validation import openai_path, supported_values, validate_input
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,8 @@ ENDPOINTS = tuple(RESPONDERS)
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
 AZURE_MIN_EXPIRY = 1_209_600  # Azure keeps an uploaded file 14 to 30 days
 BATCH_FILE_TTL = 30 * 86400
+BATCH_TIMESTAMPS = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
+                    "expired_at", "cancelling_at", "cancelled_at")
 # Marks a response standing for a stalled call; the embedded transport turns it into a timeout.
 STALL_HEADER = "x-local-api-stalled"
 
@@ -81,7 +93,7 @@ class LocalBatchAPI:
             # One round of concurrent upstream calls per chunk keeps each checkpoint near the budget.
             self.lifecycle = Lifecycle(self.store, settings, upstream_executor(settings),
                                        chunk_lines=settings.upstream_concurrency,
-                                       served_models=upstream_models(settings))
+                                       served_models=upstream_models(settings), prompt_cache=False)
         else:
             self.lifecycle = Lifecycle(self.store, settings)
         self.api_key = api_key
@@ -297,29 +309,30 @@ def _upload_expires_at(form: FormData, purpose: str, created_at: int, least: int
 
 def _batch_routes(api: LocalBatchAPI, azure: bool) -> RouteTable:
     store, lifecycle = api.store, api.lifecycle
+    shown = _azure_legacy_forms if azure and api.settings.azure_legacy_forms else _as_stored
 
     async def create_batch(request: Request) -> Response:
         params = _batch_params(await request.body(), azure)
         doc = await api.run(_insert_batch, api, params, azure)
-        return JSONResponse(doc)
+        return JSONResponse(shown(doc))
 
     async def list_batches(request: Request) -> Response:
         limit = _int_param(request, "limit", 20, 100)
         await api.run(lifecycle.advance)
         rows, has_more = await api.run(lambda: store.list_batches(after=request.query_params.get("after"),
                                                                   limit=limit))
-        return JSONResponse(_page(rows, has_more))
+        return JSONResponse(_page([shown(row) for row in rows], has_more))
 
     async def retrieve_batch(request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
         await api.run(store.get_batch, batch_id)
         await api.run(lifecycle.advance, [batch_id])
-        return JSONResponse((await api.run(store.get_batch, batch_id)).doc)
+        return JSONResponse(shown((await api.run(store.get_batch, batch_id)).doc))
 
     async def cancel_batch(request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
         doc = await api.run(lifecycle.cancel, batch_id)
-        return JSONResponse(doc)
+        return JSONResponse(shown(doc))
 
     return [
         ("/batches", create_batch, ["POST"]),
@@ -327,6 +340,20 @@ def _batch_routes(api: LocalBatchAPI, azure: bool) -> RouteTable:
         ("/batches/{batch_id}", retrieve_batch, ["GET"]),
         ("/batches/{batch_id}/cancel", cancel_batch, ["POST"]),
     ]
+
+
+def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc
+
+
+def _azure_legacy_forms(doc: dict[str, Any]) -> dict[str, Any]:
+    """A batch as Azure's older REST samples show one (reference §8): a capitalised status
+    (``InProgress``) and ISO-8601 timestamps; the stored document keeps OpenAI's forms."""
+    shown = dict(doc, status="".join(word.capitalize() for word in doc["status"].split("_")))
+    for name in BATCH_TIMESTAMPS:
+        if isinstance(doc.get(name), int):
+            shown[name] = datetime.fromtimestamp(doc[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return shown
 
 
 @dataclass(frozen=True)
@@ -406,10 +433,17 @@ def _insert_batch(api: LocalBatchAPI, params: _BatchParams, azure: bool) -> dict
         "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": empty_usage(),
         "metadata": params.metadata,
     }
-    inserted = api.store.insert_batch(doc, due_at=now + api.settings.pace_seconds,
-                                      expires_ts=now + api.settings.completion_window_seconds,
-                                      input_sha256=input_sha256, output_ttl=params.output_ttl,
-                                      endpoint=openai_path(params.endpoint), flavour=AZURE if azure else OPENAI)
+    quota = _fail_fast_quota(api, input_file_id, params.endpoint) if azure and file is not None else None
+    try:
+        inserted = api.store.insert_batch(doc, due_at=now + api.settings.pace_seconds,
+                                          expires_ts=now + api.settings.completion_window_seconds,
+                                          input_sha256=input_sha256, output_ttl=params.output_ttl,
+                                          endpoint=openai_path(params.endpoint), flavour=AZURE if azure else OPENAI,
+                                          quota=quota)
+    except OverQuota as over:
+        raise bad_request(f"The number of enqueued tokens has surpassed the configured limit of {over.quota.limit:,}"
+                          f" for the deployment '{over.quota.model}'. Please try again once some in_progress batches"
+                          " have been completed.", None, "token_limit_exceeded") from None
     return doc if inserted else _replayed_batch(api.store.get_batch(batch_id), params)
 
 
@@ -421,6 +455,21 @@ def _replayed_batch(row: BatchRow, params: _BatchParams) -> dict[str, Any]:
                        " different parameters. Use a new key, or repeat the original parameters.",
                        param="idempotency_key", headers={"x-should-retry": "false"})
     return row.doc
+
+
+def _fail_fast_quota(api: LocalBatchAPI, input_file_id: str, endpoint: str) -> Quota | None:
+    """With ``azure_quota_fail_fast``, a valid input file's tokens, checked against its
+    deployment's enqueued-token limit when the batch is created (Azure in some regions, reference
+    §8); None when the check does not apply and validation decides later, as on OpenAI."""
+    settings = api.settings
+    if not settings.azure_quota_fail_fast:
+        return None
+    found = validate_input(api.store.file_path(input_file_id), openai_path(endpoint), settings,
+                           api.lifecycle.served_models(), azure=True)
+    limit = settings.token_limit_for(found.model or "")
+    if found.errors or found.model is None or limit is None:
+        return None
+    return Quota(found.model, found.prompt_tokens, limit)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

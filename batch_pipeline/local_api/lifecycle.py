@@ -29,7 +29,14 @@ import orjson
 
 from batch_pipeline.local_api.errors import APIError
 from batch_pipeline.local_api.faults import line_fault
-from batch_pipeline.local_api.responders import EncodedReply, Reply, respond_fast
+from batch_pipeline.local_api.prompt_cache import MIN_CACHED_CHARS, PromptCache, with_cached_tokens
+from batch_pipeline.local_api.responders import (
+    EncodedReply,
+    Reply,
+    prompt_text,
+    prompt_tokens,
+    respond_fast,
+)
 from batch_pipeline.local_api.settings import LocalAPISettings
 from batch_pipeline.local_api.store import (
     AZURE,
@@ -111,17 +118,20 @@ class _Progress:
                           "output_tokens_details": dict(usage["output_tokens_details"])})
 
 
-def _read_lines(source: BinaryIO, want: int) -> tuple[list[dict[str, Any]], int]:
-    """Up to ``want`` request lines from ``source``, and the bytes read (blank lines included)."""
+def _read_lines(source: BinaryIO, want: int) -> tuple[list[dict[str, Any]], list[int], int]:
+    """Up to ``want`` request lines from ``source``, each line's size in bytes, and the bytes read
+    (blank lines included)."""
     lines: list[dict[str, Any]] = []
+    sizes: list[int] = []
     read = 0
     for raw in source:
         read += len(raw)
         if raw.strip():
             lines.append(orjson.loads(raw))
+            sizes.append(len(raw))
             if len(lines) >= want:
                 break
-    return lines, read
+    return lines, sizes, read
 
 
 def _result_lines(prefix: bytes, first: int, lines: list[dict[str, Any]], replies: list[Reply | EncodedReply],
@@ -171,12 +181,14 @@ class Lifecycle:
     """Moves batches through validating, in_progress, finalizing and a terminal status."""
 
     def __init__(self, store: Store, settings: LocalAPISettings, executor: Executor = deterministic_executor,
-                 chunk_lines: int = 256, served_models: ServedModels | None = None):
+                 chunk_lines: int = 256, served_models: ServedModels | None = None, prompt_cache: bool = True):
         self.store = store
         self.settings = settings
         self.executor = executor
         self.chunk_lines = chunk_lines
         self.served_models = served_models or (lambda: _configured_models(settings))
+        self.prompt_cache = prompt_cache  # off when an upstream server reports its own cached tokens
+        self._caches: dict[str, PromptCache] = {}  # by batch id, as of its last line run here
 
     # -- entry points --------------------------------------------------------------------
 
@@ -298,12 +310,14 @@ class Lifecycle:
             with _gc_paused(), open(self.store.file_path(row.doc["input_file_id"]), "rb") as source:
                 source.seek(progress.offset)
                 while progress.done < allowed and time.monotonic() < deadline:
-                    lines, read = _read_lines(source, min(self.chunk_lines, allowed - progress.done))
+                    lines, sizes, read = _read_lines(source, min(self.chunk_lines, allowed - progress.done))
                     progress.offset += read
                     if not lines:
                         break
-                    outs, errs = _result_lines(prefix, progress.done, lines, self._replies(row, lines),
-                                               progress.usage)
+                    replies = self._replies(row, lines)
+                    if self.prompt_cache:
+                        replies = self._cached(row, progress, lines, sizes, replies)
+                    outs, errs = _result_lines(prefix, progress.done, lines, replies, progress.usage)
                     progress.done += len(lines)
                     progress.out_size += _append(out, outs)
                     progress.err_size += _append(err, errs)
@@ -328,6 +342,38 @@ class Lifecycle:
         to_run = [body for body, reply in zip(bodies, early, strict=True) if reply is None]
         answers = iter(self.executor(endpoint, to_run) if to_run else [])
         return [next(answers) if reply is None else reply for reply in early]
+
+    def _cached(self, row: BatchRow, progress: _Progress, lines: list[dict[str, Any]], sizes: list[int],
+                replies: list[Reply | EncodedReply]) -> list[Reply | EncodedReply]:
+        """The replies with the prompt tokens earlier lines of the batch cached (`prompt_cache.py`).
+
+        A serialized reply's cached tokens are added to the batch's usage here; a dict reply's are
+        added with the rest of its usage (`_add_usage`).
+        """
+        cache, endpoint = self._cache_at(row, progress.done), row.endpoint
+        details = progress.usage["input_tokens_details"]
+        out: list[Reply | EncodedReply] = []
+        for line, size, reply in zip(lines, sizes, replies, strict=True):
+            cached = cache.send(*_cacheable(endpoint, line["body"], size))
+            out.append(with_cached_tokens(reply, cached))
+            if cached and len(reply) == 4 and 200 <= reply[0] < 300:
+                details["cached_tokens"] += cached
+        return out
+
+    def _cache_at(self, row: BatchRow, done: int) -> PromptCache:
+        """The batch's prompt cache after its first `done` lines: kept from the last chunk this
+        process ran, else rebuilt from the input file (another process ran them, or a restart)."""
+        cache = self._caches.get(row.id)
+        if cache is None or cache.lines != done:
+            cache = PromptCache()
+            with open(self.store.file_path(row.doc["input_file_id"]), "rb") as source:
+                for raw in source:
+                    if cache.lines >= done:
+                        break
+                    if raw.strip():
+                        cache.send(*_cacheable(row.endpoint, orjson.loads(raw)["body"], len(raw)))
+            self._caches[row.id] = cache
+        return cache
 
     def _bodies(self, row: BatchRow, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The request bodies to run; on Azure each names a deployment, run as its model (so the
@@ -392,6 +438,7 @@ class Lifecycle:
                 self.store.register_file(conn, file_row)
             row = self.store.update_batch(row.id, doc, conn)
         shutil.rmtree(self.store.work_dir / row.id, ignore_errors=True)
+        self._caches.pop(row.id, None)
         return row
 
     def _write_never_ran(self, row: BatchRow, err: BinaryIO, code: str, message: str) -> None:
@@ -429,6 +476,17 @@ def _add_usage(usage: dict[str, Any], reply_usage: Any) -> None:
     usage["input_tokens_details"]["cached_tokens"] += details.get("cached_tokens", 0) or 0
     out_details = reply_usage.get("completion_tokens_details") or reply_usage.get("output_tokens_details") or {}
     usage["output_tokens_details"]["reasoning_tokens"] += out_details.get("reasoning_tokens", 0) or 0
+
+
+def _cacheable(endpoint: str, body: Any, size: int) -> tuple[str | None, int]:
+    """A line's prompt text and tokens for the prompt cache, only for a prompt long enough to be
+    cached: a line of `size` bytes holds a prompt of fewer characters, so short lines cost nothing."""
+    if size < MIN_CACHED_CHARS:
+        return None, 0
+    text = prompt_text(endpoint, body) if isinstance(body, dict) else None
+    if not text or len(text) < MIN_CACHED_CHARS:
+        return None, 0
+    return text, prompt_tokens(endpoint, body)
 
 
 def _configured_models(settings: LocalAPISettings) -> frozenset[str] | None:

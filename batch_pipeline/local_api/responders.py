@@ -510,6 +510,19 @@ def respond(endpoint: str, body: dict[str, Any]) -> Reply:
     return responder(body)
 
 
+def prompt_text(endpoint: str, body: dict[str, Any]) -> str | None:
+    """The prompt a request line sends, as one text whose prefixes prompt caching compares (each
+    chat message's role, then its content); None for endpoints OpenAI does not cache."""
+    if endpoint == "/v1/chat/completions":
+        messages = body.get("messages")
+        return "".join(f"{m.get('role')}\n{_text_of(m.get('content'))}\n"
+                       for m in (messages if isinstance(messages, list) else []) if isinstance(m, dict))
+    if endpoint == "/v1/responses":
+        instructions = body.get("instructions")
+        return f"{instructions if isinstance(instructions, str) else ''}\n{_responses_input_text(body.get('input'))[0]}"
+    return None
+
+
 def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
     """Estimated prompt tokens of a request line, for the enqueued-token limit."""
     if endpoint == "/v1/chat/completions":
@@ -518,7 +531,9 @@ def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
             return 3
         return 3 + sum(4 + estimate_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
     if endpoint == "/v1/responses":
-        return 3 + estimate_tokens(_responses_input_text(body.get("input"))[0])
+        instructions = body.get("instructions")
+        return 3 + estimate_tokens(_responses_input_text(body.get("input"))[0]) + estimate_tokens(
+            instructions if isinstance(instructions, str) else "")
     if endpoint == "/v1/embeddings":
         inputs = embedding_inputs(body.get("input")) or []
         return sum(estimate_tokens(i) if isinstance(i, str) else len(i) for i in inputs)

@@ -57,6 +57,14 @@ class LocalAPISettings(BaseModel):
 
     # Azure OpenAI, on the routes under /openai (reference §8)
     azure_max_requests_per_batch: int = Field(100_000, ge=1)
+    azure_quota_fail_fast: bool = Field(
+        False, description="on Azure routes, a batch over the enqueued-token limit is refused at create with HTTP 400"
+        " token_limit_exceeded (as in eastus, swedencentral, ...) instead of failing after validation",
+    )
+    azure_legacy_forms: bool = Field(
+        False, description="on Azure routes, batches show capitalised statuses (InProgress) and ISO-8601 timestamps,"
+        " as in Azure's older REST samples",
+    )
     azure_deployments: dict[str, str] = Field(
         default_factory=dict,
         description="Azure deployment name -> the model it runs; a deployment not listed runs the model of its name",
@@ -129,6 +137,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         if name in SECRET_VARIABLES:
             continue
         annotation = field.annotation
+        if annotation is bool:  # a switch: given means on
+            group.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+            continue
         kind: Any = str
         if annotation in (int, int | None):
             kind = int

@@ -106,6 +106,23 @@ def derived_file_id(batch_id: str, kind: str) -> str:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """A new batch's prompt tokens, enqueued against its model's limit when it is created."""
+
+    model: str
+    tokens: int
+    limit: int
+
+
+class OverQuota(Exception):
+    """A new batch's tokens do not fit its model's enqueued-token limit (`Store.insert_batch`)."""
+
+    def __init__(self, quota: Quota) -> None:
+        super().__init__(f"{quota.tokens} tokens over the limit of {quota.limit} for {quota.model}")
+        self.quota = quota
+
+
+@dataclass(frozen=True)
 class BatchRow:
     """One batch: the public document plus the bookkeeping needed to resume it."""
 
@@ -287,17 +304,24 @@ class Store:
     # -- batches -----------------------------------------------------------------------
 
     def insert_batch(self, doc: dict[str, Any], *, due_at: float, expires_ts: float, input_sha256: str,
-                     output_ttl: int | None, endpoint: str | None = None, flavour: str = OPENAI) -> bool:
+                     output_ttl: int | None, endpoint: str | None = None, flavour: str = OPENAI,
+                     quota: Quota | None = None) -> bool:
         """Store a new batch; `endpoint` is the OpenAI path it runs (default the document's).
 
-        False, storing nothing, when a batch with that id exists (an idempotency key's id).
+        False, storing nothing, when a batch with that id exists (an idempotency key's id). With
+        `quota` the batch's tokens are enqueued at once, in the same transaction as the check that
+        they fit (two creates cannot both take the last capacity); `OverQuota` when they do not.
         """
+        model, tokens = (quota.model, quota.tokens) if quota else (None, 0)
         with self.transaction() as conn:
+            if quota is not None and not conn.execute("SELECT 1 FROM batches WHERE id = ?", (doc["id"],)).fetchone() \
+                    and self.enqueued_tokens(conn, quota.model, doc["id"]) + tokens > quota.limit:
+                raise OverQuota(quota)
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO batches (id, status, doc, endpoint, input_sha256, due_at, expires_ts,"
-                " output_ttl, flavour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " output_ttl, flavour, model, enqueued_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc["id"], doc["status"], orjson.dumps(doc), endpoint or doc["endpoint"], input_sha256, due_at,
-                 expires_ts, output_ttl, flavour),
+                 expires_ts, output_ttl, flavour, model, tokens),
             )
         return cursor.rowcount == 1
 
@@ -336,10 +360,11 @@ class Store:
         return [r["id"] for r in rows]
 
     def enqueued_tokens(self, conn: sqlite3.Connection, model: str, exclude: str) -> int:
-        """Prompt tokens of the model's validated, non-terminal batches."""
+        """Prompt tokens of the model's non-terminal batches: validated ones, and those whose tokens
+        were enqueued when they were created (Azure's fail-fast quota)."""
         row = conn.execute(
             "SELECT COALESCE(SUM(enqueued_tokens), 0) AS n FROM batches WHERE model = ? AND id != ?"
-            " AND status IN ('in_progress', 'finalizing', 'cancelling')", (model, exclude),
+            " AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling')", (model, exclude),
         ).fetchone()
         return int(row["n"])
 

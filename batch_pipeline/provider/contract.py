@@ -9,22 +9,38 @@ asks it and knows no provider by name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx2
 import openai
 import orjson
+from openai.types import Batch
 
 from batch_pipeline.spec import BatchSpec
 
 EMBEDDINGS = "/v1/embeddings"
+# A Batch's timestamps: epoch seconds on OpenAI, ISO-8601 strings in Azure's older REST answers.
+TIMESTAMPS = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
+              "expired_at", "cancelling_at", "cancelled_at")
+_SPELLINGS = {"canceled": "cancelled", "canceling": "cancelling"}  # American spellings seen on Azure
 MAX_EMBEDDING_INPUTS = 50_000  # per embeddings batch (reference §7); one input per request line
 
 
 class ProviderSettingError(ValueError):
     """A provider setting is missing or unusable; the message names the setting, never a key."""
+
+
+class QuotaRefused(Exception):
+    """The provider refused to create a batch because the model's enqueued-token quota is full.
+
+    Azure OpenAI does this synchronously in some regions (HTTP 400 `token_limit_exceeded`,
+    reference §8) where OpenAI fails the batch after validation. Nothing was created, so the
+    shard can wait and be sent again as the same batch (same idempotency key, same upload).
+    """
 
 
 @dataclass(frozen=True)
@@ -106,3 +122,46 @@ def line_form(spec: BatchSpec, provider: Provider) -> LineForm:
         requests = min(requests, MAX_EMBEDDING_INPUTS)
     return LineForm(provider.line_url(spec.endpoint), provider.line_model(spec.model), requests,
                     min(spec.max_shard_bytes, limits.max_bytes))
+
+
+def normalized_batch(batch: Batch) -> Batch:
+    """`batch` in OpenAI's vocabulary, whoever answered: statuses lowercase (`InProgress` is
+    `in_progress`), timestamps epoch seconds, request counts numbers (Azure may send nulls).
+
+    The state machine and the sensor compare statuses with OpenAI's names and timestamps with
+    numbers; the `openai` client accepts Azure's other forms without converting them
+    (reference §8), so they are converted here, where every Batch enters the pipeline.
+    """
+    update: dict[str, Any] = {"status": batch_status(str(batch.status))}
+    for name in TIMESTAMPS:
+        value = getattr(batch, name, None)
+        if value is not None and not isinstance(value, int):
+            update[name] = epoch_seconds(value)
+    counts = batch.request_counts
+    if counts is not None and None in (counts.total, counts.completed, counts.failed):
+        update["request_counts"] = counts.model_copy(update={
+            "total": counts.total or 0, "completed": counts.completed or 0, "failed": counts.failed or 0})
+    return batch.model_copy(update=update)
+
+
+def batch_status(status: str) -> str:
+    """OpenAI's name of a batch status: `Completed` -> `completed`, `InProgress` -> `in_progress`."""
+    snake = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", status.strip()).replace(" ", "_").replace("-", "_").lower()
+    return _SPELLINGS.get(snake, snake)
+
+
+def epoch_seconds(value: object) -> int | None:
+    """Epoch seconds from a number, a numeric string or an ISO-8601 string (UTC when it names no
+    zone); None when it is none of these, so a timestamp the pipeline cannot read is absent."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d*)?", text):
+        return int(float(text))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())

@@ -1,5 +1,8 @@
 """The provider gateway: the few Batch API operations the pipeline needs, on the real `openai` client.
 
+Every Batch it returns is in OpenAI's vocabulary (`contract.normalized_batch`), whichever
+provider answered.
+
 Create calls are sent with the client's own retries turned off: the client retries POSTs without
 an idempotency key, so a timeout could otherwise create a second, billed batch (reference §9.5).
 Instead a failed create is reconciled by looking the batch up by its idempotency key in the
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 import openai
 from openai.types import Batch
 
+from batch_pipeline.provider.contract import QuotaRefused, normalized_batch
 from batch_pipeline.provider.providers import OPENAI_INPUT_FILE_TTL_SECONDS
 from batch_pipeline.state.partition_state import TERMINAL
 
@@ -24,6 +28,7 @@ LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
 # enqueued tokens.
 ENQUEUED_WINDOW_SECONDS = 26 * 3600
 CLOCK_SLACK_SECONDS = 900  # our clock against the provider's created_at
+QUOTA_CODE = "token_limit_exceeded"  # the enqueued-token quota, at create (Azure) or validation
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class BatchGateway:
             page = self.client.batches.list(limit=LIST_PAGE_SIZE, after=after or openai.omit)
             if not page.data:
                 return
-            yield page.data
+            yield [normalized_batch(batch) for batch in page.data]
             if not page.has_more:
                 return
             after = page.data[-1].id
@@ -137,19 +142,27 @@ class BatchGateway:
     def create_batch(
         self, *, input_file_id: str, endpoint: str, metadata: dict[str, str], attempts: int = 4
     ) -> Batch:
-        """Create a batch exactly once, reconciling by idempotency key after any failed attempt."""
+        """Create a batch exactly once, reconciling by idempotency key after any failed attempt.
+
+        Raises `QuotaRefused` when the provider refuses it for its enqueued-token quota (nothing
+        was created; the provider's message is not kept, as it may name deployments).
+        """
         key = metadata["idempotency_key"]
         started = time.time()  # a batch this call created cannot be older
         no_retry = self.client.with_options(max_retries=0)
         for attempt in range(1, attempts + 1):
             try:
                 self.calls += 1
-                return no_retry.batches.create(
+                return normalized_batch(no_retry.batches.create(
                     input_file_id=input_file_id,
                     endpoint=endpoint,  # type: ignore[arg-type]
                     completion_window="24h",
                     metadata=metadata,
-                )
+                ))
+            except openai.BadRequestError as exc:
+                if exc.code == QUOTA_CODE or QUOTA_CODE in str(exc.body):  # the code, or a body naming it
+                    raise QuotaRefused(f"the provider refused batch creation: {QUOTA_CODE}") from None
+                raise
             except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
                 existing = self.sweep({key}, since=started).found.get(key)
                 if existing is not None:
@@ -161,7 +174,7 @@ class BatchGateway:
 
     def retrieve(self, batch_id: str) -> Batch:
         self.calls += 1
-        return self.client.batches.retrieve(batch_id)
+        return normalized_batch(self.client.batches.retrieve(batch_id))
 
     def download(self, file_id: str) -> bytes:
         self.calls += 1

@@ -7,7 +7,9 @@ never created (a crash between the two calls) is found by its file name and reus
 
 A shard that would push the model's enqueued tokens over the configured limit is not sent: it is
 returned as `Queued`, and the batch monitor asks for it to be submitted once capacity frees,
-instead of letting the provider fail the batch with `token_limit_exceeded`.
+instead of letting the provider fail the batch with `token_limit_exceeded`. A shard the provider
+refuses at create for its quota (Azure's fail-fast 400) is queued the same way, after a backoff,
+and so are the run's shards after it: the provider just said its queue is full.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from openai.types import Batch
 
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.provider.contract import LineForm, Provider, ProviderSettingError
+from batch_pipeline.provider.contract import LineForm, Provider, ProviderSettingError, QuotaRefused
 from batch_pipeline.provider.gateway import PIPELINE, BatchGateway, Sweep
 from batch_pipeline.provider.providers import OpenAIProvider
 from batch_pipeline.state.intent import IntentLog
@@ -28,6 +30,7 @@ from batch_pipeline.state.machine import admits
 from batch_pipeline.state.partition_state import Queued, Submission
 
 _METADATA_VALUE_CHARS = 512
+QUOTA_BACKOFF_SECONDS = 300.0  # before a shard the provider refused for its quota is offered again
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Sending:
     deployment: str = ""  # keeps staging's and production's idempotency keys apart
     log: Callable[[str], None] = print
     provider: Provider = field(default_factory=OpenAIProvider)  # whose request lines the gateway sends
+    quota_backoff_seconds: float = QUOTA_BACKOFF_SECONDS  # after the provider refused a batch for its quota
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ def submit_shards(
     intents.record(wanted - sweep.found.keys())
     sender = _Sender(gateway, form, log, sweep.enqueued_tokens, maybe_uploaded=set(earlier))
     done = Submitted([], [])
+    refused_at: float | None = None  # when the provider refused a batch of this run for its quota
     for shard in shards:
         meta = metadata[shard.index]
         batch = sweep.found.get(meta["idempotency_key"])
@@ -129,14 +134,26 @@ def submit_shards(
         elif not admits(shard.estimated_tokens, sender.enqueued, token_limit):
             log(f"shard {shard.index}: queued; {shard.estimated_tokens:,} tokens would exceed the "
                 f"{token_limit:,} enqueued-token limit of {model} ({sender.enqueued:,} in flight)")
-            done.queued.append(Queued(shard.index, shard.attempt, shard.path, shard.requests,
-                                      shard.estimated_tokens, time.time(), "enqueued_token_limit",
-                                      list(shard.parent_batch_ids)))
+            done.queued.append(_queued(shard, time.time(), "enqueued_token_limit"))
             continue
-        else:
-            batch = sender.create(shard, meta)
+        elif refused_at is None:
+            try:
+                batch = sender.create(shard, meta)
+            except QuotaRefused:
+                refused_at = time.time()
+        if batch is None:  # refused, now or (quota full) for an earlier shard of this run
+            not_before = (refused_at or time.time()) + sending.quota_backoff_seconds
+            log(f"shard {shard.index}: queued; the provider's enqueued-token quota for {model} is full "
+                f"(token_limit_exceeded); offered again in {sending.quota_backoff_seconds:.0f} s")
+            done.queued.append(_queued(shard, not_before, "provider_quota"))
+            continue
         done.submissions.append(_submission(shard, meta["idempotency_key"], batch, reused))
     return done
+
+
+def _queued(shard: Shard, not_before: float, reason: str) -> Queued:
+    return Queued(shard.index, shard.attempt, shard.path, shard.requests, shard.estimated_tokens, not_before,
+                  reason, list(shard.parent_batch_ids))
 
 
 @dataclass

@@ -4,6 +4,7 @@
 `<root>/<use_case>/requests/partition=<key>/retry-a2-00000.jsonl` a retry round's lines
 `<root>/<use_case>/requests/partition=<key>/rows.parquet`       one row per source row
 `<root>/<use_case>/requests/partition=<key>/carried.parquet`    answers kept from the last results
+`<root>/<use_case>/requests/partition=<key>/deletions.json`     provider files still to delete
 `<root>/<use_case>/raw/partition=<key>/<batch_id>.output.jsonl` provider files, kept before they expire
 `<root>/<use_case>/raw/partition=<key>/<batch_id>.input.jsonl`  a request file as sent, once a rebuild replaced it
 `<root>/<use_case>/results/partition=<key>/results.parquet`     one row per source row
@@ -23,6 +24,7 @@ RETRY_GLOB = "retry-*.jsonl"
 LEASE_FILE = ".lease"  # a local warehouse's OS file lock on the partition
 CLAIMS_FOLDER = ".claims"  # an object store's numbered claim objects on the partition
 INTENTS_FILE = "intents.json"  # when each idempotency key was first about to be submitted
+DELETIONS_FILE = "deletions.json"  # provider files to delete once the results are written
 
 
 def partition_folder(use_case: str, area: str, partition: str) -> str:

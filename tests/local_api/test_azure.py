@@ -4,6 +4,7 @@ limits, error codes and quirks (reference §8)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from batch_pipeline.local_api.embedded import EMBEDDED_ORIGIN, embedded_http_client
 from tests.local_api.conftest import ThreadedServer
-from tests.local_api.support import FAST, jsonl, read_jsonl, wait_terminal
+from tests.local_api.support import FAST, jsonl, read_jsonl, wait_for, wait_terminal
 
 API_VERSION = "2024-10-21"
 DEPLOYMENT = "triage-batch"
@@ -91,3 +92,32 @@ def test_the_api_version_is_required_and_uploads_live_two_to_four_weeks(azure):
         azure.batches.create(input_file_id="file-x", endpoint="/images/variations",  # type: ignore[arg-type]
                              completion_window="24h")
     assert refused.value.param == "endpoint"
+
+
+def test_with_fail_fast_quota_an_over_quota_create_is_refused_at_once(tmp_path):
+    settings = SETTINGS.model_copy(update={"azure_quota_fail_fast": True, "enqueued_token_limit": 15})
+    azure = openai.AzureOpenAI(azure_endpoint=EMBEDDED_ORIGIN, api_version=API_VERSION, api_key="k",
+                               http_client=embedded_http_client(tmp_path / "data", settings=settings))
+    files = [azure.files.create(file=(f"{name}.jsonl", jsonl([azure_line(name)])), purpose="batch").id
+             for name in ("a", "b")]  # 9 prompt tokens each: one fits under 15, two do not
+    first = azure.batches.create(input_file_id=files[0], endpoint="/chat/completions", completion_window="24h")
+    with pytest.raises(openai.BadRequestError) as refused:  # at once: no batch left to fail later
+        azure.batches.create(input_file_id=files[1], endpoint="/chat/completions", completion_window="24h")
+    assert refused.value.code == "token_limit_exceeded" and "'triage-batch'" in refused.value.message
+    assert [b.id for b in azure.batches.list()] == [first.id]
+    assert wait_terminal(azure, first.id).status == "completed"  # its tokens are released
+    second = azure.batches.create(input_file_id=files[1], endpoint="/chat/completions", completion_window="24h")
+    assert wait_terminal(azure, second.id).status == "completed"
+
+
+def test_legacy_forms_show_capitalised_statuses_and_iso_timestamps(tmp_path):
+    settings = SETTINGS.model_copy(update={"azure_legacy_forms": True})
+    azure = openai.AzureOpenAI(azure_endpoint=EMBEDDED_ORIGIN, api_version=API_VERSION, api_key="k",
+                               http_client=embedded_http_client(tmp_path / "data", settings=settings))
+    file = azure.files.create(file=("in.jsonl", jsonl([azure_line("a")])), purpose="batch")
+    created = azure.batches.create(input_file_id=file.id, endpoint="/chat/completions", completion_window="24h")
+    assert created.status == "Validating" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(created.created_at))
+    done = wait_for(azure, created.id, ("Completed",))
+    assert isinstance(done.completed_at, str) and [b.status for b in azure.batches.list()] == ["Completed"]
+    assert len(read_jsonl(azure, done.output_file_id)) == 1  # the files are as ever
+

@@ -24,3 +24,10 @@ def test_the_upstream_key_comes_from_its_variable() -> None:
     assert settings_from_args(flags, {}).upstream_api_key is None
     settings = settings_from_args(flags, {"BATCH_PIPELINE_UPSTREAM_API_KEY": "sk-upstream"})
     assert settings.upstream_api_key == "sk-upstream" and settings.upstream_url == "http://127.0.0.1:9/v1"
+
+
+def test_a_switch_is_a_flag_without_a_value() -> None:
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    assert settings_from_args(parser.parse_args([]), {}).azure_quota_fail_fast is False
+    assert settings_from_args(parser.parse_args(["--azure-quota-fail-fast"]), {}).azure_quota_fail_fast is True

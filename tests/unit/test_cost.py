@@ -3,6 +3,8 @@ counts and sums per price band, and what it learns from earlier harvests."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pyarrow as pa
 import pytest
@@ -11,6 +13,7 @@ from batch_pipeline.cost import (
     Band,
     Basis,
     BatchPrice,
+    History,
     Rate,
     UsageRecord,
     bands,
@@ -74,11 +77,13 @@ def test_the_actual_cost_counts_cached_input_and_tiers():
 
 
 def test_the_basis_learns_a_weighted_mean_and_says_so():
-    prior = Basis.learned((600, "max_tokens 600"), [])
+    prior = Basis.learned((600, "max_tokens 600"), History())
     assert prior.output_tokens_per_request == 600 and prior.input_scale == 1.0
     assert prior.describe() == "output tokens: 600/request, prior: max_tokens 600; cached input: none assumed"
-    learned = Basis.learned((600, "max_tokens 600"), [UsageRecord(10, 1_000, 1_100, 1_000),
-                                                      UsageRecord(30, 6_000, 3_300, 3_000), UsageRecord()])
+    changed = Basis.learned((600, "max_tokens 600"), History(spec_changed=True))
+    assert changed.source == "prior: max_tokens 600; the spec's prompts or parameters changed since the last harvest"
+    learned = Basis.learned((600, "max_tokens 600"), History((UsageRecord(10, 1_000, 1_100, 1_000),
+                                                              UsageRecord(30, 6_000, 3_300, 3_000), UsageRecord())))
     assert learned.output_tokens_per_request == 175 and learned.input_scale == pytest.approx(1.1)
     assert learned.describe().startswith("output tokens: 175/request, learned from 2 partitions (40 requests); "
                                          "input tokens: 1.10 x the offline count")
@@ -92,3 +97,12 @@ def test_the_basis_learns_a_weighted_mean_and_says_so():
 ])
 def test_the_prior_names_where_it_comes_from(kwargs, prior):
     assert BatchSpec(name="s", model="m", prompt="{a}", **kwargs).output_tokens_prior() == prior
+
+
+def test_the_fingerprint_changes_with_what_the_model_is_asked_only():
+    spec = BatchSpec(name="s", model="m", prompt="Summarise {a}", parameters={"max_tokens": 600})
+    same = dataclasses.replace(spec, description="reworded", max_cost_usd=5.0, model="m2")
+    assert spec.fingerprint() == same.fingerprint()  # the model is keyed on its own
+    for changed in ({"prompt": "Summarise {a} briefly"}, {"system_prompt": "Be terse."},
+                    {"parameters": {"max_tokens": 200}}, {"endpoint": "/v1/responses"}):
+        assert dataclasses.replace(spec, **changed).fingerprint() != spec.fingerprint(), changed

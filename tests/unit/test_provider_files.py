@@ -1,5 +1,6 @@
-"""Deleting a harvested partition's provider files: 404 is done, other errors are warnings, and an
-output or error file with no raw copy in the warehouse is never deleted."""
+"""Deleting a harvested partition's provider files: 404 is done, other errors are warnings (the file
+stays noted for the next run), and an output or error file with no raw copy in the warehouse is
+never deleted."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import httpx2
 import openai
 from openai.types import Batch
 
-from batch_pipeline.harvest.provider_files import delete_provider_files
+from batch_pipeline.harvest.provider_files import delete_provider_files, note_provider_files
 from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -18,16 +19,16 @@ PARTITION = "2026-11-20"
 STATUS = {"file-in1": 200, "file-out1": 200, "file-err1": 404, "file-in2": 403, "file-out2": 200}
 
 
-def gateway(deleted: list[str]) -> BatchGateway:
-    """A gateway on the real `openai` client whose DELETE /v1/files/{id} answers from STATUS."""
+def gateway(deleted: list[str], status: dict[str, int] = STATUS) -> BatchGateway:
+    """A gateway on the real `openai` client whose DELETE /v1/files/{id} answers from `status`."""
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         assert request.method == "DELETE"
         file_id = request.url.path.rsplit("/", 1)[-1]
         deleted.append(file_id)
-        if STATUS[file_id] == 200:
+        if status[file_id] == 200:
             return httpx2.Response(200, json={"id": file_id, "object": "file", "deleted": True})
-        return httpx2.Response(STATUS[file_id], json={"error": {"message": "no", "type": "invalid_request_error",
+        return httpx2.Response(status[file_id], json={"error": {"message": "no", "type": "invalid_request_error",
                                                                 "param": None, "code": None}})
 
     client = openai.OpenAI(api_key="sk-unit", base_url="http://provider.test/v1", max_retries=0,
@@ -50,7 +51,8 @@ def test_deletes_inputs_and_kept_files_tolerating_404_and_warning_on_other_error
     sent: list[str] = []
     warnings: list[str] = []
 
-    deleted = delete_provider_files(wh, gateway(sent), "notes", PARTITION, batches, warnings.append)
+    note_provider_files(wh, "notes", PARTITION, batches)
+    deleted = delete_provider_files(wh, gateway(sent), "notes", PARTITION, warnings.append)
 
     assert sent == ["file-in1", "file-out1", "file-err1", "file-in2"]  # never file-out2
     assert deleted == 2  # file-err1 was gone already (404): done, not counted, no warning
@@ -58,3 +60,16 @@ def test_deletes_inputs_and_kept_files_tolerating_404_and_warning_on_other_error
     assert "file-in2" in warnings[0] and "PermissionDeniedError, HTTP 403" in warnings[0]
     assert "file-out2" in warnings[1] and "not kept in the warehouse" in warnings[1]
     assert not any("sk-unit" in w for w in warnings)
+
+
+def test_files_a_run_could_not_delete_stay_noted_for_the_next_one(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path)
+    note_provider_files(wh, "notes", PARTITION, [batch(2, "file-out2", "")])  # 403, and not kept
+    assert delete_provider_files(wh, gateway([]), "notes", PARTITION, [].append) == 0
+    wh.write_bytes(wh.partition_dir("notes", layout.RAW, PARTITION) / layout.raw_file("batch_2", "output"), b"{}\n")
+    sent: list[str] = []
+    gone = {**STATUS, "file-in2": 404}  # gone meanwhile (expired, or deleted by hand): done
+    assert delete_provider_files(wh, gateway(sent, gone), "notes", PARTITION, [].append) == 1
+    assert sorted(sent) == ["file-in2", "file-out2"]
+    assert not (wh.partition_dir("notes", layout.REQUESTS, PARTITION) / layout.DELETIONS_FILE).exists()
+    assert delete_provider_files(wh, gateway([]), "notes", PARTITION, [].append) == 0  # nothing left noted

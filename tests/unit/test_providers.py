@@ -5,17 +5,29 @@ batch error codes)."""
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from pathlib import Path
 
+import httpx2
+import openai
 import orjson
 import pyarrow as pa
 import pytest
-from openai.types import Batch
+from openai.types import Batch, BatchRequestCounts
 
 from batch_pipeline import BatchSpec, FileSource
 from batch_pipeline.harvest.lines import BatchOutcome, batch_lines, parse_lines
 from batch_pipeline.harvest.slices import harvest_batch
-from batch_pipeline.provider.contract import LineForm, ProviderSettingError, line_form
+from batch_pipeline.provider.contract import (
+    LineForm,
+    ProviderSettingError,
+    QuotaRefused,
+    batch_status,
+    epoch_seconds,
+    line_form,
+    normalized_batch,
+)
+from batch_pipeline.provider.gateway import BatchGateway
 from batch_pipeline.provider.providers import AzureOpenAIProvider, OpenAIProvider, parse_deployments
 from batch_pipeline.requests.lines import build_requests
 from batch_pipeline.state.partition_state import Submission
@@ -111,3 +123,80 @@ def test_an_empty_file_id_is_no_file(tmp_path: Path):
                      idempotency_key="k", status="expired", requests=2, estimated_tokens=0)
     lines = harvest_batch(Warehouse(str(tmp_path)), NoDownloads(), uc, "all", sub, ["a", "b"], batch)  # type: ignore[arg-type]
     assert set(lines["status"].to_pylist()) == {"expired"}
+
+
+def as_the_client_reads(doc: dict) -> Batch:
+    """A Batch built as the `openai` client builds it from a response: no validation."""
+    counts = BatchRequestCounts.model_construct(**doc["request_counts"])
+    return Batch.model_construct(**{**doc, "request_counts": counts})
+
+
+AZURE_BATCH = {"id": "batch_1", "object": "batch", "endpoint": None, "input_file_id": "file-1",
+               "completion_window": "24h", "status": "InProgress", "created_at": "2024-07-19T12:00:00Z",
+               "in_progress_at": "2024-07-19T12:00:05.1234567Z", "expires_at": "2024-07-20T12:00:00+00:00",
+               "completed_at": None, "output_file_id": "", "error_file_id": "",
+               "request_counts": {"total": 10, "completed": None, "failed": None}}
+
+
+def test_azure_statuses_timestamps_and_null_counts_read_as_openai_s():
+    batch = normalized_batch(as_the_client_reads(AZURE_BATCH))
+    assert batch.status == "in_progress"
+    assert (batch.created_at, batch.in_progress_at, batch.expires_at) == (1721390400, 1721390405, 1721476800)
+    assert batch.completed_at is None and batch.output_file_id == ""
+    assert batch.request_counts is not None and batch.request_counts.model_dump() == {
+        "total": 10, "completed": 0, "failed": 0}
+
+
+@pytest.mark.parametrize(("given", "status"), [
+    ("Validating", "validating"), ("InProgress", "in_progress"), ("Finalizing", "finalizing"),
+    ("Completed", "completed"), ("Failed", "failed"), ("Expired", "expired"), ("Cancelling", "cancelling"),
+    ("Cancelled", "cancelled"), ("Canceled", "cancelled"), ("in_progress", "in_progress"),
+])
+def test_every_status_spelling_is_openai_s(given, status):
+    assert batch_status(given) == status
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (1711471533, 1711471533), (1711471533.9, 1711471533), ("1711471533", 1711471533),
+    ("2024-03-26T16:45:33", 1711471533), ("2024-03-26T17:45:33+01:00", 1711471533), ("soon", None), ("", None),
+])
+def test_timestamps_become_epoch_seconds(value, seconds):
+    assert epoch_seconds(value) == seconds
+
+
+def test_an_openai_batch_is_left_as_it_is():
+    doc = {**AZURE_BATCH, "status": "completed", "created_at": 1721390400, "in_progress_at": 1721390405,
+           "expires_at": 1721476800, "request_counts": {"total": 10, "completed": 9, "failed": 1}}
+    assert normalized_batch(as_the_client_reads(doc)) == as_the_client_reads(doc)
+
+
+@pytest.mark.parametrize("error", [
+    {"code": "token_limit_exceeded", "message": "The number of enqueued tokens has surpassed the configured limit"},
+    {"code": "invalid_request", "message": "Enqueued tokens over the limit",
+     "innererror": {"code": "token_limit_exceeded"}},
+])
+def test_a_create_refused_for_the_quota_is_quota_refused(error):
+    sent: list[str] = []
+    with pytest.raises(QuotaRefused) as refused:
+        azure_gateway(sent, 400, {"error": error}).create_batch(
+            input_file_id="file-1", endpoint="/chat/completions", metadata={"idempotency_key": "k"})
+    assert sent == ["POST"] and "enqueued tokens" not in str(refused.value)  # once; the provider's words not kept
+
+
+def test_other_bad_requests_are_raised_as_they_are():
+    invalid = {"error": {"code": "invalid_value", "message": "bad", "param": "endpoint"}}
+    with pytest.raises(openai.BadRequestError):
+        azure_gateway([], 400, invalid).create_batch(input_file_id="file-1", endpoint="/chat/completions",
+                                                     metadata={"idempotency_key": "k"})
+
+
+def azure_gateway(sent: list[str], status: int, body: dict) -> BatchGateway:
+    """A gateway on the real `AzureOpenAI` client whose every call is answered with `body`."""
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request.method)
+        return httpx2.Response(status, json=body)
+
+    provider = dataclasses.replace(AZURE, api_key="sk-unit")
+    client = provider.client(httpx2.Client(transport=httpx2.MockTransport(answer)), max_retries=0)
+    return BatchGateway(client)
