@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import PROJECT_ROOT, free_loopback_port
+from tests.helpers import stop_group
 
 LOCATION = "ui"
 REPOSITORY = "__repository__"
@@ -179,19 +179,7 @@ def running(root: Path, **options: Any) -> Iterator[DagsterDev]:
         dev.wait_for("the code location to load", lambda: server.poll() is None and dev._location_loaded(), 240)
         yield dev
     finally:
-        _stop(server)
+        stop_group(server)
 
 
-def _stop(server: subprocess.Popen) -> None:
-    """SIGTERM to `dagster dev` (it stops its webserver, daemon and code servers), then the group."""
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-    try:  # anything it started that outlived it (its own session, nothing else)
-        os.killpg(server.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+
 import dagster as dg
 
 from batch_pipeline import testing
 from batch_pipeline.testing import submit, tick, tick_until_requested
 
-__all__ = ["execute", "run_until_idle", "submit", "tick", "tick_until_requested"]
+__all__ = ["execute", "run_until_idle", "stop_group", "submit", "tick", "tick_until_requested"]
 
 
 def execute(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest):
@@ -25,3 +29,18 @@ def run_until_idle(defs: dg.Definitions, instance: dg.DagsterInstance, timeout: 
 
     executed = testing.run_until_idle(defs, instance, timeout, on_run=must_succeed)
     return [request for request, _ in executed]
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to a process started in a session of its own (`dagster dev`, `dagster-daemon`: it
+    stops what it started), then SIGKILL to anything of its session that outlived it."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

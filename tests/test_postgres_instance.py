@@ -28,7 +28,7 @@ from tests.conftest import POSTGRES_CONFIG, PROJECT_ROOT
 from tests.fault_runner import PARTITION as FAULT_PARTITION
 from tests.fault_runner import ROWS as FAULT_ROWS
 from tests.fault_runner import build as build_fault_case
-from tests.helpers import run_until_idle, submit
+from tests.helpers import run_until_idle, stop_group, submit
 from tests.test_retries import PARTITION as RETRY_PARTITION
 from tests.test_retries import make as make_retry_case
 from tests.test_retries import provider_batches
@@ -210,16 +210,7 @@ def test_the_daemon_runs_the_sensor_and_its_runs_on_postgres(postgres_instance, 
         assert run.status == dg.DagsterRunStatus.SUCCESS, output
         assert run.tags["dagster/sensor_name"] == "batch_monitor" and run.tags["dagster/partition"] == partition
     finally:
-        daemon.send_signal(signal.SIGTERM)  # by its PID: it stops its code server and daemons
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        try:  # anything it started that outlived it (its own session, nothing else)
-            os.killpg(daemon.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_group(daemon)
     rows = results_by_partition(pipeline_env, uc.name)[partition]
     assert len(rows) == len({cid for cid, _ in rows}) == source_rows(uc, [partition])
     assert instance.get_materialized_partitions(uc.key("results")) == {partition}
