@@ -152,3 +152,26 @@ def test_the_local_batch_api_without_its_extra_names_the_extra(tmp_path: Path):
     # the command exits with the message, not a traceback
     assert done.returncode == 2, done.stderr[-3000:]
     assert extra in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_every_module_the_library_imports_is_declared(wheel: Path):
+    """A third-party import needs a declared distribution (core or an extra), or installs that lack
+    it fail on import: found when `numpy` came into the core through the test extra only."""
+    import ast
+    import importlib.metadata
+
+    with zipfile.ZipFile(wheel) as archive:
+        requires = _metadata(archive.namelist(), archive).get_all("Requires-Dist") or []
+    declared = {re.split(r"[\s<>=!~\[(;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requires}
+    providers = importlib.metadata.packages_distributions()
+    imported: set[str] = set()
+    for path in (PROJECT_ROOT / "batch_pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported - set(sys.stdlib_module_names) if name != "batch_pipeline"}
+    undeclared = {name: providers.get(name) for name in third_party
+                  if not {d.lower().replace("_", "-") for d in providers.get(name, [name])} & declared}
+    assert not undeclared, f"imported by batch_pipeline but not declared in pyproject.toml: {undeclared}"
