@@ -7,35 +7,20 @@ from pathlib import Path
 
 import dagster as dg
 
-from batch_pipeline import (
-    BatchAPIResource,
-    BatchSpec,
-    CsvSource,
-    LocalBatchAPIResource,
-    LocalBatchAPISettings,
-    UseCase,
-    definitions_for,
-)
+from batch_pipeline import UseCase
 from batch_pipeline.testing import results
 from tests.helpers import run_until_idle, submit
+from tests.test_retries import PARTITION
+from tests.test_retries import make as notes
 
-PARTITION = "2026-11-20"
 # Per-request 400s (never retried) give the batches error files as well as output files.
-FAULTS = {"pace_seconds": 0.1, "line_invalid_request_fraction": 0.3, "fault_seed": 7}
+FAULTS = {"line_invalid_request_fraction": 0.3, "fault_seed": 7}
 
 
 def make(tmp_path: Path, delete_provider_files: bool) -> tuple[UseCase, dg.Definitions]:
     """Eight notes in three shards, on the embedded local Batch API."""
-    csv = tmp_path / "notes.csv"
-    csv.write_text("id,day,text\n" + "".join(f"n{i},{PARTITION},note {i}\n" for i in range(8)))
-    uc = UseCase(
-        spec=BatchSpec(name="notes", model="gpt-4o-mini", prompt="Summarise: {text}", max_requests_per_shard=3),
-        source=CsvSource(path=csv, key="id", partition_column="day"),
-        partitions_def=dg.DailyPartitionsDefinition(start_date=PARTITION),
-    )
-    batch_api = BatchAPIResource(local=LocalBatchAPIResource(settings=LocalBatchAPISettings(**FAULTS)),
-                                 delete_provider_files=delete_provider_files)
-    return uc, definitions_for([uc], batch_api=batch_api)
+    return notes(tmp_path, rows=8, local_api=FAULTS, max_requests_per_shard=3,
+                 batch_api_args={"delete_provider_files": delete_provider_files})
 
 
 def harvested(uc: UseCase, defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list, set[str]]:

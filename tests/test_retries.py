@@ -22,7 +22,7 @@ PARTITION = "2026-11-20"
 
 
 def make(tmp_path: Path, rows: int = 24, local_api: dict | None = None, token_limits: dict | None = None,
-         **spec_args) -> tuple[UseCase, dg.Definitions]:
+         batch_api_args: dict | None = None, **spec_args) -> tuple[UseCase, dg.Definitions]:
     csv = tmp_path / "notes.csv"
     lines = "".join(f"n{i:03d},{PARTITION},note {i} about a patient visit\n" for i in range(rows))
     csv.write_text("id,day,text\n" + lines)
@@ -34,7 +34,7 @@ def make(tmp_path: Path, rows: int = 24, local_api: dict | None = None, token_li
     )
     settings = LocalBatchAPISettings(**{"pace_seconds": 0.1, **(local_api or {})})
     batch_api = BatchAPIResource(local=LocalBatchAPIResource(settings=settings),
-                                 enqueued_token_limits=token_limits or {})
+                                 enqueued_token_limits=token_limits or {}, **(batch_api_args or {}))
     return uc, definitions_for([uc], batch_api=batch_api)
 
 
