@@ -113,6 +113,23 @@ def test_retry_round_lands_on_s3(instance, s3_warehouse, pipeline_env):
     assert any(k.endswith(".error.jsonl") for k in raw), raw
 
 
+def test_a_rebuild_on_s3_keeps_the_request_file_as_sent(instance, s3_warehouse, pipeline_env):
+    """The file a batch was sent from is moved (a server-side copy) beside its output when a
+    rebuild replaces it, byte for byte."""
+    uc, defs = make(pipeline_env, rows=6)
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    shard = f"{s3_warehouse.removeprefix('s3://')}/notes/requests/partition={PARTITION}/shard-00000.jsonl"
+    as_sent = fs.cat_file(shard)
+    run_all(defs, instance)
+    [first] = list(defs.resources["batch_api"].client().batches.list())
+    uc.source.path.write_text(uc.source.path.read_text().replace("note 3 about", "note 3 (amended) about"))
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert f"{first.id}.input.jsonl" in s3_keys(s3_warehouse, "raw")
+    kept = f"{s3_warehouse.removeprefix('s3://')}/notes/raw/partition={PARTITION}/{first.id}.input.jsonl"
+    assert fs.cat_file(kept) == as_sent and fs.cat_file(shard).count(b"\n") == 1
+
+
 def test_files_another_process_wrote_are_seen_after_a_listing(s3_warehouse):
     """fsspec caches listings per process; a warehouse must not: another run's intents written
     after this process listed the folder would otherwise look absent, and be overwritten."""

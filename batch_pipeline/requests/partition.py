@@ -78,7 +78,7 @@ def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source |
                 (folder / layout.CARRIED_FILE).unlink()
     wh.remove_stale(folder, layout.SHARD_GLOB, set(written.shards))
     for was, copy in set_aside.items():
-        if was.exists() and was.read_bytes() == copy.read_bytes():
+        if was.exists() and was.stat().st_size == copy.stat().st_size and was.read_bytes() == copy.read_bytes():
             copy.unlink()  # rebuilt byte for byte: still kept where it was
     shards = [wh.relative(folder / name) for name in written.shards]
     tally = written.tally
@@ -104,8 +104,8 @@ def _set_aside_as_sent(wh: Warehouse, uc: UseCase, partition: str, sent: Sequenc
     for submission in sent:
         was, copy = wh.resolve(submission.path), raw / layout.raw_file(submission.batch_id, "input")
         if was != copy and was.exists() and not copy.exists():
-            wh.write_bytes(copy, was.read_bytes())
-            was.unlink()
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            was.rename(copy)  # a rename on disk, a server-side copy on object storage: never in memory
             moved[was] = copy
     return moved
 
