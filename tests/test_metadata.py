@@ -59,7 +59,7 @@ def test_a_rebuild_keeps_the_request_files_as_sent(instance, pipeline_env):
     assert submit(defs, instance, uc.submit_job_name, PARTITION).success
     shard = requests_folder(pipeline_env) / "shard-00000.jsonl"
     as_sent = shard.read_bytes()
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success  # rebuilt byte for byte
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success  # in flight: left as it was
     assert shard.read_bytes() == as_sent and not list(requests_folder(pipeline_env, layout.RAW).glob("*"))
     run_until_idle(defs, instance)
     [first] = provider_batches(defs)
