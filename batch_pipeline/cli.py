@@ -1,4 +1,5 @@
-"""The `batch-pipeline` command: `local-api` serves the local Batch API, `demo` runs the samples."""
+"""The `batch-pipeline` command: `local-api` serves the local Batch API, `demo` runs the samples,
+`intents` resolves a blocked submission."""
 
 from __future__ import annotations
 
@@ -55,7 +56,45 @@ def _parser() -> argparse.ArgumentParser:
         "--module", default="assets.demo",
         help="module with run_demo(warehouse, base_url), importable from the working directory (default assets.demo)",
     )
+    _intents_parser(commands)
     return parser
+
+
+def _intents_parser(commands: argparse._SubParsersAction) -> None:
+    """`intents list|resolve|release`: how an operator unblocks a partition whose submission was
+    interrupted between a paid create and recording its batch id (docs/provider-port.md)."""
+    intents = commands.add_parser("intents", help="look at or resolve a partition's submission intents")
+    actions = intents.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "print each intent: key, time, batch id"),
+                         ("resolve", "record BATCH_ID as the batch of intent KEY"),
+                         ("release", "forget intent KEY: none of the candidates is its batch")):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("--warehouse", required=True, help="the warehouse root (folder or URL)")
+        sub.add_argument("use_case")
+        sub.add_argument("partition")
+        if action != "list":
+            sub.add_argument("key")
+        if action == "resolve":
+            sub.add_argument("batch_id")
+
+
+def _intents(args: argparse.Namespace) -> int:
+    from batch_pipeline.state.intent import intents_of
+    from batch_pipeline.warehouse.storage import Warehouse
+
+    log = intents_of(Warehouse(args.warehouse), args.use_case, args.partition)
+    if args.action == "list":
+        for key, intent in sorted(log.recorded(log.keys()).items()):
+            print(f"{key}\t{intent.at:.0f}\t{intent.batch_id or '-'}")
+        return 0
+    if args.key not in log.keys():
+        print(f"{args.use_case} {args.partition}: no intent {args.key}", file=sys.stderr)
+        return 1
+    if args.action == "resolve":
+        log.resolve({args.key: args.batch_id})
+    else:
+        log.release(args.key)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.host, args.port, args.data_dir, api_key=os.environ.get(API_KEY_VARIABLE) or None,
               settings=settings_from_args(args))
         return 0
+    if args.command == "intents":
+        return _intents(args)
     # The demo runner lives beside the sample use cases, outside the library: found by name.
     sys.path.insert(0, os.getcwd())
     chosen = {"provider": args.provider} if args.provider else {}  # a runner of one's own may not take it

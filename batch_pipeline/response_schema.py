@@ -1,9 +1,8 @@
 """A use case's response model (Pydantic) as a strict JSON schema, typed Arrow columns and a validator.
 
-The strict schema comes from the `openai` package's own converter, reached through its public
-`pydantic_function_tool`: the tool's `parameters` and the schema that
-`client.chat.completions.parse(response_format=Model)` sends are one conversion, so requests
-carry exactly what the SDK would send, without importing the SDK's private `openai.lib._pydantic`.
+The strict schema is structured outputs' own (`provider.openai_wire.strict_json_schema`, the
+`openai` SDK's converter), and a moderation's columns are the categories that SDK scores: both
+are OpenAI's definitions, so they come from the OpenAI adapter's wire module.
 """
 
 from __future__ import annotations
@@ -14,10 +13,14 @@ import types
 import typing
 from typing import Any, Literal
 
-import openai
 import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
+
+from batch_pipeline.provider.openai_wire import moderation_categories
+from batch_pipeline.provider.openai_wire import (
+    strict_json_schema as strict_json_schema,  # spec.py validates with it
+)
 
 _SCALARS: dict[type, pa.DataType] = {
     str: pa.string(),
@@ -27,11 +30,6 @@ _SCALARS: dict[type, pa.DataType] = {
     dt.date: pa.string(),
     dt.datetime: pa.string(),
 }
-
-
-def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The strict JSON schema of `model`, as structured outputs send it."""
-    return openai.pydantic_function_tool(model)["function"]["parameters"]
 
 
 def arrow_type(annotation: Any) -> pa.DataType:
@@ -74,15 +72,7 @@ def parse_answer(model: type[BaseModel], text: str | None) -> tuple[dict[str, An
         return None, f"{exc.error_count()} schema error(s); first at '{where}': {first['msg']}"
 
 
-def _moderation_categories() -> dict[str, str]:
-    """Column stem by wire name of every category ``openai.types.Moderation`` scores
-    (``self-harm/intent`` -> ``self_harm_intent``), so new SDK categories become columns."""
-    from openai.types.moderation import CategoryScores
-
-    return {field.alias or name: name for name, field in CategoryScores.model_fields.items()}
-
-
-MODERATION_CATEGORIES = _moderation_categories()
+MODERATION_CATEGORIES = moderation_categories()
 
 
 def moderation_fields() -> list[pa.Field]:

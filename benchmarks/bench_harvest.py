@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from assets import patient_education
 from batch_pipeline.harvest.lines import RESULT_UNIQUE, BatchOutcome, batch_lines
 from batch_pipeline.harvest.slices import assembled_slices
+from batch_pipeline.provider.openai_results import parse_results
 from batch_pipeline.warehouse.storage import Warehouse
 from benchmarks.bench_requests import ours as build
 from benchmarks.workload import provider_files, run_alone, timed, write_source
@@ -51,7 +52,7 @@ def ours(folder: Path, out: Path) -> int:
 
     def first_round(shard: int, expected: pa.Array) -> pa.Table:
         raw = [folder / "raw" / f"batch_{shard:05d}.{kind}.jsonl" for kind in ("output", "error")]
-        return batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, expected, raw)
+        return batch_lines(BatchOutcome(f"batch_{shard:05d}", "completed"), 1, expected, parse_results(raw))
 
     rows = 0
     with warehouse.parquet_writer(warehouse.root / out.name, unique=RESULT_UNIQUE + (KEY,)) as write:

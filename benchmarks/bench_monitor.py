@@ -5,7 +5,7 @@ Two scenarios:
 - N of our batches in flight, the newest at the provider (`--batches 1 100 1000`);
 - organisation scale: 10 of ours in flight under 10,000 other batches created after them
   (`--foreign 10000`), the case where listing newest first would page through all of them.
-The tick is the sensor's own lookup (`BatchGateway.states_of`).
+The tick is the sensor's own lookup (`OpenAIBatchAPI.batches`).
 Run alone: ``.venv/bin/python -m benchmarks.bench_monitor --batches 1 100 1000 --foreign 10000``.
 """
 
@@ -24,7 +24,7 @@ from batch_pipeline.local_api.app import build_app
 from batch_pipeline.local_api.embedded import EMBEDDED_BASE_URL, EmbeddedTransport
 from batch_pipeline.local_api.settings import LocalAPISettings
 from batch_pipeline.local_api.store import Store, new_batch_id
-from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.provider.openai_api import OpenAIBatchAPI, OpenAIProvider
 
 
 class CountingApp:
@@ -75,7 +75,7 @@ def seed_foreign_batches(data_dir: Path, count: int) -> None:
 def tick_calls(client: openai.OpenAI, app: CountingApp, ids: list[str]) -> dict:
     """Calls and seconds of one tick's lookup, and of polling each batch."""
     before, started = app.requests, time.perf_counter()
-    states = BatchGateway(client).states_of(set(ids), since=time.time() - 60)
+    states = OpenAIBatchAPI(OpenAIProvider(), client, 0).batches(set(ids), since=time.time() - 60)
     tick, seconds = app.requests - before, time.perf_counter() - started
     assert states.keys() == set(ids), "the tick did not see every batch"
     before, started = app.requests, time.perf_counter()
@@ -100,7 +100,7 @@ def measure_foreign(foreign: int, ours: int, workdir: Path) -> dict:
     ids = in_flight(client, ours)
     seed_foreign_batches(workdir / f"monitor-foreign-{foreign}", foreign)
     before = app.requests
-    listed = sum(1 for _ in BatchGateway(client).batch_pages())
+    listed = sum(1 for _ in OpenAIBatchAPI(OpenAIProvider(), client, 0).pages())
     return {"foreign": foreign, "ours": ours, **tick_calls(client, app, ids),
             "list_everything": app.requests - before, "pages": listed}
 

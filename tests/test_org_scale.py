@@ -7,7 +7,7 @@ from collections import Counter
 
 import dagster as dg
 
-from batch_pipeline.provider.gateway import PIPELINE
+from batch_pipeline.provider.contract import PIPELINE
 from benchmarks.bench_monitor import seed_foreign_batches
 from tests.fault_runner import PARTITION, build
 from tests.helpers import submit

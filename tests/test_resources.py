@@ -22,7 +22,7 @@ def test_no_key_selects_the_embedded_local_batch_api(pipeline_env):
     with dg.build_resources({"batch_api": BatchAPIResource()}) as resources:  # no config error either
         batch_api = resources.batch_api
         assert batch_api.selected() is batch_api.local
-        assert str(batch_api.gateway().client.base_url).rstrip("/") == EMBEDDED_BASE_URL
+        assert str(batch_api.api().client.base_url).rstrip("/") == EMBEDDED_BASE_URL
         assert str(pipeline_env / "local_api") in batch_api.describe()  # BATCH_PIPELINE_LOCAL_API_DIR
 
 
@@ -32,7 +32,7 @@ def test_a_key_selects_openai_with_its_base_url(pipeline_env, monkeypatch):
     with dg.build_resources({"batch_api": BatchAPIResource()}) as resources:
         batch_api = resources.batch_api
         assert batch_api.selected() is batch_api.openai
-        client = batch_api.gateway().client
+        client = batch_api.api().client
         assert str(client.base_url) == "https://batch.example.test/v1/" and client.api_key == KEY
         assert batch_api.describe() == "https://batch.example.test/v1"
 
@@ -48,16 +48,16 @@ def test_the_rule_is_evaluated_when_the_resource_initializes_not_when_it_is_buil
 
 
 @pytest.mark.parametrize("key", [None, KEY])
-def test_one_client_and_one_gateway_per_instance(pipeline_env, monkeypatch, key):
+def test_one_client_and_one_connection_per_instance(pipeline_env, monkeypatch, key):
     if key:
         monkeypatch.setenv("OPENAI_API_KEY", key)
     batch_api = BatchAPIResource()
     assert batch_api.client() is batch_api.client()
-    assert batch_api.gateway() is batch_api.gateway() and batch_api.gateway().client is batch_api.client()
+    assert batch_api.api() is batch_api.api() and batch_api.api().client is batch_api.client()
     with dg.build_resources({"batch_api": batch_api}) as first, dg.build_resources({"batch_api": batch_api}) as second:
         # Dagster initializes a copy per run or sensor tick: one client each, kept for its duration.
-        assert first.batch_api.gateway() is first.batch_api.gateway()
-        assert first.batch_api.gateway() is not second.batch_api.gateway()
+        assert first.batch_api.api() is first.batch_api.api()
+        assert first.batch_api.api() is not second.batch_api.api()
 
 
 def test_describe_never_contains_the_key(pipeline_env, monkeypatch):

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from openai.types import Batch
 from pydantic import Field
 
 from batch_pipeline.cost import History
@@ -33,11 +32,15 @@ from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
 from batch_pipeline.harvest.provider_files import delete_provider_files, note_provider_files
-from batch_pipeline.provider.contract import LineForm, ProviderSettingError, line_form
-from batch_pipeline.provider.gateway import BatchGateway
-from batch_pipeline.provider.partition import submit_partition, submitted_state
+from batch_pipeline.provider.contract import (
+    ProviderBatch,
+    ProviderSettingError,
+    RequestEncoding,
+    SubmissionBlocked,
+)
+from batch_pipeline.provider.partition import submit_partition
 from batch_pipeline.provider.submission import Sending
-from batch_pipeline.requests.partition import build_partition, stray_rounds
+from batch_pipeline.requests.partition import build_partition, stray_rounds, submitted_state
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
 from batch_pipeline.state.lease import PartitionBusy, partition_lease
@@ -52,7 +55,7 @@ from batch_pipeline.state.machine import (
     Wait,
     next_action,
 )
-from batch_pipeline.state.partition_state import TERMINAL, PartitionState
+from batch_pipeline.state.partition_state import PartitionState, Submission
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -196,11 +199,11 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
         yield from checks.recorded(context, checks.unassigned(uc, context.instance, partitions, loaded))
 
 
-def _line_form(uc: UseCase, batch_api: BatchAPIResource) -> LineForm:
+def _line_form(uc: UseCase, batch_api: BatchAPIResource) -> RequestEncoding:
     """How the provider wants the use case's request lines; an incomplete provider setting (an
     Azure model with no deployment) fails the run here, before anything is built or uploaded."""
     try:
-        return line_form(uc.spec, batch_api.provider_in_use())
+        return batch_api.provider_in_use().encoding(uc.spec)
     except ProviderSettingError as exc:
         raise dg.Failure(f"spec '{uc.name}': {exc}", allow_retries=False) from None
 
@@ -214,7 +217,7 @@ def _sending(context: dg.AssetExecutionContext, uc: UseCase, batch_api: BatchAPI
 
 
 def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str,
-           loaded: Source | None, form: LineForm, history: History) -> float:
+           loaded: Source | None, form: RequestEncoding, history: History) -> float:
     """Rebuild one partition's requests unless the state machine says to leave it; its cost,
     estimated from the use case's earlier harvests (`history`)."""
     state = latest_state(context.instance, uc, partition)
@@ -240,9 +243,12 @@ def _submit(
     if _left_alone(context, uc, partition, next_action(state, SubmitAsked(_strays(wh, uc, partition, state)))):
         return
     try:
-        sent = submit_partition(wh, sending, uc, partition)
+        sent = submit_partition(wh, sending, sending.api.provider.encoding(uc.spec), uc.name, partition,
+                                uc.spec.model)
     except ProviderSettingError as exc:  # shards written for another provider: nothing was sent
         raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
+    except SubmissionBlocked as exc:  # an operator must say which batch is the shard's
+        raise dg.Failure(str(exc), allow_retries=False) from None
     new_state = submitted_state(wh, uc, partition, state, sent)
     action = next_action(new_state, ProviderReport({}, now=time.time()))
     if isinstance(action, Harvest) and not action.batch_ids:  # nothing sent, nothing to wait for
@@ -258,7 +264,7 @@ def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, 
     here; the state returned is harvested, so the state machine says Done and no run is asked."""
     harvest = harvest_partition(wh, sending, uc, state, {})
     if delete_files:  # files an earlier results run noted and was killed before deleting
-        harvest.files_deleted = delete_provider_files(wh, sending.gateway, uc.name, state.partition,
+        harvest.files_deleted = delete_provider_files(wh, sending.api, uc.name, state.partition,
                                                       context.log.warning)
     context.log.info("%s %s: nothing to send; results written now: %s; %d provider files deleted", uc.name,
                      state.partition, harvest.counts, harvest.files_deleted)
@@ -349,12 +355,12 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     return results
 
 
-def _settled(gateway: BatchGateway, batch_ids: Sequence[str], deadline: float) -> dict[str, Batch]:
-    """The batches' states (one call each), asked again until all are terminal or `deadline`
-    (`time.monotonic()`) passes."""
+def _settled(sending: Sending, subs: Sequence[Submission], deadline: float) -> dict[str, ProviderBatch]:
+    """The batches' states (one call each, at the provider that holds each), asked again until
+    all are terminal or `deadline` (`time.monotonic()`) passes."""
     while True:
-        known = {batch_id: gateway.retrieve(batch_id) for batch_id in batch_ids}
-        if all(b.status in TERMINAL for b in known.values()) or time.monotonic() >= deadline:
+        known = {s.batch_id: sending.api_for(s).retrieve(s.batch_id) for s in subs}
+        if all(b.terminal for b in known.values()) or time.monotonic() >= deadline:
             return known
         time.sleep(HARVEST_POLL_SECONDS)
 
@@ -371,7 +377,7 @@ def _harvest_one(
     before Dagster records the run (see `harvest/provider_files.py`).
     """
     state = latest_state(context.instance, uc, partition)
-    known = _settled(sending.gateway, [s.batch_id for s in state.unharvested] if state else [], deadline)
+    known = _settled(sending, state.unharvested if state else (), deadline)
     statuses = {batch_id: batch.status for batch_id, batch in known.items()}
     action = next_action(state, ProviderReport(statuses, now=time.time()))
     if isinstance(action, Blocked) or state is None:
@@ -386,7 +392,7 @@ def _harvest_one(
     harvest = harvest_partition(wh, sending, uc, state, known)
     failpoint("results.written")
     if batch_api.delete_provider_files:
-        harvest.files_deleted = delete_provider_files(wh, sending.gateway, uc.name, partition, context.log.warning)
+        harvest.files_deleted = delete_provider_files(wh, sending.api, uc.name, partition, context.log.warning)
     context.log.info("%s %s: %s; %d requests being retried; %d provider files deleted", uc.name, partition,
                      harvest.counts, harvest.retrying, harvest.files_deleted)
     estimate = uc.estimate(harvest.index, history, with_kept=True)

@@ -24,8 +24,8 @@ Dagster then requires that variable when the resource initializes, whichever sid
 so the defaults are unbound, and an unset OPENAI_API_KEY selects the local Batch API instead of
 failing the run's config.
 
-Each resource instance builds one `openai.OpenAI` (or `openai.AzureOpenAI`) client (and
-`BatchAPIResource` one `BatchGateway`) on first use and keeps it. Dagster initializes a fresh
+Each resource instance builds one connection (`provider.contract.BatchAPI`, on the provider's
+official client) on first use and keeps it. Dagster initializes a fresh
 copy of every resource for each run (each step process) and each sensor tick, so a client lives
 as long as that run or tick and is closed in `teardown_after_execution`.
 """
@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import openai
-from openai import OpenAI
 from pydantic import ConfigDict, Field, PrivateAttr, create_model
 from pydantic.fields import FieldInfo
 
@@ -49,15 +47,19 @@ from batch_pipeline.local_api.embedded import (
     embedded_http_client,
 )
 from batch_pipeline.local_api.settings import LocalAPISettings
-from batch_pipeline.provider.contract import Provider, ProviderSettingError
-from batch_pipeline.provider.gateway import BatchGateway
-from batch_pipeline.provider.providers import (
+from batch_pipeline.provider.azure_api import (
     AZURE_DEPLOYMENTS_VARIABLE,
-    DEFAULT_BASE_URL,
     AzureOpenAIProvider,
-    OpenAIProvider,
     parse_deployments,
 )
+from batch_pipeline.provider.contract import (
+    BatchAPI,
+    ClosableClient,
+    Provider,
+    ProviderSettingError,
+)
+from batch_pipeline.provider.openai_api import DEFAULT_BASE_URL, OpenAIProvider
+from batch_pipeline.provider.registry import PROVIDERS
 from batch_pipeline.provider.submission import QUOTA_BACKOFF_SECONDS, Sending
 from batch_pipeline.warehouse.storage import Warehouse
 
@@ -76,7 +78,6 @@ DEPLOYMENT = dg.EnvVar("BATCH_PIPELINE_DEPLOYMENT")
 DAGSTER_HOME = dg.EnvVar("DAGSTER_HOME")
 
 DEFAULT_LOCAL_API_DIR = ".local_batch_api"
-PROVIDERS = ("openai", "azure")
 
 
 def _setting(configured: str | None, variable: dg.EnvVar) -> str | None:
@@ -143,29 +144,34 @@ LocalBatchAPISettings: type[dg.Config] = create_model(  # type: ignore[call-over
 
 
 class _BatchAPIClientResource(dg.ConfigurableResource):
-    """One `openai.OpenAI` client per resource instance, built on first use, closed at teardown."""
+    """One connection (the provider's official client) per resource instance, built on first
+    use, closed at teardown."""
 
     max_retries: int = Field(default=5, description="Client retries on 429/5xx/timeouts.")
     timeout_seconds: float = Field(default=120.0, description="Per-request timeout.")
 
-    _client: openai.OpenAI | None = PrivateAttr(default=None)
+    _api: BatchAPI | None = PrivateAttr(default=None)
 
-    def client(self) -> OpenAI:
-        if self._client is None:
-            self._client = self._new_client(max_retries=self.max_retries, timeout=self.timeout_seconds)
-        return self._client
+    def api(self) -> BatchAPI:
+        if self._api is None:
+            self._api = self._connect(max_retries=self.max_retries, timeout=self.timeout_seconds)
+        return self._api
+
+    def client(self) -> ClosableClient:
+        """The provider's official client (to look at batches and files directly)."""
+        return self.api().client
 
     def describe(self) -> str:
         """Where requests go, for logs and metadata; never includes a key."""
         raise NotImplementedError
 
-    def _new_client(self, **options: Any) -> OpenAI:
+    def _connect(self, **options: Any) -> BatchAPI:
         raise NotImplementedError
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._api is not None:
+            self._api.client.close()
+            self._api = None
 
 
 class OpenAIProviderResource(_BatchAPIClientResource):
@@ -195,8 +201,8 @@ class OpenAIProviderResource(_BatchAPIClientResource):
             project=_setting(self.project, OPENAI_PROJECT_ID),
         )
 
-    def _new_client(self, **options: Any) -> OpenAI:
-        return self.provider().client(**options)  # without a key, the client itself says so
+    def _connect(self, **options: Any) -> BatchAPI:
+        return self.provider().connect(**options)  # without a key, the client itself says so
 
     def describe(self) -> str:
         return self.provider().describe()
@@ -241,8 +247,8 @@ class AzureOpenAIProviderResource(_BatchAPIClientResource):
             self.deployments or parse_deployments(AZURE_DEPLOYMENTS.get_value() or ""),
         )
 
-    def _new_client(self, **options: Any) -> OpenAI:
-        return self.provider().client(**options)
+    def _connect(self, **options: Any) -> BatchAPI:
+        return self.provider().connect(**options)
 
     def describe(self) -> str:
         return self.provider().describe()
@@ -283,15 +289,18 @@ class LocalBatchAPIResource(_BatchAPIClientResource):
         served = {name: model for model, name in deployments.items()}
         return settings.model_copy(update={"azure_deployments": served | settings.azure_deployments})
 
-    def _new_client(self, **options: Any) -> OpenAI:
-        provider = (self._speaks or OpenAIProvider()).at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY)
-        return provider.client(embedded_http_client(self.folder(), settings=self.api_settings()), **options)
+    def provider(self) -> Provider:
+        """The provider it answers as, at the embedded origin."""
+        return (self._speaks or OpenAIProvider()).at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY)
+
+    def _connect(self, **options: Any) -> BatchAPI:
+        return self.provider().connect(embedded_http_client(self.folder(), settings=self.api_settings()), **options)
 
     def describe(self) -> str:
         described = f"embedded local Batch API ({self.folder()})"
         if self._speaks is None:
             return described
-        return f"{described} as {self._speaks.at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY).describe()}"
+        return f"{described} as {self.provider().describe()}"
 
 
 Answering = OpenAIProviderResource | AzureOpenAIProviderResource | LocalBatchAPIResource
@@ -300,7 +309,7 @@ Answering = OpenAIProviderResource | AzureOpenAIProviderResource | LocalBatchAPI
 class BatchAPIResource(dg.ConfigurableResource):
     """The Batch API the pipeline talks to: the provider's real API with a key, else the local one.
 
-    Assets and the sensor use `gateway()`, `provider_in_use()`, `enqueued_token_limits`,
+    Assets and the sensor use `api()`, `provider_in_use()`, `enqueued_token_limits`,
     `delete_provider_files` and `describe()`. Which of `openai`, `azure` and `local` serves them is
     decided by `selected()`, the one place the provider rule lives (see the module docstring).
     """
@@ -347,7 +356,7 @@ class BatchAPIResource(dg.ConfigurableResource):
 
     _selected: Answering | None = PrivateAttr(default=None)
     _provider: Provider | None = PrivateAttr(default=None)
-    _gateway: BatchGateway | None = PrivateAttr(default=None)
+    _elsewhere: dict[str, LocalBatchAPIResource] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **data: Any) -> None:
         # Dagster treats resource-typed fields as required; these defaults are the environment's.
@@ -387,24 +396,52 @@ class BatchAPIResource(dg.ConfigurableResource):
         assert self._provider is not None  # set with the selection
         return self._provider
 
-    def client(self) -> OpenAI:
+    def client(self) -> ClosableClient:
+        """The official client of the provider in use (to look at batches and files directly)."""
         return self.selected().client()
 
-    def gateway(self) -> BatchGateway:
-        if self._gateway is None:
-            self._gateway = BatchGateway(self.client(), self.provider_in_use().input_file_ttl_seconds)
-        return self._gateway
+    def api(self) -> BatchAPI:
+        """The connection to the provider in use, for this run or tick."""
+        return self.selected().api()
+
+    def api_at(self, fingerprint: str) -> BatchAPI | None:
+        """The connection to the provider whose settings have `fingerprint`, among those configured
+        (a real provider with its key, or the embedded local API as either): where batches sent
+        before the provider setting changed are watched and harvested. None: not configured."""
+        for resource in (self.openai, self.azure):
+            with contextlib.suppress(ProviderSettingError):
+                if resource.has_key() and resource.provider().fingerprint() == fingerprint:
+                    return resource.api()
+        for speaks in (OpenAIProvider(), self.azure.provider(local=True) if self._azure_complete() else None):
+            if speaks is not None and speaks.at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY).fingerprint() == fingerprint:
+                if fingerprint not in self._elsewhere:
+                    local = LocalBatchAPIResource(data_dir=self.local.data_dir, settings=self.local.settings)
+                    local.speak(speaks)
+                    self._elsewhere[fingerprint] = local
+                return self._elsewhere[fingerprint].api()
+        return None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        for local in self._elsewhere.values():
+            local.teardown_after_execution(context)
+        self._elsewhere.clear()
+
+    def _azure_complete(self) -> bool:
+        try:
+            self.azure.provider(local=True)
+        except ProviderSettingError:
+            return False
+        return True
 
     def describe(self) -> str:
         """Where requests go, for logs and metadata; never includes the key."""
         return self.selected().describe()
 
     def sending(self, model: str, log: Callable[[str], None]) -> Sending:
-        """How a run sends a model's shards: the gateway, the model's enqueued-token limit, the
+        """How a run sends a model's shards: the connection, the model's enqueued-token limit, the
         deployment name, the provider's contract."""
-        return Sending(self.gateway(), self.enqueued_token_limits.get(model),
-                       _setting(self.deployment, DEPLOYMENT) or "", log, self.provider_in_use(),
-                       self.quota_backoff_seconds)
+        return Sending(self.api(), self.enqueued_token_limits.get(model),
+                       _setting(self.deployment, DEPLOYMENT) or "", log, self.quota_backoff_seconds, self.api_at)
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -18,13 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
-import openai
-from openai.types import Batch
 
 from batch_pipeline.dagster.resources import BatchAPIResource
 from batch_pipeline.dagster.state_store import state_from
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.provider.contract import ProviderBatch, ProviderUnavailable
 from batch_pipeline.state.lease import lease_held
 from batch_pipeline.state.machine import (
     Action,
@@ -125,25 +123,23 @@ def build_batch_monitor(
             _collect_states(context.instance, uc, cursor)
         if not cursor.watched:
             return dg.SensorResult(skip_reason="no batches in flight", cursor=cursor.dump())
-        gateway = batch_api.gateway()
         try:
             holds = {key: _hold(context.instance, cursor, key, rerun) for key in cursor.watched}
-            batches = _batch_states(gateway, [cursor.watched[k] for k, (hold, _) in holds.items() if hold is None])
-        except openai.APIError as exc:  # the exception's text may echo request details; not logged
-            return dg.SensorResult(
-                skip_reason=f"provider unavailable, will retry next tick: {type(exc).__name__}",
-                cursor=cursor.dump(),
-            )
+            batches, calls = _batch_states(batch_api, [cursor.watched[k] for k, (hold, _) in holds.items()
+                                                       if hold is None])
+        except ProviderUnavailable as exc:  # names the call and the error's type, never its text
+            return dg.SensorResult(skip_reason=f"provider unavailable, will retry next tick: {exc}",
+                                   cursor=cursor.dump())
         failpoint("monitor.listed")
         warehouse = getattr(context.resources, warehouse_key).warehouse()
-        return _decide(context, by_name, (batch_api, warehouse), cursor, batches, gateway.calls, holds)
+        return _decide(context, by_name, (batch_api, warehouse), cursor, batches, calls, holds)
 
     return batch_monitor
 
 
 def _decide(
     context: dg.SensorEvaluationContext, by_name: dict[str, UseCase],
-    resources: tuple[BatchAPIResource, Warehouse], cursor: MonitorCursor, batches: dict[str, Batch], calls: int,
+    resources: tuple[BatchAPIResource, Warehouse], cursor: MonitorCursor, batches: dict[str, ProviderBatch], calls: int,
     holds: dict[str, tuple[str | None, int]],
 ) -> dg.SensorResult:
     """Ask the state machine about every watched partition and request the runs it needs."""
@@ -274,17 +270,31 @@ def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCu
                 cursor.watched[watch_key] = state
 
 
-def _batch_states(gateway: BatchGateway, watched: Iterable[PartitionState]) -> dict[str, Batch]:
-    """The current state of every watched batch (see `BatchGateway.states_of`)."""
-    watched = list(watched)
-    wanted = {s.batch_id for state in watched for s in state.unharvested}
-    if not wanted:
-        return {}
-    return gateway.states_of(wanted, since=min(state.recorded_at for state in watched))
+def _batch_states(batch_api: BatchAPIResource, watched: Iterable[PartitionState]
+                  ) -> tuple[dict[str, ProviderBatch], int]:
+    """The current state of every watched batch, asked of the provider that holds it (see
+    `BatchAPI.batches`), and the calls sent; batches at a provider no longer configured stay
+    unseen, so their partitions wait."""
+    api = batch_api.api()
+    here = api.provider.fingerprint()
+    groups: dict[str, tuple[set[str], float]] = {}
+    for state in watched:
+        for sub in state.unharvested:
+            at = sub.provider_fingerprint or here
+            ids, since = groups.get(at, (set(), state.recorded_at))
+            groups[at] = (ids | {sub.batch_id}, min(since, state.recorded_at))
+    found: dict[str, ProviderBatch] = {}
+    holders = [api]
+    for at, (ids, since) in groups.items():
+        holder = api if at == here else batch_api.api_at(at)
+        if holder is not None:
+            found |= holder.batches(ids, since)
+            holders += [] if holder is api else [holder]
+    return found, sum(h.calls for h in holders)
 
 
 def _tokens_in_flight(
-    watched: Iterable[PartitionState], batches: dict[str, Batch], by_name: dict[str, UseCase]
+    watched: Iterable[PartitionState], batches: dict[str, ProviderBatch], by_name: dict[str, UseCase]
 ) -> dict[str, int]:
     """Estimated tokens of our batches not yet terminal, per model (unseen ones count)."""
     totals: dict[str, int] = {}
@@ -298,7 +308,7 @@ def _tokens_in_flight(
 
 
 def _progress(
-    uc: UseCase, state: PartitionState, seen: list[Batch], progress: dict[str, list]
+    uc: UseCase, state: PartitionState, seen: list[ProviderBatch], progress: dict[str, list]
 ) -> list[dg.AssetObservation]:
     """An observation on the batches asset for each batch whose progress changed."""
     observations = []

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from openai.types import Batch
 from upath import UPath
 
 from batch_pipeline.cost import UsageRecord
 from batch_pipeline.harvest.lines import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
 from batch_pipeline.harvest.retries import follow_ups
 from batch_pipeline.harvest.slices import harvest_slices
+from batch_pipeline.provider.contract import ProviderBatch
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.state.partition_state import PartitionState
@@ -89,7 +89,7 @@ def answered_usage(results: pa.Table, index_rows: pa.Table) -> UsageRecord:
 
 
 def harvest_partition(
-    wh: Warehouse, sending: Sending, uc: UseCase, state: PartitionState, known: Mapping[str, Batch]
+    wh: Warehouse, sending: Sending, uc: UseCase, state: PartitionState, known: Mapping[str, ProviderBatch]
 ) -> Harvest:
     """Write the partition's results from every batch in `state`; queue and send retries.
     `known`: batches the caller just retrieved, by id; the state records the status they ended in.
@@ -106,7 +106,7 @@ def harvest_partition(
     )
     report = Harvest(path, index, harvested)
     with wh.parquet_writer(path, unique=RESULT_UNIQUE + uc.source.key_columns) as write:
-        for table in harvest_slices(wh, sending.gateway, uc, state, index, carried, known):
+        for table in harvest_slices(wh, sending, uc, state, index, carried, known):
             write(table)
             report.add(table, uc.spec.max_attempts)
         report.state = follow_ups(sending, wh, uc, harvested, index, report.retryable, report.parents)

@@ -19,11 +19,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
-import openai
-from openai.types import Batch
 from upath import UPath
 
-from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.provider.contract import BatchAPI, ProviderBatch, ProviderUnavailable
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
@@ -31,20 +29,18 @@ _VERSION = 1
 Noted = dict[str, dict[str, str]]  # file id -> {"batch_id", "kind": input | output | error}
 
 
-def note_provider_files(wh: Warehouse, use_case: str, partition: str, batches: Iterable[Batch]) -> None:
+def note_provider_files(wh: Warehouse, use_case: str, partition: str, batches: Iterable[ProviderBatch]) -> None:
     """Note the files of `batches` (terminal, about to be harvested) for deletion; call it under the
     partition's lease, before the results are written."""
     noted = _read(_path(wh, use_case, partition))
     for batch in batches:
-        for kind, file_id in (("input", batch.input_file_id), ("output", batch.output_file_id),
-                              ("error", batch.error_file_id)):
-            if file_id:  # null, or "" on Azure
-                noted[file_id] = {"batch_id": batch.id, "kind": kind}
+        for kind, file_id in batch.files.items():
+            noted[file_id] = {"batch_id": batch.id, "kind": kind}
     _write(wh, _path(wh, use_case, partition), noted)
 
 
 def delete_provider_files(
-    wh: Warehouse, gateway: BatchGateway, use_case: str, partition: str, warn: Callable[[str], None]
+    wh: Warehouse, api: BatchAPI, use_case: str, partition: str, warn: Callable[[str], None]
 ) -> int:
     """Delete the partition's noted files whose bytes the warehouse holds; how many were deleted.
 
@@ -62,11 +58,9 @@ def delete_provider_files(
             left[file_id] = entry
             continue
         try:
-            deleted += gateway.delete_file(file_id)  # False when it was gone already: done
-        except openai.OpenAIError as exc:
-            status = getattr(exc, "status_code", None)
-            reason = type(exc).__name__ + (f", HTTP {status}" if status else "")
-            warn(f"{use_case} {partition}: provider file {file_id} was not deleted ({reason}); "
+            deleted += api.delete_file(file_id)  # False when it was gone already: done
+        except ProviderUnavailable as exc:
+            warn(f"{use_case} {partition}: provider file {file_id} was not deleted ({exc}); "
                  "the partition's next results run tries again")
             left[file_id] = entry
     if left != noted:

@@ -13,7 +13,6 @@ import time
 import pyarrow as pa
 
 from batch_pipeline.harvest.slices import custom_ids_in
-from batch_pipeline.provider.contract import line_form
 from batch_pipeline.provider.submission import Sending, Shard, submit_shards
 from batch_pipeline.requests.lines import line_custom_id
 from batch_pipeline.state.intent import intents_of
@@ -57,7 +56,7 @@ def follow_ups(
     ]
     sent = submit_shards(
         sending, intents_of(wh, uc.name, state.partition), use_case=uc.name, partition=state.partition,
-        form=line_form(uc.spec, sending.provider), model=uc.spec.model, shards=shards,
+        encoding=sending.api.provider.encoding(uc.spec), model=uc.spec.model, shards=shards,
     )
     return dataclasses.replace(
         state,
@@ -78,7 +77,7 @@ def queue_round(
     """Write the round's request lines (copied from the shards as sent) and queue them, as many
     to a file as the provider takes."""
     spec, attempt = uc.spec, action.attempt
-    per_file = line_form(spec, sending.provider).max_requests
+    per_file = sending.api.provider.encoding(spec).max_requests
     folder = wh.partition_dir(uc.name, layout.REQUESTS, state.partition)
     wanted = set(action.custom_ids)
     lines = [

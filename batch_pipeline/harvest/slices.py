@@ -11,16 +11,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from openai.types import Batch
 from upath import UPath
 
 from batch_pipeline.cost import batch_prices
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines
-from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.provider.contract import RESULT_ROWS, ProviderBatch
+from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.carry_over import merge_carried
 from batch_pipeline.requests.lines import line_custom_id
-from batch_pipeline.state.partition_state import TERMINAL, PartitionState, Submission
+from batch_pipeline.state.partition_state import PartitionState, Submission
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -31,59 +31,52 @@ class NotTerminal(RuntimeError):
 
 
 def harvest_batch(
-    wh: Warehouse, gateway: BatchGateway, uc: UseCase, partition: str, sub: Submission,
-    expected: pa.Array | list[str] | None = None, batch: Batch | None = None,
+    wh: Warehouse, sending: Sending, uc: UseCase, partition: str, sub: Submission,
+    expected: pa.Array | list[str] | None = None, batch: ProviderBatch | None = None,
 ) -> pa.Table:
     """One terminal batch's lines; its provider files are kept raw in the warehouse first.
 
     `expected` are the custom_ids the batch was sent, read from its request file when not given;
     `batch` is the provider's batch when the caller just retrieved it (else it is retrieved here).
     """
-    batch = batch or gateway.retrieve(sub.batch_id)
-    if batch.status not in TERMINAL:
+    api = sending.api_for(sub)
+    batch = batch or api.retrieve(sub.batch_id)
+    if not batch.terminal:
         raise NotTerminal(f"batch {batch.id} is still {batch.status}")
     raw_dir = wh.partition_dir(uc.name, layout.RAW, partition)
     raw_files = []
-    for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
-        if not file_id:  # null, or "" on Azure
-            continue
+    for kind in api.result_kinds(batch):
         path = raw_dir / layout.raw_file(batch.id, kind)
         if not path.exists():
-            wh.write_bytes(path, gateway.download(file_id))
+            wh.write_bytes(path, api.download(batch, kind))
             failpoint("harvest.downloaded")
         raw_files.append(wh.local_path(path) or path.read_bytes())
-    first_error = batch.errors.data[0] if batch.errors and batch.errors.data else None
-    outcome = BatchOutcome(
-        batch.id,
-        batch.status,
-        first_error.code if first_error else None,
-        first_error.message if first_error else None,
-    )
+    outcome = BatchOutcome(batch.id, batch.status, batch.error_code, batch.error_message)
     if expected is None:
         expected = custom_ids_in(wh.resolve(sub.path))
-    return batch_lines(outcome, sub.attempt, expected, raw_files)
+    return batch_lines(outcome, sub.attempt, expected, api.parse_results(raw_files))
 
 
 def harvest_slices(
     wh: Warehouse,
-    gateway: BatchGateway,
+    sending: Sending,
     uc: UseCase,
     state: PartitionState,
     index: pa.Table,
     carried: pa.Table | None,
-    known: Mapping[str, Batch],
+    known: Mapping[str, ProviderBatch],
 ) -> Iterator[pa.Table]:
     """Result rows in source order, one slice per first-round shard. `known`: batches the caller
     already retrieved, by id (not retrieved again)."""
     partition = state.partition
     first = {s.shard: s for s in state.submissions if s.attempt == 1}
-    later = [harvest_batch(wh, gateway, uc, partition, s, batch=known.get(s.batch_id))
+    later = [harvest_batch(wh, sending, uc, partition, s, batch=known.get(s.batch_id))
              for s in state.submissions if s.attempt > 1]
 
     def first_round(shard: int, expected: pa.Array) -> pa.Table | None:
         if shard not in first:
             return None
-        return harvest_batch(wh, gateway, uc, partition, first[shard], expected, known.get(first[shard].batch_id))
+        return harvest_batch(wh, sending, uc, partition, first[shard], expected, known.get(first[shard].batch_id))
 
     lines = assembled_slices(index, uc, first_round, pa.concat_tables(later) if later else None)
     for table in lines:
@@ -121,7 +114,8 @@ def assembled_slices(
             parts = [first_lines] if first_lines is not None else []
             if later_lines is not None:
                 parts.append(later_lines.filter(pc.is_in(later_lines["custom_id"], value_set=rows["custom_id"])))
-            lines = pa.concat_tables(parts) if parts else batch_lines(BatchOutcome("", "completed"), 1, [], [])
+            lines = pa.concat_tables(parts) if parts else batch_lines(
+                BatchOutcome("", "completed"), 1, [], RESULT_ROWS.empty_table())
             prices |= batch_prices([m for m in pc.unique(lines["model"]).to_pylist() if m])
             yield assemble(rows, uc.source.key_columns, lines, prices, uc.spec)
 

@@ -1,33 +1,51 @@
-"""The one contract between the pipeline and a Batch API provider.
+"""The provider port: what the pipeline needs of a Batch API, in neutral types only.
 
-Everything provider-specific sits behind `Provider`: how its official client is built, how a
-request line names its endpoint (`url`) and model, how large one input file may be and how long
-an uploaded input may be kept. OpenAI and Azure OpenAI implement it
-(`batch_pipeline.provider.providers`); the rest of the pipeline (requests, submission, harvest)
-asks it and knows no provider by name.
+A provider is two objects. `Provider` is its settings (frozen, safe to log through `describe()`):
+how a use case's requests are encoded for it (`encoding`), its limits, and how to connect.
+`BatchAPI` is a connection to it, the operations the stages call: submit a shard under an
+idempotency key, find our batches, report their status in one vocabulary (`RUNNING`,
+`TERMINAL`), download and parse results into neutral rows (`RESULT_ROWS`), cancel, delete
+provider-side files. Only the adapters (`openai_api.py`, `azure_api.py`) and `local_api/`
+import a provider SDK; requests, submission, harvest, state and the Dagster layer speak this
+module's types. A new provider is one adapter module and its entry in
+`batch_pipeline.dagster.resources.PROVIDERS`; it is done when it passes
+`tests/test_provider_contract.py` unchanged. docs/provider-port.md explains the seam.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-import httpx2
-import openai
-import orjson
-from openai.types import Batch
+import pyarrow as pa
 
 from batch_pipeline.spec import BatchSpec
+from batch_pipeline.state.partition_state import TERMINAL
 
-EMBEDDINGS = "/v1/embeddings"
-# A Batch's timestamps: epoch seconds on OpenAI, ISO-8601 strings in Azure's older REST answers.
-TIMESTAMPS = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
-              "expired_at", "cancelling_at", "cancelled_at")
-_SPELLINGS = {"canceled": "cancelled", "canceling": "cancelling"}  # American spellings seen on Azure
-MAX_EMBEDDING_INPUTS = 50_000  # per embeddings batch (reference §7); one input per request line
+# A batch's status, whoever answered: running ones, then the terminal ones (state.TERMINAL).
+RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+STATUSES = RUNNING | TERMINAL
+MAX_EMBEDDING_INPUTS = 50_000  # per embeddings batch; one input per request line
+PIPELINE = "batch_pipeline"  # the tag that marks our batches among an organisation's
+
+# A parsed result line, one per request the provider answered (or a batch accounts for).
+# `status` is the row's outcome: succeeded, invalid_output (a refusal), failed, expired, cancelled.
+RESULT_ROWS = pa.schema(
+    [
+        ("custom_id", pa.string()),
+        ("status", pa.string()),
+        ("output", pa.string()),
+        ("error_code", pa.string()),
+        ("error_message", pa.string()),
+        ("model", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("cached_input_tokens", pa.int64()),
+        ("embedding", pa.list_(pa.float32())),
+    ]
+)
 
 
 class ProviderSettingError(ValueError):
@@ -36,132 +54,183 @@ class ProviderSettingError(ValueError):
 
 class QuotaRefused(Exception):
     """The provider refused to create a batch because the model's enqueued-token quota is full.
+    Nothing was created, so the shard can wait and be sent again under the same key."""
 
-    Azure OpenAI does this synchronously in some regions (HTTP 400 `token_limit_exceeded`,
-    reference §8) where OpenAI fails the batch after validation. Nothing was created, so the
-    shard can wait and be sent again as the same batch (same idempotency key, same upload).
-    """
+
+class ProviderUnavailable(Exception):
+    """A call to the provider failed (network, 429, 5xx, timeout); the message names the call and
+    the error's type, never the provider's text, which may echo request details."""
+
+
+class SubmissionBlocked(Exception):
+    """A shard's intent has no batch id and the provider holds no key to find its batch by:
+    sending again could pay twice. The message names the intent, its time and the candidates."""
 
 
 @dataclass(frozen=True)
-class FileLimits:
-    """How much one batch input file may hold at this provider."""
+class RequestCounts:
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
 
-    max_requests: int
-    max_bytes: int
+
+@dataclass(frozen=True)
+class ProviderBatch:
+    """One batch as the provider reports it, in the pipeline's vocabulary.
+
+    `key` is our idempotency key where the provider holds it (None where it cannot, or for a
+    batch that is not ours); `tags` what else it holds for us (model, estimated tokens).
+    `files` are provider-side files by kind (`input`, `output`, `error`), what cleanup deletes.
+    """
+
+    id: str
+    status: str
+    created_at: float
+    request_counts: RequestCounts | None = None
+    key: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, str] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class RequestEncoding(Protocol):
+    """How one use case's requests are written for one provider, and how many fit one batch.
+
+    `line(custom_id, texts)` is the JSON object of one request line, given the rendered text of
+    each template role (`system`, `user`); its first member must be the custom id (a JSON
+    string), so an id is read from a line without parsing it (`requests.lines.line_custom_id`).
+    `signature` is bytes every line of this encoding holds: a shard written for another provider
+    or model is refused before upload.
+    """
+
+    @property
+    def max_requests(self) -> int: ...
+
+    @property
+    def max_bytes(self) -> int: ...
+
+    @property
+    def signature(self) -> bytes: ...
+
+    def line(self, custom_id: str, texts: Mapping[str, str]) -> dict[str, Any]: ...
+
+
+class ClosableClient(Protocol):
+    """The provider's official SDK client, closed when the run or tick ends."""
+
+    def close(self) -> None: ...
+
+
+class BatchAPI(Protocol):
+    """A connection to one provider's Batch API; `calls` counts requests sent, for monitoring."""
+
+    @property
+    def provider(self) -> Provider: ...
+
+    @property
+    def client(self) -> ClosableClient: ...
+
+    @property
+    def holds_keys(self) -> bool:
+        """The provider keeps our idempotency key with the batch, so `find` can look it up."""
+        ...
+
+    calls: int
+
+    def submit(self, data: bytes, encoding: RequestEncoding, key: str, tags: Mapping[str, str],
+               earlier_attempt: bool, log: Callable[[str], None]) -> ProviderBatch:
+        """Create one batch of the request lines `data` under idempotency `key`, uploading them
+        where the provider needs a file (`earlier_attempt`: an upload of an attempt that died
+        before its create may exist; it is reused). Raises `QuotaRefused` when the provider
+        refuses it for its queue quota (nothing created)."""
+        ...
+
+    def find(self, keys: set[str], since: float) -> dict[str, ProviderBatch]:
+        """Our batches carrying any of `keys`, created after `since` (newest wins); only where
+        `holds_keys`. A lookup that cannot finish raises, never passes for "not found"."""
+        ...
+
+    def created_since(self, since: float) -> list[ProviderBatch]:
+        """Every batch the provider holds created after `since`: the candidates for an intent
+        whose batch id was never recorded, where the provider holds no key."""
+        ...
+
+    def enqueued_tokens(self, model: str) -> int:
+        """Estimated tokens of our running batches of `model` (0 where the provider cannot tell)."""
+        ...
+
+    def batches(self, batch_ids: set[str], since: float) -> dict[str, ProviderBatch]:
+        """The current state of our batches `batch_ids`, created after `since`, in few calls
+        whatever else the organisation holds; a batch the provider does not know is absent."""
+        ...
+
+    def retrieve(self, batch_id: str) -> ProviderBatch: ...
+
+    def result_kinds(self, batch: ProviderBatch) -> Sequence[str]:
+        """The kinds of result files a terminal batch has (`output`, `error`), to keep raw."""
+        ...
+
+    def download(self, batch: ProviderBatch, kind: str) -> bytes:
+        """One result file's bytes, exactly as the provider sent them."""
+        ...
+
+    def parse_results(self, files: Sequence[bytes | Path]) -> pa.Table:
+        """Result files (bytes, or local copies) as `RESULT_ROWS`, one row per line; a line of an
+        unexpected shape is a failed row naming its line, never a failed harvest."""
+        ...
+
+    def cancel(self, batch_id: str) -> ProviderBatch: ...
+
+    def delete_file(self, file_id: str) -> bool:
+        """Delete a provider-side file; False when it was gone already (deleting is idempotent)."""
+        ...
 
 
 class Provider(Protocol):
-    """What the pipeline needs of a Batch API provider."""
+    """A provider's settings: its name, limits, request encoding and how to connect."""
 
     @property
     def name(self) -> str: ...
 
     @property
-    def limits(self) -> FileLimits: ...
-
-    @property
-    def input_file_ttl_seconds(self) -> int:
-        """Asked for on upload; within the range the provider accepts."""
-        ...
-
-    @property
     def deployments(self) -> Mapping[str, str]:
-        """The provider's own names of models (Azure's deployment names), by model; empty when
+        """The provider's own names of models (Azure's deployments), by model; empty when
         requests name models directly. The local Batch API serves them as those models."""
         ...
 
-    def client(self, http_client: httpx2.Client | None = None, **options: Any) -> openai.OpenAI:
-        """The provider's official client (`openai.OpenAI` or a subclass); `http_client` carries
-        its calls elsewhere (the embedded local Batch API)."""
-        ...
-
-    def at(self, origin: str, api_key: str) -> Provider:
-        """The same provider's protocol spoken to another server (the local Batch API at
-        `origin`, e.g. `http://127.0.0.1:8000`), with that server's key."""
-        ...
-
-    def line_url(self, endpoint: str) -> str:
-        """A request line's `url` (and the batch's `endpoint`) for an OpenAI endpoint path."""
-        ...
-
-    def line_model(self, model: str) -> str:
-        """The `model` a request body names for `model`; raises `ProviderSettingError` when the
-        provider has no name for it."""
+    def fingerprint(self) -> str:
+        """Where this provider's batches live (endpoint, organisation), never a key: recorded
+        with each submission so in-flight batches are watched where they were sent."""
         ...
 
     def describe(self) -> str:
         """Where requests go, for logs and metadata; never includes a key."""
         ...
 
+    def encoding(self, spec: BatchSpec) -> RequestEncoding:
+        """`spec`'s requests for this provider; raises `ProviderSettingError` when the provider
+        cannot serve the spec (an endpoint it lacks, a model with no deployment)."""
+        ...
 
-@dataclass(frozen=True)
-class LineForm:
-    """How one use case's request lines are written for one provider: each line's `url`, the
-    `model` in each body, and the most lines and bytes one shard (one input file) holds."""
+    def at(self, origin: str, api_key: str) -> Provider:
+        """The same protocol spoken to another server (the local Batch API at `origin`)."""
+        ...
 
-    url: str
-    model: str
-    max_requests: int
-    max_bytes: int
-
-    def prefix(self) -> bytes:
-        """Bytes every request line in this form holds (url, then the body's model first)."""
-        return b'"url":%s,"body":{"model":%s' % (orjson.dumps(self.url), orjson.dumps(self.model))
+    def connect(self, http_client: Any = None, **options: Any) -> BatchAPI:
+        """A connection on the provider's official client; `http_client` carries its calls
+        elsewhere (the embedded local Batch API), `options` are the client's (retries, timeout)."""
+        ...
 
 
-def line_form(spec: BatchSpec, provider: Provider) -> LineForm:
-    """`spec`'s request lines for `provider`.
-
-    A spec's own shard limits apply within the provider's; `max_requests_per_shard=None` takes
-    the provider's whole limit, except that an embeddings file holds at most 50,000 inputs.
-    """
-    limits = provider.limits
-    requests = min(spec.max_requests_per_shard or limits.max_requests, limits.max_requests)
-    if spec.endpoint == EMBEDDINGS:
+def shard_limits(spec: BatchSpec, max_requests: int, max_bytes: int) -> tuple[int, int]:
+    """A spec's own shard limits within a provider's; `max_requests_per_shard=None` takes the
+    provider's whole limit, except that an embeddings batch holds at most 50,000 inputs."""
+    requests = min(spec.max_requests_per_shard or max_requests, max_requests)
+    if spec.endpoint == "/v1/embeddings":
         requests = min(requests, MAX_EMBEDDING_INPUTS)
-    return LineForm(provider.line_url(spec.endpoint), provider.line_model(spec.model), requests,
-                    min(spec.max_shard_bytes, limits.max_bytes))
-
-
-def normalized_batch(batch: Batch) -> Batch:
-    """`batch` in OpenAI's vocabulary, whoever answered: statuses lowercase (`InProgress` is
-    `in_progress`), timestamps epoch seconds, request counts numbers (Azure may send nulls).
-
-    The state machine and the sensor compare statuses with OpenAI's names and timestamps with
-    numbers; the `openai` client accepts Azure's other forms without converting them
-    (reference §8), so they are converted here, where every Batch enters the pipeline.
-    """
-    update: dict[str, Any] = {"status": batch_status(str(batch.status))}
-    for name in TIMESTAMPS:
-        value = getattr(batch, name, None)
-        if value is not None and not isinstance(value, int):
-            update[name] = epoch_seconds(value)
-    counts = batch.request_counts
-    if counts is not None and None in (counts.total, counts.completed, counts.failed):
-        update["request_counts"] = counts.model_copy(update={
-            "total": counts.total or 0, "completed": counts.completed or 0, "failed": counts.failed or 0})
-    return batch.model_copy(update=update)
-
-
-def batch_status(status: str) -> str:
-    """OpenAI's name of a batch status: `Completed` -> `completed`, `InProgress` -> `in_progress`."""
-    snake = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", status.strip()).replace(" ", "_").replace("-", "_").lower()
-    return _SPELLINGS.get(snake, snake)
-
-
-def epoch_seconds(value: object) -> int | None:
-    """Epoch seconds from a number, a numeric string or an ISO-8601 string (UTC when it names no
-    zone); None when it is none of these, so a timestamp the pipeline cannot read is absent."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if re.fullmatch(r"\d+(\.\d*)?", text):
-        return int(float(text))
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+    return requests, min(spec.max_shard_bytes, max_bytes)

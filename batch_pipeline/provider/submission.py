@@ -1,9 +1,11 @@
 """Request shards to provider batches, never paying twice for the same shard.
 
 Each shard's idempotency key is derived from the use case, the partition, the shard's content and
-the attempt, so it is the same on every rerun of the same work. Before uploading, the provider's
-batch metadata is swept for that key; a batch that exists is reused. An upload whose batch was
-never created (a crash between the two calls) is found by its file name and reused.
+the attempt, so it is the same on every rerun of the same work. The partition's two-phase intent
+log (`state/intent.py`) says which keys were about to be sent and the batch each create returned:
+a recorded batch is reused; an intent with no batch id is looked up at the provider by key
+where it holds one, and where it holds none the partition is blocked with the candidates named
+(`SubmissionBlocked`) unless no batch was created since the intent at all.
 
 A shard that would push the model's enqueued tokens over the configured limit is not sent: it is
 returned as `Queued`, and the batch monitor asks for it to be submitted once capacity frees,
@@ -17,15 +19,20 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-from openai.types import Batch
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.provider.contract import LineForm, Provider, ProviderSettingError, QuotaRefused
-from batch_pipeline.provider.gateway import PIPELINE, BatchGateway, Sweep
-from batch_pipeline.provider.providers import OpenAIProvider
-from batch_pipeline.state.intent import IntentLog
+from batch_pipeline.provider.contract import (
+    PIPELINE,
+    BatchAPI,
+    ProviderBatch,
+    ProviderSettingError,
+    QuotaRefused,
+    RequestEncoding,
+    SubmissionBlocked,
+)
+from batch_pipeline.state.intent import Intent, IntentLog
 from batch_pipeline.state.machine import admits
 from batch_pipeline.state.partition_state import Queued, Submission
 
@@ -88,12 +95,26 @@ def batch_metadata(use_case: str, partition: str, model: str, shard: Shard, depl
 class Sending:
     """Where and how a run sends shards, first rounds and retry rounds alike."""
 
-    gateway: BatchGateway
+    api: BatchAPI
     token_limit: int | None = None  # the model's enqueued-token limit, if the organisation set one
     deployment: str = ""  # keeps staging's and production's idempotency keys apart
     log: Callable[[str], None] = print
-    provider: Provider = field(default_factory=OpenAIProvider)  # whose request lines the gateway sends
     quota_backoff_seconds: float = QUOTA_BACKOFF_SECONDS  # after the provider refused a batch for its quota
+    # the connection to a provider other than `api`, by settings fingerprint (None: not configured)
+    elsewhere: Callable[[str], BatchAPI | None] = lambda fingerprint: None
+
+    def api_for(self, sub: Submission) -> BatchAPI:
+        """The provider that holds `sub`'s batch: the one it was sent to, whichever is configured now."""
+        fingerprint = sub.provider_fingerprint
+        if not fingerprint or fingerprint == self.api.provider.fingerprint():
+            return self.api
+        api = self.elsewhere(fingerprint)
+        if api is None:
+            raise ProviderSettingError(
+                f"batch {sub.batch_id} was sent to {sub.provider or 'another provider'} (settings {fingerprint}), "
+                f"which is not configured now ({self.api.provider.describe()} is); configure it again to "
+                "watch and harvest its batches")
+        return api
 
 
 @dataclass(frozen=True)
@@ -105,40 +126,40 @@ class Submitted:
 
 
 def submit_shards(
-    sending: Sending, intents: IntentLog, *, use_case: str, partition: str, form: LineForm, model: str,
-    shards: list[Shard],
+    sending: Sending, intents: IntentLog, *, use_case: str, partition: str, encoding: RequestEncoding,
+    model: str, shards: list[Shard],
 ) -> Submitted:
     """Make sure each shard has exactly one batch; create only the missing ones that fit.
 
-    `form` is how the provider wants the lines (its `url` is the batch's endpoint); `model` the
-    spec's model, recorded in the metadata. Call it holding the partition's lease
-    (`state/lease.py`): the lookup, the intents, the upload and the create then run with no other
-    run of the partition in between.
+    `encoding` is how the provider wants the lines; `model` the spec's model, recorded in the
+    tags. Call it holding the partition's lease (`state/lease.py`): the lookup, the intents, the
+    upload and the create then run with no other run of the partition in between.
     """
-    gateway, token_limit, log = sending.gateway, sending.token_limit, sending.log
+    api, token_limit, log = sending.api, sending.token_limit, sending.log
     metadata = {s.index: batch_metadata(use_case, partition, model, s, sending.deployment) for s in shards}
     wanted = {m["idempotency_key"] for m in metadata.values()}
     earlier = intents.recorded(wanted)
-    since = min(earlier.values(), default=None)
-    sweep = gateway.sweep(wanted, since, model if token_limit is not None else None) if wanted else Sweep({}, 0)
-    intents.record(wanted - sweep.found.keys())
-    sender = _Sender(gateway, form, log, sweep.enqueued_tokens, maybe_uploaded=set(earlier))
+    found = _existing(api, intents, earlier, f"{use_case} {partition}")
+    intents.record(wanted - found.keys())
+    enqueued = api.enqueued_tokens(model) if token_limit is not None and wanted - found.keys() else 0
     done = Submitted([], [])
     refused_at: float | None = None  # when the provider refused a batch of this run for its quota
     for shard in shards:
         meta = metadata[shard.index]
-        batch = sweep.found.get(meta["idempotency_key"])
+        key = meta.pop("idempotency_key")
+        batch = found.get(key)
         reused = batch is not None
         if batch is not None:
             log(f"shard {shard.index}: batch {batch.id} already submitted ({batch.status}); reused")
-        elif not admits(shard.estimated_tokens, sender.enqueued, token_limit):
+        elif not admits(shard.estimated_tokens, enqueued, token_limit):
             log(f"shard {shard.index}: queued; {shard.estimated_tokens:,} tokens would exceed the "
-                f"{token_limit:,} enqueued-token limit of {model} ({sender.enqueued:,} in flight)")
+                f"{token_limit:,} enqueued-token limit of {model} ({enqueued:,} in flight)")
             done.queued.append(_queued(shard, time.time(), "enqueued_token_limit"))
             continue
         elif refused_at is None:
             try:
-                batch = sender.create(shard, meta)
+                batch = _create(sending, intents, encoding, shard, key, meta, key in earlier)
+                enqueued += shard.estimated_tokens
             except QuotaRefused:
                 refused_at = time.time()
         if batch is None:  # refused, now or (quota full) for an earlier shard of this run
@@ -147,8 +168,46 @@ def submit_shards(
                 f"(token_limit_exceeded); offered again in {sending.quota_backoff_seconds:.0f} s")
             done.queued.append(_queued(shard, not_before, "provider_quota"))
             continue
-        done.submissions.append(_submission(shard, meta["idempotency_key"], batch, reused))
+        done.submissions.append(_submission(shard, key, batch, reused, api))
     return done
+
+
+def _existing(api: BatchAPI, intents: IntentLog, earlier: dict[str, Intent], where: str) -> dict[str, ProviderBatch]:
+    """The batches of keys with an intent: from the log's batch ids first; for an intent with no
+    id (or an id the provider no longer knows), by key at the provider, or, where it holds no
+    key, blocked when any batch was created since the intent (`SubmissionBlocked`)."""
+    ids = {key: i.batch_id for key, i in earlier.items() if i.batch_id}
+    states = api.batches(set(ids.values()), since=min(i.at for i in earlier.values())) if ids else {}
+    found = {key: states[batch_id] for key, batch_id in ids.items() if batch_id in states}
+    open_keys = set(earlier) - found.keys()
+    if not open_keys:
+        return found
+    since = min(earlier[k].at for k in open_keys)
+    if api.holds_keys:
+        by_key = api.find(open_keys, since)
+        intents.resolve({key: batch.id for key, batch in by_key.items()})
+        return found | by_key
+    candidates = api.created_since(since)
+    if candidates:
+        raise SubmissionBlocked(_blocked(where, {k: earlier[k] for k in open_keys}, candidates, api))
+    return found
+
+
+def _blocked(where: str, open_intents: dict[str, Intent], candidates: list[ProviderBatch], api: BatchAPI) -> str:
+    def when(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+    intents = ", ".join(f"{key} (intent {when(i.at)})" for key, i in sorted(open_intents.items()))
+    named = ", ".join(f"{b.id} (created {when(b.created_at)}, {b.status})" for b in candidates[:20])
+    more = f" and {len(candidates) - 20} more" if len(candidates) > 20 else ""
+    return (
+        f"{where}: blocked: a submission was interrupted between its paid create and recording the batch id, "
+        f"and {api.provider.name} holds no key to find the batch by. Intents with no batch id: {intents}. "
+        f"Batches created at the provider since: {named}{more}. Sending again could pay twice, so nothing was "
+        "sent. If one of them is the shard's batch, record it with `batch-pipeline intents resolve`; if none is, "
+        "release the intent with `batch-pipeline intents release`; then materialize the batches again "
+        "(docs/provider-port.md, 'A blocked partition')"
+    )
 
 
 def _queued(shard: Shard, not_before: float, reason: str) -> Queued:
@@ -156,60 +215,43 @@ def _queued(shard: Shard, not_before: float, reason: str) -> Queued:
                   reason, list(shard.parent_batch_ids))
 
 
-@dataclass
-class _Sender:
-    """Uploads and creates batches; the upload listing is read once, only if a shard may have
-    been uploaded by an earlier attempt that died before creating its batch."""
-
-    gateway: BatchGateway
-    form: LineForm
-    log: Callable[[str], None]
-    enqueued: int
-    maybe_uploaded: set[str]  # keys with an earlier intent: an upload of theirs may be orphaned
-    uploads: dict[str, str] | None = None
-
-    def create(self, shard: Shard, meta: dict[str, str]) -> Batch:
-        _check_form(shard, self.form)
-        key = meta["idempotency_key"]
-        filename = f"{key}.jsonl"
-        if self.uploads is None and key in self.maybe_uploaded:
-            self.uploads = self.gateway.input_files()
-        file_id = (self.uploads or {}).get(filename)
-        if file_id is None:
-            file_id = self.gateway.upload(filename, shard.data)
-            self.log(f"shard {shard.index}: uploaded {shard.requests} requests as {file_id}")
-            failpoint("submission.uploaded")
-        else:
-            self.log(f"shard {shard.index}: reusing upload {file_id} left by an earlier attempt")
-        batch = self.gateway.create_batch(input_file_id=file_id, endpoint=self.form.url, metadata=meta)
-        failpoint("submission.created")
-        self.enqueued += shard.estimated_tokens
-        self.log(f"shard {shard.index} attempt {shard.attempt}: created batch {batch.id}")
-        return batch
+def _create(sending: Sending, intents: IntentLog, encoding: RequestEncoding, shard: Shard, key: str,
+            tags: dict[str, str], earlier_attempt: bool) -> ProviderBatch:
+    """Upload (where the provider needs it) and create the shard's batch, then record its id."""
+    _check_encoding(shard, encoding)
+    batch = sending.api.submit(shard.data, encoding, key, tags, earlier_attempt,
+                               lambda text: sending.log(f"shard {shard.index}: {text}"))
+    failpoint("submission.created")
+    intents.resolve({key: batch.id})
+    sending.log(f"shard {shard.index} attempt {shard.attempt}: created batch {batch.id}")
+    return batch
 
 
-def _check_form(shard: Shard, form: LineForm) -> None:
+def _check_encoding(shard: Shard, encoding: RequestEncoding) -> None:
     """Refuse, before its upload, a shard written for another provider (the provider setting
     changed between building the requests and sending them): its lines would fail there."""
     first = shard.data[: shard.data.find(b"\n")]
-    if form.prefix() not in first:
+    if encoding.signature not in first:
         raise ProviderSettingError(
-            f"shard {shard.index} ({shard.path}) was written for another provider: its lines do not name "
-            f"url '{form.url}' and model '{form.model}'; materialize the requests asset again; nothing was uploaded"
+            f"shard {shard.index} ({shard.path}) was written for another provider or model: its lines do not "
+            f"hold {encoding.signature.decode(errors='replace')}; materialize the requests asset again; "
+            "nothing was uploaded"
         )
 
 
-def _submission(shard: Shard, key: str, batch: Batch, reused: bool) -> Submission:
+def _submission(shard: Shard, key: str, batch: ProviderBatch, reused: bool, api: BatchAPI) -> Submission:
     return Submission(
         shard=shard.index,
         attempt=shard.attempt,
         path=shard.path,
         batch_id=batch.id,
-        input_file_id=batch.input_file_id,
+        input_file_id=batch.files.get("input", ""),
         idempotency_key=key,
         status=batch.status,
         requests=shard.requests,
         estimated_tokens=shard.estimated_tokens,
         reused=reused,
         parent_batch_ids=list(shard.parent_batch_ids),
+        provider=api.provider.name,
+        provider_fingerprint=api.provider.fingerprint(),
     )

@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 import xxhash
 
 from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
-from batch_pipeline.provider.contract import LineForm, line_form
-from batch_pipeline.provider.providers import OpenAIProvider
+from batch_pipeline.provider.contract import RequestEncoding
+from batch_pipeline.provider.registry import default_encoding
 from batch_pipeline.requests.custom_ids import (
     DUPLICATE_KEY,
     MALFORMED,
@@ -97,7 +97,7 @@ def check_columns(schema: pa.Schema, source: Source, spec: BatchSpec, partitione
             )
 
 
-def build_requests(table: pa.Table, source: Source, spec: BatchSpec, form: LineForm | None = None
+def build_requests(table: pa.Table, source: Source, spec: BatchSpec, form: RequestEncoding | None = None
                    ) -> PartitionRequests:
     """Turn one partition's rows into request shards and a per-row index (`form`: the
     provider's, default OpenAI's)."""
@@ -114,7 +114,7 @@ def build_requests(table: pa.Table, source: Source, spec: BatchSpec, form: LineF
 
 
 def stream_requests(
-    batches: pa.Table | Iterable[pa.RecordBatch], source: Source, spec: BatchSpec, form: LineForm | None = None
+    batches: pa.Table | Iterable[pa.RecordBatch], source: Source, spec: BatchSpec, form: RequestEncoding | None = None
 ) -> Iterator[tuple[pa.Table, pa.ChunkedArray | None]]:
     """`build_requests` one shard at a time, for partitions too big to hold in memory.
 
@@ -124,10 +124,10 @@ def stream_requests(
     index rows since the previous yield, up to the shard's last request, so its pending rows
     are the shard's lines in order. Rejected rows stay in source order; those after the last
     request come with the last shard, or with `lines` None when no row became a request.
-    `form` says how lines name the endpoint and model and how much a shard holds (the
-    provider's: `provider.contract.line_form`); by default OpenAI's.
+    `form` is how the provider wants each line written and how much a shard holds
+    (`Provider.encoding`); by default OpenAI's.
     """
-    form = form or line_form(spec, OpenAIProvider())
+    form = form or default_encoding(spec)
     if isinstance(batches, pa.Table):
         batches = batches.to_batches(max_chunksize=_CHUNK_ROWS)
     encoder: _LineEncoder | None = None
@@ -212,16 +212,16 @@ def line_hashes(lines: pa.Array) -> pa.Array:
                     HASH_TYPE)
 
 
-_ID_START = len(b'{"custom_id":"')
-
-
 def line_custom_id(line: bytes) -> str:
     """The custom_id of a request line built here, without parsing the line.
 
-    Every line starts with its custom_id, and custom_ids are portable (no escapes), so the id
-    is the text up to the next quote; parsing a whole line per id would cost ~100x more.
+    Every provider's line starts with its custom id (`RequestEncoding.line`: `{"custom_id":"…"`
+    on OpenAI, another member name elsewhere), and custom_ids are portable (no escapes), so the id
+    is the text between the first `":"` and the next quote; parsing a whole line per id would
+    cost ~100x more.
     """
-    return line[_ID_START : line.index(b'"', _ID_START)].decode()
+    start = line.index(b'":"') + 3
+    return line[start : line.index(b'"', start)].decode()
 
 
 def empty_index(source: Source, spec: BatchSpec) -> pa.Table:
@@ -237,7 +237,7 @@ def _empty_index(key_columns: Sequence[str]) -> pa.Table:
                      "estimated_input_tokens": pa.array([], pa.int64()), "request_hash": pa.array([], HASH_TYPE)})
 
 
-def _shard_cuts(lengths: np.ndarray, count: int, size: int, form: LineForm) -> tuple[list[int], int, int]:
+def _shard_cuts(lengths: np.ndarray, count: int, size: int, form: RequestEncoding) -> tuple[list[int], int, int]:
     """Where the open shard closes among these next lines (positions of the first line of each
     new shard) and the open shard's line count and bytes after them.
 
@@ -557,7 +557,7 @@ class _LineEncoder:
     byte for byte what orjson gives for the whole line dict, joined by Arrow for every row at once.
     """
 
-    def __init__(self, spec: BatchSpec, form: LineForm):
+    def __init__(self, spec: BatchSpec, form: RequestEncoding):
         self.spec = spec
         self.templates = {role: list(string.Formatter().parse(t)) for role, t in spec.templates().items()}
         self.constant = {role: "".join(literal for literal, _, _, _ in parts)
@@ -565,8 +565,7 @@ class _LineEncoder:
         marker = f"\x00slot-{uuid.uuid4().hex}-"
         slots = ["custom_id", *(r for r in self.templates if r not in self.constant)]
         sample = orjson.dumps(
-            {"custom_id": marker + "custom_id", "method": "POST", "url": form.url,
-             "body": _body_builder(spec, form.model)({r: self.constant.get(r, marker + r) for r in self.templates})},
+            form.line(marker + "custom_id", {r: self.constant.get(r, marker + r) for r in self.templates}),
             option=orjson.OPT_APPEND_NEWLINE,
         ).decode()
         encoded = {name: _json_string(marker + name)[1:-1] for name in slots}
@@ -643,26 +642,3 @@ class _LineEncoder:
         if chat:
             total = pc.add(total, TOKENS_PER_REPLY)
         return pc.if_else(usable, total, 0)
-
-
-def _body_builder(spec: BatchSpec, model: str):
-    """A function from one row's rendered texts (by role) to its request body, naming `model`
-    (the provider's name of the spec's model)."""
-    params = dict(spec.parameters)
-    if spec.endpoint in ("/v1/embeddings", "/v1/moderations"):
-        return lambda t: {"model": model, "input": t["user"], **params}
-    schema = None
-    if spec.response_model is not None:
-        from batch_pipeline.response_schema import strict_json_schema
-
-        schema = {"name": spec.response_model.__name__, "strict": True,
-                  "schema": strict_json_schema(spec.response_model)}
-    if spec.endpoint == "/v1/responses":
-        if schema:
-            params["text"] = {"format": {"type": "json_schema", **schema}}
-        return lambda t: {"model": model, **({"instructions": t["system"]} if "system" in t else {}),
-                          "input": t["user"], **params}
-    if schema:
-        params["response_format"] = {"type": "json_schema", "json_schema": schema}
-    return lambda t: {"model": model,
-                      "messages": [{"role": role, "content": text} for role, text in t.items()], **params}

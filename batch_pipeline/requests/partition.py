@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.provider.contract import LineForm
+from batch_pipeline.provider.contract import RequestEncoding
+from batch_pipeline.provider.submission import Submitted
 from batch_pipeline.requests.carry_over import PreviousAnswers, carried_rows
 from batch_pipeline.requests.lines import INDEX_UNIQUE, check_columns
 from batch_pipeline.requests.shard_files import write_requests
 from batch_pipeline.sources.base import Source
 from batch_pipeline.sources.partitions import check_partition_column, dimensions
-from batch_pipeline.state.partition_state import Submission
+from batch_pipeline.state.partition_state import PartitionState, Submission
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -51,7 +52,7 @@ class BuiltRequests:
 
 
 def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source | None = None,
-                    form: LineForm | None = None, sent: Sequence[Submission] = ()) -> BuiltRequests:
+                    form: RequestEncoding | None = None, sent: Sequence[Submission] = ()) -> BuiltRequests:
     """Rebuild a partition's shards, index and carried answers from its source rows (`source`:
     the source as loaded for this run, for an upstream asset; `form`: the provider's request
     lines, default OpenAI's; `sent`: the batches of its current state, whose request files are
@@ -108,6 +109,16 @@ def _set_aside_as_sent(wh: Warehouse, uc: UseCase, partition: str, sent: Sequenc
             was.rename(copy)  # a rename on disk, a server-side copy on object storage: never in memory
             moved[was] = copy
     return moved
+
+
+def submitted_state(wh: Warehouse, uc: UseCase, partition: str, previous: PartitionState | None,
+                    sent: Submitted) -> PartitionState:
+    """The partition's state after a submission: the batches sent or reused, the shards held
+    back, and the earlier batches whose answers the build kept (found in `previous`), so the
+    state names every batch behind the partition's answers, even when nothing was sent."""
+    kept = previous.keeping(carried_batch_ids(wh, uc, partition)) if previous is not None else ()
+    return PartitionState(uc.name, partition, tuple(sent.submissions), tuple(sent.queued),
+                          kept=tuple(as_sent(wh, uc, partition, s) for s in kept))
 
 
 def as_sent(wh: Warehouse, uc: UseCase, partition: str, submission: Submission) -> Submission:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from batch_pipeline.provider.contract import LineForm
+from batch_pipeline.provider.contract import RequestEncoding
 from batch_pipeline.requests.carry_over import PreviousAnswers, renumber
 from batch_pipeline.requests.lines import (
     PENDING,
@@ -70,7 +70,7 @@ class WrittenRequests:
 
 def write_requests(wh: Warehouse, folder: UPath, batches: Iterable[pa.RecordBatch], source: Source,
                    spec: BatchSpec, previous: PreviousAnswers, write_index: Callable[[pa.Table], None],
-                   form: LineForm | None = None) -> WrittenRequests:
+                   form: RequestEncoding | None = None) -> WrittenRequests:
     """Build the partition's requests from `batches` (in the provider's `form`, default OpenAI's),
     write each shard as soon as it closes and hand each stretch of index rows to `write_index`."""
     tally = IndexTally()

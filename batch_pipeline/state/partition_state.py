@@ -4,7 +4,8 @@ It is stored as one JSON document (`PartitionState.to_json`) in the materializat
 the batches and results assets: the Dagster instance is the truth for what the pipeline
 submitted (DESIGN.md). Reading is tolerant both ways: fields a newer version added are ignored,
 fields an older version lacked take their defaults, and the unversioned records written before
-this module existed are read as version 0. Version 2 added `kept`.
+this module existed are read as version 0. Version 2 added `kept`, version 3 each submission's
+`provider` and `provider_fingerprint`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Batch statuses after which a batch changes no more (the provider's own vocabulary).
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 STATE_KEY = "partition_state"
@@ -43,6 +44,8 @@ class Submission:
     estimated_tokens: int
     reused: bool = False
     parent_batch_ids: list[str] = field(default_factory=list)
+    provider: str = ""  # the provider's name and settings fingerprint: where the batch is watched
+    provider_fingerprint: str = ""  # and harvested, whichever provider is configured now ("": v2)
 
 
 @dataclass(frozen=True)

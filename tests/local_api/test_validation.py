@@ -13,6 +13,7 @@ import pytest
 
 from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines, retryable
 from batch_pipeline.local_api import LocalAPISettings, embedded_client
+from batch_pipeline.provider.openai_results import parse_results
 from tests.local_api.conftest import ServerProcess, launch
 from tests.local_api.support import chat_line, jsonl, read_jsonl, submit, wait_terminal
 
@@ -171,7 +172,7 @@ def test_invalid_bodies_are_harvested_as_failed_and_not_retried(tmp_path: Path) 
     batch, _ = _invalid_body_batch(client)
     raw = [client.files.content(batch.output_file_id).content, client.files.content(batch.error_file_id).content]
     ids = ["good-1", *INVALID_BODIES, "good-2"]
-    lines = batch_lines(BatchOutcome(batch.id, batch.status), 1, ids, raw)
+    lines = batch_lines(BatchOutcome(batch.id, batch.status), 1, ids, parse_results(raw))
     index = pa.table({"id": ids, "custom_id": ids, "status": ["pending"] * len(ids),
                       "error_code": pa.nulls(len(ids), pa.string()), "error_message": pa.nulls(len(ids), pa.string())})
     rows = {r["custom_id"]: r for r in assemble(index, ["id"], lines, {}).to_pylist()}

@@ -20,7 +20,8 @@ from batch_pipeline.cost import (
     batch_price,
     estimate,
 )
-from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines, parse_lines
+from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines
+from batch_pipeline.provider.openai_results import parse_lines, parse_results
 from batch_pipeline.spec import BatchSpec
 
 M = 1_000_000
@@ -71,7 +72,7 @@ def test_the_actual_cost_counts_cached_input_and_tiers():
     assert parse_lines(odd)["cached_input_tokens"].to_pylist()[:2] == [40, None]  # the line-by-line path
     index = pa.table({"custom_id": ["a", "b"], "shard": pa.array([0, 0], pa.int32()), "status": ["pending"] * 2,
                       "error_code": pa.nulls(2, pa.string()), "error_message": pa.nulls(2, pa.string())})
-    lines = batch_lines(BatchOutcome("batch_1", "completed"), 1, ["a", "b"], [data])
+    lines = batch_lines(BatchOutcome("batch_1", "completed"), 1, ["a", "b"], parse_results([data]))
     costs = assemble(index, [], lines, {"m": TIERED})["cost_usd"].to_pylist()
     assert costs == pytest.approx([(40 * 1 + 40 * 0.1 + 10 * 4) / M, (200 * 2 + 10 * 6) / M])
 

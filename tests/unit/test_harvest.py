@@ -7,9 +7,9 @@ from batch_pipeline.harvest.lines import (
     assemble,
     batch_lines,
     counts_by_status,
-    parse_lines,
     retryable,
 )
+from batch_pipeline.provider.openai_results import parse_lines, parse_results
 
 
 def ok(cid: str, text: str = "hi") -> dict:
@@ -55,8 +55,9 @@ def test_every_row_exactly_once_in_source_order_whatever_the_file_order():
     idx = index(["r1", "r2", "r3", "r4", "r5"], [0, 0, None, 1, 1])
     lines = pa.concat_tables([
         batch_lines(BatchOutcome("batch_a", "completed"), 1, ["r1", "r2"],
-                    [jsonl(ok("r2", "two"), ok("r1", "one"), ok("unknown"))]),
-        batch_lines(BatchOutcome("batch_b", "expired"), 1, ["r4", "r5"], [jsonl(never_ran("r4", "batch_expired"))]),
+                    parse_results([jsonl(ok("r2", "two"), ok("r1", "one"), ok("unknown"))])),
+        batch_lines(BatchOutcome("batch_b", "expired"), 1, ["r4", "r5"],
+                    parse_results([jsonl(never_ran("r4", "batch_expired"))])),
     ])
     result = assemble(idx, ["id"], lines, {"gpt-4o-mini": BatchPrice.per_million(1, 2)}).to_pylist()
     assert [r["custom_id"] for r in result] == ["r1", "r2", "r3", "r4", "r5"]
@@ -73,8 +74,8 @@ def test_failed_batch_and_missing_lines_still_give_every_row_a_status():
     idx = index(["a", "b", "c"], [0, 1, 1])
     lines = pa.concat_tables([
         batch_lines(BatchOutcome("batch_0", "failed", "token_limit_exceeded", "Enqueued token limit reached"), 1,
-                    ["a"], []),
-        batch_lines(BatchOutcome("batch_1", "completed"), 1, ["b", "c"], [jsonl(ok("b"))]),
+                    ["a"], parse_results([])),
+        batch_lines(BatchOutcome("batch_1", "completed"), 1, ["b", "c"], parse_results([jsonl(ok("b"))])),
     ])
     result = assemble(idx, ["id"], lines, {}).to_pylist()
     assert [(r["status"], r["error_code"]) for r in result] == [
@@ -87,9 +88,9 @@ def test_a_success_wins_over_a_failure_and_the_latest_attempt_over_older_ones():
     idx = index(["a", "b"], [0, 0])
     lines = pa.concat_tables([
         batch_lines(BatchOutcome("first", "completed"), 1, ["a", "b"],
-                    [jsonl(http_error("a", 500, None), http_error("b", 429, "rate_limit_exceeded"))]),
+                    parse_results([jsonl(http_error("a", 500, None), http_error("b", 429, "rate_limit_exceeded"))])),
         batch_lines(BatchOutcome("second", "completed"), 2, ["a", "b"],
-                    [jsonl(ok("a"), never_ran("b", "batch_expired"))]),
+                    parse_results([jsonl(ok("a"), never_ran("b", "batch_expired"))])),
     ])
     a, b = assemble(idx, ["id"], lines, {}).to_pylist()
     assert (a["status"], a["attempts"], a["batch_id"]) == ("succeeded", 2, "second")
@@ -98,7 +99,7 @@ def test_a_success_wins_over_a_failure_and_the_latest_attempt_over_older_ones():
 
 def test_counts_cover_every_status():
     idx = index(["a", "b"], [0, None])
-    lines = batch_lines(BatchOutcome("b", "completed"), 1, ["a"], [jsonl(ok("a"))])
+    lines = batch_lines(BatchOutcome("b", "completed"), 1, ["a"], parse_results([jsonl(ok("a"))]))
     table = assemble(idx, ["id"], lines, {})
     assert counts_by_status(table) == {"succeeded": 1, "failed": 0, "invalid_output": 0, "rejected": 1,
                                        "expired": 0, "cancelled": 0}
@@ -181,7 +182,7 @@ SHAPES = [
 
 
 def test_column_wise_parse_equals_the_line_by_line_rules(monkeypatch):
-    from batch_pipeline.harvest import lines as harvest
+    from batch_pipeline.provider import openai_results as harvest
 
     expected = harvest._parse_each_line(jsonl(*SHAPES))
     monkeypatch.setattr(harvest, "_parse_each_line", lambda data: (_ for _ in ()).throw(AssertionError("fallback")))

@@ -115,7 +115,7 @@ def test_fields_of_another_version_are_tolerated() -> None:
     document = RETRY_SENT.to_json()
     document["schema_version"] = SCHEMA_VERSION + 1
     document["lease"] = {"owner": "run-1"}  # a field a newer version added
-    document["submissions"][0]["provider"] = "azure"
+    document["submissions"][0]["region"] = "eu"
     del document["results_written"]  # a field an older version lacked
     read = PartitionState.from_json(document)
     assert read.submissions == RETRY_SENT.submissions and read.results_written is False

@@ -11,7 +11,9 @@ import openai
 from openai.types import Batch
 
 from batch_pipeline.harvest.provider_files import delete_provider_files, note_provider_files
-from batch_pipeline.provider.gateway import BatchGateway
+from batch_pipeline.provider.contract import ProviderBatch
+from batch_pipeline.provider.openai_api import OpenAIBatchAPI, OpenAIProvider
+from batch_pipeline.provider.openai_wire import provider_batch
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
@@ -19,8 +21,8 @@ PARTITION = "2026-11-20"
 STATUS = {"file-in1": 200, "file-out1": 200, "file-err1": 404, "file-in2": 403, "file-out2": 200}
 
 
-def gateway(deleted: list[str], status: dict[str, int] = STATUS) -> BatchGateway:
-    """A gateway on the real `openai` client whose DELETE /v1/files/{id} answers from `status`."""
+def gateway(deleted: list[str], status: dict[str, int] = STATUS) -> OpenAIBatchAPI:
+    """The OpenAI adapter on the real `openai` client whose DELETE /v1/files/{id} answers from `status`."""
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         assert request.method == "DELETE"
@@ -33,13 +35,13 @@ def gateway(deleted: list[str], status: dict[str, int] = STATUS) -> BatchGateway
 
     client = openai.OpenAI(api_key="sk-unit", base_url="http://provider.test/v1", max_retries=0,
                            http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
-    return BatchGateway(client)
+    return OpenAIBatchAPI(OpenAIProvider(), client, 0)
 
 
-def batch(n: int, output: str | None, error: str | None) -> Batch:
-    return Batch(id=f"batch_{n}", object="batch", endpoint="/v1/chat/completions", completion_window="24h",
-                 created_at=0, status="completed", input_file_id=f"file-in{n}", output_file_id=output,
-                 error_file_id=error)
+def batch(n: int, output: str | None, error: str | None) -> ProviderBatch:
+    return provider_batch(Batch(id=f"batch_{n}", object="batch", endpoint="/v1/chat/completions",
+                                completion_window="24h", created_at=0, status="completed",
+                                input_file_id=f"file-in{n}", output_file_id=output, error_file_id=error))
 
 
 def test_deletes_inputs_and_kept_files_tolerating_404_and_warning_on_other_errors(tmp_path: Path) -> None:

@@ -16,23 +16,13 @@ import pytest
 from openai.types import Batch, BatchRequestCounts
 
 from batch_pipeline import BatchSpec, FileSource
-from batch_pipeline.harvest.lines import BatchOutcome, batch_lines, parse_lines
-from batch_pipeline.harvest.slices import harvest_batch
-from batch_pipeline.provider.contract import (
-    LineForm,
-    ProviderSettingError,
-    QuotaRefused,
-    batch_status,
-    epoch_seconds,
-    line_form,
-    normalized_batch,
-)
-from batch_pipeline.provider.gateway import BatchGateway
-from batch_pipeline.provider.providers import AzureOpenAIProvider, OpenAIProvider, parse_deployments
+from batch_pipeline.harvest.lines import BatchOutcome, batch_lines
+from batch_pipeline.provider.azure_api import AzureOpenAIProvider, parse_deployments
+from batch_pipeline.provider.contract import ProviderSettingError, QuotaRefused, RequestCounts
+from batch_pipeline.provider.openai_api import OpenAIBatchAPI, OpenAIProvider
+from batch_pipeline.provider.openai_results import parse_lines, parse_results
+from batch_pipeline.provider.openai_wire import batch_status, epoch_seconds, provider_batch
 from batch_pipeline.requests.lines import build_requests
-from batch_pipeline.state.partition_state import Submission
-from batch_pipeline.use_case import UseCase
-from batch_pipeline.warehouse.storage import Warehouse
 
 SPEC = BatchSpec(name="tickets", model="gpt-4o-mini", prompt="Triage: {text}")
 AZURE = AzureOpenAIProvider("https://example.openai.azure.com", "2024-10-21",
@@ -45,16 +35,16 @@ def rows(n: int) -> pa.Table:
 
 
 def test_azure_lines_name_the_deployment_and_the_endpoint_without_v1():
-    built = build_requests(rows(2), SOURCE, SPEC, line_form(SPEC, AZURE))
+    built = build_requests(rows(2), SOURCE, SPEC, AZURE.encoding(SPEC))
     line = orjson.loads(built.shards[0].splitlines()[0])
     assert line["url"] == "/chat/completions" and line["body"]["model"] == "triage-batch"
     assert not built.shards[0].startswith(codecs.BOM_UTF8)  # Azure refuses a byte order mark
     assert build_requests(rows(2), SOURCE, SPEC).shards == build_requests(
-        rows(2), SOURCE, SPEC, line_form(SPEC, OpenAIProvider())).shards  # OpenAI: the spec as written
+        rows(2), SOURCE, SPEC, OpenAIProvider().encoding(SPEC)).shards  # OpenAI: the spec as written
 
 
 def test_each_provider_s_file_limits_cut_the_shards():
-    openai_form, azure_form = line_form(SPEC, OpenAIProvider()), line_form(SPEC, AZURE)
+    openai_form, azure_form = OpenAIProvider().encoding(SPEC), AZURE.encoding(SPEC)
     assert (openai_form.max_requests, azure_form.max_requests) == (50_000, 100_000)
     assert openai_form.max_bytes == azure_form.max_bytes == 200 * 1024 * 1024
     table = rows(60_000)
@@ -64,18 +54,20 @@ def test_each_provider_s_file_limits_cut_the_shards():
 
 def test_a_spec_s_own_limits_apply_within_the_provider_s():
     small = BatchSpec(name="s", model="gpt-4o-mini", prompt="{text}", max_requests_per_shard=4, max_shard_bytes=900)
-    assert line_form(small, AZURE) == LineForm("/chat/completions", "triage-batch", 4, 900)
+    encoding = AZURE.encoding(small)
+    assert (encoding.url, encoding.model, encoding.max_requests, encoding.max_bytes) == (  # type: ignore[attr-defined]
+        "/chat/completions", "triage-batch", 4, 900)
     embeddings = BatchSpec(name="e", model="text-embedding-3-small", prompt="{text}", endpoint="/v1/embeddings",
                            parameters={"dimensions": 8})
-    assert line_form(embeddings, AZURE).max_requests == 50_000  # 50,000 embedding inputs per file
-    assert line_form(embeddings, AZURE).url == "/embeddings"
+    assert AZURE.encoding(embeddings).max_requests == 50_000  # 50,000 embedding inputs per file
+    assert AZURE.encoding(embeddings).url == "/embeddings"
 
 
 def test_a_model_without_a_deployment_is_refused_naming_the_setting():
     other = BatchSpec(name="s", model="gpt-4o", prompt="{text}")
     named = "no deployment for model 'gpt-4o'.*BATCH_PIPELINE_AZURE_DEPLOYMENTS"
     with pytest.raises(ProviderSettingError, match=named):
-        line_form(other, AZURE)
+        AZURE.encoding(other)
     assert parse_deployments(" gpt-4o-mini = a , gpt-4o=b,") == {"gpt-4o-mini": "a", "gpt-4o": "b"}
     with pytest.raises(ProviderSettingError, match="BATCH_PIPELINE_AZURE_DEPLOYMENTS: 'gpt-4o' is not"):
         parse_deployments("gpt-4o")
@@ -105,24 +97,15 @@ def test_an_empty_error_file_and_a_byte_order_mark_parse_as_openai_s_files(tmp_p
 
 def test_azure_batch_error_codes_land_as_the_rows_error():
     outcome = BatchOutcome("batch_x", "failed", "url_mismatch", "The url of this request does not match.")
-    lines = batch_lines(outcome, 1, ["a", "b"], []).to_pylist()
+    lines = batch_lines(outcome, 1, ["a", "b"], parse_results([])).to_pylist()
     assert [(line["status"], line["error_code"]) for line in lines] == [("failed", "url_mismatch")] * 2
 
 
-class NoDownloads:
-    """A gateway that must not be asked for any file: `""` is Azure's "no file"."""
-
-    def download(self, file_id: str) -> bytes:
-        raise AssertionError(f"downloaded {file_id!r}")
-
-
-def test_an_empty_file_id_is_no_file(tmp_path: Path):
-    batch = Batch.model_construct(id="batch_1", status="expired", output_file_id="", error_file_id="", errors=None)
-    uc = UseCase(SPEC, SOURCE)
-    sub = Submission(shard=0, attempt=1, path="x.jsonl", batch_id="batch_1", input_file_id="file-1",
-                     idempotency_key="k", status="expired", requests=2, estimated_tokens=0)
-    lines = harvest_batch(Warehouse(str(tmp_path)), NoDownloads(), uc, "all", sub, ["a", "b"], batch)  # type: ignore[arg-type]
-    assert set(lines["status"].to_pylist()) == {"expired"}
+def test_an_empty_file_id_is_no_file():
+    batch = provider_batch(Batch.model_construct(id="batch_1", status="expired", created_at=0, input_file_id="file-1",
+                                                 output_file_id="", error_file_id="", errors=None))
+    api = dataclasses.replace(AZURE, api_key="sk-unit").connect()
+    assert batch.files == {"input": "file-1"} and list(api.result_kinds(batch)) == []
 
 
 def as_the_client_reads(doc: dict) -> Batch:
@@ -139,12 +122,10 @@ AZURE_BATCH = {"id": "batch_1", "object": "batch", "endpoint": None, "input_file
 
 
 def test_azure_statuses_timestamps_and_null_counts_read_as_openai_s():
-    batch = normalized_batch(as_the_client_reads(AZURE_BATCH))
-    assert batch.status == "in_progress"
-    assert (batch.created_at, batch.in_progress_at, batch.expires_at) == (1721390400, 1721390405, 1721476800)
-    assert batch.completed_at is None and batch.output_file_id == ""
-    assert batch.request_counts is not None and batch.request_counts.model_dump() == {
-        "total": 10, "completed": 0, "failed": 0}
+    batch = provider_batch(as_the_client_reads(AZURE_BATCH))
+    assert (batch.status, batch.created_at, batch.terminal) == ("in_progress", 1721390400, False)
+    assert batch.files == {"input": "file-1"}  # "" is no file
+    assert batch.request_counts == RequestCounts(10, 0, 0)
 
 
 @pytest.mark.parametrize(("given", "status"), [
@@ -164,10 +145,15 @@ def test_timestamps_become_epoch_seconds(value, seconds):
     assert epoch_seconds(value) == seconds
 
 
-def test_an_openai_batch_is_left_as_it_is():
-    doc = {**AZURE_BATCH, "status": "completed", "created_at": 1721390400, "in_progress_at": 1721390405,
-           "expires_at": 1721476800, "request_counts": {"total": 10, "completed": 9, "failed": 1}}
-    assert normalized_batch(as_the_client_reads(doc)) == as_the_client_reads(doc)
+def test_an_openai_batch_reads_as_it_is():
+    doc = {**AZURE_BATCH, "status": "completed", "created_at": 1721390400, "output_file_id": "file-2",
+           "request_counts": {"total": 10, "completed": 9, "failed": 1}, "metadata": {
+               "pipeline": "batch_pipeline", "idempotency_key": "k1", "model": "gpt-4o-mini"}}
+    batch = provider_batch(as_the_client_reads(doc))
+    assert (batch.status, batch.created_at, batch.key, batch.terminal) == ("completed", 1721390400, "k1", True)
+    assert batch.files == {"input": "file-1", "output": "file-2"} and batch.request_counts == RequestCounts(10, 9, 1)
+    foreign = provider_batch(as_the_client_reads({**doc, "metadata": {"idempotency_key": "k1"}}))
+    assert foreign.key is None and foreign.tags == {}  # not ours: no key, whatever it carries
 
 
 @pytest.mark.parametrize("error", [
@@ -178,25 +164,30 @@ def test_an_openai_batch_is_left_as_it_is():
 def test_a_create_refused_for_the_quota_is_quota_refused(error):
     sent: list[str] = []
     with pytest.raises(QuotaRefused) as refused:
-        azure_gateway(sent, 400, {"error": error}).create_batch(
-            input_file_id="file-1", endpoint="/chat/completions", metadata={"idempotency_key": "k"})
+        submit(azure_gateway(sent, 400, {"error": error}))
     assert sent == ["POST"] and "enqueued tokens" not in str(refused.value)  # once; the provider's words not kept
 
 
 def test_other_bad_requests_are_raised_as_they_are():
     invalid = {"error": {"code": "invalid_value", "message": "bad", "param": "endpoint"}}
     with pytest.raises(openai.BadRequestError):
-        azure_gateway([], 400, invalid).create_batch(input_file_id="file-1", endpoint="/chat/completions",
-                                                     metadata={"idempotency_key": "k"})
+        submit(azure_gateway([], 400, invalid))
 
 
-def azure_gateway(sent: list[str], status: int, body: dict) -> BatchGateway:
-    """A gateway on the real `AzureOpenAI` client whose every call is answered with `body`."""
+def submit(api: OpenAIBatchAPI) -> None:
+    api.submit(b"{}\n", AZURE.encoding(SPEC), "k", {}, earlier_attempt=False, log=lambda text: None)
+
+
+def azure_gateway(sent: list[str], status: int, body: dict) -> OpenAIBatchAPI:
+    """The Azure adapter on the real `AzureOpenAI` client: uploads succeed, every batch call is
+    answered with `body`."""
 
     def answer(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/files"):
+            return httpx2.Response(200, json={"id": "file-1", "object": "file", "bytes": 3, "created_at": 0,
+                                              "filename": "k.jsonl", "purpose": "batch", "status": "processed"})
         sent.append(request.method)
         return httpx2.Response(status, json=body)
 
     provider = dataclasses.replace(AZURE, api_key="sk-unit")
-    client = provider.client(httpx2.Client(transport=httpx2.MockTransport(answer)), max_retries=0)
-    return BatchGateway(client)
+    return provider.connect(httpx2.Client(transport=httpx2.MockTransport(answer)), max_retries=0)
