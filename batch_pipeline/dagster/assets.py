@@ -40,6 +40,7 @@ from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
+from batch_pipeline.state.budget import PartitionEstimate, budget_refusal
 from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.state.machine import (
     Admit,
@@ -296,23 +297,19 @@ def _refuse_a_temporary_instance(instance: dg.DagsterInstance) -> None:
 
 def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_limit: float | None,
                   history: History) -> None:
-    """Stop before any upload when a partition, or the run, is estimated over its budget (from
-    the use case's earlier harvests, as the requests asset estimated it)."""
-    total, limit = 0.0, uc.spec.max_cost_usd
+    """Stop before any upload when `state.budget` refuses the run's estimates (from the use
+    case's earlier harvests, as the requests asset estimated them)."""
+    estimates = []
     for partition in partitions:
         index_path = wh.partition_dir(uc.name, layout.REQUESTS, partition) / layout.INDEX_FILE
         if not index_path.exists():
             raise dg.Failure(f"{uc.name} {partition}: no request index at {index_path}; "
                              "materialize the requests asset for this partition first", allow_retries=False)
         estimate = uc.estimate(wh.read_parquet(index_path), history)
-        total += estimate.cost_usd
-        if limit is not None and estimate.cost_usd > limit:
-            raise dg.Failure(f"{uc.name} {partition}: estimated cost ${estimate.cost_usd:.4f} "
-                             f"({estimate.basis.describe()}) is over the spec's max_cost_usd ${limit:.4f}; "
-                             "nothing was uploaded", allow_retries=False)
-    if run_limit is not None and total > run_limit:
-        raise dg.Failure(f"{uc.name}: estimated cost ${total:.4f} of {len(partitions)} partitions is over "
-                         f"max_run_cost_usd ${run_limit:.4f}; nothing was uploaded", allow_retries=False)
+        estimates.append(PartitionEstimate(partition, estimate.cost_usd, estimate.basis.describe()))
+    refusal = budget_refusal(uc.name, estimates, uc.spec.max_cost_usd, run_limit)
+    if refusal is not None:
+        raise dg.Failure(refusal, allow_retries=False)
 
 
 def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
