@@ -36,7 +36,7 @@ from batch_pipeline.state.machine import (
     Wait,
     next_action,
 )
-from batch_pipeline.state.partition_state import TERMINAL, PartitionState
+from batch_pipeline.state.partition_state import TERMINAL, PartitionState, StateVersionError
 from batch_pipeline.state.rerun import Hold, LastRun, Rerun, RunAsked, RunOutcome, hold, lease_wait
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse.storage import Warehouse
@@ -55,17 +55,23 @@ class MonitorCursor:
     watched: dict[str, PartitionState] = field(default_factory=dict)
     progress: dict[str, list] = field(default_factory=dict)
     requested: dict[str, dict] = field(default_factory=dict)  # watch key -> RunAsked fields
+    # watch key -> why its newest state is not read (recorded by a newer pipeline); reported each tick
+    refused: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, text: str | None) -> "MonitorCursor":
         data = json.loads(text) if text else {}
         if data.get("version") != _CURSOR_VERSION:  # an older cursor: read every record again
             return cls()
-        watched = {
-            key: PartitionState.from_json(doc, doc.get("record_id", 0), doc.get("recorded_at", 0.0))
-            for key, doc in data.get("watched", {}).items()
-        }
-        return cls(data.get("after", {}), watched, data.get("progress", {}), data.get("requested", {}))
+        try:
+            watched = {
+                key: PartitionState.from_json(doc, doc.get("record_id", 0), doc.get("recorded_at", 0.0))
+                for key, doc in data.get("watched", {}).items()
+            }
+        except StateVersionError:  # written by a newer pipeline: read every record again
+            return cls()
+        return cls(data.get("after", {}), watched, data.get("progress", {}), data.get("requested", {}),
+                   data.get("refused", {}))
 
     def dump(self) -> str:
         watched = {
@@ -76,7 +82,7 @@ class MonitorCursor:
         progress = {b: p for b, p in self.progress.items() if b in wanted}
         requested = {k: r for k, r in self.requested.items() if k in self.watched}
         return json.dumps({"version": _CURSOR_VERSION, "after": self.after, "watched": watched,
-                           "progress": progress, "requested": requested})
+                           "progress": progress, "requested": requested, "refused": self.refused})
 
 
 def build_batch_monitor(
@@ -104,8 +110,11 @@ def build_batch_monitor(
         cursor = MonitorCursor.load(context.cursor)
         for uc in use_cases:
             _collect_states(context.instance, uc, cursor)
+        for key, reason in cursor.refused.items():
+            context.log.error("%s not watched: %s", key, reason)
         if not cursor.watched:
-            return dg.SensorResult(skip_reason="no batches in flight", cursor=cursor.dump())
+            refused = "; ".join(f"{key} not watched: {reason}" for key, reason in cursor.refused.items())
+            return dg.SensorResult(skip_reason=refused[:500] or "no batches in flight", cursor=cursor.dump())
         gateway = batch_api.gateway()
         try:
             holds = {key: _hold(context.instance, cursor, key, rerun, time.time()) for key in cursor.watched}
@@ -130,7 +139,8 @@ def _decide(
     """Ask the state machine about every watched partition and request the runs it needs."""
     batch_api, warehouse = resources
     in_flight = _tokens_in_flight(cursor.watched.values(), batches, by_name)
-    run_requests, observations, waiting = [], [], []
+    run_requests, observations = [], []
+    waiting = [f"{key} not watched: {reason}" for key, reason in cursor.refused.items()]
     for key, state in list(cursor.watched.items()):
         uc = by_name[state.use_case]
         seen = [batches[s.batch_id] for s in state.unharvested if s.batch_id in batches]
@@ -224,10 +234,15 @@ def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCu
         ).records
         for event in records:
             cursor.after[name] = event.storage_id
-            state = state_from(event, uc)
+            try:
+                state = state_from(event, uc)
+            except StateVersionError as exc:  # never acted on: it waits for this code to be upgraded
+                _refuse(cursor, uc, event, exc)
+                continue
             if state is None:
                 continue
             watch_key = f"{uc.name}|{state.partition}"
+            cursor.refused.pop(watch_key, None)
             current = cursor.watched.get(watch_key)
             if current is not None and current.record_id > state.record_id:
                 continue
@@ -235,6 +250,16 @@ def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCu
                 cursor.watched.pop(watch_key, None)
             else:
                 cursor.watched[watch_key] = state
+
+
+def _refuse(cursor: MonitorCursor, uc: UseCase, event: dg.EventLogRecord, exc: StateVersionError) -> None:
+    """Stop watching a partition whose newest state this code cannot read, and say why on every
+    tick (the sensor keeps watching the others)."""
+    materialization = event.asset_materialization
+    partition = uc.partition_of(materialization.partition if materialization else None)
+    watch_key = f"{uc.name}|{partition}"
+    cursor.watched.pop(watch_key, None)
+    cursor.refused[watch_key] = str(exc)
 
 
 def _batch_states(gateway: BatchGateway, watched: Iterable[PartitionState]) -> dict[str, Batch]:
