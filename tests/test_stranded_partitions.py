@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
 from batch_pipeline.dagster.sensor import Rerun
+from batch_pipeline.state.partition_state import SCHEMA_VERSION, STATE_KEY
 from batch_pipeline.testing import IDLE, execute, tick
 from tests.helpers import submit, tick_until_requested
 
@@ -68,3 +69,17 @@ def test_a_partition_whose_run_keeps_failing_is_reported_stranded(pipeline_env, 
     assert not data.run_requests and "STRANDED" in (data.skip_message or "")
     [observation] = [e for e in data.asset_events if e.asset_key == uc.key("results")]
     assert observation.partition == PARTITION and "STRANDED" in observation.metadata["stranded"].value
+
+
+def test_a_state_recorded_by_a_newer_pipeline_is_reported_and_the_others_stay_watched(pipeline_env, instance):
+    uc = use_case(pipeline_env)
+    defs = definitions_for([uc])
+    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    newer = {"schema_version": SCHEMA_VERSION + 1, "use_case": "notes", "partition": "2026-11-21", "submissions": []}
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        uc.key("batches"), partition="2026-11-21", metadata={STATE_KEY: dg.MetadataValue.json(newer)}))
+
+    [request], cursor, _ = tick_until_requested(defs, instance)  # the readable partition is harvested
+    assert request.partition_key == PARTITION and execute(defs, instance, request).success
+    refused = tick(defs, instance, cursor).skip_message or ""
+    assert refused.startswith("notes|2026-11-21 not watched:") and f"schema_version {SCHEMA_VERSION + 1}" in refused

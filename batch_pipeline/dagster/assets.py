@@ -11,8 +11,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 from pydantic import Field
@@ -43,19 +44,26 @@ from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds, submitted_state
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
+from batch_pipeline.state.budget import PartitionEstimate, budget_refusal
+from batch_pipeline.state.cleanup import cleanup_steps
 from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.state.machine import (
-    Admit,
+    Action,
     Blocked,
-    Done,
-    Harvest,
     ProviderReport,
     RebuildAsked,
     SubmitAsked,
-    Wait,
     next_action,
 )
 from batch_pipeline.state.partition_state import PartitionState, Submission
+from batch_pipeline.state.results import (
+    Fail,
+    LeaveToMonitor,
+    PollAgain,
+    results_now,
+    results_step,
+    sent_nothing,
+)
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -155,6 +163,40 @@ def _strays(wh: Warehouse, uc: UseCase, partition: str, state: PartitionState | 
     return stray_rounds(wh, uc, partition, state.recorded_paths(), state.recorded_at)
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One partition's step: its latest state (read once, under its lease), the state machine's
+    action, and the batches the provider reported for it (results steps only)."""
+
+    partition: str
+    state: PartitionState | None
+    action: Action
+    batches: dict[str, ProviderBatch] = field(default_factory=dict)
+
+
+_Done = TypeVar("_Done")
+# How a stage asks the state machine about a partition and its latest state.
+_Ask = Callable[[str, PartitionState | None], _Step]
+
+
+def _run_steps(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, ask: _Ask,
+               stage: Callable[[_Step], _Done]) -> list[_Done]:
+    """The step runner of the three stages: for each partition of the run, under its lease, read
+    the latest state once, ask the state machine (`ask`), and run the stage on the answer (the
+    stage carries out the action and records the partition's metadata)."""
+    done = []
+    for partition in _partitions(context, uc):
+        with _lease(wh, uc, partition):
+            done.append(stage(ask(partition, latest_state(context.instance, uc, partition))))
+    return done
+
+
+def _asking(wh: Warehouse, uc: UseCase, event: type[RebuildAsked | SubmitAsked]) -> _Ask:
+    """Ask about rebuilding or submitting, naming the retry files no state records."""
+    return lambda partition, state: _Step(partition, state, next_action(state, event(
+        _strays(wh, uc, partition, state))))
+
+
 def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
     """The requests asset. Over an upstream asset it takes that asset as its input, one partition
     per run, so the IO manager loads exactly the partition's rows (or a mapping's range)."""
@@ -187,16 +229,14 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
     """Build every partition of the run (each under its lease), in the provider's form, and check
     for unassigned rows."""
     wh, batch_api = _resources(context, uc)
-    form, total = _line_form(uc, batch_api), 0.0
-    partitions, history = _partitions(context, uc), usage_history(context.instance, uc)
-    for partition in partitions:
-        with _lease(wh, uc, partition):
-            total += _build(context, wh, uc, partition, loaded, form, history)
+    form, history = _line_form(uc, batch_api), usage_history(context.instance, uc)
+    costs = _run_steps(context, uc, wh, _asking(wh, uc, RebuildAsked),
+                       lambda step: _build(context, wh, uc, step, loaded, form, history))
     failpoint("requests.done")
-    context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(partitions), total)
+    context.log.info("estimated cost of %d partitions: $%.4f at batch prices", len(costs), sum(costs))
     yield dg.MaterializeResult()
     if context.selected_asset_check_keys:  # declared when the source names partition columns
-        yield from checks.recorded(context, checks.unassigned(uc, context.instance, partitions, loaded))
+        yield from checks.recorded(context, checks.unassigned(uc, context.instance, _partitions(context, uc), loaded))
 
 
 def _line_form(uc: UseCase, batch_api: BatchAPIResource) -> RequestEncoding:
@@ -216,12 +256,12 @@ def _sending(context: dg.AssetExecutionContext, uc: UseCase, batch_api: BatchAPI
         raise dg.Failure(f"spec '{uc.name}': {exc}", allow_retries=False) from None
 
 
-def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str,
+def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, step: _Step,
            loaded: Source | None, form: RequestEncoding, history: History) -> float:
-    """Rebuild one partition's requests unless the state machine says to leave it; its cost,
+    """Rebuild one partition's requests unless the state machine said to leave it; its cost,
     estimated from the use case's earlier harvests (`history`)."""
-    state = latest_state(context.instance, uc, partition)
-    if _left_alone(context, uc, partition, next_action(state, RebuildAsked(_strays(wh, uc, partition, state)))):
+    partition, state = step.partition, step.state
+    if _left_alone(context, uc, partition, step.action):
         return 0.0
     built = build_partition(wh, uc, partition, loaded, form, state.batches if state else ())
     cost = uc.estimate_tokens(built.pending_tokens, history)
@@ -235,12 +275,12 @@ def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partit
 
 
 def _submit(
-    context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, partition: str, sending: Sending, provider: str,
+    context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, step: _Step, sending: Sending, provider: str,
     delete_files: bool,
 ) -> None:
-    """Submit one partition's shards unless the state machine says to leave it; record its state."""
-    state = latest_state(context.instance, uc, partition)
-    if _left_alone(context, uc, partition, next_action(state, SubmitAsked(_strays(wh, uc, partition, state)))):
+    """Submit one partition's shards unless the state machine said to leave it; record its state."""
+    partition = step.partition
+    if _left_alone(context, uc, partition, step.action):
         return
     try:
         sent = submit_partition(wh, sending, sending.api.provider.encoding(uc.spec), uc.name, partition,
@@ -249,17 +289,15 @@ def _submit(
         raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
     except SubmissionBlocked as exc:  # an operator must say which batch is the shard's
         raise dg.Failure(str(exc), allow_retries=False) from None
-    new_state = submitted_state(wh, uc, partition, state, sent)
-    action = next_action(new_state, ProviderReport({}, now=time.time()))
-    if isinstance(action, Harvest) and not action.batch_ids:  # nothing sent, nothing to wait for
+    new_state = submitted_state(wh, uc, partition, step.state, sent)
+    if results_now(new_state, time.time()):
         new_state = _results_now(context, wh, uc, new_state, sending, delete_files)
     _metadata(context, uc, partition, batches_metadata(new_state, sent, provider))
 
 
 def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, state: PartitionState,
                  sending: Sending, delete_files: bool) -> PartitionState:
-    """Write the results of a partition that sent nothing (no source rows, or every row kept its
-    answer or was rejected) in this run: a results run would only wait for the sensor to ask for it.
+    """Write the results of a partition that sent nothing in this run (`state.results.results_now`).
     The results asset's materialization (its row count) and checks are recorded for the partition
     here; the state returned is harvested, so the state machine says Done and no run is asked."""
     harvest = harvest_partition(wh, sending, uc, state, {})
@@ -302,23 +340,19 @@ def _refuse_a_temporary_instance(instance: dg.DagsterInstance) -> None:
 
 def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_limit: float | None,
                   history: History) -> None:
-    """Stop before any upload when a partition, or the run, is estimated over its budget (from
-    the use case's earlier harvests, as the requests asset estimated it)."""
-    total, limit = 0.0, uc.spec.max_cost_usd
+    """Stop before any upload when `state.budget` refuses the run's estimates (from the use
+    case's earlier harvests, as the requests asset estimated them)."""
+    estimates = []
     for partition in partitions:
         index_path = wh.partition_dir(uc.name, layout.REQUESTS, partition) / layout.INDEX_FILE
         if not index_path.exists():
             raise dg.Failure(f"{uc.name} {partition}: no request index at {index_path}; "
                              "materialize the requests asset for this partition first", allow_retries=False)
         estimate = uc.estimate(wh.read_parquet(index_path), history)
-        total += estimate.cost_usd
-        if limit is not None and estimate.cost_usd > limit:
-            raise dg.Failure(f"{uc.name} {partition}: estimated cost ${estimate.cost_usd:.4f} "
-                             f"({estimate.basis.describe()}) is over the spec's max_cost_usd ${limit:.4f}; "
-                             "nothing was uploaded", allow_retries=False)
-    if run_limit is not None and total > run_limit:
-        raise dg.Failure(f"{uc.name}: estimated cost ${total:.4f} of {len(partitions)} partitions is over "
-                         f"max_run_cost_usd ${run_limit:.4f}; nothing was uploaded", allow_retries=False)
+        estimates.append(PartitionEstimate(partition, estimate.cost_usd, estimate.basis.describe()))
+    refusal = budget_refusal(uc.name, estimates, uc.spec.max_cost_usd, run_limit)
+    if refusal is not None:
+        raise dg.Failure(refusal, allow_retries=False)
 
 
 def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
@@ -333,10 +367,9 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
         wh, batch_api = _resources(context, uc)
         _check_budget(wh, uc, _partitions(context, uc), config.max_run_cost_usd,
                       usage_history(context.instance, uc))
-        sending = _sending(context, uc, batch_api)
-        for partition in _partitions(context, uc):
-            with _lease(wh, uc, partition):
-                _submit(context, wh, uc, partition, sending, batch_api.describe(), batch_api.delete_provider_files)
+        sending, provider = _sending(context, uc, batch_api), batch_api.describe()
+        _run_steps(context, uc, wh, _asking(wh, uc, SubmitAsked),
+                   lambda step: _submit(context, wh, uc, step, sending, provider, batch_api.delete_provider_files))
         failpoint("batches.done")
 
     return batches
@@ -355,44 +388,43 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     return results
 
 
-def _settled(sending: Sending, subs: Sequence[Submission], deadline: float) -> dict[str, ProviderBatch]:
-    """The batches' states (one call each, at the provider that holds each), asked again until
-    all are terminal or `deadline` (`time.monotonic()`) passes."""
-    while True:
-        known = {s.batch_id: sending.api_for(s).retrieve(s.batch_id) for s in subs}
-        if all(b.terminal for b in known.values()) or time.monotonic() >= deadline:
-            return known
-        time.sleep(HARVEST_POLL_SECONDS)
+def _settled(sending: Sending, deadline: float) -> _Ask:
+    """Ask about harvesting with the batches' states (one call each, at the provider that holds
+    each), asked again while `state.results.results_step` says to poll (until `deadline`, on
+    `time.monotonic()`)."""
+    def ask(partition: str, state: PartitionState | None) -> _Step:
+        subs: tuple[Submission, ...] = state.unharvested if state else ()
+        while True:
+            known = {s.batch_id: sending.api_for(s).retrieve(s.batch_id) for s in subs}
+            report = ProviderReport({batch_id: batch.status for batch_id, batch in known.items()}, now=time.time())
+            step = _Step(partition, state, next_action(state, report), known)
+            if not isinstance(results_step(step.action, time.monotonic(), deadline), PollAgain):
+                return step
+            time.sleep(HARVEST_POLL_SECONDS)
+    return ask
 
 
 def _harvest_one(
-    context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, partition: str,
+    context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending, step: _Step,
     history: History, batch_api: BatchAPIResource, deadline: float,
 ) -> PartitionHarvest | None:
-    """Harvest one partition once its batches are terminal, waiting for them until `deadline`;
-    None (and a note) when it is left to the batch monitor.
+    """Harvest one partition as `state.results.results_step` says; None (and a note) when it is
+    left to the batch monitor.
 
     With the resource's `delete_provider_files`, the harvested batches' provider files (and any
     an earlier, killed run noted) are deleted once the Parquet and the raw copies are written,
     before Dagster records the run (see `harvest/provider_files.py`).
     """
-    state = latest_state(context.instance, uc, partition)
-    known = _settled(sending, state.unharvested if state else (), deadline)
-    statuses = {batch_id: batch.status for batch_id, batch in known.items()}
-    action = next_action(state, ProviderReport(statuses, now=time.time()))
-    if isinstance(action, Blocked) or state is None:
-        raise dg.Failure(f"{uc.name} {partition}: {getattr(action, 'reason', action)}")
-    if isinstance(action, Wait | Admit):
-        reason = action.reason if isinstance(action, Wait) else "shards wait for enqueued-token capacity"
-        context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, reason)
-        _metadata(context, uc, partition, waiting_metadata(state.with_statuses(statuses), reason))
+    partition, state, known = step.partition, step.state, step.batches
+    move = results_step(step.action, time.monotonic(), deadline)
+    if isinstance(move, Fail) or state is None:
+        raise dg.Failure(f"{uc.name} {partition}: {getattr(move, 'reason', move)}")
+    if isinstance(move, LeaveToMonitor):
+        context.log.info("%s %s: waiting (%s); the batch monitor harvests it", uc.name, partition, move.reason)
+        statuses = {batch_id: batch.status for batch_id, batch in known.items()}
+        _metadata(context, uc, partition, waiting_metadata(state.with_statuses(statuses), move.reason))
         return None
-    if batch_api.delete_provider_files:  # noted first: a run killed after the Parquet leaves them
-        note_provider_files(wh, uc.name, partition, known.values())
-    harvest = harvest_partition(wh, sending, uc, state, known)
-    failpoint("results.written")
-    if batch_api.delete_provider_files:
-        harvest.files_deleted = delete_provider_files(wh, sending.api, uc.name, partition, context.log.warning)
+    harvest = _write_results(context, uc, wh, sending, state, known, batch_api.delete_provider_files)
     context.log.info("%s %s: %s; %d requests being retried; %d provider files deleted", uc.name, partition,
                      harvest.counts, harvest.retrying, harvest.files_deleted)
     estimate = uc.estimate(harvest.index, history, with_kept=True)
@@ -400,10 +432,23 @@ def _harvest_one(
     return harvest
 
 
-def _sent_nothing(state: PartitionState | None) -> bool:
-    """The partition's build sent no request and its results are written: nothing to harvest."""
-    return state is not None and not state.submissions and isinstance(
-        next_action(state, ProviderReport({}, now=time.time())), Done)
+def _write_results(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, sending: Sending,
+                   state: PartitionState, known: dict[str, ProviderBatch], delete_files: bool) -> PartitionHarvest:
+    """Harvest the partition's terminal batches, with their provider files noted before and
+    deleted after, in the order `state.cleanup.cleanup_steps` gives (a run killed after the
+    Parquet leaves the note for the next one)."""
+    harvest = None
+    for step in cleanup_steps(delete_files):
+        if step == "note":
+            note_provider_files(wh, uc.name, state.partition, known.values())
+        elif step == "write":
+            harvest = harvest_partition(wh, sending, uc, state, known)
+            failpoint("results.written")
+        elif harvest is not None:
+            harvest.files_deleted = delete_provider_files(wh, sending.api, uc.name, state.partition,
+                                                          context.log.warning)
+    assert harvest is not None, "every cleanup plan writes the results"
+    return harvest
 
 
 def _unchanged(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, partitions: list[str]
@@ -428,17 +473,14 @@ def _harvest_run(
     harvests or waits records every partition of the range (one output covers the range), so it
     rewrites those too."""
     partitions = _partitions(context, uc)
-    if all(_sent_nothing(latest_state(context.instance, uc, p)) for p in partitions):
+    if all(sent_nothing(latest_state(context.instance, uc, p), time.time()) for p in partitions):
         yield from _unchanged(context, uc, wh, partitions)
         return
     deadline = time.monotonic() + batch_api.harvest_wait_seconds
-    sending = _sending(context, uc, batch_api)
-    evaluations: list[dg.AssetCheckEvaluation] = []
-    history = usage_history(context.instance, uc)
-    for partition in partitions:
-        with _lease(wh, uc, partition):
-            harvest = _harvest_one(context, uc, wh, sending, partition, history, batch_api, deadline)
-        if harvest is not None:
-            evaluations += checks.results(uc, partition, harvest)
+    sending, history = _sending(context, uc, batch_api), usage_history(context.instance, uc)
+    harvests = _run_steps(context, uc, wh, _settled(sending, deadline),
+                          lambda step: _harvest_one(context, uc, wh, sending, step, history, batch_api, deadline))
+    evaluations = [e for partition, harvest in zip(partitions, harvests, strict=True) if harvest is not None
+                   for e in checks.results(uc, partition, harvest)]
     yield dg.MaterializeResult()
     yield from checks.recorded(context, evaluations)

@@ -12,7 +12,8 @@ import dagster as dg
 
 from batch_pipeline.dagster.assets import use_case_definitions
 from batch_pipeline.dagster.resources import BatchAPIResource, WarehouseResource
-from batch_pipeline.dagster.sensor import MONITOR_NAME, Rerun, build_batch_monitor
+from batch_pipeline.dagster.sensor import MONITOR_NAME, build_batch_monitor
+from batch_pipeline.state.rerun import Rerun
 from batch_pipeline.use_case import ResourceKeys, UseCase
 
 

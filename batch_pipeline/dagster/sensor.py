@@ -34,7 +34,8 @@ from batch_pipeline.state.machine import (
     Wait,
     next_action,
 )
-from batch_pipeline.state.partition_state import TERMINAL, PartitionState
+from batch_pipeline.state.partition_state import TERMINAL, PartitionState, StateVersionError
+from batch_pipeline.state.rerun import Hold, LastRun, Rerun, RunAsked, RunOutcome, hold, lease_wait
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse.storage import Warehouse
 
@@ -52,17 +53,23 @@ class MonitorCursor:
     watched: dict[str, PartitionState] = field(default_factory=dict)
     progress: dict[str, list] = field(default_factory=dict)
     requested: dict[str, dict] = field(default_factory=dict)  # watch key -> RunAsked fields
+    # watch key -> why its newest state is not read (recorded by a newer pipeline); reported each tick
+    refused: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, text: str | None) -> "MonitorCursor":
         data = json.loads(text) if text else {}
         if data.get("version") != _CURSOR_VERSION:  # an older cursor: read every record again
             return cls()
-        watched = {
-            key: PartitionState.from_json(doc, doc.get("record_id", 0), doc.get("recorded_at", 0.0))
-            for key, doc in data.get("watched", {}).items()
-        }
-        return cls(data.get("after", {}), watched, data.get("progress", {}), data.get("requested", {}))
+        try:
+            watched = {
+                key: PartitionState.from_json(doc, doc.get("record_id", 0), doc.get("recorded_at", 0.0))
+                for key, doc in data.get("watched", {}).items()
+            }
+        except StateVersionError:  # written by a newer pipeline: read every record again
+            return cls()
+        return cls(data.get("after", {}), watched, data.get("progress", {}), data.get("requested", {}),
+                   data.get("refused", {}))
 
     def dump(self) -> str:
         watched = {
@@ -73,27 +80,7 @@ class MonitorCursor:
         progress = {b: p for b, p in self.progress.items() if b in wanted}
         requested = {k: r for k, r in self.requested.items() if k in self.watched}
         return json.dumps({"version": _CURSOR_VERSION, "after": self.after, "watched": watched,
-                           "progress": progress, "requested": requested})
-
-
-@dataclass(frozen=True)
-class Rerun:
-    """How a partition whose requested run failed is asked for again: after a backoff that
-    doubles, at most `max_failures` times; then it is reported as stranded (paid answers wait
-    at the provider until its files expire)."""
-
-    backoff_seconds: float = 60.0
-    max_failures: int = 5
-
-
-@dataclass(frozen=True)
-class RunAsked:
-    """A run the sensor requested for a partition's state `record_id`."""
-
-    run_key: str
-    record_id: int
-    at: float
-    failures: int = 0
+                           "progress": progress, "requested": requested, "refused": self.refused})
 
 
 def build_batch_monitor(
@@ -121,12 +108,15 @@ def build_batch_monitor(
         cursor = MonitorCursor.load(context.cursor)
         for uc in use_cases:
             _collect_states(context.instance, uc, cursor)
+        for key, reason in cursor.refused.items():
+            context.log.error("%s not watched: %s", key, reason)
         if not cursor.watched:
-            return dg.SensorResult(skip_reason="no batches in flight", cursor=cursor.dump())
+            refused = "; ".join(f"{key} not watched: {reason}" for key, reason in cursor.refused.items())
+            return dg.SensorResult(skip_reason=refused[:500] or "no batches in flight", cursor=cursor.dump())
         try:
-            holds = {key: _hold(context.instance, cursor, key, rerun) for key in cursor.watched}
-            batches, calls = _batch_states(batch_api, [cursor.watched[k] for k, (hold, _) in holds.items()
-                                                       if hold is None])
+            holds = {key: _hold(context.instance, cursor, key, rerun, time.time()) for key in cursor.watched}
+            batches, calls = _batch_states(batch_api, [cursor.watched[k] for k, h in holds.items()
+                                                       if h.reason is None])
         except ProviderUnavailable as exc:  # names the call and the error's type, never its text
             return dg.SensorResult(skip_reason=f"provider unavailable, will retry next tick: {exc}",
                                    cursor=cursor.dump())
@@ -140,27 +130,29 @@ def build_batch_monitor(
 def _decide(
     context: dg.SensorEvaluationContext, by_name: dict[str, UseCase],
     resources: tuple[BatchAPIResource, Warehouse], cursor: MonitorCursor, batches: dict[str, ProviderBatch], calls: int,
-    holds: dict[str, tuple[str | None, int]],
+    holds: dict[str, Hold],
 ) -> dg.SensorResult:
     """Ask the state machine about every watched partition and request the runs it needs."""
     batch_api, warehouse = resources
     in_flight = _tokens_in_flight(cursor.watched.values(), batches, by_name)
-    run_requests, observations, waiting = [], [], []
+    run_requests, observations = [], []
+    waiting = [f"{key} not watched: {reason}" for key, reason in cursor.refused.items()]
     for key, state in list(cursor.watched.items()):
         uc = by_name[state.use_case]
         seen = [batches[s.batch_id] for s in state.unharvested if s.batch_id in batches]
         observations += _progress(uc, state, seen, cursor.progress)
-        hold, failures = holds[key]
-        if hold is not None:
-            waiting.append(f"{key} {hold}")
-            if hold.startswith("STRANDED"):
-                observations.append(_stranded(uc, state, hold))
+        held = holds[key]
+        if held.reason is not None:
+            waiting.append(f"{key} {held.reason}")
+            if held.stranded:
+                observations.append(_stranded(uc, state, held.reason))
             continue
+        failures = held.failures
         report = ProviderReport({b.id: b.status for b in seen}, time.time(),
                                 in_flight.get(uc.spec.model, 0), batch_api.enqueued_token_limits.get(uc.spec.model))
         action = next_action(state, report)
         request = _run_request(uc, state, action, failures)
-        if request is not None and (busy := _harvest_under_way(warehouse, uc, state.partition, request)):
+        if request is not None and (busy := lease_wait(action, lease_held(warehouse, uc.name, state.partition))):
             waiting.append(f"{key} {busy}")
             continue
         if request is not None:
@@ -201,43 +193,24 @@ def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: i
     )
 
 
-_ENDED_BADLY = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+_OUTCOMES: dict[dg.DagsterRunStatus, RunOutcome] = {
+    dg.DagsterRunStatus.SUCCESS: "succeeded",
+    dg.DagsterRunStatus.FAILURE: "failed",
+    dg.DagsterRunStatus.CANCELED: "failed",
+}
 
 
-def _harvest_under_way(wh: Warehouse, uc: UseCase, partition: str, request: dg.RunRequest) -> str | None:
-    """A run holds the partition while the monitor would ask for its results run: most often
-    "Materialize all" or a backfill harvesting it right now, which records it harvested (or
-    waiting) when its step ends; a results run asked for now would harvest it a second time
-    (unpaid, from the raw copies, but a redundant run). Asked again on the next tick."""
-    if request.job_name != uc.results_job.name or not lease_held(wh, uc.name, partition):
-        return None
-    return "a run holds it (harvesting it now)"
-
-
-def _hold(instance: dg.DagsterInstance, cursor: MonitorCursor, key: str, rerun: Rerun) -> tuple[str | None, int]:
-    """Why the partition waits on the run already requested for it (None: decide afresh), and
-    how many of the runs requested for this state failed.
-
-    A partition stays watched until a newer state is recorded (its run succeeded and
-    materialized), so a run that fails for good never strands paid answers silently.
-    """
+def _hold(instance: dg.DagsterInstance, cursor: MonitorCursor, key: str, rerun: Rerun, now: float) -> Hold:
+    """The partition's hold on the run asked for it (`state.rerun.hold`), with that run's outcome
+    read from the instance."""
     asked = RunAsked(**cursor.requested[key]) if key in cursor.requested else None
-    if asked is None or asked.record_id != cursor.watched[key].record_id:
-        return None, 0
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": asked.run_key}), limit=1)
-    if not runs or runs[0].status not in _ENDED_BADLY | {dg.DagsterRunStatus.SUCCESS}:
-        return f"run {asked.run_key} requested", asked.failures
-    if runs[0].status == dg.DagsterRunStatus.SUCCESS:
-        return None, asked.failures  # it recorded nothing new (the partition was left alone)
-    failures = asked.failures + 1
-    if failures > rerun.max_failures:
-        return (f"STRANDED: its run failed {failures} times (last {runs[0].run_id}); fix the cause and re-execute "
-                "the partition's results run before the provider's files expire"), asked.failures
-    due = asked.at + rerun.backoff_seconds * 2 ** (failures - 1)
-    if time.time() < due:
-        return f"run {runs[0].run_id} failed; asking again from {time.strftime('%H:%M:%S', time.localtime(due))}", \
-            asked.failures
-    return None, failures
+    record_id = cursor.watched[key].record_id
+    last_run = None
+    if asked is not None and asked.record_id == record_id:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": asked.run_key}), limit=1)
+        if runs:
+            last_run = LastRun(runs[0].run_id, _OUTCOMES.get(runs[0].status, "running"))
+    return hold(asked, record_id, last_run, now, rerun)
 
 
 def _stranded(uc: UseCase, state: PartitionState, reason: str) -> dg.AssetObservation:
@@ -257,10 +230,15 @@ def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCu
         ).records
         for event in records:
             cursor.after[name] = event.storage_id
-            state = state_from(event, uc)
+            try:
+                state = state_from(event, uc)
+            except StateVersionError as exc:  # never acted on: it waits for this code to be upgraded
+                _refuse(cursor, uc, event, exc)
+                continue
             if state is None:
                 continue
             watch_key = f"{uc.name}|{state.partition}"
+            cursor.refused.pop(watch_key, None)
             current = cursor.watched.get(watch_key)
             if current is not None and current.record_id > state.record_id:
                 continue
@@ -268,6 +246,16 @@ def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCu
                 cursor.watched.pop(watch_key, None)
             else:
                 cursor.watched[watch_key] = state
+
+
+def _refuse(cursor: MonitorCursor, uc: UseCase, event: dg.EventLogRecord, exc: StateVersionError) -> None:
+    """Stop watching a partition whose newest state this code cannot read, and say why on every
+    tick (the sensor keeps watching the others)."""
+    materialization = event.asset_materialization
+    partition = uc.partition_of(materialization.partition if materialization else None)
+    watch_key = f"{uc.name}|{partition}"
+    cursor.watched.pop(watch_key, None)
+    cursor.refused[watch_key] = str(exc)
 
 
 def _batch_states(batch_api: BatchAPIResource, watched: Iterable[PartitionState]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from batch_pipeline.state.partition_state import STATE_KEY, PartitionState
+from batch_pipeline.state.partition_state import STATE_KEY, PartitionState, StateVersionError
 from batch_pipeline.use_case import UseCase
 
 _LOOKBACK = 20  # materializations per asset searched for the newest one carrying a state
@@ -45,13 +45,20 @@ def state_from(event: dg.EventLogRecord, uc: UseCase) -> PartitionState | None:
 
 
 def latest_state(instance: dg.DagsterInstance, uc: UseCase, partition: str) -> PartitionState | None:
-    """The newest recorded state of a partition, from its batches and results materializations."""
+    """The newest recorded state of a partition, from its batches and results materializations.
+
+    A state recorded by a newer version of the pipeline fails the run, unretried (a retry would
+    read the same record): acting on it, or writing a state over it, would lose what it says.
+    """
     states = []
     for key in uc.record_keys:
         for event in instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=_partitions(uc, partition)), limit=_LOOKBACK
         ).records:
-            state = state_from(event, uc)
+            try:
+                state = state_from(event, uc)
+            except StateVersionError as exc:
+                raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
             if state is not None:
                 states.append(state)
                 break

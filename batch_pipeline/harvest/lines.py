@@ -23,19 +23,11 @@ from batch_pipeline.response_schema import (
     parse_moderation,
 )
 from batch_pipeline.spec import BatchSpec
+from batch_pipeline.state.retry import RETRYABLE_CODES
 
 STATUSES = ("succeeded", "failed", "invalid_output", "rejected", "expired", "cancelled")
 RESULT_UNIQUE = ("custom_id", "output")  # result columns with a value per row (and the row key)
 _BATCH_STATUS = {"expired": "expired", "cancelled": "cancelled", "failed": "failed"}
-
-
-# Failures that another attempt can fix: rate limits, server errors, expiry, a full queue,
-# a line the provider lost. Bad requests and content policy refusals are not retried.
-RETRYABLE_CODES = frozenset({
-    "rate_limit_exceeded", "server_error", "internal_error", "service_unavailable", "http_429",
-    "http_500", "http_502", "http_503", "http_504", "batch_expired", "token_limit_exceeded",
-    "missing_result",
-})
 
 
 @dataclass(frozen=True)
@@ -144,7 +136,8 @@ def assemble(
 
 
 def retryable(results: pa.Table, max_attempts: int) -> list[str]:
-    """custom_ids whose latest failure is worth another attempt and that have attempts left."""
+    """custom_ids whose latest failure is worth another attempt and that have attempts left: the
+    rule of `state.retry.retryable`, over a whole table at once."""
     mask = pc.and_(
         pc.is_in(results["error_code"], value_set=pa.array(sorted(RETRYABLE_CODES))),
         pc.less(results["attempts"], max_attempts),

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from upath import UPath
 
 from batch_pipeline.provider.contract import BatchAPI, ProviderBatch, ProviderUnavailable
+from batch_pipeline.state.cleanup import needs_raw_copy
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
@@ -52,7 +53,8 @@ def delete_provider_files(
     raw_dir = wh.partition_dir(use_case, layout.RAW, partition)
     deleted, left = 0, {}
     for file_id, entry in noted.items():
-        if entry["kind"] != "input" and not (raw_dir / layout.raw_file(entry["batch_id"], entry["kind"])).exists():
+        kind = entry["kind"]
+        if needs_raw_copy(kind) and not (raw_dir / layout.raw_file(entry["batch_id"], kind)).exists():
             warn(f"{use_case} {partition}: provider file {file_id} of batch {entry['batch_id']} is not kept "
                  "in the warehouse; left at the provider")
             left[file_id] = entry

@@ -15,6 +15,7 @@ import pyarrow as pa
 from batch_pipeline.harvest.slices import custom_ids_in
 from batch_pipeline.provider.submission import Sending, Shard, submit_shards
 from batch_pipeline.requests.lines import line_custom_id
+from batch_pipeline.state.backoff import backoff_seconds
 from batch_pipeline.state.intent import intents_of
 from batch_pipeline.state.machine import (
     Admit,
@@ -87,7 +88,7 @@ def queue_round(
         if line_custom_id(line) in wanted
     ]
     tokens = dict(zip(index["custom_id"].to_pylist(), index["estimated_input_tokens"].to_pylist(), strict=True))
-    not_before = time.time() + spec.retry_backoff_seconds * 2 ** (attempt - 2)
+    not_before = time.time() + backoff_seconds(spec.retry_backoff_seconds, attempt - 1)  # attempt 2: round 1
     queued = []
     for number, start in enumerate(range(0, len(lines), per_file)):
         chunk = lines[start : start + per_file]

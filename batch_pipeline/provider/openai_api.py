@@ -39,6 +39,7 @@ from batch_pipeline.spec import (
     SUPPORTED_ENDPOINTS,
     BatchSpec,
 )
+from batch_pipeline.state.backoff import backoff_seconds
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # A batch runs within a day and its lines stay in the warehouse, so the provider's copy of an
@@ -254,7 +255,7 @@ class OpenAIBatchAPI:
                     return existing
                 if attempt == CREATE_ATTEMPTS:
                     raise
-                time.sleep(min(2.0**attempt, 30.0))
+                time.sleep(backoff_seconds(2.0, attempt, cap=30.0))
         raise AssertionError("unreachable")
 
     def result_kinds(self, batch: ProviderBatch) -> Sequence[str]:

@@ -32,8 +32,8 @@ from batch_pipeline.provider.contract import (
     RequestEncoding,
     SubmissionBlocked,
 )
+from batch_pipeline.state.admission import TOKEN_LIMIT, Queue, Reuse, Send, admit_shard
 from batch_pipeline.state.intent import Intent, IntentLog
-from batch_pipeline.state.machine import admits
 from batch_pipeline.state.partition_state import Queued, Submission
 
 _METADATA_VALUE_CHARS = 512
@@ -148,27 +148,28 @@ def submit_shards(
         meta = metadata[shard.index]
         key = meta.pop("idempotency_key")
         batch = found.get(key)
-        reused = batch is not None
-        if batch is not None:
-            log(f"shard {shard.index}: batch {batch.id} already submitted ({batch.status}); reused")
-        elif not admits(shard.estimated_tokens, enqueued, token_limit):
-            log(f"shard {shard.index}: queued; {shard.estimated_tokens:,} tokens would exceed the "
-                f"{token_limit:,} enqueued-token limit of {model} ({enqueued:,} in flight)")
-            done.queued.append(_queued(shard, time.time(), "enqueued_token_limit"))
-            continue
-        elif refused_at is None:
+        move = admit_shard(batch is not None, shard.estimated_tokens, enqueued, token_limit, refused_at,
+                           time.time(), sending.quota_backoff_seconds)
+        if isinstance(move, Send):
             try:
                 batch = _create(sending, intents, encoding, shard, key, meta, key in earlier)
                 enqueued += shard.estimated_tokens
             except QuotaRefused:
                 refused_at = time.time()
-        if batch is None:  # refused, now or (quota full) for an earlier shard of this run
-            not_before = (refused_at or time.time()) + sending.quota_backoff_seconds
-            log(f"shard {shard.index}: queued; the provider's enqueued-token quota for {model} is full "
-                f"(token_limit_exceeded); offered again in {sending.quota_backoff_seconds:.0f} s")
-            done.queued.append(_queued(shard, not_before, "provider_quota"))
+                move = admit_shard(False, shard.estimated_tokens, enqueued, token_limit, refused_at, refused_at,
+                                   sending.quota_backoff_seconds)
+        if isinstance(move, Queue):
+            log(f"shard {shard.index}: queued; " + (
+                f"{shard.estimated_tokens:,} tokens would exceed the {token_limit:,} enqueued-token limit of "
+                f"{model} ({enqueued:,} in flight)" if move.reason == TOKEN_LIMIT else
+                f"the provider's enqueued-token quota for {model} is full (token_limit_exceeded); offered again "
+                f"in {sending.quota_backoff_seconds:.0f} s"))
+            done.queued.append(_queued(shard, move.not_before, move.reason))
             continue
-        done.submissions.append(_submission(shard, key, batch, reused, api))
+        assert batch is not None  # reused, or created just now
+        if isinstance(move, Reuse):
+            log(f"shard {shard.index}: batch {batch.id} already submitted ({batch.status}); reused")
+        done.submissions.append(_submission(shard, key, batch, isinstance(move, Reuse), api))
     return done
 
 

@@ -2,10 +2,12 @@
 
 It is stored as one JSON document (`PartitionState.to_json`) in the materialization metadata of
 the batches and results assets: the Dagster instance is the truth for what the pipeline
-submitted (DESIGN.md). Reading is tolerant both ways: fields a newer version added are ignored,
-fields an older version lacked take their defaults, and the unversioned records written before
-this module existed are read as version 0. Version 2 added `kept`, version 3 each submission's
-`provider` and `provider_fingerprint`.
+submitted. Reading is strict about versions: a document of a newer version than this code
+knows is refused (`StateVersionError`): read with its new fields dropped and written back, it
+would lose what the newer code recorded. Older versions are migrated: fields they lacked take
+their defaults, and the unversioned records written before this module existed are read as
+version 0. Version 2 added `kept`, version 3 each submission's `provider`
+and `provider_fingerprint`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 STATE_KEY = "partition_state"
 
 _Record = TypeVar("_Record")
+
+
+class StateVersionError(ValueError):
+    """A partition's state was recorded by a newer version of the pipeline than this one."""
 
 
 def _known(cls: type[_Record], data: dict[str, Any]) -> _Record:
@@ -131,11 +137,19 @@ class PartitionState:
     def from_json(
         cls, data: dict[str, Any], record_id: int = 0, recorded_at: float = 0.0, results_written: bool = False
     ) -> PartitionState:
-        """Read a state document of any version; unknown fields are ignored, missing ones defaulted.
+        """Read a state document of this version or an older one (missing fields defaulted);
+        a newer one raises `StateVersionError`.
 
         `results_written` is the default for documents that predate the field (version 0): true
         when the document was recorded by the results asset.
         """
+        version = int(data.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise StateVersionError(
+                f"the state of {data.get('use_case', '?')} partition {data.get('partition', '?')} has "
+                f"schema_version {version}, newer than version {SCHEMA_VERSION} this code knows: it was "
+                "recorded by a newer batch_pipeline; upgrade this deployment before it reads or writes "
+                "the partition")
         return cls(
             use_case=str(data.get("use_case", "")),
             partition=str(data.get("partition", "")),
@@ -144,7 +158,7 @@ class PartitionState:
             harvested=tuple(data.get("harvested") or data.get("harvested_batch_ids") or []),
             results_written=bool(data.get("results_written", results_written)),
             kept=tuple(_known(Submission, s) for s in data.get("kept") or []),
-            schema_version=int(data.get("schema_version", 0)),
+            schema_version=version,
             record_id=record_id,
             recorded_at=recorded_at,
         )

@@ -26,7 +26,13 @@ from batch_pipeline.state.machine import (
     Wait,
     next_action,
 )
-from batch_pipeline.state.partition_state import SCHEMA_VERSION, PartitionState, Queued, Submission
+from batch_pipeline.state.partition_state import (
+    SCHEMA_VERSION,
+    PartitionState,
+    Queued,
+    StateVersionError,
+    Submission,
+)
 
 NOW = 1_000_000.0
 
@@ -111,14 +117,29 @@ def test_state_round_trips_through_its_json_document() -> None:
     assert PartitionState.from_json(document, 7, NOW) == original
 
 
-def test_fields_of_another_version_are_tolerated() -> None:
+def test_fields_an_older_version_lacked_take_their_defaults() -> None:
+    document = RETRY_SENT.to_json()
+    document["schema_version"] = SCHEMA_VERSION - 1
+    del document["results_written"]  # a field an older version lacked
+    del document["kept"]
+    read = PartitionState.from_json(document)
+    assert read.submissions == RETRY_SENT.submissions and read.results_written is False and read.kept == ()
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_older_versions_are_migrated(version: int) -> None:
+    document = {**HARVESTED.to_json(), "schema_version": version}
+    assert PartitionState.from_json(document).submissions == HARVESTED.submissions
+
+
+def test_a_state_of_a_newer_version_is_refused_not_read_lossily() -> None:
     document = RETRY_SENT.to_json()
     document["schema_version"] = SCHEMA_VERSION + 1
-    document["lease"] = {"owner": "run-1"}  # a field a newer version added
-    document["submissions"][0]["region"] = "eu"
-    del document["results_written"]  # a field an older version lacked
-    read = PartitionState.from_json(document)
-    assert read.submissions == RETRY_SENT.submissions and read.results_written is False
+    document["submissions"][0]["provider"] = "azure"  # a field a newer version added
+    with pytest.raises(StateVersionError, match=f"schema_version {SCHEMA_VERSION + 1}, newer than version "
+                                                f"{SCHEMA_VERSION} this code knows") as refused:
+        PartitionState.from_json(document)
+    assert "uc partition p" in str(refused.value)
 
 
 def test_unversioned_records_read_as_version_zero() -> None:
