@@ -9,8 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.cost import NO_HISTORY, Basis, Estimate, History, bands, estimate, price_for
-from batch_pipeline.requests.carry_over import CARRIED
-from batch_pipeline.requests.lines import PENDING
+from batch_pipeline.index_status import CARRIED, PENDING
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
 from batch_pipeline.sources.partitions import Selection, dimensions, selection_for

@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.cost import BatchPrice
+from batch_pipeline.index_status import PENDING
 from batch_pipeline.provider.contract import RESULT_ROWS
-from batch_pipeline.requests.lines import HASH_TYPE, PENDING
+from batch_pipeline.requests.lines import HASH_TYPE
 from batch_pipeline.response_schema import (
     arrow_fields,
     moderation_fields,

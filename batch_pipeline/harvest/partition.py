@@ -19,9 +19,9 @@ from batch_pipeline.cost import UsageRecord
 from batch_pipeline.harvest.lines import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
 from batch_pipeline.harvest.retries import follow_ups
 from batch_pipeline.harvest.slices import harvest_slices
+from batch_pipeline.index_status import PENDING
 from batch_pipeline.provider.contract import ProviderBatch
 from batch_pipeline.provider.submission import Sending
-from batch_pipeline.requests.lines import PENDING
 from batch_pipeline.state.partition_state import PartitionState
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_pipeline.requests.lines import HASH_TYPE, PENDING
+from batch_pipeline.index_status import CARRIED, PENDING
+from batch_pipeline.requests.lines import HASH_TYPE
 
-CARRIED = "carried"
 KEPT_STATUSES = ("succeeded", "invalid_output")
 
 
