@@ -138,10 +138,10 @@ class BatchSpec:
                     f"spec '{self.name}': response_model fields {sorted(clash)} clash with result "
                     "columns; rename them"
                 )
-            from batch_pipeline.response_schema import arrow_fields, strict_json_schema
+            from batch_pipeline.response_schema import arrow_fields
 
             try:
-                strict_json_schema(self.response_model)
+                self.response_model.model_json_schema()
                 arrow_fields(self.response_model)
             except Exception as exc:  # pydantic/openai raise several types for unusable models
                 raise SpecError(
@@ -170,9 +170,7 @@ class BatchSpec:
         """A digest of what the model is asked: endpoint, prompt templates, parameters and response
         schema. Output lengths learned under one fingerprint are not used to estimate another:
         a rewritten prompt or a new `max_tokens` makes the model write differently."""
-        from batch_pipeline.response_schema import strict_json_schema
-
-        schema = strict_json_schema(self.response_model) if self.response_model else None
+        schema = self.response_model.model_json_schema() if self.response_model else None
         asked = {"endpoint": self.endpoint, "templates": self.templates(), "parameters": self.parameters,
                  "schema": schema}
         return hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
+from batch_pipeline.provider.openai_tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
 from batch_pipeline.requests.carry_over import PreviousAnswers
 from batch_pipeline.requests.lines import INDEX_UNIQUE
 from batch_pipeline.requests.shard_files import write_requests

@@ -26,6 +26,11 @@ class FakeEncoding:
     model: str
     max_requests: int
     max_bytes: int
+    tokens_per_message: int = 1
+    tokens_per_reply: int = 0
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(text.split()) for text in texts]
 
     @property
     def signature(self) -> bytes:

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from assets.content_screening import screening
 from batch_pipeline import definitions_for
-from batch_pipeline.response_schema import MODERATION_CATEGORIES
+from batch_pipeline.provider.openai_moderations import MODERATION_CATEGORIES
 from batch_pipeline.sources.csv_source import read_partition
 from tests.helpers import run_until_idle, submit
 

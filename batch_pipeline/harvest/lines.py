@@ -16,13 +16,9 @@ import pyarrow.compute as pc
 from batch_pipeline.cost import BatchPrice
 from batch_pipeline.index_status import PENDING
 from batch_pipeline.provider.contract import RESULT_ROWS
+from batch_pipeline.provider.openai_moderations import moderation_fields, parse_moderation
 from batch_pipeline.requests.lines import HASH_TYPE
-from batch_pipeline.response_schema import (
-    arrow_fields,
-    moderation_fields,
-    parse_answer,
-    parse_moderation,
-)
+from batch_pipeline.response_schema import arrow_fields, parse_answer
 from batch_pipeline.spec import BatchSpec
 from batch_pipeline.state.retry import RETRYABLE_CODES
 

@@ -105,11 +105,21 @@ class RequestEncoding(Protocol):
     each template role (`system`, `user`); its first member must be the custom id (a JSON
     string), so an id is read from a line without parsing it (`requests.lines.line_custom_id`).
     `signature` is bytes every line of this encoding holds: a shard written for another provider
-    or model is refused before upload.
+    or model is refused before upload. `count_tokens` counts input tokens offline as the
+    provider's model does, and a request costs `tokens_per_message` more per template role and
+    `tokens_per_reply` more in all: the estimate and queue admission use them.
     """
 
     @property
     def max_requests(self) -> int: ...
+
+    @property
+    def tokens_per_message(self) -> int: ...
+
+    @property
+    def tokens_per_reply(self) -> int: ...
+
+    def count_tokens(self, texts: list[str]) -> list[int]: ...
 
     @property
     def max_bytes(self) -> int: ...

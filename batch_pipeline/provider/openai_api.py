@@ -126,7 +126,13 @@ def openai_encoding(provider: _OpenAIFamily, spec: BatchSpec) -> RequestEncoding
         raise ProviderSettingError(f"{provider.name} has no batch endpoint {spec.endpoint}")
     model = provider.line_model(spec.model)
     requests, size = shard_limits(spec, provider.max_requests, provider.max_bytes)
-    return OpenAIEncoding(provider.line_url(spec.endpoint), model, requests, size, body_builder(spec, model))
+    try:
+        body = body_builder(spec, model)
+    except Exception as exc:  # the SDK's schema converter raises several types for models it cannot use
+        raise ProviderSettingError(f"response_model of spec '{spec.name}' cannot be sent as {provider.name}'s "
+                                   f"strict JSON schema: {exc}") from exc
+    return OpenAIEncoding(provider.line_url(spec.endpoint), model, requests, size, body, spec.model,
+                          chat=spec.endpoint != "/v1/embeddings")
 
 
 @dataclass

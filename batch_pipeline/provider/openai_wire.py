@@ -21,6 +21,7 @@ from openai.types import Batch
 from pydantic import BaseModel
 
 from batch_pipeline.provider.contract import PIPELINE, ProviderBatch, RequestCounts
+from batch_pipeline.provider.openai_tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
 from batch_pipeline.spec import INPUT_ENDPOINTS, BatchSpec
 
 _SPELLINGS = {"canceled": "cancelled", "canceling": "cancelling"}  # American spellings seen on Azure
@@ -45,13 +46,27 @@ def moderation_categories() -> dict[str, str]:
 @dataclass(frozen=True)
 class OpenAIEncoding:
     """Request lines in OpenAI's form: `{"custom_id", "method", "url", "body"}`, the body naming
-    `model` (the provider's name of the spec's model) and the endpoint path as `url`."""
+    `model` (the provider's name of the spec's model) and the endpoint path as `url`; tokens
+    counted with `spec_model`'s encoding, with chat formatting's overhead except for embeddings."""
 
     url: str
     model: str
     max_requests: int
     max_bytes: int
     body: Callable[[Mapping[str, str]], dict[str, Any]]
+    spec_model: str
+    chat: bool
+
+    @property
+    def tokens_per_message(self) -> int:
+        return TOKENS_PER_MESSAGE if self.chat else 0
+
+    @property
+    def tokens_per_reply(self) -> int:
+        return TOKENS_PER_REPLY if self.chat else 0
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return count_tokens(self.spec_model, texts)
 
     @property
     def signature(self) -> bytes:

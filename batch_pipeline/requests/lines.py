@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from batch_pipeline.cost import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
 from batch_pipeline.index_status import PENDING
 from batch_pipeline.provider.contract import RequestEncoding
 from batch_pipeline.provider.registry import default_encoding
@@ -558,7 +557,7 @@ class _LineEncoder:
     """
 
     def __init__(self, spec: BatchSpec, form: RequestEncoding):
-        self.spec = spec
+        self.spec, self.form = spec, form
         self.templates = {role: list(string.Formatter().parse(t)) for role, t in spec.templates().items()}
         self.constant = {role: "".join(literal for literal, _, _, _ in parts)
                          for role, parts in self.templates.items() if all(f is None for _, f, _, _ in parts)}
@@ -620,7 +619,6 @@ class _LineEncoder:
         """
         rows = pc.indices_nonzero(usable)
         n = len(usable)
-        chat = self.spec.endpoint != "/v1/embeddings"
         total = pa.array([0] * n, pa.int64())
         if not len(rows):
             return total
@@ -628,17 +626,16 @@ class _LineEncoder:
         sample = rows if step == 1 else rows.take(pa.array(range(0, len(rows), step)))
         for role in self.templates:
             if role in self.constant:
-                counted = pa.scalar(count_tokens(self.spec.model, [self.constant[role]])[0], pa.int64())
+                counted = pa.scalar(self.form.count_tokens([self.constant[role]])[0], pa.int64())
             else:
                 template = self.spec.templates()[role]
                 texts = _render(template, {c: v.take(sample) for c, v in cells.items()}, len(sample)).to_pylist()
-                exact = pa.array(count_tokens(self.spec.model, texts), pa.int64())
+                exact = pa.array(self.form.count_tokens(texts), pa.int64())
                 if step == 1:
                     counted = pc.replace_with_mask(pa.nulls(n, pa.int64()), usable, exact)
                 else:
                     per_char = pc.sum(exact).as_py() / max(pc.sum(chars[role].take(sample)).as_py(), 1)
                     counted = pc.round(pc.multiply(chars[role].cast(pa.float64()), per_char)).cast(pa.int64())
-            total = pc.add(total, pc.add(counted, TOKENS_PER_MESSAGE if chat else 0))
-        if chat:
-            total = pc.add(total, TOKENS_PER_REPLY)
+            total = pc.add(total, pc.add(counted, self.form.tokens_per_message))
+        total = pc.add(total, self.form.tokens_per_reply)
         return pc.if_else(usable, total, 0)

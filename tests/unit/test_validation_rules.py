@@ -11,7 +11,7 @@ from openai.types import ModerationCreateResponse
 from batch_pipeline.local_api.responders import respond
 from batch_pipeline.local_api.settings import LocalAPISettings
 from batch_pipeline.local_api.validation import request_error, supported_values, validate_input
-from batch_pipeline.response_schema import MODERATION_CATEGORIES, parse_moderation
+from batch_pipeline.provider.openai_moderations import MODERATION_CATEGORIES, parse_moderation
 from batch_pipeline.spec import BatchSpec, SpecError
 
 CHAT = "/v1/chat/completions"
