@@ -22,6 +22,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from batch_pipeline.cost import BATCH_DISCOUNT
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.dagster.sensor import MONITOR_NAME
 from batch_pipeline.harvest.lines import STATUSES
 from batch_pipeline.sources.unassigned import unassigned_rows
@@ -102,7 +103,7 @@ def _submit_all(defs: dg.Definitions, instance: dg.DagsterInstance, use_cases: S
     """Run each planned partition's submit job, recording how it went."""
     print(f"\nsubmitting {len(runs)} partitions")
     for uc in use_cases:
-        job = defs.resolve_job_def(uc.submit_job_name)
+        job = defs.resolve_job_def(submit_job(uc).name)
         for (name, partition), run in runs.items():
             if name != uc.name:
                 continue
@@ -114,7 +115,8 @@ def _submit_all(defs: dg.Definitions, instance: dg.DagsterInstance, use_cases: S
                 run.submitted = result.success
                 run.error = None if result.success else failure_cause(result)
                 # nothing to send (every row kept its answer or was rejected): written in this run
-                run.harvested = any(e.asset_key == uc.key("results") for e in result.get_asset_materialization_events())
+                results_key = asset_key(uc, "results")
+                run.harvested = any(e.asset_key == results_key for e in result.get_asset_materialization_events())
             except Exception as exc:  # one use case's failure never stops the others
                 run.error = _said(exc)
             outcome = "submitted; nothing to send, results written" if run.harvested else "submitted"
@@ -293,7 +295,7 @@ def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: Sequence
 def _estimate_of(instance: dg.DagsterInstance, uc: UseCase, partition: str) -> float:
     """The estimate the requests asset recorded before this partition's batches were sent."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=uc.key("requests"), asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=asset_key(uc, "requests"), asset_partitions=[partition]), limit=1
     ).records
     materialization = records[0].asset_materialization if records else None
     meta = materialization.metadata if materialization else {}

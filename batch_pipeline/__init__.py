@@ -12,6 +12,7 @@ from typing import Any
 _EXPORTS = {
     "AzureOpenAIProviderResource": "batch_pipeline.dagster.resources",
     "BatchAPIResource": "batch_pipeline.dagster.resources",
+    "BatchPipelineError": "batch_pipeline.errors",
     "BatchSpec": "batch_pipeline.spec",
     "LocalBatchAPIResource": "batch_pipeline.dagster.resources",
     "LocalBatchAPISettings": "batch_pipeline.dagster.resources",
@@ -21,12 +22,16 @@ _EXPORTS = {
     "FileSource": "batch_pipeline.sources.files",
     "ResourceKeys": "batch_pipeline.use_case",
     "SqlSource": "batch_pipeline.sources.sql",
-    "SpecError": "batch_pipeline.spec",
+    "SpecError": "batch_pipeline.errors",
     "UseCase": "batch_pipeline.use_case",
     "WarehouseResource": "batch_pipeline.dagster.resources",
+    "admit_job": "batch_pipeline.dagster.jobs",
+    "asset_key": "batch_pipeline.dagster.jobs",
     "build_batch_monitor": "batch_pipeline.dagster.sensor",
     "definitions_for": "batch_pipeline.dagster.definitions",
     "prefixed": "batch_pipeline.dagster.definitions",
+    "results_job": "batch_pipeline.dagster.jobs",
+    "submit_job": "batch_pipeline.dagster.jobs",
 }
 __all__ = sorted(_EXPORTS)
 

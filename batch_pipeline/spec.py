@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from batch_pipeline.errors import SpecError
+
 SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/moderations")
 # Endpoints whose request is one rendered input text, with no system prompt and no response model.
 INPUT_ENDPOINTS = ("/v1/embeddings", "/v1/moderations")
@@ -27,10 +29,6 @@ RESULT_COLUMNS = (
 # OpenAI's limits for one batch input file (reference §7), the smallest of the providers'.
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200 * 1024 * 1024
-
-
-class SpecError(ValueError):
-    """A use case's declaration cannot work; the message names the spec and the field."""
 
 
 def template_fields(template: str, *, spec: str, name: str) -> list[str]:

@@ -1,19 +1,21 @@
-"""A use case: a source, its `BatchSpec` and its partitions, with the names derived from them."""
+"""A use case: a source, its `BatchSpec` and its partitions, with the names derived from them.
+
+Its asset keys and jobs are Dagster's: `batch_pipeline/dagster/jobs.py` derives them from it."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.cost import NO_HISTORY, Basis, Estimate, History, bands, estimate, price_for
+from batch_pipeline.errors import SpecError, UnpricedModel
 from batch_pipeline.index_status import CARRIED, PENDING
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
 from batch_pipeline.sources.partitions import Selection, dimensions, selection_for
-from batch_pipeline.spec import RESULT_COLUMNS, BatchSpec, SpecError
+from batch_pipeline.spec import RESULT_COLUMNS, BatchSpec
 
 # The one "partition" of an unpartitioned use case, in the warehouse, leases and state documents;
 # Dagster itself sees no partition key.
@@ -108,7 +110,7 @@ class UseCase:
 
     def estimate(self, index: pa.Table, history: History = NO_HISTORY, with_kept: bool = False) -> Estimate:
         """The cost estimate of a partition's request index, learned from `history` (earlier
-        harvests of this use case, model and spec), else from the spec's prior; a clear error for
+        harvests of this use case, model and spec), else from the spec's prior; `UnpricedModel` for
         an unpriced model. The requests to send, and with `with_kept` also those whose earlier
         answer was kept: what the partition's answers cost, beside their actual cost."""
         sent = pa.array([PENDING, CARRIED] if with_kept else [PENDING])
@@ -122,50 +124,5 @@ class UseCase:
         try:
             price = price_for(self.spec.model, self.spec.price_per_million_tokens)
         except LookupError as exc:
-            raise dg.Failure(f"spec '{self.name}': {exc}") from exc
+            raise UnpricedModel(f"spec '{self.name}': {exc}") from None
         return estimate(price, bands(tokens, price.thresholds(), basis.input_scale), basis)
-
-    def key(self, stage: str) -> dg.AssetKey:
-        return dg.AssetKey([*self.key_prefix, self.spec.name, stage])
-
-    @property
-    def submit_job_name(self) -> str:
-        return f"{self.name}_submit"
-
-    @property
-    def results_job_name(self) -> str:
-        return f"{self.name}_results"
-
-    # The jobs run in one process (`in_process_executor`): their steps wait on I/O for milliseconds to
-    # seconds, while a process per step (Dagster's default) costs seconds of start-up each.
-    @cached_property
-    def submit_job(self):  # type inferred: the job class is not public in dagster 1.13
-        return dg.define_asset_job(
-            self.submit_job_name,
-            selection=[self.key("requests"), self.key("batches")],
-            executor_def=dg.in_process_executor,
-            description=f"Build and submit {self.name} batch requests for a partition.",
-        )
-
-    @cached_property
-    def admit_job(self):  # type inferred: the job class is not public in dagster 1.13
-        return dg.define_asset_job(
-            f"{self.name}_admit",
-            selection=[self.key("batches")],
-            executor_def=dg.in_process_executor,
-            description=f"Submit {self.name} shards that waited for enqueued-token capacity.",
-        )
-
-    @property
-    def record_keys(self) -> list[dg.AssetKey]:
-        """The assets whose materializations record what was submitted for a partition."""
-        return [self.key("batches"), self.key("results")]
-
-    @cached_property
-    def results_job(self):  # type inferred: the job class is not public in dagster 1.13
-        return dg.define_asset_job(
-            self.results_job_name,
-            selection=[self.key("results")],
-            executor_def=dg.in_process_executor,
-            description=f"Harvest finished {self.name} batches into Parquet.",
-        )

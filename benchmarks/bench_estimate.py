@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from assets import manuscript_review, patient_education
 from batch_pipeline import UseCase, definitions_for
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.testing import failure_message, results, run_until_idle, submit
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
@@ -50,7 +51,7 @@ def _environment(workdir: Path) -> Iterator[None]:
 
 
 def _submit_and_harvest(defs: dg.Definitions, instance: dg.DagsterInstance, uc: UseCase, partition: str) -> None:
-    result = submit(defs, instance, uc.submit_job_name, partition, run_config=_QUIET)
+    result = submit(defs, instance, submit_job(uc).name, partition, run_config=_QUIET)
     if not result.success:
         raise RuntimeError(f"{uc.name} {partition}: {failure_message(result)}")
     run_until_idle(defs, instance, run_config=_QUIET)
@@ -63,7 +64,7 @@ def measure_one(uc: UseCase, workdir: Path) -> dict:
         _submit_and_harvest(defs, instance, uc, FIRST)
         _submit_and_harvest(defs, instance, uc, SECOND)
         [record] = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=uc.key("requests"), asset_partitions=[SECOND]), limit=1).records
+            dg.AssetRecordsFilter(asset_key=asset_key(uc, "requests"), asset_partitions=[SECOND]), limit=1).records
         assert record.asset_materialization is not None
         meta = record.asset_materialization.metadata
         wh = Warehouse(workdir / "warehouse")

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from batch_pipeline import BatchSpec, CsvSource, UseCase, WarehouseResource, definitions_for
+from batch_pipeline.dagster.jobs import submit_job
 from batch_pipeline.testing import failure_message
 
 DAYS = ("2026-11-20", "2026-11-21")
@@ -56,7 +57,7 @@ def main(root: str, rounds: str, me: str, other: str, partitions: str = DAYS[0])
     for uc in cases:
         round_number = int(uc.name.removeprefix("notes_r"))
         barrier(folder, round_number, me, other)
-        job = defs.resolve_job_def(uc.submit_job_name)
+        job = defs.resolve_job_def(submit_job(uc).name)
         tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first}
         result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
         message = None if result.success else failure_message(result)

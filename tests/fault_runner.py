@@ -22,6 +22,7 @@ from batch_pipeline import (
     WarehouseResource,
     definitions_for,
 )
+from batch_pipeline.dagster.jobs import submit_job
 from tests.helpers import execute, submit, tick, tick_until_requested
 
 PARTITION = "2026-11-20"
@@ -52,7 +53,7 @@ def main(root: str, step: str) -> None:
     uc, defs = build(Path(root))
     instance = dg.DagsterInstance.get()
     if step == "submit":
-        submit(defs, instance, uc.submit_job_name, PARTITION)
+        submit(defs, instance, submit_job(uc).name, PARTITION)
     elif step == "harvest":
         requests, _, _ = tick_until_requested(defs, instance)
         for request in requests:

@@ -27,6 +27,7 @@ from batch_pipeline import (
     WarehouseResource,
     definitions_for,
 )
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.testing import failure_message
 from tests.helpers import run_until_idle, submit
 
@@ -69,9 +70,9 @@ def test_an_upstream_asset_feeds_the_requests_through_its_io_manager(pipeline_en
     uc = UseCase(SPEC, AssetSource(["support", "raw_tickets"], key="ticket"), DAILY)
     defs = dg.Definitions.merge(dg.Definitions(assets=[raw]), definitions_for([uc]))
     graph = defs.resolve_asset_graph()
-    assert graph.get(uc.key("requests")).parent_keys == {raw.key}  # the lineage shows the team's asset
+    assert graph.get(asset_key(uc, "requests")).parent_keys == {raw.key}  # the lineage shows the team's asset
     assert dg.materialize([raw], instance=instance, partition_key=DAY).success
-    result = submit(defs, instance, uc.submit_job_name, DAY)
+    result = submit(defs, instance, submit_job(uc).name, DAY)
     assert result.success, failure_message(result)
     if flavour != "pandas":
         return  # the harvest does not depend on how the rows were loaded
@@ -88,7 +89,7 @@ def test_a_weekly_use_case_over_a_daily_asset_reads_the_weeks_days(pipeline_env,
     days = [f"2026-11-{d}" for d in range(16, 23)]
     for day in days:
         assert dg.materialize([raw], instance=instance, partition_key=day).success
-    assert submit(defs, instance, uc.submit_job_name, "2026-11-16").success
+    assert submit(defs, instance, submit_job(uc).name, "2026-11-16").success
     index = pq.read_table(pipeline_env / "warehouse" / "tickets" / "requests" / "partition=2026-11-16" / "rows.parquet")
     assert sorted(index["ticket"].to_pylist()) == sorted(r["ticket"] for d in days for r in tickets(d))
 
@@ -103,7 +104,7 @@ def test_weekly_parquet_with_a_composite_key_end_to_end(pipeline_env, instance):
     uc = UseCase(SPEC, FileSource(str(root), key=["site", "ticket"], partition_column="opened_at"), WEEKLY)
     defs = definitions_for([uc])
     assert [s.name for s in defs.schedules or ()] == ["tickets_submit_schedule"]
-    assert submit(defs, instance, uc.submit_job_name, "2026-11-16").success
+    assert submit(defs, instance, submit_job(uc).name, "2026-11-16").success
     run_until_idle(defs, instance)
     results = results_of(pipeline_env, uc, "2026-11-16")
     in_week = [r for r in table.to_pylist() if r["opened_at"] < dt.datetime(2026, 11, 23, tzinfo=dt.UTC)]
@@ -120,7 +121,7 @@ def test_an_unpartitioned_duckdb_query_end_to_end(pipeline_env, instance):
     uc = UseCase(SPEC, SqlSource("SELECT ticket, text FROM tickets WHERE n < 5", key="ticket", duckdb=database))
     defs = definitions_for([uc])
     assert not defs.schedules  # no partitions, no schedule
-    assert submit(defs, instance, uc.submit_job_name, None).success
+    assert submit(defs, instance, submit_job(uc).name, None).success
     run_until_idle(defs, instance)
     results = results_of(pipeline_env, uc, "all")
     assert sorted(results["ticket"].to_pylist()) == [f"T{i}" for i in range(5)]
@@ -137,13 +138,13 @@ def test_multi_partitions_end_to_end(pipeline_env, instance):
     defs = definitions_for([uc])
     assert not defs.schedules
     key = dg.MultiPartitionKey({"day": DAY, "site": "oslo"})
-    assert submit(defs, instance, uc.submit_job_name, key).success
+    assert submit(defs, instance, submit_job(uc).name, key).success
     run_until_idle(defs, instance)
     results = results_of(pipeline_env, uc, key)
     assert sorted(results["ticket"].to_pylist()) == [f"{DAY}-oslo-0", f"{DAY}-oslo-1"]
     for name in ("every_row_once", "invalid_output_rate", "refusal_rate"):  # recorded under the two-part key
         [record] = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(uc.key("results"), name), limit=5)
+            dg.AssetCheckKey(asset_key(uc, "results"), name), limit=5)
         assert (record.partition, record.status.value) == (key, "SUCCEEDED")
 
 
@@ -178,17 +179,17 @@ def test_a_partition_with_no_rows_is_an_empty_result_with_a_note(pipeline_env, i
     pq.write_table(pa.table({"ticket": ["a"], "text": ["x"], "opened_at": opened}), path)
     uc = UseCase(SPEC, FileSource(str(path), key="ticket", partition_column="opened_at"), WEEKLY)
     defs = definitions_for([uc])
-    submitted = submit(defs, instance, uc.submit_job_name, "2026-11-23")
+    submitted = submit(defs, instance, submit_job(uc).name, "2026-11-23")
     assert submitted.success
     note = "partition 2026-11-23 has no source rows"
-    [record] = instance.fetch_materializations(uc.key("requests"), limit=1).records
+    [record] = instance.fetch_materializations(asset_key(uc, "requests"), limit=1).records
     assert record.asset_materialization.metadata["note"].value == note
-    [record] = instance.fetch_materializations(uc.key("results"), limit=1).records
+    [record] = instance.fetch_materializations(asset_key(uc, "results"), limit=1).records
     results = record.asset_materialization
     assert results.partition == "2026-11-23" and record.run_id == submitted.run_id
     assert results.metadata["dagster/row_count"].value == 0 and results.metadata["note"].value == note
     assert {e.check_name: (e.partition, e.passed) for e in submitted.get_asset_check_evaluations()
-            if e.asset_key == uc.key("results")} == dict.fromkeys(
+            if e.asset_key == asset_key(uc, "results")} == dict.fromkeys(
         ["every_row_once", "invalid_output_rate", "refusal_rate"], ("2026-11-23", True))
     assert run_until_idle(defs, instance) == []  # the sensor asks for no results run
     results = results_of(pipeline_env, uc, "2026-11-23")

@@ -23,6 +23,7 @@ from batch_pipeline import (
     UseCase,
     definitions_for,
 )
+from batch_pipeline.dagster.jobs import admit_job, asset_key, submit_job
 from batch_pipeline.testing import failure_message
 from tests.helpers import run_until_idle, submit
 from tests.local_api.conftest import launch
@@ -61,7 +62,7 @@ def event_text(instance: dg.DagsterInstance) -> str:
 def run_use_case(root: Path, instance: dg.DagsterInstance, **batch_api: bool) -> tuple[dg.Definitions, UseCase]:
     uc = tickets_use_case(root)
     defs = definitions_for([uc], batch_api=BatchAPIResource(**batch_api))
-    result = submit(defs, instance, uc.submit_job_name, DAY)
+    result = submit(defs, instance, submit_job(uc).name, DAY)
     assert result.success, event_text(instance)[-3000:]
     run_until_idle(defs, instance)
     return defs, uc
@@ -90,7 +91,7 @@ def test_a_use_case_end_to_end_in_azure_mode(azure_env, instance):
     raw = azure_env / "warehouse" / "tickets" / "raw" / f"partition={DAY}"
     assert sorted(p.stat().st_size for p in raw.glob("*.error.jsonl")) == [0, 0]  # Azure's empty error files
 
-    materialization = instance.get_latest_materialization_event(uc.key("batches"))
+    materialization = instance.get_latest_materialization_event(asset_key(uc, "batches"))
     assert "as Azure OpenAI" in str(materialization.asset_materialization.metadata["provider"].value)
 
 
@@ -125,7 +126,7 @@ def test_an_incomplete_azure_setting_fails_at_run_start_naming_it(azure_env, ins
     else:
         monkeypatch.setenv(variable, value)
     uc = tickets_use_case(azure_env)
-    result = submit(definitions_for([uc]), instance, uc.submit_job_name, DAY)
+    result = submit(definitions_for([uc]), instance, submit_job(uc).name, DAY)
     assert not result.success and named in failure_message(result)  # the requests step's own message
     assert "sk-canary-key" not in event_text(instance)
     assert not (azure_env / "warehouse" / "tickets" / "requests").exists()  # nothing built, so nothing sent
@@ -137,10 +138,10 @@ def test_requests_built_for_openai_are_not_sent_to_azure(azure_env, instance, mo
     defs = definitions_for([uc])
     monkeypatch.setenv("BATCH_PIPELINE_PROVIDER", "openai")
     built = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, partition_key=DAY, asset_selection=[uc.key("requests")])
+        instance=instance, partition_key=DAY, asset_selection=[asset_key(uc, "requests")])
     assert built.success
     monkeypatch.setenv("BATCH_PIPELINE_PROVIDER", "azure")
-    sent = submit(definitions_for([uc]), instance, uc.admit_job.name, DAY)  # the batches asset alone
+    sent = submit(definitions_for([uc]), instance, admit_job(uc).name, DAY)  # the batches asset alone
     assert not sent.success and "written for another provider" in failure_message(sent)
     assert not list((azure_env / "local_api").glob("files/*"))
 
@@ -152,8 +153,8 @@ def test_a_quota_refused_at_create_waits_green_and_is_sent_when_capacity_frees(a
     settings = LocalBatchAPISettings(azure_quota_fail_fast=True, enqueued_token_limit=40)
     defs = definitions_for([uc], batch_api=BatchAPIResource(
         local=LocalBatchAPIResource(settings=settings), quota_backoff_seconds=0, delete_provider_files=False))
-    assert submit(defs, instance, uc.submit_job_name, DAY).success
-    record = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
+    assert submit(defs, instance, submit_job(uc).name, DAY).success
+    record = instance.get_latest_materialization_event(asset_key(uc, "batches")).asset_materialization
     assert (record.metadata["new_batches"].value, record.metadata["queued_shards"].value) == (1, 1)
     assert "token_limit_exceeded" in event_text(instance)
 
@@ -171,11 +172,11 @@ def test_azure_s_capitalised_statuses_and_iso_timestamps_run_end_to_end(azure_en
     uc = tickets_use_case(azure_env)
     local = LocalBatchAPIResource(settings=LocalBatchAPISettings(azure_legacy_forms=True))
     defs = definitions_for([uc], batch_api=BatchAPIResource(local=local))
-    assert submit(defs, instance, uc.submit_job_name, DAY).success
+    assert submit(defs, instance, submit_job(uc).name, DAY).success
     run_until_idle(defs, instance)  # the monitor saw them terminal: "Completed" read as "completed"
     results = pq.read_table(azure_env / "warehouse" / "tickets" / "results" / f"partition={DAY}")
     assert results["status"].to_pylist() == ["succeeded"] * 3
     raw = list(defs.resources["batch_api"].client().batches.list(limit=100))
     assert {(b.status, type(b.created_at)) for b in raw} == {("Completed", str)}  # as Azure answered
-    recorded = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
+    recorded = instance.get_latest_materialization_event(asset_key(uc, "batches")).asset_materialization
     assert {s["status_at_submit"] for s in recorded.metadata["submissions"].value} == {"validating"}  # OpenAI's name

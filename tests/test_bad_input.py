@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from assets.definitions import USE_CASES, defs
 from batch_pipeline import BatchAPIResource, BatchSpec, CsvSource, UseCase, WarehouseResource
 from batch_pipeline.dagster.assets import use_case_definitions
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.testing import IDLE
 from tests.helpers import submit, tick
 
@@ -15,10 +16,10 @@ from tests.helpers import submit, tick
 def test_empty_partition_gives_an_empty_result_with_a_note(instance, pipeline_env):
     uc = next(u for u in USE_CASES if u.name == "patient_education")
     partition = "2026-11-27"  # in the partitions definition, no rows in the table
-    assert submit(defs, instance, uc.submit_job_name, partition).success
-    requests = instance.get_latest_materialization_event(uc.key("requests")).asset_materialization
+    assert submit(defs, instance, submit_job(uc).name, partition).success
+    requests = instance.get_latest_materialization_event(asset_key(uc, "requests")).asset_materialization
     assert requests.metadata["note"].value == f"partition {partition} has no source rows"
-    results = instance.get_latest_materialization_event(uc.key("results")).asset_materialization
+    results = instance.get_latest_materialization_event(asset_key(uc, "results")).asset_materialization
     assert results.partition == partition and results.metadata["dagster/row_count"].value == 0
     assert tick(defs, instance, None).skip_message == IDLE  # written by the submit run: no results run
     path = pipeline_env / "warehouse" / uc.name / "results" / f"partition={partition}" / "results.parquet"
@@ -36,7 +37,7 @@ def test_misspelled_column_fails_the_requests_asset_naming_column_and_spec(insta
     )
     local = use_case_definitions(uc)
     result = dg.materialize(
-        [a for a in local.assets if isinstance(a, dg.AssetsDefinition) and a.key == uc.key("requests")],
+        [a for a in local.assets if isinstance(a, dg.AssetsDefinition) and a.key == asset_key(uc, "requests")],
         partition_key="2026-11-20",
         instance=instance,
         resources={"warehouse": WarehouseResource(), "batch_api": BatchAPIResource()},

@@ -13,6 +13,7 @@ import pytest
 
 from assets import manuscript_review, patient_education
 from batch_pipeline import UseCase, definitions_for
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.dagster.usage_history import usage_history
 from batch_pipeline.testing import failure_message, results
 from tests.helpers import run_until_idle, submit
@@ -22,14 +23,14 @@ FIRST, SECOND = "2026-11-20", "2026-11-21"
 
 def requests_metadata(instance: dg.DagsterInstance, uc: UseCase, partition: str) -> dict:
     [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=uc.key("requests"), asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=asset_key(uc, "requests"), asset_partitions=[partition]), limit=1).records
     assert record.asset_materialization is not None
     return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 def submit_and_harvest(defs: dg.Definitions, instance: dg.DagsterInstance, uc: UseCase, partition: str) -> float:
     """Submit and harvest one partition; its actual cost, the results' cost_usd summed."""
-    result = submit(defs, instance, uc.submit_job_name, partition)
+    result = submit(defs, instance, submit_job(uc).name, partition)
     assert result.success, failure_message(result)
     run_until_idle(defs, instance)
     return pc.sum(results(defs, uc, partition)["cost_usd"]).as_py()
@@ -60,7 +61,7 @@ def test_a_changed_prompt_does_not_learn_from_the_old_one(pipeline_env, instance
     reworded = dataclasses.replace(uc, spec=dataclasses.replace(uc.spec, prompt=uc.spec.prompt + " Answer in Spanish."))
     history = usage_history(instance, reworded)
     assert history.records == () and history.spec_changed
-    assert submit(definitions_for([reworded]), instance, reworded.submit_job_name, SECOND).success
+    assert submit(definitions_for([reworded]), instance, submit_job(reworded).name, SECOND).success
     basis = requests_metadata(instance, reworded, SECOND)["estimate_basis"]
     assert "prior: max_tokens 600; the spec's prompts or parameters changed since the last harvest" in basis
     assert len(usage_history(instance, uc).records) == 1  # the original spec still learns from its harvest
@@ -74,9 +75,9 @@ def test_a_budget_set_from_experience_lets_work_that_fits_through(pipeline_env, 
     capped = dataclasses.replace(uc, spec=dataclasses.replace(uc.spec, max_cost_usd=2 * first_cost))
     defs = definitions_for([capped])
     with dg.instance_for_test() as fresh:  # no history: the prior max_tokens is over the cap
-        refused = submit(defs, fresh, capped.submit_job_name, "2026-11-22")
+        refused = submit(defs, fresh, submit_job(capped).name, "2026-11-22")
         assert not refused.success and "prior: max_tokens 600" in failure_message(refused)
-    admitted = submit(defs, instance, capped.submit_job_name, "2026-11-22")
+    admitted = submit(defs, instance, submit_job(capped).name, "2026-11-22")
     assert admitted.success, failure_message(admitted)
 
 
@@ -84,6 +85,7 @@ def test_harvests_recorded_before_fingerprints_still_count(instance):
     uc = patient_education.use_case
     legacy = {"usage/model": uc.spec.model, "usage/answered_requests": 10, "usage/output_tokens": 900,
               "usage/input_tokens": 1_000, "usage/counted_input_tokens": 1_000}  # no usage/spec_fingerprint
-    instance.report_runless_asset_event(dg.AssetMaterialization(uc.key("results"), partition=FIRST, metadata=legacy))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key(uc, "results"), partition=FIRST, metadata=legacy))
     history = usage_history(instance, uc)
     assert [r.output_tokens for r in history.records] == [900] and not history.spec_changed

@@ -19,6 +19,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from batch_pipeline.dagster.jobs import submit_job
 from tests.conftest import PROJECT_ROOT
 from tests.fault_runner import PARTITION, ROWS, build
 from tests.helpers import run_until_idle, submit, tick
@@ -37,7 +38,7 @@ def killed_at(root: Path, step: str, point: str) -> None:
 def finish(root: Path, instance: dg.DagsterInstance, delete_provider_files: bool = True) -> None:
     """The rerun: submit the partition again and let the monitor bring it to Parquet."""
     uc, defs = build(root, delete_provider_files)
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     run_until_idle(defs, instance)
 
 
@@ -65,7 +66,7 @@ def with_faults(root: Path, **settings) -> None:
 
 def submitted(root: Path, instance) -> None:
     uc, defs = build(root)
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
 
 
 MATRIX = {

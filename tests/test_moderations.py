@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 
 from assets.content_screening import screening
 from batch_pipeline import definitions_for
+from batch_pipeline.dagster.jobs import submit_job
 from batch_pipeline.provider.openai_moderations import MODERATION_CATEGORIES
 from batch_pipeline.sources.csv_source import read_partition
 from tests.helpers import run_until_idle, submit
@@ -17,7 +18,7 @@ PARTITION = "2026-11-21"
 
 def test_content_screening_lands_flags_and_scores(instance, pipeline_env):
     defs = definitions_for([screening])
-    assert submit(defs, instance, screening.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(screening).name, PARTITION).success
     run_until_idle(defs, instance)
 
     path = pipeline_env / "warehouse" / screening.name / "results" / f"partition={PARTITION}" / "results.parquet"
@@ -44,9 +45,9 @@ def test_screening_is_the_same_on_every_run(instance, pipeline_env):
     """Deterministic scores: resubmitting the partition reuses the batch and lands the same Parquet."""
     defs = definitions_for([screening])
     path = pipeline_env / "warehouse" / screening.name / "results" / f"partition={PARTITION}" / "results.parquet"
-    assert submit(defs, instance, screening.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(screening).name, PARTITION).success
     run_until_idle(defs, instance)
     first = pq.read_table(path, columns=["doc_id", "flagged", "violence_score"]).to_pylist()
-    assert submit(defs, instance, screening.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(screening).name, PARTITION).success
     run_until_idle(defs, instance)
     assert pq.read_table(path, columns=["doc_id", "flagged", "violence_score"]).to_pylist() == first

@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets.definitions import defs as sample_defs
 from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
+from batch_pipeline.dagster.jobs import asset_key, results_job, submit_job
 from batch_pipeline.state.lease import partition_lease
 from batch_pipeline.state.partition_state import TERMINAL
 from batch_pipeline.testing import failure_message, tick
@@ -29,7 +30,7 @@ def notes(folder, rows: str) -> UseCase:
 def test_a_submission_on_a_throw_away_instance_is_refused_before_any_upload(pipeline_env):
     uc = notes(pipeline_env, f"n1,{PARTITION},a note\n")
     defs = definitions_for([uc])
-    result = defs.resolve_job_def(uc.submit_job_name).execute_in_process(
+    result = defs.resolve_job_def(submit_job(uc).name).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), partition_key=PARTITION, raise_on_error=False)
     assert not result.success
     assert "DAGSTER_HOME is not set" in failure_message(result)
@@ -47,7 +48,7 @@ def test_schedules_are_off_until_switched_on():
 def test_rows_in_no_partition_fail_a_check_naming_key_and_line(pipeline_env, instance):
     uc = notes(pipeline_env, f"n1,{PARTITION},a note\nn2,2026/11/20,written another way\nn3,,no day\n")
     defs = definitions_for([uc])
-    result = defs.resolve_job_def(uc.submit_job_name).execute_in_process(
+    result = defs.resolve_job_def(submit_job(uc).name).execute_in_process(
         instance=instance, partition_key=PARTITION, raise_on_error=False)
     assert result.success
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "unassigned_rows"]
@@ -63,19 +64,19 @@ def test_checks_are_recorded_per_partition_and_none_is_a_phantom(pipeline_env, i
     uc = notes(pipeline_env, "".join(f"{day}-{i},{day},note {i}\n" for day in days for i in range(2)))
     defs = definitions_for([uc])
     both = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[1]}
-    submitted = defs.resolve_job_def(uc.submit_job_name).execute_in_process(instance=instance, tags=both)
+    submitted = defs.resolve_job_def(submit_job(uc).name).execute_in_process(instance=instance, tags=both)
     assert submitted.success, failure_message(submitted)
     client, deadline = defs.resources["batch_api"].client(), time.monotonic() + 120
     while any(b.status not in TERMINAL for b in client.batches.list()):  # each list call advances them
         assert time.monotonic() < deadline, "batches did not finish"
         time.sleep(0.2)
-    harvested = defs.resolve_job_def(uc.results_job_name).execute_in_process(instance=instance, tags=both)
+    harvested = defs.resolve_job_def(results_job(uc).name).execute_in_process(instance=instance, tags=both)
     assert harvested.success, failure_message(harvested)
-    checks = [(uc.key("requests"), "unassigned_rows")] + [
-        (uc.key("results"), name) for name in ("every_row_once", "invalid_output_rate", "refusal_rate")]
-    for asset_key, name in checks:
+    checks = [(asset_key(uc, "requests"), "unassigned_rows")] + [
+        (asset_key(uc, "results"), name) for name in ("every_row_once", "invalid_output_rate", "refusal_rate")]
+    for key, name in checks:
         history = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(asset_key, name), limit=10)
+            dg.AssetCheckKey(key, name), limit=10)
         assert sorted((r.partition, r.status.value) for r in history) == [(d, "SUCCEEDED") for d in days], name
         for record in history:
             evaluation = record.event.dagster_event.event_specific_data
@@ -87,11 +88,11 @@ def test_a_rerun_that_sends_nothing_names_the_batches_behind_its_answers(pipelin
     named no batch at all; `answered_by` names those whose answers the Parquet holds."""
     uc = notes(pipeline_env, f"n1,{PARTITION},a note\nn2,{PARTITION},another note\n")
     defs = definitions_for([uc])
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     run_until_idle(defs, instance)
     [batch] = defs.resources["batch_api"].client().batches.list()
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success  # every answer kept
-    results = instance.get_latest_materialization_event(uc.key("results")).asset_materialization
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success  # every answer kept
+    results = instance.get_latest_materialization_event(asset_key(uc, "results")).asset_materialization
     assert results.metadata["answered_by"].value == [batch.id]
 
 
@@ -100,11 +101,11 @@ def test_materialize_all_on_a_fast_provider_lands_in_one_run(pipeline_env, insta
     created, so a small partition is harvested in that run and the monitor asks for nothing."""
     uc = notes(pipeline_env, f"n1,{PARTITION},a note\nn2,{PARTITION},another note\n")
     defs = definitions_for([uc])
-    stages = {uc.key(stage) for stage in ("requests", "batches", "results")}
+    stages = {asset_key(uc, stage) for stage in ("requests", "batches", "results")}
     result = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=stages).execute_in_process(
         instance=instance, partition_key=PARTITION, raise_on_error=False)
     assert result.success, failure_message(result)
-    results = instance.get_latest_materialization_event(uc.key("results")).asset_materialization
+    results = instance.get_latest_materialization_event(asset_key(uc, "results")).asset_materialization
     assert results.metadata["dagster/row_count"].value == 2 and "waiting" not in results.metadata
     assert run_until_idle(defs, instance) == []
 
@@ -115,7 +116,7 @@ def test_the_monitor_asks_no_results_run_while_a_run_holds_the_partition(pipelin
     waits; once it is let go (or its holder died), the monitor asks as before."""
     uc = notes(pipeline_env, f"n1,{PARTITION},a note\n")
     defs = definitions_for([uc])
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     wh = defs.resources["warehouse"].warehouse()
     cursor, deadline = None, time.monotonic() + 120
     with partition_lease(wh, uc.name, PARTITION, wait_seconds=10):  # as a harvesting run holds it
@@ -128,4 +129,4 @@ def test_the_monitor_asks_no_results_run_while_a_run_holds_the_partition(pipelin
             assert time.monotonic() < deadline, data.skip_message
             time.sleep(0.2)
     [request], _, _ = tick_until_requested(defs, instance, cursor)
-    assert request.job_name == uc.results_job.name and request.partition_key == PARTITION
+    assert request.job_name == results_job(uc).name and request.partition_key == PARTITION

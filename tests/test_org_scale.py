@@ -7,6 +7,7 @@ from collections import Counter
 
 import dagster as dg
 
+from batch_pipeline.dagster.jobs import submit_job
 from batch_pipeline.provider.contract import PIPELINE
 from benchmarks.bench_monitor import seed_foreign_batches
 from tests.fault_runner import PARTITION, build
@@ -40,7 +41,7 @@ def test_a_lookup_that_cannot_finish_creates_nothing(tmp_path):
         killed_at(tmp_path, "submit", "submission.created")
         with_faults(tmp_path, api_server_error_fraction=1.0)
         uc, defs = build(tmp_path)
-        assert not submit(defs, instance, uc.submit_job_name, PARTITION).success
+        assert not submit(defs, instance, submit_job(uc).name, PARTITION).success
         with_faults(tmp_path)
         assert sum(our_pieces(tmp_path).values()) == 1
         finish(tmp_path, instance)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from assets.definitions import USE_CASES, defs
+from batch_pipeline.dagster.jobs import asset_key, results_job, submit_job
 from batch_pipeline.dagster.resources import BatchAPIResource
 from tests.helpers import execute, submit, tick, tick_until_requested
 
@@ -18,11 +19,11 @@ def provider_counts() -> tuple[int, int]:
 
 def test_partition_to_parquet_every_row_once(instance, pipeline_env):
     uc = next(u for u in USE_CASES if u.name == "patient_education")
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
 
     requests, cursor, _ = tick_until_requested(defs, instance)
     [request] = requests
-    assert request.partition_key == PARTITION and request.job_name == uc.results_job_name
+    assert request.partition_key == PARTITION and request.job_name == results_job(uc).name
     assert execute(defs, instance, request).success
 
     path = pipeline_env / "warehouse" / uc.name / "results"
@@ -53,11 +54,11 @@ def test_partition_to_parquet_every_row_once(instance, pipeline_env):
 
 def test_rerun_with_same_content_creates_no_batch_and_uploads_nothing(instance):
     uc = next(u for u in USE_CASES if u.name == "patient_education")
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     before = provider_counts()
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     assert provider_counts() == before == (1, 1)
-    latest = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
+    latest = instance.get_latest_materialization_event(asset_key(uc, "batches")).asset_materialization
     assert latest.metadata["reused_batches"].value == 1 and latest.metadata["new_batches"].value == 0
 
 

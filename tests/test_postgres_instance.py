@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from assets.definitions import USE_CASES, defs
+from batch_pipeline.dagster.jobs import asset_key, results_job, submit_job
 from tests.conftest import POSTGRES_CONFIG, PROJECT_ROOT
 from tests.fault_runner import PARTITION as FAULT_PARTITION
 from tests.fault_runner import ROWS as FAULT_ROWS
@@ -99,20 +100,20 @@ def test_sensor_driven_flow_every_row_once(any_instance, pipeline_env):
     """Submit, then the batch monitor and the runs it asks for, to Parquet; a rerun of the same
     content sends nothing (what was answered is read back through the instance)."""
     uc, partition = patient_education(), "2026-11-22"
-    assert submit(defs, any_instance, uc.submit_job_name, partition).success
+    assert submit(defs, any_instance, submit_job(uc).name, partition).success
     executed = run_until_idle(defs, any_instance)
-    assert [(r.job_name, r.partition_key) for r in executed] == [(uc.results_job_name, partition)]
+    assert [(r.job_name, r.partition_key) for r in executed] == [(results_job(uc).name, partition)]
 
     rows = results_by_partition(pipeline_env, uc.name)[partition]
     assert len(rows) == len({cid for cid, _ in rows}) == source_rows(uc, [partition])
     assert Counter(status for _, status in rows) == {"succeeded": len(rows) - 2, "rejected": 2}
-    assert any_instance.get_materialized_partitions(uc.key("results")) == {partition}
+    assert any_instance.get_materialized_partitions(asset_key(uc, "results")) == {partition}
     assert_all_runs_succeeded(any_instance)
 
     # The rerun keeps every answer: nothing is uploaded, no batch is created (the harvested
     # batch's files were deleted at the provider, so any file listed would be a new upload).
-    assert submit(defs, any_instance, uc.submit_job_name, partition).success
-    requests = any_instance.get_latest_materialization_event(uc.key("requests")).asset_materialization
+    assert submit(defs, any_instance, submit_job(uc).name, partition).success
+    requests = any_instance.get_latest_materialization_event(asset_key(uc, "requests")).asset_materialization
     assert requests.metadata["kept_answers"].value == len(rows) - 2
     client = defs.resources["batch_api"].client()
     assert len(list(client.batches.list(limit=100))) == 1 and list(client.files.list()) == []
@@ -123,21 +124,21 @@ def test_a_range_run_submits_every_partition(any_instance, pipeline_env):
     monitor harvests each partition."""
     uc, partitions = patient_education(), ["2026-11-20", "2026-11-21", "2026-11-22"]
     tags = {RANGE_START: partitions[0], RANGE_END: partitions[-1]}
-    assert defs.resolve_job_def(uc.submit_job_name).execute_in_process(instance=any_instance, tags=tags).success
-    assert any_instance.get_materialized_partitions(uc.key("batches")) == set(partitions)
+    assert defs.resolve_job_def(submit_job(uc).name).execute_in_process(instance=any_instance, tags=tags).success
+    assert any_instance.get_materialized_partitions(asset_key(uc, "batches")) == set(partitions)
 
     run_until_idle(defs, any_instance)
     by_partition = results_by_partition(pipeline_env, uc.name)
     assert sorted(by_partition) == partitions
     assert sum(len(rows) for rows in by_partition.values()) == source_rows(uc, partitions)
-    assert any_instance.get_materialized_partitions(uc.key("results")) == set(partitions)
+    assert any_instance.get_materialized_partitions(asset_key(uc, "results")) == set(partitions)
     assert_all_runs_succeeded(any_instance)
 
 
 def test_retryable_failures_come_back_as_follow_up_batches(any_instance, pipeline_env):
     faults = {"line_rate_limit_fraction": 0.3, "line_server_error_fraction": 0.2, "fault_seed": 3}
     uc, case = make_retry_case(pipeline_env, rows=12, local_api=faults)
-    assert submit(case, any_instance, uc.submit_job_name, RETRY_PARTITION).success
+    assert submit(case, any_instance, submit_job(uc).name, RETRY_PARTITION).success
     run_until_idle(case, any_instance)
 
     path = pipeline_env / "warehouse" / "notes" / "results" / f"partition={RETRY_PARTITION}" / "results.parquet"
@@ -165,7 +166,7 @@ def test_process_killed_then_rerun_on_postgres(kill, postgres_instance, tmp_path
     uc, case = build_fault_case(tmp_path)
     step, failpoint = KILLS[kill]
     if step == "harvest":
-        assert submit(case, instance, uc.submit_job_name, FAULT_PARTITION).success
+        assert submit(case, instance, submit_job(uc).name, FAULT_PARTITION).success
     done = subprocess.run([sys.executable, "-m", "tests.fault_runner", str(tmp_path), step], cwd=PROJECT_ROOT,
                           env={**os.environ, "BATCH_PIPELINE_FAILPOINT": failpoint}, capture_output=True,
                           timeout=180)
@@ -173,7 +174,7 @@ def test_process_killed_then_rerun_on_postgres(kill, postgres_instance, tmp_path
     # The killed run was recorded in this very database, by the other process, and never finished.
     assert dg.DagsterRunStatus.STARTED in {r.status for r in instance.get_runs()}
 
-    assert submit(case, instance, uc.submit_job_name, FAULT_PARTITION).success
+    assert submit(case, instance, submit_job(uc).name, FAULT_PARTITION).success
     run_until_idle(case, instance)
     path = tmp_path / "warehouse" / "notes" / "results" / f"partition={FAULT_PARTITION}" / "results.parquet"
     rows = pq.read_table(path).to_pylist()
@@ -182,7 +183,7 @@ def test_process_killed_then_rerun_on_postgres(kill, postgres_instance, tmp_path
     batches = list(case.resources["batch_api"].client().batches.list(limit=100))
     keys = Counter((b.metadata["partition"], b.metadata["shard"], b.metadata["attempt"]) for b in batches)
     assert len(keys) == 3 and set(keys.values()) == {1}, keys
-    assert instance.get_materialized_partitions(uc.key("results")) == {FAULT_PARTITION}
+    assert instance.get_materialized_partitions(asset_key(uc, "results")) == {FAULT_PARTITION}
 
 
 @pytest.mark.slow
@@ -191,7 +192,7 @@ def test_the_daemon_runs_the_sensor_and_its_runs_on_postgres(postgres_instance, 
     instance ticks the batch monitor, queues the results run it asks for, launches it (a run
     worker process) and the Parquet lands; every record is in the one database."""
     instance, uc, partition = postgres_instance, patient_education(), "2026-11-20"
-    assert submit(defs, instance, uc.submit_job_name, partition).success
+    assert submit(defs, instance, submit_job(uc).name, partition).success
 
     log = pipeline_env / "daemon.log"
     with open(log, "wb") as out:  # it inherits DAGSTER_HOME, DAGSTER_PG_URL and the warehouse
@@ -200,7 +201,7 @@ def test_the_daemon_runs_the_sensor_and_its_runs_on_postgres(postgres_instance, 
     try:
         deadline, runs = time.monotonic() + 240, []
         while daemon.poll() is None and time.monotonic() < deadline:
-            runs = instance.get_runs(dg.RunsFilter(job_name=uc.results_job_name))
+            runs = instance.get_runs(dg.RunsFilter(job_name=results_job(uc).name))
             if runs and runs[0].status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
                 break
             time.sleep(1)
@@ -213,4 +214,4 @@ def test_the_daemon_runs_the_sensor_and_its_runs_on_postgres(postgres_instance, 
         stop_group(daemon)
     rows = results_by_partition(pipeline_env, uc.name)[partition]
     assert len(rows) == len({cid for cid, _ in rows}) == source_rows(uc, [partition])
-    assert instance.get_materialized_partitions(uc.key("results")) == {partition}
+    assert instance.get_materialized_partitions(asset_key(uc, "results")) == {partition}

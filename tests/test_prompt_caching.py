@@ -12,6 +12,7 @@ import pytest
 
 from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
 from batch_pipeline.cost import batch_price
+from batch_pipeline.dagster.jobs import submit_job
 from tests.helpers import run_until_idle, submit
 
 DAY = "2026-11-20"
@@ -25,7 +26,7 @@ def test_harvested_cost_bills_cached_input_at_the_cached_rate(instance, pipeline
                  CsvSource(csv, key="drug", partition_column="day"),
                  dg.DailyPartitionsDefinition(start_date=DAY))
     defs = definitions_for([uc])
-    assert submit(defs, instance, uc.submit_job_name, DAY).success
+    assert submit(defs, instance, submit_job(uc).name, DAY).success
     run_until_idle(defs, instance)
 
     usage = {}  # custom_id -> the usage the provider reported, from the raw copies

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from batch_pipeline import UseCase
+from batch_pipeline.dagster.jobs import asset_key, results_job, submit_job
 from batch_pipeline.testing import results
 from tests.helpers import run_until_idle, submit
 from tests.test_retries import PARTITION
@@ -25,7 +26,7 @@ def make(tmp_path: Path, delete_provider_files: bool) -> tuple[UseCase, dg.Defin
 
 def harvested(uc: UseCase, defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list, set[str]]:
     """Submit and harvest the partition; the provider's batches and the ids of their files."""
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     run_until_idle(defs, instance)
     batches = list(defs.resources["batch_api"].client().batches.list(limit=100))
     assert len(batches) == 3 and all(b.status == "completed" for b in batches)
@@ -43,7 +44,7 @@ def raw_copies(pipeline_env: Path, batches: list) -> dict[str, bytes]:
 
 
 def files_deleted(instance: dg.DagsterInstance, uc: UseCase) -> int:
-    event = instance.get_latest_materialization_event(uc.key("results"))
+    event = instance.get_latest_materialization_event(asset_key(uc, "results"))
     return event.asset_materialization.metadata["provider_files_deleted"].value
 
 
@@ -58,7 +59,7 @@ def test_a_harvested_partition_leaves_no_files_at_the_provider(instance, pipelin
     assert sorted(set(before["status"].to_pylist())) == ["failed", "succeeded"]
 
     # A results rerun reads the raw copies (the provider's are gone): it works and creates no batch.
-    rerun = defs.resolve_job_def(uc.results_job_name).execute_in_process(instance=instance, partition_key=PARTITION)
+    rerun = defs.resolve_job_def(results_job(uc).name).execute_in_process(instance=instance, partition_key=PARTITION)
     assert rerun.success
     assert [b.id for b in client.batches.list(limit=100)] == [b.id for b in batches]
     assert results(defs, uc, PARTITION) == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from batch_pipeline import BatchAPIResource, definitions_for
+from batch_pipeline.dagster.jobs import submit_job
 from batch_pipeline.dagster.state_store import latest_state
 from tests.helpers import run_until_idle, submit
 from tests.test_azure import AZURE_VARIABLES, DAY, DEPLOYMENT, event_text, tickets_use_case
@@ -17,7 +18,7 @@ def test_batches_sent_to_openai_are_harvested_from_it_after_switching_to_azure(p
         monkeypatch.delenv(name, raising=False)
     uc = tickets_use_case(pipeline_env)
     sent_on_openai = definitions_for([uc], batch_api=BatchAPIResource(harvest_wait_seconds=0))
-    assert submit(sent_on_openai, instance, uc.submit_job_name, DAY).success, event_text(instance)[-3000:]
+    assert submit(sent_on_openai, instance, submit_job(uc).name, DAY).success, event_text(instance)[-3000:]
     state = latest_state(instance, uc, DAY)
     assert state is not None and {s.provider for s in state.unharvested} == {"openai"}
     client = sent_on_openai.resources["batch_api"].client()

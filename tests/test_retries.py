@@ -16,6 +16,7 @@ from batch_pipeline import (
     UseCase,
     definitions_for,
 )
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from tests.helpers import run_until_idle, submit
 
 PARTITION = "2026-11-20"
@@ -51,7 +52,7 @@ def test_per_request_faults_are_retried_in_linked_follow_up_batches(instance, pi
     faults = {"line_rate_limit_fraction": 0.25, "line_server_error_fraction": 0.15,
               "line_invalid_request_fraction": 0.1, "fault_seed": 3}
     uc, defs = make(pipeline_env, local_api=faults)
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     run_until_idle(defs, instance)
 
     rows = results(pipeline_env)
@@ -77,7 +78,7 @@ def test_per_request_faults_are_retried_in_linked_follow_up_batches(instance, pi
 def test_expired_lines_are_retried_up_to_the_limit(instance, pipeline_env):
     uc, defs = make(pipeline_env, rows=6, local_api={"completion_window_seconds": 0.05, "pace_seconds": 1.0},
                     max_attempts=2)
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     run_until_idle(defs, instance)
     rows = results(pipeline_env)
     assert {(r["status"], r["error_code"], r["attempts"]) for r in rows} == {("expired", "batch_expired", 2)}
@@ -86,7 +87,7 @@ def test_expired_lines_are_retried_up_to_the_limit(instance, pipeline_env):
 
 def test_token_limit_failures_are_retried_then_reported(instance, pipeline_env):
     uc, defs = make(pipeline_env, rows=4, local_api={"enqueued_token_limit": 5})
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     run_until_idle(defs, instance)
     rows = results(pipeline_env)
     assert {(r["status"], r["error_code"], r["attempts"]) for r in rows} == {("failed", "token_limit_exceeded", 3)}
@@ -96,8 +97,8 @@ def test_token_limit_failures_are_retried_then_reported(instance, pipeline_env):
 def test_admission_holds_shards_back_instead_of_hitting_the_queue_limit(instance, pipeline_env):
     uc, defs = make(pipeline_env, rows=12, max_requests_per_shard=4, token_limits={"gpt-4o-mini": 120},
                     local_api={"pace_seconds": 0.3})
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
-    record = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
+    record = instance.get_latest_materialization_event(asset_key(uc, "batches")).asset_materialization
     assert record.metadata["queued_shards"].value >= 1
     executed = run_until_idle(defs, instance)
     assert any(r.tags["batch_pipeline/reason"] == "admit" for r in executed)
@@ -109,7 +110,7 @@ def test_admission_holds_shards_back_instead_of_hitting_the_queue_limit(instance
 
 def test_a_shard_bigger_than_the_whole_limit_goes_alone(instance, pipeline_env):
     uc, defs = make(pipeline_env, rows=8, max_requests_per_shard=4, token_limits={"gpt-4o-mini": 10})
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     assert len(provider_batches(defs)) == 1  # the first went alone, the second waits
     run_until_idle(defs, instance)
     assert [r["status"] for r in results(pipeline_env)] == ["succeeded"] * 8

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pytest
 
 from batch_pipeline import BatchSpec, CsvSource, UseCase
+from batch_pipeline.dagster.jobs import submit_job
 from batch_pipeline.requests.custom_ids import PORTABLE, custom_id_for, custom_ids
 from batch_pipeline.requests.lines import build_requests, stream_requests
 from batch_pipeline.sources.csv_source import (
@@ -459,7 +460,7 @@ def test_colliding_keys_through_the_pipeline_each_row_once_and_no_answer_on_a_re
         spec=SPEC, source=table_at(tmp_path, "id,day,name,notes\n" + body), partitions_def=DAILY
     )
     defs = definitions_for([uc])
-    assert submit(defs, instance, uc.submit_job_name, DAY).success
+    assert submit(defs, instance, submit_job(uc).name, DAY).success
     [request], _, _ = tick_until_requested(defs, instance)
     execute(defs, instance, request)
     results = pq.read_table(

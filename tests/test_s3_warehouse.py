@@ -18,6 +18,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.state.lease import PartitionBusy, partition_lease
 from batch_pipeline.testing import run_until_idle
 from batch_pipeline.warehouse.storage import Warehouse
@@ -68,7 +69,7 @@ def results_from_s3(root: str) -> list[dict]:
 
 def test_use_case_end_to_end_on_s3(instance, s3_warehouse, pipeline_env):
     uc, defs = make(pipeline_env, rows=25, max_requests_per_shard=10)
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     assert not (pipeline_env / "warehouse").exists() and not (Path.cwd() / "s3:").exists(), "stayed on S3"
     requests = s3_keys(s3_warehouse, "requests")
     assert {"rows.parquet", "shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"} <= set(requests)
@@ -87,15 +88,15 @@ def test_use_case_end_to_end_on_s3(instance, s3_warehouse, pipeline_env):
     assert s3_keys(s3_warehouse, "results") == ["results.parquet"]
 
     # A rerun of the same partition on S3 reuses every batch and keeps every answer.
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
-    latest = instance.get_latest_materialization_event(uc.key("batches")).asset_materialization
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
+    latest = instance.get_latest_materialization_event(asset_key(uc, "batches")).asset_materialization
     assert latest.metadata["new_batches"].value == 0
 
 
 def test_retry_round_lands_on_s3(instance, s3_warehouse, pipeline_env):
     faults = {"line_server_error_fraction": 0.3, "fault_seed": 5}
     uc, defs = make(pipeline_env, rows=20, local_api=faults, max_attempts=3)
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     executed = run_all(defs, instance)
     assert every_row_once(executed)[-1] is True
 
@@ -117,14 +118,14 @@ def test_a_rebuild_on_s3_keeps_the_request_file_as_sent(instance, s3_warehouse, 
     """The file a batch was sent from is moved (a server-side copy) beside its output when a
     rebuild replaces it, byte for byte."""
     uc, defs = make(pipeline_env, rows=6)
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     shard = f"{s3_warehouse.removeprefix('s3://')}/notes/requests/partition={PARTITION}/shard-00000.jsonl"
     as_sent = fs.cat_file(shard)
     run_all(defs, instance)
     [first] = list(defs.resources["batch_api"].client().batches.list())
     uc.source.path.write_text(uc.source.path.read_text().replace("note 3 about", "note 3 (amended) about"))
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     assert f"{first.id}.input.jsonl" in s3_keys(s3_warehouse, "raw")
     kept = f"{s3_warehouse.removeprefix('s3://')}/notes/raw/partition={PARTITION}/{first.id}.input.jsonl"
     assert fs.cat_file(kept) == as_sent and fs.cat_file(shard).count(b"\n") == 1

@@ -13,6 +13,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.dagster.sensor import Rerun
 from batch_pipeline.state.partition_state import SCHEMA_VERSION, STATE_KEY
 from batch_pipeline.testing import IDLE, execute, tick
@@ -47,7 +48,7 @@ def failed_results_run(defs, instance, index: Path) -> tuple[dg.RunRequest, str 
 def test_a_failed_results_run_is_asked_for_again_and_the_answers_land(pipeline_env, instance):
     uc = use_case(pipeline_env)
     defs = definitions_for([uc], rerun=Rerun(backoff_seconds=0, max_failures=3))
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     first, cursor = failed_results_run(defs, instance, index_path(pipeline_env))
 
     again = tick(defs, instance, cursor)
@@ -62,22 +63,22 @@ def test_a_failed_results_run_is_asked_for_again_and_the_answers_land(pipeline_e
 def test_a_partition_whose_run_keeps_failing_is_reported_stranded(pipeline_env, instance):
     uc = use_case(pipeline_env)
     defs = definitions_for([uc], rerun=Rerun(backoff_seconds=0, max_failures=0))
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     _, cursor = failed_results_run(defs, instance, index_path(pipeline_env))
 
     data = tick(defs, instance, cursor)
     assert not data.run_requests and "STRANDED" in (data.skip_message or "")
-    [observation] = [e for e in data.asset_events if e.asset_key == uc.key("results")]
+    [observation] = [e for e in data.asset_events if e.asset_key == asset_key(uc, "results")]
     assert observation.partition == PARTITION and "STRANDED" in observation.metadata["stranded"].value
 
 
 def test_a_state_recorded_by_a_newer_pipeline_is_reported_and_the_others_stay_watched(pipeline_env, instance):
     uc = use_case(pipeline_env)
     defs = definitions_for([uc])
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     newer = {"schema_version": SCHEMA_VERSION + 1, "use_case": "notes", "partition": "2026-11-21", "submissions": []}
     instance.report_runless_asset_event(dg.AssetMaterialization(
-        uc.key("batches"), partition="2026-11-21", metadata={STATE_KEY: dg.MetadataValue.json(newer)}))
+        asset_key(uc, "batches"), partition="2026-11-21", metadata={STATE_KEY: dg.MetadataValue.json(newer)}))
 
     [request], cursor, _ = tick_until_requested(defs, instance)  # the readable partition is harvested
     assert request.partition_key == PARTITION and execute(defs, instance, request).success

@@ -10,6 +10,7 @@ from pydantic import BaseModel, field_validator
 
 from assets.definitions import USE_CASES, defs
 from batch_pipeline import BatchAPIResource, BatchSpec, CsvSource, UseCase, definitions_for
+from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.sources.csv_source import read_partition
 from tests.helpers import execute, submit, tick_until_requested
 
@@ -29,7 +30,7 @@ FREE = {"content_screening"}  # moderations cost nothing
 
 @pytest.mark.parametrize("uc", USE_CASES, ids=lambda uc: uc.name)
 def test_use_case_end_to_end(uc, instance, pipeline_env):
-    assert submit(defs, instance, uc.submit_job_name, PARTITION).success
+    assert submit(defs, instance, submit_job(uc).name, PARTITION).success
     [request], _, _ = tick_until_requested(defs, instance)
     assert execute(defs, instance, request).success
 
@@ -47,7 +48,7 @@ def test_use_case_end_to_end(uc, instance, pipeline_env):
     if uc.name in FREE:
         return
     assert pa.compute.min(succeeded["cost_usd"]).as_py() > 0
-    materialization = instance.get_latest_materialization_event(uc.key("results")).asset_materialization
+    materialization = instance.get_latest_materialization_event(asset_key(uc, "results")).asset_materialization
     assert materialization.metadata["estimated_cost_usd"].value > 0
     assert materialization.metadata["cost_usd"].value > 0
 
@@ -79,7 +80,7 @@ def _custom_use_case(tmp_path, **spec_args) -> tuple[UseCase, dg.Definitions]:
 
 def test_answers_that_do_not_validate_are_invalid_output_with_the_reason(instance, pipeline_env, tmp_path):
     uc, local = _custom_use_case(tmp_path, response_model=PickyLabels)
-    assert submit(local, instance, uc.submit_job_name, "2026-11-20").success
+    assert submit(local, instance, submit_job(uc).name, "2026-11-20").success
     [request], _, _ = tick_until_requested(local, instance)
     run = execute(local, instance, request)
     checks = {e.check_name: e.passed for e in run.get_asset_check_evaluations()}
@@ -96,7 +97,7 @@ def test_answers_that_do_not_validate_are_invalid_output_with_the_reason(instanc
 
 def test_budget_stops_submission_before_any_upload(instance, pipeline_env, tmp_path):
     uc, local = _custom_use_case(tmp_path, max_cost_usd=0.000001)
-    result = submit(local, instance, uc.submit_job_name, "2026-11-20")
+    result = submit(local, instance, submit_job(uc).name, "2026-11-20")
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = str(failure.step_failure_data.error.message)
@@ -107,7 +108,7 @@ def test_budget_stops_submission_before_any_upload(instance, pipeline_env, tmp_p
 
 def test_run_budget_from_the_launchpad(instance, pipeline_env, tmp_path):
     uc, local = _custom_use_case(tmp_path)
-    result = local.resolve_job_def(uc.submit_job_name).execute_in_process(
+    result = local.resolve_job_def(submit_job(uc).name).execute_in_process(
         instance=instance, partition_key="2026-11-20", raise_on_error=False,
         run_config={"ops": {"custom__batches": {"config": {"max_run_cost_usd": 0.0}}}},
     )
@@ -117,7 +118,7 @@ def test_run_budget_from_the_launchpad(instance, pipeline_env, tmp_path):
 
 def test_unknown_model_needs_a_configured_price(instance, pipeline_env, tmp_path):
     uc, local = _custom_use_case(tmp_path, model="house-model-7b")
-    result = submit(local, instance, uc.submit_job_name, "2026-11-20")
+    result = submit(local, instance, submit_job(uc).name, "2026-11-20")
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "model 'house-model-7b' has no price in genai-prices" in failure.step_failure_data.error.message

@@ -10,7 +10,7 @@ and the partition's new state.
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +20,8 @@ from pydantic import Field
 
 from batch_pipeline.cost import History
 from batch_pipeline.dagster import checks
+from batch_pipeline.dagster.failures import as_failures
+from batch_pipeline.dagster.jobs import admit_job, asset_key, results_job, submit_job
 from batch_pipeline.dagster.metadata import (
     batches_metadata,
     requests_metadata,
@@ -33,12 +35,7 @@ from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
 from batch_pipeline.harvest.provider_files import delete_provider_files, note_provider_files
-from batch_pipeline.provider.contract import (
-    ProviderBatch,
-    ProviderSettingError,
-    RequestEncoding,
-    SubmissionBlocked,
-)
+from batch_pipeline.provider.contract import ProviderBatch, RequestEncoding
 from batch_pipeline.provider.partition import submit_partition
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.partition import build_partition, stray_rounds, submitted_state
@@ -46,7 +43,7 @@ from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
 from batch_pipeline.state.budget import PartitionEstimate, budget_refusal
 from batch_pipeline.state.cleanup import cleanup_steps
-from batch_pipeline.state.lease import PartitionBusy, partition_lease
+from batch_pipeline.state.lease import partition_lease
 from batch_pipeline.state.machine import (
     Action,
     Blocked,
@@ -92,23 +89,23 @@ def use_case_definitions(uc: UseCase) -> dg.Definitions:
     schedules = []
     if isinstance(uc.partitions_def, dg.TimeWindowPartitionsDefinition):
         schedules.append(dg.build_schedule_from_partitioned_job(
-            uc.submit_job, hour_of_day=1, default_status=dg.DefaultScheduleStatus.STOPPED,
+            submit_job(uc), hour_of_day=1, default_status=dg.DefaultScheduleStatus.STOPPED,
             description=f"Builds and submits each new partition of {uc.name} ({uc.spec.model}) after "
             "it ends; off until switched on.",
         ))
     assets: list = [_requests_asset(uc), _batches_asset(uc), _results_asset(uc)]
     if not isinstance(uc.source, AssetSource):  # an upstream asset is its own source asset
         assets.insert(0, dg.AssetSpec(
-            uc.key("source"), description=f"Source {uc.source.describe()}.", kinds={uc.source.kind},
+            asset_key(uc, "source"), description=f"Source {uc.source.describe()}.", kinds={uc.source.kind},
             group_name=uc.name, partitions_def=uc.partitions_def,
         ))
-    return dg.Definitions(assets=assets, jobs=[uc.submit_job, uc.admit_job, uc.results_job], schedules=schedules)
+    return dg.Definitions(assets=assets, jobs=[submit_job(uc), admit_job(uc), results_job(uc)], schedules=schedules)
 
 
 def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey] = (),
           skippable: bool = False) -> dg.AssetSpec:
     """One stage's asset: in the use case's group, partitioned as the use case says."""
-    return dg.AssetSpec(uc.key(stage), deps=deps, description=description, kinds=kinds, group_name=uc.name,
+    return dg.AssetSpec(asset_key(uc, stage), deps=deps, description=description, kinds=kinds, group_name=uc.name,
                         owners=list(uc.spec.owners) or None, partitions_def=uc.partitions_def,
                         skippable=skippable)
 
@@ -200,7 +197,7 @@ def _asking(wh: Warehouse, uc: UseCase, event: type[RebuildAsked | SubmitAsked])
 def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
     """The requests asset. Over an upstream asset it takes that asset as its input, one partition
     per run, so the IO manager loads exactly the partition's rows (or a mapping's range)."""
-    upstream = uc.source.asset_key if isinstance(uc.source, AssetSource) else uc.key("source")
+    upstream = uc.source.asset_key if isinstance(uc.source, AssetSource) else asset_key(uc, "source")
     spec = _spec(uc, "requests", f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
                  f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
                  {"python", "jsonl"}, deps=[upstream])
@@ -242,18 +239,14 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
 def _line_form(uc: UseCase, batch_api: BatchAPIResource) -> RequestEncoding:
     """How the provider wants the use case's request lines; an incomplete provider setting (an
     Azure model with no deployment) fails the run here, before anything is built or uploaded."""
-    try:
+    with as_failures(f"spec '{uc.name}'"):
         return batch_api.provider_in_use().encoding(uc.spec)
-    except ProviderSettingError as exc:
-        raise dg.Failure(f"spec '{uc.name}': {exc}", allow_retries=False) from None
 
 
 def _sending(context: dg.AssetExecutionContext, uc: UseCase, batch_api: BatchAPIResource) -> Sending:
     """How this run sends the use case's shards; an incomplete provider setting fails it here."""
-    try:
+    with as_failures(f"spec '{uc.name}'"):
         return batch_api.sending(uc.spec.model, context.log.info)
-    except ProviderSettingError as exc:
-        raise dg.Failure(f"spec '{uc.name}': {exc}", allow_retries=False) from None
 
 
 def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, step: _Step,
@@ -264,7 +257,8 @@ def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, step: 
     if _left_alone(context, uc, partition, step.action):
         return 0.0
     built = build_partition(wh, uc, partition, loaded, form, state.batches if state else ())
-    cost = uc.estimate_tokens(built.pending_tokens, history)
+    with as_failures(f"spec '{uc.name}'"):  # an unpriced model
+        cost = uc.estimate_tokens(built.pending_tokens, history)
     context.log.info(
         "%s %s: %d rows -> %d requests in %d shards, %d rejected, %d keep their answer; estimated $%.4f (%s)",
         uc.name, partition, built.rows, built.to_send, len(built.shards),
@@ -282,13 +276,11 @@ def _submit(
     partition = step.partition
     if _left_alone(context, uc, partition, step.action):
         return
-    try:
+    # shards written for another provider (nothing was sent), or a submission an operator must
+    # resolve (which batch is the shard's)
+    with as_failures(f"{uc.name} {partition}"):
         sent = submit_partition(wh, sending, sending.api.provider.encoding(uc.spec), uc.name, partition,
                                 uc.spec.model)
-    except ProviderSettingError as exc:  # shards written for another provider: nothing was sent
-        raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
-    except SubmissionBlocked as exc:  # an operator must say which batch is the shard's
-        raise dg.Failure(str(exc), allow_retries=False) from None
     new_state = submitted_state(wh, uc, partition, step.state, sent)
     if results_now(new_state, time.time()):
         new_state = _results_now(context, wh, uc, new_state, sending, delete_files)
@@ -306,8 +298,10 @@ def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, 
                                                       context.log.warning)
     context.log.info("%s %s: nothing to send; results written now: %s; %d provider files deleted", uc.name,
                      state.partition, harvest.counts, harvest.files_deleted)
-    metadata = results_metadata(uc, harvest, uc.estimate(harvest.index, with_kept=True).cost_usd)
-    context.log_event(dg.AssetMaterialization(uc.key("results"), partition=uc.dagster_partition(state.partition),
+    with as_failures(f"spec '{uc.name}'"):  # an unpriced model
+        cost = uc.estimate(harvest.index, with_kept=True).cost_usd
+    metadata = results_metadata(uc, harvest, cost)
+    context.log_event(dg.AssetMaterialization(asset_key(uc, "results"), partition=uc.dagster_partition(state.partition),
                                               metadata=metadata))
     for evaluation in checks.results(uc, state.partition, harvest):
         context.log_event(evaluation)
@@ -316,12 +310,12 @@ def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, 
 
 @contextmanager
 def _lease(wh: Warehouse, uc: UseCase, partition: str) -> Iterator[None]:
-    """Hold the partition against other runs; a run that waited too long fails with the reason."""
-    try:
-        with partition_lease(wh, uc.name, partition, LEASE_WAIT_SECONDS):
-            yield
-    except PartitionBusy as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
+    """Hold the partition against other runs; a run that waited too long fails with the reason.
+    Only taking the lease is translated: the stage's own errors pass through as they are."""
+    with ExitStack() as held:
+        with as_failures(f"{uc.name} {partition}"):
+            held.enter_context(partition_lease(wh, uc.name, partition, LEASE_WAIT_SECONDS))
+        yield
 
 
 def _refuse_a_temporary_instance(instance: dg.DagsterInstance) -> None:
@@ -348,7 +342,8 @@ def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_lim
         if not index_path.exists():
             raise dg.Failure(f"{uc.name} {partition}: no request index at {index_path}; "
                              "materialize the requests asset for this partition first", allow_retries=False)
-        estimate = uc.estimate(wh.read_parquet(index_path), history)
+        with as_failures(f"spec '{uc.name}'"):  # an unpriced model
+            estimate = uc.estimate(wh.read_parquet(index_path), history)
         estimates.append(PartitionEstimate(partition, estimate.cost_usd, estimate.basis.describe()))
     refusal = budget_refusal(uc.name, estimates, uc.spec.max_cost_usd, run_limit)
     if refusal is not None:
@@ -358,7 +353,7 @@ def _check_budget(wh: Warehouse, uc: UseCase, partitions: Sequence[str], run_lim
 def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
     spec = _spec(uc, "batches", "Each request shard uploaded and submitted as one Batch API batch, tagged "
                  "with an idempotency key so a rerun reuses the batch instead of paying twice.",
-                 {"openai"}, deps=[uc.key("requests")])
+                 {"openai"}, deps=[asset_key(uc, "requests")])
 
     @_stage(spec, uc, pool=f"{uc.name}_batch_api",
             required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
@@ -378,7 +373,7 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
 def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     spec = _spec(uc, "results", "One row per source row of the partition: the answer, its status, error, "
                  "tokens, cost and batch id, joined by custom_id and written as Parquet.",
-                 {"python", "parquet"}, deps=[uc.key("batches")], skippable=True)
+                 {"python", "parquet"}, deps=[asset_key(uc, "batches")], skippable=True)
 
     @_stage(spec, uc, pool=f"{uc.name}_batch_api", check_specs=checks.check_specs(uc),
             required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
@@ -427,7 +422,8 @@ def _harvest_one(
     harvest = _write_results(context, uc, wh, sending, state, known, batch_api.delete_provider_files)
     context.log.info("%s %s: %s; %d requests being retried; %d provider files deleted", uc.name, partition,
                      harvest.counts, harvest.retrying, harvest.files_deleted)
-    estimate = uc.estimate(harvest.index, history, with_kept=True)
+    with as_failures(f"spec '{uc.name}'"):  # an unpriced model
+        estimate = uc.estimate(harvest.index, history, with_kept=True)
     _metadata(context, uc, partition, results_metadata(uc, harvest, estimate.cost_usd))
     return harvest
 
@@ -458,7 +454,7 @@ def _unchanged(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, pa
     the asset; unless this run's batches step just evaluated them, they are evaluated against the
     Parquet as written, so they do not show "Skipped" for the partition."""
     context.log.info("%s %s: nothing was sent; the submit run wrote the results", uc.name, ", ".join(partitions))
-    submitted_here = uc.key("batches") in context.job_def.asset_layer.selected_asset_keys
+    submitted_here = asset_key(uc, "batches") in context.job_def.asset_layer.selected_asset_keys
     evaluations = [] if submitted_here else [e for p in partitions for e in checks.results_on_disk(uc, wh, p)]
     yield from checks.recorded(context, evaluations)
 

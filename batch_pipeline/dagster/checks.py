@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batch_pipeline.dagster.jobs import asset_key
 from batch_pipeline.dagster.preview import markdown_table
 from batch_pipeline.harvest.lines import counts_by_status
 from batch_pipeline.harvest.partition import Harvest
@@ -42,7 +43,7 @@ def _spec(uc: UseCase, stage: str, name: str, description: str) -> dg.AssetCheck
     here, so it is not printed by every process that loads the code."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_PARTITIONED_SPEC_PREVIEW, category=dg.PreviewWarning)
-        return dg.AssetCheckSpec(name, asset=uc.key(stage), description=description,
+        return dg.AssetCheckSpec(name, asset=asset_key(uc, stage), description=description,
                                  partitions_def=uc.partitions_def)
 
 
@@ -81,7 +82,7 @@ def recorded(context: dg.AssetExecutionContext, evaluations: Iterable[dg.AssetCh
 
 def _evaluation(uc: UseCase, stage: str, name: str, partition: str, passed: bool, metadata: Mapping[str, Any],
                 **kwargs: Any) -> dg.AssetCheckEvaluation:
-    return dg.AssetCheckEvaluation(asset_key=uc.key(stage), check_name=name, passed=passed, metadata=metadata,
+    return dg.AssetCheckEvaluation(asset_key=asset_key(uc, stage), check_name=name, passed=passed, metadata=metadata,
                                    partition=uc.dagster_partition(partition), **kwargs)
 
 

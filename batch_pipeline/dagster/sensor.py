@@ -19,10 +19,12 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
+from batch_pipeline.dagster.jobs import admit_job, asset_key, record_keys, results_job
 from batch_pipeline.dagster.resources import BatchAPIResource
 from batch_pipeline.dagster.state_store import state_from
+from batch_pipeline.errors import ProviderUnavailable, StateVersionError
 from batch_pipeline.failpoints import failpoint
-from batch_pipeline.provider.contract import ProviderBatch, ProviderUnavailable
+from batch_pipeline.provider.contract import ProviderBatch
 from batch_pipeline.state.lease import lease_held
 from batch_pipeline.state.machine import (
     Action,
@@ -34,7 +36,7 @@ from batch_pipeline.state.machine import (
     Wait,
     next_action,
 )
-from batch_pipeline.state.partition_state import TERMINAL, PartitionState, StateVersionError
+from batch_pipeline.state.partition_state import TERMINAL, PartitionState
 from batch_pipeline.state.rerun import Hold, LastRun, Rerun, RunAsked, RunOutcome, hold, lease_wait
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse.storage import Warehouse
@@ -96,7 +98,7 @@ def build_batch_monitor(
     @dg.sensor(
         name=name,
         required_resource_keys={resource_key, warehouse_key},
-        jobs=[job for uc in use_cases for job in (uc.results_job, uc.admit_job)],
+        jobs=[job for uc in use_cases for job in (results_job(uc), admit_job(uc))],
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Watches every batch in flight with batches.list pages; requests a "
@@ -177,12 +179,12 @@ def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: i
     """The run that carries out `action`, if it needs one; the run key makes it happen once (a
     request made again after `failures` failed runs gets a key of its own)."""
     if isinstance(action, Admit):
-        job, kind, run_key = uc.admit_job.name, "admit", f"{uc.name}:{state.partition}:admit-{state.record_id}"
+        job, kind, run_key = admit_job(uc).name, "admit", f"{uc.name}:{state.partition}:admit-{state.record_id}"
     elif isinstance(action, Harvest) and action.batch_ids:
         digest = hashlib.sha256(",".join(sorted(action.batch_ids)).encode()).hexdigest()[:16]
-        job, kind, run_key = uc.results_job.name, "results", f"{uc.name}:{state.partition}:{digest}"
+        job, kind, run_key = results_job(uc).name, "results", f"{uc.name}:{state.partition}:{digest}"
     elif isinstance(action, Harvest | Resubmit):
-        job, kind, run_key = uc.results_job.name, "results", f"{uc.name}:{state.partition}:results-{state.record_id}"
+        job, kind, run_key = results_job(uc).name, "results", f"{uc.name}:{state.partition}:results-{state.record_id}"
     else:
         return None
     return dg.RunRequest(
@@ -215,13 +217,13 @@ def _hold(instance: dg.DagsterInstance, cursor: MonitorCursor, key: str, rerun: 
 
 def _stranded(uc: UseCase, state: PartitionState, reason: str) -> dg.AssetObservation:
     """Where the user looks: an observation on the partition's results asset."""
-    return dg.AssetObservation(asset_key=uc.key("results"), partition=uc.dagster_partition(state.partition),
+    return dg.AssetObservation(asset_key=asset_key(uc, "results"), partition=uc.dagster_partition(state.partition),
                                metadata={"stranded": reason})
 
 
 def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCursor) -> None:
     """Watch every partition whose state changed since the last tick; the newest state wins."""
-    for key in uc.record_keys:
+    for key in record_keys(uc):
         name = key.to_user_string()
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, after_storage_id=cursor.after.get(name)),
@@ -310,7 +312,7 @@ def _progress(
         if counts:
             metadata |= {"completed": counts.completed, "failed": counts.failed, "total": counts.total}
         observations.append(
-            dg.AssetObservation(asset_key=uc.key("batches"), partition=uc.dagster_partition(state.partition),
+            dg.AssetObservation(asset_key=asset_key(uc, "batches"), partition=uc.dagster_partition(state.partition),
                                metadata=metadata)
         )
     return observations

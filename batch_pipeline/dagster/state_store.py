@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from batch_pipeline.state.partition_state import STATE_KEY, PartitionState, StateVersionError
+from batch_pipeline.dagster.failures import as_failures
+from batch_pipeline.dagster.jobs import asset_key, record_keys
+from batch_pipeline.state.partition_state import STATE_KEY, PartitionState
 from batch_pipeline.use_case import UseCase
 
 _LOOKBACK = 20  # materializations per asset searched for the newest one carrying a state
@@ -32,7 +34,7 @@ def state_from(event: dg.EventLogRecord, uc: UseCase) -> PartitionState | None:
     if materialization is None or (materialization.partition is None) != (uc.partitions_def is None):
         return None
     meta = materialization.metadata
-    by_results = materialization.asset_key == uc.key("results")
+    by_results = materialization.asset_key == asset_key(uc, "results")
     if STATE_KEY in meta:
         document = dict(meta[STATE_KEY].value)  # type: ignore[arg-type]
     elif "submissions" in meta:  # written before states were versioned
@@ -51,14 +53,12 @@ def latest_state(instance: dg.DagsterInstance, uc: UseCase, partition: str) -> P
     read the same record): acting on it, or writing a state over it, would lose what it says.
     """
     states = []
-    for key in uc.record_keys:
+    for key in record_keys(uc):
         for event in instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=_partitions(uc, partition)), limit=_LOOKBACK
         ).records:
-            try:
+            with as_failures(f"{uc.name} {partition}"):  # StateVersionError
                 state = state_from(event, uc)
-            except StateVersionError as exc:
-                raise dg.Failure(f"{uc.name} {partition}: {exc}", allow_retries=False) from None
             if state is not None:
                 states.append(state)
                 break

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from batch_pipeline.cost import History, UsageRecord
+from batch_pipeline.dagster.jobs import asset_key
 from batch_pipeline.use_case import UseCase
 
 LOOKBACK_PARTITIONS = 10
@@ -43,7 +44,7 @@ def usage_history(instance: dg.DagsterInstance, uc: UseCase) -> History:
     newest first, one record per partition (its latest harvest)."""
     found: dict[str | None, UsageRecord] = {}
     changed, fingerprint = False, uc.spec.fingerprint()
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=uc.key("results")), limit=_RECORDS)
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset_key(uc, "results")), limit=_RECORDS)
     for record in records.records:
         materialization = record.asset_materialization
         meta = materialization.metadata if materialization else {}

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 
 from upath import UPath
 
-from batch_pipeline.provider.contract import BatchAPI, ProviderBatch, ProviderUnavailable
+from batch_pipeline.errors import ProviderUnavailable
+from batch_pipeline.provider.contract import BatchAPI, ProviderBatch
 from batch_pipeline.state.cleanup import needs_raw_copy
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from upath import UPath
 
 from batch_pipeline.cost import batch_prices
+from batch_pipeline.errors import NotTerminal
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines
 from batch_pipeline.provider.contract import RESULT_ROWS, ProviderBatch
@@ -24,10 +25,6 @@ from batch_pipeline.state.partition_state import PartitionState, Submission
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
-
-
-class NotTerminal(RuntimeError):
-    """A batch to harvest is still running: the partition waits; nothing is written."""
 
 
 def harvest_batch(

@@ -21,6 +21,11 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+# The provider's errors, importable from here as they always were.
+from batch_pipeline.errors import ProviderSettingError as ProviderSettingError
+from batch_pipeline.errors import ProviderUnavailable as ProviderUnavailable
+from batch_pipeline.errors import QuotaRefused as QuotaRefused
+from batch_pipeline.errors import SubmissionBlocked as SubmissionBlocked
 from batch_pipeline.spec import BatchSpec
 from batch_pipeline.state.partition_state import TERMINAL
 
@@ -46,25 +51,6 @@ RESULT_ROWS = pa.schema(
         ("embedding", pa.list_(pa.float32())),
     ]
 )
-
-
-class ProviderSettingError(ValueError):
-    """A provider setting is missing or unusable; the message names the setting, never a key."""
-
-
-class QuotaRefused(Exception):
-    """The provider refused to create a batch because the model's enqueued-token quota is full.
-    Nothing was created, so the shard can wait and be sent again under the same key."""
-
-
-class ProviderUnavailable(Exception):
-    """A call to the provider failed (network, 429, 5xx, timeout); the message names the call and
-    the error's type, never the provider's text, which may echo request details."""
-
-
-class SubmissionBlocked(Exception):
-    """A shard's intent has no batch id and the provider holds no key to find its batch by:
-    sending again could pay twice. The message names the intent, its time and the candidates."""
 
 
 @dataclass(frozen=True)

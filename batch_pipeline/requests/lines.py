@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from batch_pipeline.errors import SourceError, SpecError
 from batch_pipeline.index_status import PENDING
 from batch_pipeline.provider.contract import RequestEncoding
 from batch_pipeline.provider.registry import default_encoding
@@ -40,8 +41,8 @@ from batch_pipeline.requests.custom_ids import (
 )
 from batch_pipeline.sources.base import Source
 from batch_pipeline.sources.cells import as_text
-from batch_pipeline.sources.csv_source import ADDED_COLUMNS, SOURCE_ERROR, SourceError
-from batch_pipeline.spec import BatchSpec, SpecError
+from batch_pipeline.sources.csv_source import ADDED_COLUMNS, SOURCE_ERROR
+from batch_pipeline.spec import BatchSpec
 
 REJECTED = "rejected"
 # Rows whose tokens are counted per chunk; a bigger chunk is estimated from a sample this size.

@@ -19,7 +19,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.sources.csv_records import SourceError
+from batch_pipeline.errors import SourceError
 from batch_pipeline.sources.partitions import Selection
 
 # Rows per record batch a source hands out: small enough for flat memory, big enough that

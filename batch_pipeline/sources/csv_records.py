@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from upath import UPath
 
+from batch_pipeline.errors import SourceError
 from batch_pipeline.spec import MAX_BYTES_PER_FILE
 
 # Columns every table read here has after the header's: why a line could not be read as a row
@@ -47,10 +48,6 @@ csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_RECORD_BYTES))
 _QUOTED = re.compile(r'"([^"]*+(?:""[^"]*+)*+)"')  # possessive: a cut never ends a cell early
 # A local path (`str` or `os.PathLike`) or an fsspec URL such as `s3://bucket/table.csv`.
 TablePath: TypeAlias = str | os.PathLike[str]
-
-
-class SourceError(ValueError):
-    """A table that cannot be read at all; the message names it and, where it can, the line."""
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from batch_pipeline.errors import SpecError
 from batch_pipeline.sources.cells import as_text
-from batch_pipeline.spec import SpecError
 
 UTC_TIMESTAMP = pa.timestamp("us", "UTC")
 

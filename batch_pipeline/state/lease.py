@@ -33,15 +33,12 @@ from contextlib import contextmanager
 from filelock import FileLock, Timeout
 from upath import UPath
 
+from batch_pipeline.errors import PartitionBusy
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
 CLAIM_TTL_SECONDS = 3600.0  # an object-store claim left by a dead holder blocks this long
 _POLL_SECONDS = 0.5
-
-
-class PartitionBusy(RuntimeError):
-    """Another run holds the partition for longer than this run was willing to wait."""
 
 
 @contextmanager

@@ -17,16 +17,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from batch_pipeline.errors import StateVersionError
+
 SCHEMA_VERSION = 3
 # Batch statuses after which a batch changes no more (the provider's own vocabulary).
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 STATE_KEY = "partition_state"
 
 _Record = TypeVar("_Record")
-
-
-class StateVersionError(ValueError):
-    """A partition's state was recorded by a newer version of the pipeline than this one."""
 
 
 def _known(cls: type[_Record], data: dict[str, Any]) -> _Record:
