@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from genai_prices import Usage, calc_price
 from genai_prices.types import TieredPrices
 
-BATCH_DISCOUNT = 0.5  # the Batch API bills half the synchronous price (reference §7)
+BATCH_DISCOUNT = 0.5  # the Batch API bills half the synchronous price
 _PER = 1_000_000
 _BATCH_CONTEXT = {"processing": "batch"}  # genai-prices' price variant for the Batch API
 

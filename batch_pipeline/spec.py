@@ -26,7 +26,7 @@ RESULT_COLUMNS = (
     "flagged_categories",
 )
 
-# OpenAI's limits for one batch input file (reference §7), the smallest of the providers'.
+# OpenAI's limits for one batch input file (50,000 requests, 200 MB), the smallest of the providers'.
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200 * 1024 * 1024
 

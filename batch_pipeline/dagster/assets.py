@@ -226,7 +226,7 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
     """Build every partition of the run (each under its lease), in the provider's form, and check
     for unassigned rows."""
     wh, batch_api = _resources(context, uc)
-    form, history = _line_form(uc, batch_api), usage_history(context.instance, uc)
+    form, history = _encoding(uc, batch_api), usage_history(context.instance, uc)
     costs = _run_steps(context, uc, wh, _asking(wh, uc, RebuildAsked),
                        lambda step: _build(context, wh, uc, step, loaded, form, history))
     failpoint("requests.done")
@@ -236,7 +236,7 @@ def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source
         yield from checks.recorded(context, checks.unassigned(uc, context.instance, _partitions(context, uc), loaded))
 
 
-def _line_form(uc: UseCase, batch_api: BatchAPIResource) -> RequestEncoding:
+def _encoding(uc: UseCase, batch_api: BatchAPIResource) -> RequestEncoding:
     """How the provider wants the use case's request lines; an incomplete provider setting (an
     Azure model with no deployment) fails the run here, before anything is built or uploaded."""
     with as_failures(f"spec '{uc.name}'"):

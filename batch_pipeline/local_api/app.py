@@ -7,7 +7,7 @@ parse their own inputs.
 The same routes also answer as Azure OpenAI under ``/openai`` (``?api-version=`` required), for
 the unmodified ``openai.AzureOpenAI`` client: batches created there take Azure's endpoint form
 (``/chat/completions``), deployment names as models, its limits and error codes, and its quirks
-(``""`` for a file it has not, an empty error file for a clean batch); see reference §8.
+(``""`` for a file it has not, an empty error file for a clean batch); docs/provider-port.md lists them.
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _azure_legacy_forms(doc: dict[str, Any]) -> dict[str, Any]:
-    """A batch as Azure's older REST samples show one (reference §8): a capitalised status
+    """A batch as Azure's older REST samples show one (docs/provider-port.md): a capitalised status
     (``InProgress``) and ISO-8601 timestamps; the stored document keeps OpenAI's forms."""
     shown = dict(doc, status="".join(word.capitalize() for word in doc["status"].split("_")))
     for name in BATCH_TIMESTAMPS:

@@ -55,7 +55,7 @@ class LocalAPISettings(BaseModel):
         default_factory=dict, description="per-model overrides of enqueued_token_limit"
     )
 
-    # Azure OpenAI, on the routes under /openai (reference §8)
+    # Azure OpenAI, on the routes under /openai (docs/provider-port.md, "Azure OpenAI's differences")
     azure_max_requests_per_batch: int = Field(100_000, ge=1)
     azure_quota_fail_fast: bool = Field(
         False, description="on Azure routes, a batch over the enqueued-token limit is refused at create with HTTP 400"

@@ -2,9 +2,9 @@
 
 Two runs of one partition can overlap (a schedule tick and a backfill, a range run and a
 single-partition run, a run retry beside a hung first attempt, the CLI bypassing the run
-queue); Dagster's queue limits and pools reduce that but cannot guarantee it
-(reference/concurrency-notes.md). So the guarantee is held here, in the warehouse, the one store
-every run of a deployment must share anyway (DESIGN.md, sources of truth 3):
+queue); Dagster's queue limits and pools reduce that but cannot guarantee it (docs/decisions.md,
+"The partition lease"). So the guarantee is held here, in the warehouse, the one store every run
+of a deployment must share anyway:
 
 - a local warehouse: an OS file lock (`filelock`, flock on Linux) on
   `<partition's requests folder>/.lease`. The kernel grants it to one process at a time and
@@ -16,7 +16,7 @@ every run of a deployment must share anyway (DESIGN.md, sources of truth 3):
 
 Why it cannot race: between taking the lease and releasing it, no other run of the partition
 runs its lookup, upload or create; and every holder looks at the provider again after taking
-the lease (submission sweeps for the idempotency keys first), so work that another holder
+the lease (submission reads the intent log and looks its keys up first), so work that another holder
 finished just before is reused, not repeated.
 """
 

@@ -1,6 +1,6 @@
 """The local Batch API answering as Azure OpenAI, to the unmodified `openai.AzureOpenAI` client,
 embedded and served: its routes (`/openai/...?api-version=`), endpoint form, deployment names,
-limits, error codes and quirks (reference §8)."""
+limits, error codes and quirks (docs/provider-port.md)."""
 
 from __future__ import annotations
 
