@@ -47,6 +47,7 @@ from batch_pipeline.local_api.embedded import (
     embedded_http_client,
 )
 from batch_pipeline.local_api.settings import LocalAPISettings
+from batch_pipeline.provider import registry
 from batch_pipeline.provider.azure_api import (
     AZURE_DEPLOYMENTS_VARIABLE,
     AzureOpenAIProvider,
@@ -59,7 +60,6 @@ from batch_pipeline.provider.contract import (
     ProviderSettingError,
 )
 from batch_pipeline.provider.openai_api import DEFAULT_BASE_URL, OpenAIProvider
-from batch_pipeline.provider.registry import PROVIDERS
 from batch_pipeline.provider.submission import QUOTA_BACKOFF_SECONDS, Sending
 from batch_pipeline.warehouse.storage import Warehouse
 
@@ -303,7 +303,32 @@ class LocalBatchAPIResource(_BatchAPIClientResource):
         return f"{described} as {self.provider().describe()}"
 
 
-Answering = OpenAIProviderResource | AzureOpenAIProviderResource | LocalBatchAPIResource
+class _Registered:
+    """A provider added with `provider.registry.register`: its real API, one connection per run
+    or tick (it reads its own settings and key)."""
+
+    def __init__(self, provider: Provider, **options: Any) -> None:
+        self.provider, self._options = provider, options
+        self._api: BatchAPI | None = None
+
+    def api(self) -> BatchAPI:
+        if self._api is None:
+            self._api = self.provider.connect(**self._options)
+        return self._api
+
+    def client(self) -> ClosableClient:
+        return self.api().client
+
+    def describe(self) -> str:
+        return self.provider.describe()
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.client.close()
+            self._api = None
+
+
+Answering = OpenAIProviderResource | AzureOpenAIProviderResource | LocalBatchAPIResource | _Registered
 
 
 class BatchAPIResource(dg.ConfigurableResource):
@@ -357,6 +382,7 @@ class BatchAPIResource(dg.ConfigurableResource):
     _selected: Answering | None = PrivateAttr(default=None)
     _provider: Provider | None = PrivateAttr(default=None)
     _elsewhere: dict[str, LocalBatchAPIResource] = PrivateAttr(default_factory=dict)
+    _others: dict[str, _Registered] = PrivateAttr(default_factory=dict)  # registered providers
 
     def __init__(self, **data: Any) -> None:
         # Dagster treats resource-typed fields as required; these defaults are the environment's.
@@ -377,9 +403,13 @@ class BatchAPIResource(dg.ConfigurableResource):
         Batch API, answering as that provider."""
         if self._selected is None:
             name = self.provider or PROVIDER.get_value() or "openai"
-            if name not in PROVIDERS:
+            if name not in registry.names():
                 raise ProviderSettingError(f"BATCH_PIPELINE_PROVIDER (or `provider`) is '{name}'; use one of "
-                                           f"{', '.join(PROVIDERS)}")
+                                           f"{', '.join(registry.names())}")
+            if name in registry.REGISTERED:
+                registered = self._registered(name)
+                self._selected, self._provider = registered, registered.provider
+                return registered
             real = self.azure if name == "azure" else self.openai
             if real.has_key():
                 self._selected, self._provider = real, real.provider()
@@ -419,12 +449,25 @@ class BatchAPIResource(dg.ConfigurableResource):
                     local.speak(speaks)
                     self._elsewhere[fingerprint] = local
                 return self._elsewhere[fingerprint].api()
+        for name in registry.REGISTERED:
+            if self._registered(name).provider.fingerprint() == fingerprint:
+                return self._registered(name).api()
         return None
+
+    def _registered(self, name: str) -> _Registered:
+        if name not in self._others:
+            provider = registry.REGISTERED[name]()
+            self._others[name] = _Registered(provider, max_retries=self.openai.max_retries,
+                                             timeout=self.openai.timeout_seconds)
+        return self._others[name]
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         for local in self._elsewhere.values():
             local.teardown_after_execution(context)
+        for registered in self._others.values():
+            registered.close()
         self._elsewhere.clear()
+        self._others.clear()
 
     def _azure_complete(self) -> bool:
         try:

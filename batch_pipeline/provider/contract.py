@@ -7,9 +7,9 @@ idempotency key, find our batches, report their status in one vocabulary (`RUNNI
 `TERMINAL`), download and parse results into neutral rows (`RESULT_ROWS`), cancel, delete
 provider-side files. Only the adapters (`openai_api.py`, `azure_api.py`) and `local_api/`
 import a provider SDK; requests, submission, harvest, state and the Dagster layer speak this
-module's types. A new provider is one adapter module and its entry in
-`batch_pipeline.dagster.resources.PROVIDERS`; it is done when it passes
-`tests/test_provider_contract.py` unchanged. docs/provider-port.md explains the seam.
+module's types. A new provider is one adapter module and its registration
+(`provider/registry.py`); it is done when it passes `tests/test_provider_contract.py` unchanged.
+docs/provider-port.md explains the seam.
 """
 
 from __future__ import annotations
