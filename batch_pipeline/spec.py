@@ -76,6 +76,9 @@ class BatchSpec:
     A shard (one input file) holds at most `max_requests_per_shard` requests and `max_shard_bytes`
     bytes, within the provider's own limits; unset, the provider's (OpenAI 50,000 requests, Azure
     OpenAI 100,000). A value set here is at most 50,000, so the spec fits every provider.
+    `model` is the model on OpenAI (and, through its deployments, on Azure OpenAI); `models`
+    names the model on each other provider the use case may run on (`{"anthropic":
+    "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}`).
     """
 
     name: str
@@ -97,6 +100,7 @@ class BatchSpec:
     max_prompt_chars: int = 32_000
     max_requests_per_shard: int | None = None
     max_shard_bytes: int = MAX_BYTES_PER_FILE
+    models: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -147,6 +151,16 @@ class BatchSpec:
                     f"used as a strict response schema: {exc}"
                 ) from exc
         self.template_columns()  # validates the templates early, when the use case is imported
+
+    def model_for(self, provider: str) -> str:
+        """The model this use case asks `provider` for; a provider with no model named gets a
+        clear error naming the setting."""
+        if provider in ("openai", "azure"):
+            return self.models.get(provider, self.model)
+        if not self.models.get(provider):
+            raise SpecError(f"spec '{self.name}' names no model for {provider}: set "
+                            f"BatchSpec(models={{'{provider}': '<model>'}})")
+        return self.models[provider]
 
     def templates(self) -> dict[str, str]:
         """The prompt templates by message role."""

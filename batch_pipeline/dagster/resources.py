@@ -72,6 +72,8 @@ AZURE_OPENAI_API_KEY = dg.EnvVar("AZURE_OPENAI_API_KEY")
 AZURE_OPENAI_ENDPOINT = dg.EnvVar("AZURE_OPENAI_ENDPOINT")
 OPENAI_API_VERSION = dg.EnvVar("OPENAI_API_VERSION")  # the variable openai.AzureOpenAI reads
 AZURE_DEPLOYMENTS = dg.EnvVar(AZURE_DEPLOYMENTS_VARIABLE)
+ANTHROPIC_API_KEY = dg.EnvVar("ANTHROPIC_API_KEY")
+ANTHROPIC_BASE_URL = dg.EnvVar("ANTHROPIC_BASE_URL")
 LOCAL_API_DIR = dg.EnvVar("BATCH_PIPELINE_LOCAL_API_DIR")
 WAREHOUSE_ROOT = dg.EnvVar("BATCH_PIPELINE_WAREHOUSE")
 DEPLOYMENT = dg.EnvVar("BATCH_PIPELINE_DEPLOYMENT")
@@ -254,6 +256,36 @@ class AzureOpenAIProviderResource(_BatchAPIClientResource):
         return self.provider().describe()
 
 
+class AnthropicProviderResource(_BatchAPIClientResource):
+    """Anthropic's Message Batches API, through `anthropic.Anthropic` (the `[anthropic]` extra).
+
+    Unset fields are read from ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL when the client is built.
+    """
+
+    api_key: str | None = Field(
+        default=None, repr=False,
+        description="Defaults to $ANTHROPIC_API_KEY. Binding a dg.EnvVar makes that variable required.",
+    )
+    base_url: str | None = Field(default=None, description="Defaults to $ANTHROPIC_BASE_URL, else Anthropic's.")
+
+    def has_key(self) -> bool:
+        return bool(_setting(self.api_key, ANTHROPIC_API_KEY))
+
+    def provider(self) -> Provider:
+        from batch_pipeline.provider.anthropic_api import (
+            AnthropicProvider,  # the optional extra's SDK
+        )
+
+        return AnthropicProvider(api_key=_setting(self.api_key, ANTHROPIC_API_KEY),
+                                 base_url=_setting(self.base_url, ANTHROPIC_BASE_URL))
+
+    def _connect(self, **options: Any) -> BatchAPI:
+        return self.provider().connect(**options)
+
+    def describe(self) -> str:
+        return self.provider().describe()
+
+
 class LocalBatchAPIResource(_BatchAPIClientResource):
     """The local Batch API, embedded: in this process, through the `openai` client's transport.
 
@@ -328,7 +360,8 @@ class _Registered:
             self._api = None
 
 
-Answering = OpenAIProviderResource | AzureOpenAIProviderResource | LocalBatchAPIResource | _Registered
+Answering = (OpenAIProviderResource | AzureOpenAIProviderResource | AnthropicProviderResource | LocalBatchAPIResource
+             | _Registered)
 
 
 class BatchAPIResource(dg.ConfigurableResource):
@@ -346,6 +379,7 @@ class BatchAPIResource(dg.ConfigurableResource):
     )
     openai: OpenAIProviderResource
     azure: AzureOpenAIProviderResource
+    anthropic: AnthropicProviderResource
     local: LocalBatchAPIResource
     enqueued_token_limits: dict[str, int] = Field(
         default_factory=dict,
@@ -388,6 +422,7 @@ class BatchAPIResource(dg.ConfigurableResource):
         # Dagster treats resource-typed fields as required; these defaults are the environment's.
         data.setdefault("openai", OpenAIProviderResource())
         data.setdefault("azure", AzureOpenAIProviderResource())
+        data.setdefault("anthropic", AnthropicProviderResource())
         data.setdefault("local", LocalBatchAPIResource())
         super().__init__(**data)
 
@@ -410,14 +445,13 @@ class BatchAPIResource(dg.ConfigurableResource):
                 registered = self._registered(name)
                 self._selected, self._provider = registered, registered.provider
                 return registered
-            real = self.azure if name == "azure" else self.openai
+            real = self._real(name)
             if real.has_key():
                 self._selected, self._provider = real, real.provider()
-            elif name == "azure":
-                self._selected, self._provider = self.local, self.azure.provider(local=True)
-                self.local.speak(self._provider)
             else:
-                self._selected, self._provider = self.local, OpenAIProvider()
+                self._provider = self._stand_in(name)
+                self.local.speak(self._provider)
+                self._selected = self.local
         return self._selected
 
     def provider_in_use(self) -> Provider:
@@ -434,16 +468,31 @@ class BatchAPIResource(dg.ConfigurableResource):
         """The connection to the provider in use, for this run or tick."""
         return self.selected().api()
 
+    def _real(self, name: str) -> OpenAIProviderResource | AzureOpenAIProviderResource | AnthropicProviderResource:
+        if name == "azure":
+            return self.azure
+        return self.anthropic if name == "anthropic" else self.openai
+
+    def _stand_in(self, name: str) -> Provider:
+        """The provider whose protocol the embedded local Batch API speaks when `name` has no key."""
+        if name == "azure":
+            return self.azure.provider(local=True)
+        return self.anthropic.provider() if name == "anthropic" else OpenAIProvider()
+
     def api_at(self, fingerprint: str) -> BatchAPI | None:
         """The connection to the provider whose settings have `fingerprint`, among those configured
-        (a real provider with its key, or the embedded local API as either): where batches sent
-        before the provider setting changed are watched and harvested. None: not configured."""
-        for resource in (self.openai, self.azure):
-            with contextlib.suppress(ProviderSettingError):
-                if resource.has_key() and resource.provider().fingerprint() == fingerprint:
-                    return resource.api()
-        for speaks in (OpenAIProvider(), self.azure.provider(local=True) if self._azure_complete() else None):
-            if speaks is not None and speaks.at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY).fingerprint() == fingerprint:
+        (a real provider with its key, or the embedded local API as any of them): where batches
+        sent before the provider setting changed are watched and harvested. None: not configured."""
+        for name in registry.BUILT_IN:
+            with contextlib.suppress(ProviderSettingError, ImportError):  # incomplete, or its extra missing
+                real = self._real(name)
+                if real.has_key() and real.provider().fingerprint() == fingerprint:
+                    return real.api()
+        for name in registry.BUILT_IN:
+            with contextlib.suppress(ProviderSettingError, ImportError):
+                speaks = self._stand_in(name)
+                if speaks.at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY).fingerprint() != fingerprint:
+                    continue
                 if fingerprint not in self._elsewhere:
                     local = LocalBatchAPIResource(data_dir=self.local.data_dir, settings=self.local.settings)
                     local.speak(speaks)
@@ -468,13 +517,6 @@ class BatchAPIResource(dg.ConfigurableResource):
             registered.close()
         self._elsewhere.clear()
         self._others.clear()
-
-    def _azure_complete(self) -> bool:
-        try:
-            self.azure.provider(local=True)
-        except ProviderSettingError:
-            return False
-        return True
 
     def describe(self) -> str:
         """Where requests go, for logs and metadata; never includes the key."""

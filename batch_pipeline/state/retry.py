@@ -11,6 +11,8 @@ RETRYABLE_CODES = frozenset({
     "rate_limit_exceeded", "server_error", "internal_error", "service_unavailable", "http_429",
     "http_500", "http_502", "http_503", "http_504", "batch_expired", "token_limit_exceeded",
     "missing_result",
+    # Anthropic's error types of an `errored` request that another attempt can fix
+    "rate_limit_error", "api_error", "overloaded_error",
 })
 
 

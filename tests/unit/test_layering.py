@@ -6,6 +6,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import batch_pipeline
 
 ROOT = Path(batch_pipeline.__file__).parent
@@ -40,13 +42,22 @@ def test_the_stages_import_no_dagster():
     assert found == []
 
 
-def test_only_the_adapters_and_the_local_api_import_openai():
+# Each provider SDK and the modules allowed to import it: its adapter, and the local Batch API.
+SDK_IMPORTERS = {
+    "openai": ("openai_", "azure_api.py"),
+    "anthropic": ("anthropic_",),
+    "google": ("gemini_",),
+}
+
+
+@pytest.mark.parametrize("sdk", sorted(SDK_IMPORTERS))
+def test_only_its_adapter_and_the_local_api_import_a_provider_sdk(sdk: str):
     def adapter(path: Path) -> bool:
         return path.parts[0] == "local_api" or (
-            path.parts[0] == "provider" and (path.name.startswith("openai_") or path.name == "azure_api.py"))
+            path.parts[0] == "provider" and path.name.startswith(SDK_IMPORTERS[sdk]))
 
     found = [f"{path} imports {name}" for path, names in _modules() if not adapter(path)
-             for name in names if _top(name) == "openai"]
+             for name in names if _top(name) == sdk]
     assert found == []
 
 

@@ -16,6 +16,9 @@ ROWS = [
     ("batch_expired", 1, 3, True),
     ("token_limit_exceeded", 1, 3, True),
     ("missing_result", 1, 3, True),
+    ("rate_limit_error", 1, 3, True),  # Anthropic's errored request types
+    ("overloaded_error", 2, 3, True),
+    ("api_error", 1, 3, True),
     ("rate_limit_exceeded", 3, 3, False),  # no attempts left
     ("rate_limit_exceeded", 1, 1, False),  # retries switched off
     ("invalid_request_error", 1, 3, False),  # the row's own error fails the same way again
