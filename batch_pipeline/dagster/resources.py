@@ -74,6 +74,9 @@ OPENAI_API_VERSION = dg.EnvVar("OPENAI_API_VERSION")  # the variable openai.Azur
 AZURE_DEPLOYMENTS = dg.EnvVar(AZURE_DEPLOYMENTS_VARIABLE)
 ANTHROPIC_API_KEY = dg.EnvVar("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = dg.EnvVar("ANTHROPIC_BASE_URL")
+GEMINI_API_KEY = dg.EnvVar("GEMINI_API_KEY")
+GOOGLE_API_KEY = dg.EnvVar("GOOGLE_API_KEY")  # the other variable google-genai reads
+GEMINI_BASE_URL = dg.EnvVar("GOOGLE_GEMINI_BASE_URL")
 LOCAL_API_DIR = dg.EnvVar("BATCH_PIPELINE_LOCAL_API_DIR")
 WAREHOUSE_ROOT = dg.EnvVar("BATCH_PIPELINE_WAREHOUSE")
 DEPLOYMENT = dg.EnvVar("BATCH_PIPELINE_DEPLOYMENT")
@@ -286,6 +289,35 @@ class AnthropicProviderResource(_BatchAPIClientResource):
         return self.provider().describe()
 
 
+class GeminiProviderResource(_BatchAPIClientResource):
+    """Google Gemini's Batch Mode (the Gemini Developer API), through `google.genai.Client` (the
+    `[gemini]` extra). Unset fields are read from GEMINI_API_KEY (else GOOGLE_API_KEY) and
+    GOOGLE_GEMINI_BASE_URL when the client is built."""
+
+    api_key: str | None = Field(
+        default=None, repr=False,
+        description="Defaults to $GEMINI_API_KEY, else $GOOGLE_API_KEY. Binding a dg.EnvVar makes it required.",
+    )
+    base_url: str | None = Field(default=None, description="Defaults to $GOOGLE_GEMINI_BASE_URL, else Google's.")
+
+    def _key(self) -> str | None:
+        return _setting(self.api_key, GEMINI_API_KEY) or _setting(None, GOOGLE_API_KEY)
+
+    def has_key(self) -> bool:
+        return bool(self._key())
+
+    def provider(self) -> Provider:
+        from batch_pipeline.provider.gemini_api import GeminiProvider  # the optional extra's SDK
+
+        return GeminiProvider(api_key=self._key(), base_url=_setting(self.base_url, GEMINI_BASE_URL))
+
+    def _connect(self, **options: Any) -> BatchAPI:
+        return self.provider().connect(**options)
+
+    def describe(self) -> str:
+        return self.provider().describe()
+
+
 class LocalBatchAPIResource(_BatchAPIClientResource):
     """The local Batch API, embedded: in this process, through the `openai` client's transport.
 
@@ -360,8 +392,8 @@ class _Registered:
             self._api = None
 
 
-Answering = (OpenAIProviderResource | AzureOpenAIProviderResource | AnthropicProviderResource | LocalBatchAPIResource
-             | _Registered)
+_Real = OpenAIProviderResource | AzureOpenAIProviderResource | AnthropicProviderResource | GeminiProviderResource
+Answering = _Real | LocalBatchAPIResource | _Registered
 
 
 class BatchAPIResource(dg.ConfigurableResource):
@@ -380,6 +412,7 @@ class BatchAPIResource(dg.ConfigurableResource):
     openai: OpenAIProviderResource
     azure: AzureOpenAIProviderResource
     anthropic: AnthropicProviderResource
+    gemini: GeminiProviderResource
     local: LocalBatchAPIResource
     enqueued_token_limits: dict[str, int] = Field(
         default_factory=dict,
@@ -423,6 +456,7 @@ class BatchAPIResource(dg.ConfigurableResource):
         data.setdefault("openai", OpenAIProviderResource())
         data.setdefault("azure", AzureOpenAIProviderResource())
         data.setdefault("anthropic", AnthropicProviderResource())
+        data.setdefault("gemini", GeminiProviderResource())
         data.setdefault("local", LocalBatchAPIResource())
         super().__init__(**data)
 
@@ -468,16 +502,16 @@ class BatchAPIResource(dg.ConfigurableResource):
         """The connection to the provider in use, for this run or tick."""
         return self.selected().api()
 
-    def _real(self, name: str) -> OpenAIProviderResource | AzureOpenAIProviderResource | AnthropicProviderResource:
-        if name == "azure":
-            return self.azure
-        return self.anthropic if name == "anthropic" else self.openai
+    def _real(self, name: str) -> _Real:
+        real: dict[str, _Real] = {"openai": self.openai, "azure": self.azure, "anthropic": self.anthropic,
+                                  "gemini": self.gemini}
+        return real[name]
 
     def _stand_in(self, name: str) -> Provider:
         """The provider whose protocol the embedded local Batch API speaks when `name` has no key."""
         if name == "azure":
             return self.azure.provider(local=True)
-        return self.anthropic.provider() if name == "anthropic" else OpenAIProvider()
+        return self._real(name).provider() if name in ("anthropic", "gemini") else OpenAIProvider()
 
     def api_at(self, fingerprint: str) -> BatchAPI | None:
         """The connection to the provider whose settings have `fingerprint`, among those configured

@@ -1,6 +1,6 @@
 """The providers the pipeline can speak, by the name users give (`BATCH_PIPELINE_PROVIDER`).
 
-OpenAI, Azure OpenAI and Anthropic are built in: each has a resource in `dagster/resources.py` that reads
+OpenAI, Azure OpenAI, Anthropic and Gemini are built in: each has a resource in `dagster/resources.py` that reads
 its settings and key, and falls back to the embedded local Batch API without a key. Any other
 provider is its adapter module and one `register(name, factory)` call: the factory builds the
 provider from its own settings (its environment), and the Dagster resource speaks to its real
@@ -15,7 +15,7 @@ from batch_pipeline.provider.contract import Provider, RequestEncoding
 from batch_pipeline.provider.openai_api import OpenAIProvider
 from batch_pipeline.spec import BatchSpec
 
-BUILT_IN = ("openai", "azure", "anthropic")
+BUILT_IN = ("openai", "azure", "anthropic", "gemini")
 REGISTERED: dict[str, Callable[[], Provider]] = {}
 
 

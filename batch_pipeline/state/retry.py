@@ -13,6 +13,8 @@ RETRYABLE_CODES = frozenset({
     "missing_result",
     # Anthropic's error types of an `errored` request that another attempt can fix
     "rate_limit_error", "api_error", "overloaded_error",
+    # Gemini's per-request statuses (google.rpc) that another attempt can fix
+    "RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED",
 })
 
 

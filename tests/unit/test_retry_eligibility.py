@@ -19,6 +19,9 @@ ROWS = [
     ("rate_limit_error", 1, 3, True),  # Anthropic's errored request types
     ("overloaded_error", 2, 3, True),
     ("api_error", 1, 3, True),
+    ("RESOURCE_EXHAUSTED", 1, 3, True),  # Gemini's per-request statuses
+    ("UNAVAILABLE", 2, 3, True),
+    ("INVALID_ARGUMENT", 1, 3, False),
     ("rate_limit_exceeded", 3, 3, False),  # no attempts left
     ("rate_limit_exceeded", 1, 1, False),  # retries switched off
     ("invalid_request_error", 1, 3, False),  # the row's own error fails the same way again

@@ -1,0 +1,247 @@
+"""Google Gemini's Batch Mode (the Gemini Developer API), on the official `google-genai` client:
+an adapter of the provider port (`contract.py`).
+
+A shard is uploaded through the Files API as JSONL lines `{"key", "request"}` and a batch job is
+created from that file, so results come back keyed (never joined by position) in a responses
+file, whatever the batch's size. The job's display name is our idempotency key: the one label
+Gemini keeps and lists, so a batch is found by its key after a crash. Create calls go out once
+(the client retries nothing by default): a retried create would be a second, billed job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from google import genai
+from google.genai import errors, types
+
+from batch_pipeline.provider.contract import (
+    ProviderBatch,
+    ProviderSettingError,
+    ProviderUnavailable,
+    RequestEncoding,
+    shard_limits,
+)
+from batch_pipeline.provider.gemini_results import parse_results
+from batch_pipeline.provider.openai_api import CLOCK_SLACK_SECONDS, public_url
+from batch_pipeline.spec import BatchSpec
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+MAX_REQUESTS = 50_000  # per job: no documented cap; kept at OpenAI's so a shard fits every provider
+MAX_BYTES = 2 * 1024**3  # an input file
+LIST_PAGE_SIZE = 100
+CHAT_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
+PARAMETERS = {"max_tokens": "maxOutputTokens", "max_completion_tokens": "maxOutputTokens",
+              "max_output_tokens": "maxOutputTokens", "temperature": "temperature", "top_p": "topP",
+              "top_k": "topK", "stop": "stopSequences"}
+# The SDK's job states (`JOB_STATE_*`) in the pipeline's vocabulary.
+STATES = {"JOB_STATE_QUEUED": "validating", "JOB_STATE_PENDING": "validating", "JOB_STATE_RUNNING": "in_progress",
+          "JOB_STATE_UPDATING": "in_progress", "JOB_STATE_PAUSED": "in_progress",
+          "JOB_STATE_CANCELLING": "cancelling", "JOB_STATE_SUCCEEDED": "completed",
+          "JOB_STATE_PARTIALLY_SUCCEEDED": "completed", "JOB_STATE_FAILED": "failed",
+          "JOB_STATE_CANCELLED": "cancelled", "JOB_STATE_EXPIRED": "expired"}
+
+
+@dataclass(frozen=True)
+class GeminiEncoding:
+    """Request lines as a Batch Mode input file holds them: `{"key", "request"}`, the request a
+    GenerateContentRequest (one user turn, the system instruction, the generation config)."""
+
+    model: str
+    max_requests: int
+    max_bytes: int
+    config: Mapping[str, Any]
+    tokens_per_message: int = 1
+    tokens_per_reply: int = 0
+
+    @property
+    def signature(self) -> bytes:
+        return b'"request":{"contents":'
+
+    def line(self, custom_id: str, texts: Mapping[str, str]) -> dict[str, Any]:
+        request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": texts["user"]}]}]}
+        if "system" in texts:
+            request["systemInstruction"] = {"parts": [{"text": texts["system"]}]}
+        return {"key": custom_id, "request": {**request, "generationConfig": dict(self.config)}}
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """An offline approximation (Gemini's tokenizer does not ship): about 4 characters a token;
+        the estimate's learned correction from harvested partitions absorbs the difference."""
+        return [-(-len(text) // 4) for text in texts]
+
+
+def generation_config(spec: BatchSpec) -> dict[str, Any]:
+    """The spec's parameters as Gemini names them, and a response model as JSON output with its
+    JSON schema (`responseJsonSchema`)."""
+    unknown = sorted(set(spec.parameters) - PARAMETERS.keys())
+    if unknown:
+        raise ProviderSettingError(f"spec '{spec.name}': gemini takes no parameter {unknown} "
+                                   f"(it takes {sorted(PARAMETERS)})")
+    config = {PARAMETERS[name]: ([value] if name == "stop" and isinstance(value, str) else value)
+              for name, value in spec.parameters.items()}
+    if spec.response_model is not None:
+        config |= {"responseMimeType": "application/json",
+                   "responseJsonSchema": spec.response_model.model_json_schema()}
+    return config
+
+
+@dataclass(frozen=True)
+class GeminiProvider:
+    """Gemini's Batch Mode; an unset key is read by the client from GEMINI_API_KEY or GOOGLE_API_KEY."""
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    name: str = field(default="gemini", init=False)
+    deployments: Mapping[str, str] = field(default_factory=dict, init=False)
+
+    def client(self, http_client: Any = None, timeout: float | None = None, **_: Any) -> genai.Client:
+        options = types.HttpOptions(base_url=self.base_url, httpx_client=http_client,
+                                    timeout=int(timeout * 1000) if timeout else None)
+        return genai.Client(api_key=self.api_key, http_options=options)
+
+    def connect(self, http_client: Any = None, **options: Any) -> GeminiBatchAPI:
+        return GeminiBatchAPI(self, self.client(http_client, **options))
+
+    def at(self, origin: str, api_key: str) -> GeminiProvider:
+        return dataclasses.replace(self, base_url=origin.rstrip("/"), api_key=api_key)
+
+    def encoding(self, spec: BatchSpec) -> RequestEncoding:
+        if spec.endpoint not in CHAT_ENDPOINTS:
+            raise ProviderSettingError(f"use case '{spec.name}': gemini has no batch endpoint for {spec.endpoint} "
+                                       "(this adapter sends generateContent requests only)")
+        requests, size = shard_limits(spec, MAX_REQUESTS, MAX_BYTES)
+        return GeminiEncoding(spec.model_for(self.name), requests, size, generation_config(spec))
+
+    def describe(self) -> str:
+        return f"Gemini {public_url(self.base_url or DEFAULT_BASE_URL)}"
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.name}|{self.describe()}".encode()).hexdigest()[:16]
+
+
+def provider_batch(job: types.BatchJob) -> ProviderBatch:
+    """A batch job in the pipeline's vocabulary; its display name is our key where we set it."""
+    state = job.state.name if job.state is not None else "JOB_STATE_PENDING"
+    files = {"input": job.src.file_name if job.src else None, "output": job.dest.file_name if job.dest else None}
+    error = job.error
+    return ProviderBatch(
+        id=job.name or "", status=STATES.get(state, "in_progress"),
+        created_at=job.create_time.timestamp() if job.create_time else 0.0,
+        key=job.display_name, files={kind: name for kind, name in files.items() if name},
+        error_code=str(error.code) if error and error.code else None, error_message=error.message if error else None,
+    )
+
+
+@dataclass
+class GeminiBatchAPI:
+    """The contract's operations on one `google-genai` client."""
+
+    provider: GeminiProvider
+    client: genai.Client
+    calls: int = 0
+    holds_keys: bool = field(default=True, init=False)
+
+    def pages(self) -> Iterator[list[ProviderBatch]]:
+        self.calls += 1
+        pager = self.client.batches.list(config={"page_size": LIST_PAGE_SIZE})
+        while True:
+            yield [provider_batch(job) for job in pager.page]
+            if not pager.config.get("page_token"):  # the pager keeps the next page's token there
+                return
+            self.calls += 1
+            pager.next_page()
+
+    def _scan(self, since: float, enough: Callable[[list[ProviderBatch]], bool]) -> list[ProviderBatch]:
+        """Batches created after `since`, page by page until `enough` says so or a page is all older."""
+        found: list[ProviderBatch] = []
+        for page in self.pages():
+            found += [b for b in page if b.created_at >= since - CLOCK_SLACK_SECONDS]
+            if enough(found) or all(b.created_at < since - CLOCK_SLACK_SECONDS for b in page):
+                break
+        return found
+
+    def find(self, keys: set[str], since: float) -> dict[str, ProviderBatch]:
+        found: dict[str, ProviderBatch] = {}
+        for batch in self._scan(since, lambda seen: {b.key for b in seen} >= keys):
+            if batch.key in keys:
+                found.setdefault(batch.key, batch)
+        return found
+
+    def created_since(self, since: float) -> list[ProviderBatch]:
+        return self._scan(since, lambda seen: False)
+
+    def enqueued_tokens(self, model: str) -> int:
+        return 0  # jobs hold no tags to count ours by
+
+    def batches(self, batch_ids: set[str], since: float) -> dict[str, ProviderBatch]:
+        states: dict[str, ProviderBatch] = {}
+        try:
+            for batch_id in sorted(batch_ids):
+                try:
+                    states[batch_id] = self.retrieve(batch_id)
+                except errors.ClientError as exc:
+                    if exc.code != 404:
+                        raise
+        except errors.APIError as exc:  # its text may echo request details: only its type is kept
+            raise ProviderUnavailable(f"reading batches failed: {type(exc).__name__} {exc.code}") from None
+        return states
+
+    def retrieve(self, batch_id: str) -> ProviderBatch:
+        self.calls += 1
+        return provider_batch(self.client.batches.get(name=batch_id))
+
+    def submit(self, data: bytes, encoding: RequestEncoding, key: str, tags: Mapping[str, str],
+               earlier_attempt: bool, log: Callable[[str], None]) -> ProviderBatch:
+        assert isinstance(encoding, GeminiEncoding)  # made by this provider's `encoding`
+        uploaded = self._upload(data, key, earlier_attempt, log)
+        self.calls += 1
+        job = self.client.batches.create(model=encoding.model, src=uploaded, config={"display_name": key})
+        return provider_batch(job)
+
+    def _upload(self, data: bytes, key: str, earlier_attempt: bool, log: Callable[[str], None]) -> str:
+        """The shard's input file, reusing one an attempt that died before its create left."""
+        name = f"{key}.jsonl"
+        if earlier_attempt:
+            self.calls += 1
+            left = [f.name for f in self.client.files.list() if f.display_name == name and f.name]
+            if left:
+                log(f"reusing upload {left[0]} left by an earlier attempt")
+                return left[0]
+        self.calls += 1
+        file = self.client.files.upload(file=io.BytesIO(data),
+                                        config={"display_name": name, "mime_type": "application/jsonl"})
+        requests = data.count(b"\n")
+        log(f"uploaded {requests} requests as {file.name}")
+        return file.name or ""
+
+    def result_kinds(self, batch: ProviderBatch) -> Sequence[str]:
+        return ["output"] if batch.files.get("output") else []
+
+    def download(self, batch: ProviderBatch, kind: str) -> bytes:
+        self.calls += 1
+        return self.client.files.download(file=batch.files[kind]) or b""
+
+    def parse_results(self, files: Sequence[bytes | Path]) -> pa.Table:
+        return parse_results(files)
+
+    def cancel(self, batch_id: str) -> ProviderBatch:
+        self.calls += 1
+        self.client.batches.cancel(name=batch_id)
+        return self.retrieve(batch_id)
+
+    def delete_file(self, file_id: str) -> bool:
+        self.calls += 1
+        try:
+            self.client.files.delete(name=file_id)
+        except errors.APIError as exc:
+            if exc.code == 404:
+                return False
+            raise ProviderUnavailable(f"{type(exc).__name__}, HTTP {exc.code}") from None
+        return True

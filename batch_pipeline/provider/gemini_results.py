@@ -1,0 +1,73 @@
+"""Gemini's Batch Mode responses file (JSONL, one line per request, each with its `key`) as
+neutral rows.
+
+A line holds the request's `response` (a GenerateContentResponse: the first candidate's text
+parts are the answer, `usageMetadata` its tokens) or an `error` (a google.rpc.Status, whose
+`status` becomes the row's `error_code`). A candidate stopped for safety is a refusal
+(`invalid_output`). A line of an unexpected shape is a failed row naming its line.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from batch_pipeline.provider.contract import RESULT_ROWS
+
+REFUSED = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION"})
+
+
+def parse_results(files: Sequence[bytes | Path]) -> pa.Table:
+    rows = []
+    for data in files:
+        raw = data if isinstance(data, bytes) else data.read_bytes()
+        for number, line in enumerate(raw.removeprefix(codecs.BOM_UTF8).splitlines(), 1):
+            if line.strip():
+                rows.append(_row(line, number))
+    return pa.Table.from_pylist(rows, schema=RESULT_ROWS)
+
+
+def _row(line: bytes, number: int) -> dict[str, Any]:
+    parsed: Any = None
+    try:
+        parsed = orjson.loads(line)
+        key = parsed["key"]
+        if not isinstance(key, str):
+            raise TypeError("key is not a string")
+        if parsed.get("error"):
+            error = parsed["error"]
+            code = error.get("status") or f"http_{error.get('code')}"
+            return {"custom_id": key, "status": "failed", "error_code": code,
+                    "error_message": error.get("message") or "the request failed"}
+        return {"custom_id": key, **_response(parsed["response"])}
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        key = parsed.get("key") if isinstance(parsed, dict) else None
+        why = f"line {number} of the responses has an unexpected shape ({type(exc).__name__}: {exc})"
+        return {"custom_id": key if isinstance(key, str) else None, "status": "failed", "error_code": "malformed_line",
+                "error_message": why}
+
+
+def _response(response: dict[str, Any]) -> dict[str, Any]:
+    usage = response.get("usageMetadata") or {}
+    tokens = {"model": response.get("modelVersion"), "input_tokens": usage.get("promptTokenCount"),
+              "output_tokens": _output_tokens(usage), "cached_input_tokens": usage.get("cachedContentTokenCount")}
+    candidates = response.get("candidates") or []
+    reason = candidates[0].get("finishReason") if candidates else (response.get("promptFeedback") or {}).get(
+        "blockReason")
+    if not candidates or reason in REFUSED:
+        return {"status": "invalid_output", "error_code": "refusal",
+                "error_message": f"the model gave no answer ({reason or 'no candidate'})", **tokens}
+    parts = (candidates[0].get("content") or {}).get("parts") or []
+    texts = [p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought")]
+    return {"status": "succeeded", "output": "".join(texts) if texts else None, **tokens}
+
+
+def _output_tokens(usage: dict[str, Any]) -> int | None:
+    """Billed output: the answer's tokens and the model's thinking."""
+    parts = [usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount")]
+    return sum(p for p in parts if isinstance(p, int)) if isinstance(parts[0], int) else None
