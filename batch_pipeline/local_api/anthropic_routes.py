@@ -204,6 +204,16 @@ class MessageBatches:
     def results_path(self, message_batch_id: str) -> Path:
         return self.results_dir / f"{message_batch_id}.jsonl"
 
+    def cancel(self, message_batch_id: str) -> _Entry:
+        """Cancel before the end (in_progress -> canceling -> ended); a batch that already ended,
+        even while this call ran, is returned as it is."""
+        entry = self.get(message_batch_id)
+        try:
+            self.api.lifecycle.cancel(entry.batch_id)
+        except APIError:  # the engine's 409: terminal already
+            pass
+        return self.get(message_batch_id)
+
     def delete(self, entry: _Entry) -> None:
         """Forget an ended Message Batch: its row, its results and its engine batch with its files."""
         with self.store.transaction() as conn:
@@ -336,11 +346,7 @@ def anthropic_routes(api: LocalBatchAPI) -> list[Route]:
                              "last_id": data[-1]["id"] if data else None})
 
     async def cancel(request: Request) -> Response:
-        """Cancel before the end; a batch that already ended is returned as it is."""
-        entry = await api.run(batches.get, request.path_params["batch_id"])
-        if entry.row.status not in TERMINAL_STATUSES:
-            await api.run(api.lifecycle.cancel, entry.batch_id)
-        entry = await api.run(batches.get, entry.id)
+        entry = await api.run(batches.cancel, request.path_params["batch_id"])
         return JSONResponse(message_batch(await api.run(batches.finished, entry), _origin(request)))
 
     async def delete(request: Request) -> Response:
