@@ -507,10 +507,14 @@ def _background_advancer(api: LocalBatchAPI) -> Callable[[Starlette], Any]:
 
 
 def build_app(data_dir: str | Path, *, api_key: str | None, settings: LocalAPISettings, offload: bool) -> Starlette:
+    # Imported here: the Anthropic routes build on this module.
+    from batch_pipeline.local_api.anthropic_routes import anthropic_routes
+
     api = LocalBatchAPI(data_dir, api_key, settings, offload)
     routes = _routes(api)
     app = Starlette(
-        routes=[Mount("/v1", routes=routes), Mount("/openai", routes=_routes(api, azure=True)), *routes],
+        routes=[*anthropic_routes(api), Mount("/v1", routes=routes), Mount("/openai", routes=_routes(api, azure=True)),
+                *routes],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
         lifespan=_background_advancer(api),
     )

@@ -126,8 +126,9 @@ class EmbeddedTransport(httpx2.BaseTransport):
 
 
 def embedded_http_client(data_dir: str | Path, *, settings: LocalAPISettings | None = None) -> httpx2.Client:
-    """An HTTP client for the ``openai`` clients (``OpenAI``, ``AzureOpenAI``) that answers every
-    request to ``EMBEDDED_ORIGIN`` with the local Batch API on ``data_dir``, in-process.
+    """An HTTP client for the ``openai`` clients (``OpenAI``, ``AzureOpenAI``) and ``anthropic.Anthropic``
+    (base URL ``EMBEDDED_ORIGIN``: both take any ``httpx2.Client``) that answers every request to
+    ``EMBEDDED_ORIGIN`` with the local Batch API on ``data_dir``, in-process.
 
     Raises ``LocalAPIExtraMissing`` (an ``ImportError``) without the ``local-api`` extra."""
     require_web_stack()

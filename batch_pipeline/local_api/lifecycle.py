@@ -329,14 +329,16 @@ class Lifecycle:
         return self._checkpoint(row, progress)
 
     def _replies(self, row: BatchRow, lines: list[dict[str, Any]]) -> list[Reply | EncodedReply]:
-        """One reply per line: an injected fault where one is drawn, the 400 the endpoint would
-        answer an invalid body with, else the executor's answer."""
+        """One reply per line: the reply decided when the batch was created (``preset_reply``), an
+        injected fault where one is drawn, the 400 the endpoint would answer an invalid body with,
+        else the executor's answer."""
         endpoint, bodies = row.endpoint, self._bodies(row, lines)
         if self.settings.line_fault_total() > 0:
-            early = [line_fault(self.settings, row.input_sha256, line["custom_id"])
+            early = [preset_reply(line) or line_fault(self.settings, row.input_sha256, line["custom_id"])
                      or request_error(endpoint, body) for line, body in zip(lines, bodies, strict=True)]
         else:
-            early = [request_error(endpoint, body) for body in bodies]
+            early = [preset_reply(line) or request_error(endpoint, body)
+                     for line, body in zip(lines, bodies, strict=True)]
         if not any(early):
             return self.executor(endpoint, bodies)
         to_run = [body for body, reply in zip(bodies, early, strict=True) if reply is None]
@@ -461,6 +463,17 @@ class Lifecycle:
                 err.write(orjson.dumps({"id": f"batch_req_{prefix}{number:08x}", "custom_id": custom_id,
                                         "response": None, "error": {"code": code, "message": message}}) + b"\n")
                 number += 1
+
+
+def preset_reply(line: dict[str, Any]) -> Reply | None:
+    """The ``preset_reply`` ``[status, body]`` of an internal request line, if it has one.
+
+    Protocols translated onto this engine (the Anthropic routes) check a request's own parameters
+    when the batch is created, but must report a bad one as that request's error once the batch
+    ends, not refuse the batch: such a line carries its error reply instead of a runnable body.
+    """
+    preset = line.get("preset_reply")
+    return None if preset is None else (preset[0], preset[1])
 
 
 def _add_usage(usage: dict[str, Any], reply_usage: Any) -> None:

@@ -23,6 +23,16 @@ DEFAULT_SERVED_MODELS = (
     "text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002",
     "omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest", "text-moderation-stable",
 )
+# Claude models the Anthropic routes serve by default: current aliases, their dated snapshots, and
+# the ids the anthropic SDK (2.17) names in its `Model` type.
+DEFAULT_SERVED_ANTHROPIC_MODELS = (
+    "claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "claude-haiku-4-5", "claude-haiku-4-5-20251001",
+    "claude-opus-4-5", "claude-opus-4-5-20251101", "claude-opus-4-1", "claude-opus-4-1-20250805",
+    "claude-opus-4-0", "claude-opus-4-20250514", "claude-sonnet-4-0", "claude-sonnet-4-20250514",
+    "claude-3-7-sonnet-latest", "claude-3-7-sonnet-20250219", "claude-3-5-haiku-latest", "claude-3-5-haiku-20241022",
+    "claude-3-haiku-20240307", "claude-sonnet-4-6", "claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8",
+    "claude-sonnet-5", "claude-opus-5", "claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-5-5",
+)
 
 
 class LocalAPISettings(BaseModel):
@@ -76,6 +86,15 @@ class LocalAPISettings(BaseModel):
         description="models the API serves ('*' serves any); with upstream_url the upstream's /v1/models decides",
     )
 
+    # Anthropic's Message Batches, on the routes under /v1/messages/batches (docs/local-api-anthropic.md)
+    anthropic_served_models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SERVED_ANTHROPIC_MODELS),
+        description="Claude models the Anthropic routes serve ('*' serves any); a request naming another one ends"
+        " errored with not_found_error",
+    )
+    anthropic_max_requests_per_batch: int = Field(100_000, ge=1)
+    anthropic_max_batch_bytes: int = Field(256 * MB, ge=1, description="largest create body (else 413)")
+
     # Faults, reproducible from fault_seed
     fault_seed: int = 0
     line_rate_limit_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 429")
@@ -116,6 +135,9 @@ _REPEATED = {
                           "an Azure deployment and the model it runs; repeat for several"),
     "served_models": ("--served-model", "MODEL",
                       "a model the API serves, replacing the default list; repeat for several, '*' for any"),
+    "anthropic_served_models": ("--served-anthropic-model", "MODEL",
+                                "a Claude model the Anthropic routes serve, replacing the default list; repeat"
+                                " for several, '*' for any"),
 }
 
 # Secrets are never flags (a command line is visible to every user of the machine, in `ps`):

@@ -80,6 +80,7 @@ CREATE INDEX IF NOT EXISTS batches_by_status ON batches(status);
 # gains them when opened (`Store.__init__`).
 _ADDED_COLUMNS = {"flavour": "TEXT NOT NULL DEFAULT 'openai'"}
 OPENAI, AZURE = "openai", "azure"  # whose routes created a batch, and so whose quirks it has
+ANTHROPIC = "anthropic"  # run for the Anthropic routes (anthropic_routes.py): hidden from OpenAI's list
 
 # Internal columns a lifecycle step may update, besides the public document.
 BATCH_COLUMNS = frozenset(
@@ -335,17 +336,19 @@ class Store:
         return _batch_row(row)
 
     def list_batches(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Newest first; ``after`` is an exclusive cursor."""
+        """Newest first; ``after`` is an exclusive cursor. Batches run for another protocol's routes
+        (``ANTHROPIC``) are not OpenAI batches and are left out."""
         with self.connect() as conn:
             start = None
             if after:
                 cursor = conn.execute("SELECT seq FROM batches WHERE id = ?", (after,)).fetchone()
                 start = cursor["seq"] if cursor is not None else None
             if start is None:
-                rows = conn.execute("SELECT doc FROM batches ORDER BY seq DESC LIMIT ?", (limit + 1,)).fetchall()
+                rows = conn.execute("SELECT doc FROM batches WHERE flavour != ? ORDER BY seq DESC LIMIT ?",
+                                    (ANTHROPIC, limit + 1)).fetchall()
             else:
-                rows = conn.execute("SELECT doc FROM batches WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-                                    (start, limit + 1)).fetchall()
+                rows = conn.execute("SELECT doc FROM batches WHERE seq < ? AND flavour != ? ORDER BY seq DESC"
+                                    " LIMIT ?", (start, ANTHROPIC, limit + 1)).fetchall()
         return [orjson.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
 
     def due_batch_ids(self, now: float) -> list[str]:
@@ -439,6 +442,19 @@ class Store:
             return _batch_row(conn.execute(
                 "UPDATE batches SET status = 'cancelling', doc = :doc, due_at = :due_at WHERE id = :id RETURNING *",
                 params).fetchone())
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Forget a terminal batch with its input, output and error files (Anthropic's delete)."""
+        row = self.get_batch(batch_id)
+        if row.status not in TERMINAL_STATUSES:
+            raise ValueError(f"batch {batch_id} is still {row.status}")
+        file_ids = [f for f in (row.doc.get("input_file_id"), row.doc.get("output_file_id"),
+                                row.doc.get("error_file_id")) if f and _FILE_ID.match(f)]
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+            conn.executemany("DELETE FROM files WHERE id = ?", [(f,) for f in file_ids])
+        for file_id in file_ids:
+            (self.files_dir / file_id).unlink(missing_ok=True)
 
     def work_path(self, batch_id: str, name: str) -> Path:
         folder = self.work_dir / batch_id
