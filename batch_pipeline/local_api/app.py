@@ -31,6 +31,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -507,10 +508,14 @@ def _background_advancer(api: LocalBatchAPI) -> Callable[[Starlette], Any]:
 
 
 def build_app(data_dir: str | Path, *, api_key: str | None, settings: LocalAPISettings, offload: bool) -> Starlette:
+    # Gemini's routes import this module's responses and state: imported once it is loaded.
+    from batch_pipeline.local_api.gemini_routes import GeminiDispatch
+
     api = LocalBatchAPI(data_dir, api_key, settings, offload)
     routes = _routes(api)
     app = Starlette(
         routes=[Mount("/v1", routes=routes), Mount("/openai", routes=_routes(api, azure=True)), *routes],
+        middleware=[Middleware(GeminiDispatch, api=api)],  # Gemini's requests, by protocol and under /gemini
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
         lifespan=_background_advancer(api),
     )

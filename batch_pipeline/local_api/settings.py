@@ -24,6 +24,13 @@ DEFAULT_SERVED_MODELS = (
     "omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest", "text-moderation-stable",
 )
 
+# Models the Gemini routes serve by default (docs/local-api-gemini.md): generation and embedding.
+DEFAULT_GEMINI_MODELS = (
+    "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite",
+    "gemini-3-flash-preview", "gemini-3-pro-preview", "gemini-flash-latest", "gemini-flash-lite-latest",
+    "gemini-embedding-001", "text-embedding-004",
+)
+
 
 class LocalAPISettings(BaseModel):
     """How the local Batch API behaves. Every field has a default suited to tests and demos."""
@@ -76,6 +83,11 @@ class LocalAPISettings(BaseModel):
         description="models the API serves ('*' serves any); with upstream_url the upstream's /v1/models decides",
     )
 
+    gemini_models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_GEMINI_MODELS),
+        description="models the Gemini routes serve ('*' serves any); another answers 404 NOT_FOUND at create",
+    )
+
     # Faults, reproducible from fault_seed
     fault_seed: int = 0
     line_rate_limit_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 429")
@@ -116,6 +128,8 @@ _REPEATED = {
                           "an Azure deployment and the model it runs; repeat for several"),
     "served_models": ("--served-model", "MODEL",
                       "a model the API serves, replacing the default list; repeat for several, '*' for any"),
+    "gemini_models": ("--gemini-model", "MODEL",
+                      "a model the Gemini routes serve, replacing the default list; repeat for several, '*' for any"),
 }
 
 # Secrets are never flags (a command line is visible to every user of the machine, in `ps`):
