@@ -31,6 +31,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -507,14 +508,16 @@ def _background_advancer(api: LocalBatchAPI) -> Callable[[Starlette], Any]:
 
 
 def build_app(data_dir: str | Path, *, api_key: str | None, settings: LocalAPISettings, offload: bool) -> Starlette:
-    # Imported here: the Anthropic routes build on this module.
+    # Imported here: the Anthropic routes and Gemini's dispatch build on this module.
     from batch_pipeline.local_api.anthropic_routes import anthropic_routes
+    from batch_pipeline.local_api.gemini_routes import GeminiDispatch
 
     api = LocalBatchAPI(data_dir, api_key, settings, offload)
     routes = _routes(api)
     app = Starlette(
         routes=[*anthropic_routes(api), Mount("/v1", routes=routes), Mount("/openai", routes=_routes(api, azure=True)),
                 *routes],
+        middleware=[Middleware(GeminiDispatch, api=api)],  # Gemini's requests, by protocol and under /gemini
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
         lifespan=_background_advancer(api),
     )

@@ -24,6 +24,7 @@ from batch_pipeline.local_api import require_web_stack
 from batch_pipeline.local_api.settings import LocalAPISettings
 
 if TYPE_CHECKING:
+    from google import genai
     from starlette.types import ASGIApp, Message
 
 T = TypeVar("T")
@@ -147,3 +148,23 @@ def embedded_client(data_dir: str | Path, *, settings: LocalAPISettings | None =
     openai_kwargs.setdefault("api_key", EMBEDDED_API_KEY)
     openai_kwargs.setdefault("base_url", EMBEDDED_BASE_URL)
     return openai.OpenAI(http_client=http_client, **openai_kwargs)
+
+
+def embedded_genai_client(data_dir: str | Path, *, settings: LocalAPISettings | None = None,
+                          api_version: str | None = None) -> genai.Client:
+    """A ``google.genai.Client`` (Gemini Developer API) talking to the local Batch API on
+    ``data_dir``, in-process: the SDK takes the same in-process transport through
+    ``HttpOptions(httpx_client=httpx2.Client(transport=EmbeddedTransport(app)))``.
+
+    ``api_version`` is the SDK's (``v1`` by default, or ``v1beta``). Needs the ``gemini`` extra
+    (google-genai) besides ``local-api``."""
+    require_web_stack()
+    from google import genai
+    from google.genai import types
+
+    from batch_pipeline.local_api.app import build_app
+
+    app = build_app(data_dir, api_key=None, settings=settings or LocalAPISettings(), offload=False)
+    options = types.HttpOptions(base_url=EMBEDDED_ORIGIN, api_version=api_version,
+                                httpx_client=httpx2.Client(transport=EmbeddedTransport(app)))
+    return genai.Client(api_key=EMBEDDED_API_KEY, http_options=options)

@@ -40,6 +40,7 @@ from batch_pipeline.local_api.responders import (
 from batch_pipeline.local_api.settings import LocalAPISettings
 from batch_pipeline.local_api.store import (
     AZURE,
+    GEMINI,
     TERMINAL_STATUSES,
     BatchRow,
     Store,
@@ -269,7 +270,9 @@ class Lifecycle:
             return self._fail(row, [batch_error(
                 "invalid_request", f"Cannot find file {input_id}, or organization does not have access to it.",
                 param="file_id")])
-        found = validate_input(path, row.endpoint, self.settings, self.served_models(), azure=row.flavour == AZURE)
+        # A Gemini batch's model was checked against the Gemini models when it was created.
+        served = None if row.flavour == GEMINI else self.served_models()
+        found = validate_input(path, row.endpoint, self.settings, served, azure=row.flavour == AZURE)
         if found.errors:
             return self._fail(row, found.errors)
         model = found.model or ""

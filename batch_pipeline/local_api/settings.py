@@ -34,6 +34,13 @@ DEFAULT_SERVED_ANTHROPIC_MODELS = (
     "claude-sonnet-5", "claude-opus-5", "claude-sonnet-5-5", "claude-haiku-5-5", "claude-opus-5-5",
 )
 
+# Models the Gemini routes serve by default (docs/local-api-gemini.md): generation and embedding.
+DEFAULT_GEMINI_MODELS = (
+    "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite",
+    "gemini-3-flash-preview", "gemini-3-pro-preview", "gemini-flash-latest", "gemini-flash-lite-latest",
+    "gemini-embedding-001", "text-embedding-004",
+)
+
 
 class LocalAPISettings(BaseModel):
     """How the local Batch API behaves. Every field has a default suited to tests and demos."""
@@ -94,6 +101,10 @@ class LocalAPISettings(BaseModel):
     )
     anthropic_max_requests_per_batch: int = Field(100_000, ge=1)
     anthropic_max_batch_bytes: int = Field(256 * MB, ge=1, description="largest create body (else 413)")
+    gemini_models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_GEMINI_MODELS),
+        description="models the Gemini routes serve ('*' serves any); another answers 404 NOT_FOUND at create",
+    )
 
     # Faults, reproducible from fault_seed
     fault_seed: int = 0
@@ -138,6 +149,8 @@ _REPEATED = {
     "anthropic_served_models": ("--served-anthropic-model", "MODEL",
                                 "a Claude model the Anthropic routes serve, replacing the default list; repeat"
                                 " for several, '*' for any"),
+    "gemini_models": ("--gemini-model", "MODEL",
+                      "a model the Gemini routes serve, replacing the default list; repeat for several, '*' for any"),
 }
 
 # Secrets are never flags (a command line is visible to every user of the machine, in `ps`):

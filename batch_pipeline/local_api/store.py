@@ -79,8 +79,11 @@ CREATE INDEX IF NOT EXISTS batches_by_status ON batches(status);
 # Columns added after the first release, with their definitions: a data dir written before
 # gains them when opened (`Store.__init__`).
 _ADDED_COLUMNS = {"flavour": "TEXT NOT NULL DEFAULT 'openai'"}
-OPENAI, AZURE = "openai", "azure"  # whose routes created a batch, and so whose quirks it has
-ANTHROPIC = "anthropic"  # run for the Anthropic routes (anthropic_routes.py): hidden from OpenAI's list
+OPENAI, AZURE, GEMINI = "openai", "azure", "gemini"  # whose routes created a batch, and so whose quirks it has
+ANTHROPIC = "anthropic"  # run for the Anthropic routes (anthropic_routes.py)
+OTHER_PROTOCOLS = (ANTHROPIC, GEMINI)  # batches run for these routes are theirs to list, not OpenAI's
+# Files the Gemini routes keep (uploads, translated inputs, responses files): hidden from OpenAI's list.
+GEMINI_PURPOSE = "gemini"
 
 # Internal columns a lifecycle step may update, besides the public document.
 BATCH_COLUMNS = frozenset(
@@ -270,8 +273,8 @@ class Store:
 
     def list_files(self, *, after: str | None, limit: int, order: str, purpose: str | None
                    ) -> tuple[list[dict[str, Any]], bool]:
-        clauses = ["(expires_at IS NULL OR expires_at > ?)"]
-        params: list[Any] = [int(time.time())]
+        clauses = ["(expires_at IS NULL OR expires_at > ?)", "purpose != ?"]
+        params: list[Any] = [int(time.time()), GEMINI_PURPOSE]
         if purpose:
             clauses.append("purpose = ?")
             params.append(purpose)
@@ -337,18 +340,18 @@ class Store:
 
     def list_batches(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Newest first; ``after`` is an exclusive cursor. Batches run for another protocol's routes
-        (``ANTHROPIC``) are not OpenAI batches and are left out."""
+        (``OTHER_PROTOCOLS``) are theirs to list, not OpenAI's."""
         with self.connect() as conn:
             start = None
             if after:
                 cursor = conn.execute("SELECT seq FROM batches WHERE id = ?", (after,)).fetchone()
                 start = cursor["seq"] if cursor is not None else None
             if start is None:
-                rows = conn.execute("SELECT doc FROM batches WHERE flavour != ? ORDER BY seq DESC LIMIT ?",
-                                    (ANTHROPIC, limit + 1)).fetchall()
+                rows = conn.execute("SELECT doc FROM batches WHERE flavour NOT IN (?, ?) ORDER BY seq DESC LIMIT ?",
+                                    (*OTHER_PROTOCOLS, limit + 1)).fetchall()
             else:
-                rows = conn.execute("SELECT doc FROM batches WHERE seq < ? AND flavour != ? ORDER BY seq DESC"
-                                    " LIMIT ?", (start, ANTHROPIC, limit + 1)).fetchall()
+                rows = conn.execute("SELECT doc FROM batches WHERE seq < ? AND flavour NOT IN (?, ?) ORDER BY seq DESC"
+                                    " LIMIT ?", (start, *OTHER_PROTOCOLS, limit + 1)).fetchall()
         return [orjson.loads(r["doc"]) for r in rows[:limit]], len(rows) > limit
 
     def due_batch_ids(self, now: float) -> list[str]:
