@@ -25,6 +25,7 @@ use_case = UseCase(
         description="Three ad copy variants per launched product, for A/B tests.",
         endpoint="/v1/responses",
         model="gpt-4o-mini",
+        models={"anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"},
         system_prompt="You write concise, honest ad copy. No claims the features do not support.",
         prompt=(
             "Write 3 ad variants for {product_name} ({category}), priced ${price_usd}, "

@@ -42,6 +42,7 @@ classification = UseCase(
         name="content_classification",
         description="Topics, sentiment, language (ISO 639-1) and moderation flags per document.",
         model="gpt-4o-mini",
+        models={"anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"},
         system_prompt="You label user-generated content for a trust and safety team.",
         prompt="Source: {source}\nTitle: {title}\n\n{text}",
         response_model=ContentLabels,

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from batch_pipeline.cost import BATCH_DISCOUNT
 from batch_pipeline.dagster.jobs import asset_key, submit_job
 from batch_pipeline.dagster.sensor import MONITOR_NAME
+from batch_pipeline.errors import ProviderSettingError, SpecError
 from batch_pipeline.harvest.lines import STATUSES
 from batch_pipeline.sources.unassigned import unassigned_rows
 from batch_pipeline.testing import run_until_idle
@@ -53,7 +54,8 @@ def run_demo(
     """Run the demo (the sample use cases, or `use_cases`); non-zero if any stage failed.
 
     `only` limits it to the use cases of those names, `partitions` to those partition keys;
-    `provider` ('openai' or 'azure', default $BATCH_PIPELINE_PROVIDER) is whose Batch API to speak.
+    `provider` ('openai', 'azure', 'anthropic' or 'gemini', default $BATCH_PIPELINE_PROVIDER) is whose
+    Batch API to speak; a use case whose endpoint or model that provider has not is reported, not run.
     """
     provider = provider or os.environ.get("BATCH_PIPELINE_PROVIDER") or "openai"
     _configure_environment(warehouse, base_url, provider)
@@ -75,7 +77,7 @@ def run_demo(
     if unknown:
         print(f"no use case named {', '.join(sorted(unknown))}; there are {', '.join(u.name for u in USE_CASES)}")
         return 2
-    USE_CASES = [uc for uc in USE_CASES if not only or uc.name in only]
+    USE_CASES = _supported([uc for uc in USE_CASES if not only or uc.name in only], defs)
     runs, broken = _plan(USE_CASES)
     if partitions:
         runs = {key: run for key, run in runs.items() if key[1] in partitions}
@@ -85,6 +87,20 @@ def run_demo(
         _harvest(defs, instance, runs)
     _print_summary(runs, instance, USE_CASES, broken)
     return 0 if not broken and all(r.submitted and r.harvested for r in runs.values()) else 1
+
+
+def _supported(use_cases: Sequence[UseCase], defs: dg.Definitions) -> list[UseCase]:
+    """The use cases the provider in use can serve; the others are reported as not supported there."""
+    with dg.build_resources({"batch_api": (defs.resources or {})["batch_api"]}) as resources:
+        provider = resources.batch_api.provider_in_use()
+    supported = []
+    for uc in use_cases:
+        try:
+            provider.encoding(uc.spec)
+            supported.append(uc)
+        except (ProviderSettingError, SpecError) as exc:
+            print(f"  {uc.name}: not supported on {provider.name} ({exc})")
+    return supported
 
 
 def _waves(runs: dict[tuple[str, str], PartitionRun]) -> list[dict[tuple[str, str], PartitionRun]]:
@@ -176,6 +192,15 @@ def _said(exc: BaseException) -> str:
     return str(exc).strip()[:500] or type(exc).__name__
 
 
+# Each provider's key variables and base URL variable, as its official client reads them.
+_VARIABLES = {
+    "openai": (("OPENAI_API_KEY",), "OPENAI_BASE_URL"),
+    "azure": (("AZURE_OPENAI_API_KEY",), "AZURE_OPENAI_ENDPOINT"),
+    "anthropic": (("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL"),
+    "gemini": (("GEMINI_API_KEY", "GOOGLE_API_KEY"), "GOOGLE_GEMINI_BASE_URL"),
+}
+
+
 def _configure_environment(warehouse: str | None, base_url: str | None, provider: str) -> None:
     # a folder is made absolute; a URL (s3://bucket/wh) is kept as given
     os.environ["BATCH_PIPELINE_WAREHOUSE"] = resolve_root(
@@ -186,14 +211,13 @@ def _configure_environment(warehouse: str | None, base_url: str | None, provider
         Path(os.environ.get("BATCH_PIPELINE_LOCAL_API_DIR") or ".local_batch_api").resolve()
     )
     os.environ["BATCH_PIPELINE_PROVIDER"] = provider
-    key, url = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT") if provider == "azure" else (
-        "OPENAI_API_KEY", "OPENAI_BASE_URL")
+    keys, url = _VARIABLES[provider]
     if base_url:
-        if not os.environ.get(key):
-            sys.exit(f"--base-url needs the Batch API's key in {key}")
+        if not any(os.environ.get(key) for key in keys):
+            sys.exit(f"--base-url needs the Batch API's key in {keys[0]}")
         os.environ[url] = base_url
     else:
-        for name in (key, url):
+        for name in (*keys, url):
             if os.environ.pop(name, None):
                 print(f"note: {name} is ignored; the demo uses the embedded local Batch API")
     if provider == "azure":
@@ -217,7 +241,8 @@ def _default_deployments(use_cases: Sequence[UseCase]) -> None:
 def _batch_api(provider: str) -> str:
     """Where the demo's requests go, and as whom; no key."""
     if provider != "azure":
-        return os.environ.get("OPENAI_BASE_URL") or "embedded local Batch API"
+        where = os.environ.get(_VARIABLES[provider][1]) or "embedded local Batch API"
+        return where if provider == "openai" else f"{where}, as {provider}"
     where = os.environ.get("AZURE_OPENAI_ENDPOINT") or "embedded local Batch API"
     return (f"{where}, as Azure OpenAI (api-version {os.environ['OPENAI_API_VERSION']}; deployments "
             f"{os.environ['BATCH_PIPELINE_AZURE_DEPLOYMENTS']})")

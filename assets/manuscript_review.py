@@ -32,6 +32,7 @@ use_case = UseCase(
         name="manuscript_review",
         description="A structured review of each submitted manuscript: scores, decision, strengths, weaknesses.",
         model="gpt-4o-mini",
+        models={"anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"},
         system_prompt="You are a rigorous, fair peer reviewer for a multidisciplinary journal.",
         prompt="Review this submission.\n\nTitle: {title}\n\nAbstract: {abstract}\n\nExcerpt: {body_excerpt}",
         response_model=ManuscriptReview,

@@ -16,6 +16,7 @@ spec = BatchSpec(
     name="patient_education",
     description="A plain-language leaflet for each medication on the daily list.",
     model="gpt-4o-mini",
+    models={"anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"},
     system_prompt=(
         "You write patient education leaflets at a 6th-grade reading level. Be accurate, kind "
         "and brief. Never change a dose; tell the reader to ask their pharmacist or doctor."

@@ -41,10 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--base-url", default=None,
         help="use this Batch API (key from OPENAI_API_KEY; with --provider azure, the Azure endpoint and "
-        "AZURE_OPENAI_API_KEY) instead of the embedded one",
+        "AZURE_OPENAI_API_KEY; anthropic: ANTHROPIC_API_KEY; gemini: GEMINI_API_KEY) instead of the embedded one",
     )
     demo.add_argument(
-        "--provider", choices=("openai", "azure"), default=None,
+        "--provider", choices=("openai", "azure", "anthropic", "gemini"), default=None,
         help="whose Batch API to speak (default $BATCH_PIPELINE_PROVIDER, else openai); without --base-url "
         "the embedded local Batch API answers as that provider",
     )

@@ -88,11 +88,15 @@ def _rate(value: Any, scale: float) -> Rate | None:
 @cache
 def batch_price(model: str) -> BatchPrice | None:
     """`model`'s batch rates from genai-prices, or None when it does not know the model."""
-    try:
-        nothing = Usage(input_tokens=0, output_tokens=0)
-        batch = calc_price(nothing, model, provider_id="openai", price_context=_BATCH_CONTEXT).model_price
-        standard = calc_price(nothing, model, provider_id="openai").model_price
-    except LookupError:
+    nothing = Usage(input_tokens=0, output_tokens=0)
+    for provider in ("openai", None):  # OpenAI's price first (Azure bills the same); else the model's maker's
+        try:
+            batch = calc_price(nothing, model, provider_id=provider, price_context=_BATCH_CONTEXT).model_price
+            standard = calc_price(nothing, model, provider_id=provider).model_price
+            break
+        except LookupError:
+            continue
+    else:
         return None
     scale = BATCH_DISCOUNT if batch == standard else 1.0  # no batch variant: half the synchronous rates
     input_rate = _rate(batch.input_mtok, scale) or Rate(0.0)

@@ -2,6 +2,7 @@
 
 Its asset keys and jobs are Dagster's: `batch_pipeline/dagster/jobs.py` derives them from it."""
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -68,6 +69,17 @@ class UseCase:
                             "selects a partition's rows")
         raise SpecError(f"spec '{self.spec.name}': partition_column must map each dimension "
                         f"{sorted(wanted)} to its column, not {sorted(given)}")
+
+    def on(self, provider: str) -> "UseCase":
+        """The use case as it runs on `provider`: its spec names that provider's model
+        (`BatchSpec.models`), so estimates, prices and learned usage are that model's."""
+        try:
+            model = self.spec.model_for(provider)
+        except SpecError:  # the provider's encoding says why, naming the endpoint first where that fails too
+            return self
+        if model == self.spec.model:
+            return self
+        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, model=model))
 
     @property
     def name(self) -> str:

@@ -54,7 +54,8 @@ def test_a_partition_lands_typed_results_and_a_rerun_pays_nothing(provider, pipe
     assert sorted(r["ticket"] for r in rows) == [f"T{i}" for i in range(5)]
     assert {r["status"] for r in rows} == {"succeeded"}
     assert all(isinstance(r["priority"], int) and r["team"] for r in rows)
-    assert all(r["input_tokens"] and r["output_tokens"] for r in rows)
+    assert all(r["input_tokens"] and r["output_tokens"] and r["cost_usd"] for r in rows)  # priced as its model
+    assert {r["model"] for r in rows} <= {MODELS[provider], f"models/{MODELS[provider]}"}
     state = latest_state(instance, uc, DAY)
     assert state is not None and {s.provider for s in state.batches} == {provider} and len(state.batches) == 3
 

@@ -140,6 +140,16 @@ def _resources(context: dg.AssetExecutionContext, uc: UseCase) -> tuple[Warehous
     return getattr(context.resources, keys.warehouse).warehouse(), getattr(context.resources, keys.batch_api)
 
 
+def _bound(context: dg.AssetExecutionContext, uc: UseCase) -> tuple[UseCase, Warehouse, BatchAPIResource]:
+    """The use case as it runs on the provider in use (its model there, so estimates, prices and
+    learned usage are that model's), its warehouse and its Batch API."""
+    wh, batch_api = _resources(context, uc)
+    with as_failures(f"spec '{uc.name}'"):
+        provider = batch_api.provider_in_use()
+        provider.encoding(uc.spec)  # an endpoint or model the provider has not fails here, before anything is built
+        return uc.on(provider.name), wh, batch_api
+
+
 def _metadata(context: dg.AssetExecutionContext, uc: UseCase, partition: str, metadata: dict) -> None:
     context.add_asset_metadata(metadata, partition_key=uc.dagster_partition(partition))
 
@@ -225,7 +235,7 @@ def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
 def _requests_run(context: dg.AssetExecutionContext, uc: UseCase, loaded: Source | None) -> Iterator[StepEvent]:
     """Build every partition of the run (each under its lease), in the provider's form, and check
     for unassigned rows."""
-    wh, batch_api = _resources(context, uc)
+    uc, wh, batch_api = _bound(context, uc)
     form, history = _encoding(uc, batch_api), usage_history(context.instance, uc)
     costs = _run_steps(context, uc, wh, _asking(wh, uc, RebuildAsked),
                        lambda step: _build(context, wh, uc, step, loaded, form, history))
@@ -359,12 +369,12 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
             required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
     def batches(context: dg.AssetExecutionContext, config: SubmitConfig) -> None:
         _refuse_a_temporary_instance(context.instance)
-        wh, batch_api = _resources(context, uc)
-        _check_budget(wh, uc, _partitions(context, uc), config.max_run_cost_usd,
-                      usage_history(context.instance, uc))
-        sending, provider = _sending(context, uc, batch_api), batch_api.describe()
-        _run_steps(context, uc, wh, _asking(wh, uc, SubmitAsked),
-                   lambda step: _submit(context, wh, uc, step, sending, provider, batch_api.delete_provider_files))
+        on, wh, batch_api = _bound(context, uc)
+        _check_budget(wh, on, _partitions(context, on), config.max_run_cost_usd,
+                      usage_history(context.instance, on))
+        sending, provider = _sending(context, on, batch_api), batch_api.describe()
+        _run_steps(context, on, wh, _asking(wh, on, SubmitAsked),
+                   lambda step: _submit(context, wh, on, step, sending, provider, batch_api.delete_provider_files))
         failpoint("batches.done")
 
     return batches
@@ -378,7 +388,7 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     @_stage(spec, uc, pool=f"{uc.name}_batch_api", check_specs=checks.check_specs(uc),
             required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
     def results(context: dg.AssetExecutionContext) -> Iterator[StepEvent]:
-        yield from _harvest_run(context, uc, *_resources(context, uc))
+        yield from _harvest_run(context, *_bound(context, uc))
 
     return results
 
