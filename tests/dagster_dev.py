@@ -49,6 +49,15 @@ _PARTITIONS = """query($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) {
   partitionStats { numMaterialized numFailed numMaterializing } } }"""
 _MATERIALIZATIONS = """query($keys: [AssetKeyInput!], $partition: String!) { assetNodes(assetKeys: $keys) {
   assetMaterializations(partitions: [$partition], limit: 20) { runId metadataEntries { label } } } }"""
+_RECORDS = """query($keys: [AssetKeyInput!], $partition: String!) { assetNodes(assetKeys: $keys) {
+  assetMaterializations(partitions: [$partition], limit: 20) { runId metadataEntries { label
+    ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue }
+  } } } }"""
+_STALE = """query($keys: [AssetKeyInput!], $partition: String!) { assetNodes(assetKeys: $keys) { assetKey { path }
+  staleStatus(partition: $partition) staleCauses(partition: $partition) { reason } } }"""
+_CHECK_PARTITIONS = """query($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) { assetChecksOrError {
+  ... on AssetChecks { checks { name blocking partitionStatuses { __typename
+    ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } } } } } } }"""
 _LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
@@ -114,6 +123,26 @@ class DagsterDev:
         [node] = self.graphql(_MATERIALIZATIONS, variables)["assetNodes"]
         return [{"runId": m["runId"], "labels": {e["label"] for e in m["metadataEntries"]}}
                 for m in node["assetMaterializations"]]
+
+    def records(self, asset_key: list[str], partition: str) -> list[dict]:
+        """The partition's materializations, newest first: each run id and its metadata values."""
+        variables = {"keys": [{"path": asset_key}], "partition": partition}
+        [node] = self.graphql(_RECORDS, variables)["assetNodes"]
+        return [{"runId": m["runId"], "metadata": {e["label"]: e.get("text", e.get("intValue", e.get("floatValue")))
+                                                   for e in m["metadataEntries"]}}
+                for m in node["assetMaterializations"]]
+
+    def stale(self, asset_keys: list[list[str]], partition: str) -> dict[str, tuple[str, list[str]]]:
+        """Each asset's `staleStatus` for the partition (the UI's "Unsynced"), with the causes' reasons."""
+        nodes = self.graphql(_STALE, {"keys": [{"path": k} for k in asset_keys], "partition": partition})["assetNodes"]
+        return {"/".join(n["assetKey"]["path"]): (n["staleStatus"], [c["reason"] for c in n["staleCauses"]])
+                for n in nodes}
+
+    def check_partitions(self, asset_key: list[str]) -> dict[str, dict]:
+        """Each check's `blocking` and `partitionStatuses` ranges (its Partitions tab)."""
+        [node] = self.graphql(_CHECK_PARTITIONS, {"keys": [{"path": asset_key}]})["assetNodes"]
+        return {c["name"]: {"blocking": c["blocking"], "ranges": (c["partitionStatuses"] or {}).get("ranges", [])}
+                for c in node["assetChecksOrError"]["checks"]}
 
     def wait_for(self, what: str, found: Callable[[], Any], timeout: float = 300) -> Any:
         """Poll `found` until it returns something truthy; fail naming `what` and the log's tail."""

@@ -3,12 +3,15 @@ GraphQL API the UI uses (tests/dagster_dev.py), on a local Batch API slowed so t
 validating and in_progress while the runs that submitted them end.
 
 One `dagster dev` serves every flow in turn (start-up is most of the cost): Materialize all on a
-group, a partition-range backfill, a rerun of a harvested partition, a budget refusal. Every wait
-polls for the set of states that satisfies it, with a timeout of minutes.
+group, a partition-range backfill, reruns of a harvested partition, a budget refusal, an empty
+partition; then what the UI shows of them: each check's per-partition status, no partition stale
+after its green run, the estimate a rerun records. Every wait polls for the set of states that
+satisfies it, with a timeout of minutes.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,7 +19,7 @@ import pytest
 
 from batch_pipeline.dagster.resources import LocalBatchAPIResource, LocalBatchAPISettings
 from tests.dagster_dev import DagsterDev, running
-from tests.ui_location import DAYS, ROWS_PER_DAY
+from tests.ui_location import DAYS, EMPTY_DAY, ROWS_PER_DAY
 
 # Per stage: a batch is terminal ~18 s after it is created, long after a results step in the run
 # that created it stops waiting for it (`harvest_wait_seconds`, 5 s).
@@ -77,11 +80,50 @@ def backfill_lands(dev: DagsterDev, days: list[str]) -> None:
 
 
 def rerun_pays_nothing(dev: DagsterDev, day: str) -> None:
-    """(c) Materialize all again on a harvested partition: green, and no new batch."""
+    """(c) Materialize all again on a harvested partition: green, no new batch, nothing stale, and
+    the results record keeps the harvest's usage, naming its run; twice, the learned basis holds."""
+    harvest_run = sensor_harvested(dev, day)["runId"]
     before = len(provider_batches(dev.root))
+    bases = []
+    for _ in range(2):
+        run = dev.finished(dev.materialize(group("notes"), day))
+        assert run["status"] == "SUCCESS", dev.failure(run["runId"])
+        assert len(provider_batches(dev.root)) == before
+        assert_fresh(dev, day)
+        [requests] = [r for r in dev.records(["notes", "requests"], day) if r["runId"] == run["runId"]]
+        [results] = [r for r in dev.records(["notes", "results"], day) if r["runId"] == run["runId"]]
+        usage = {k: v for k, v in results["metadata"].items() if k.startswith("usage/")}
+        assert usage["usage/harvest_run_id"] == harvest_run and usage["usage/answered_requests"] == ROWS_PER_DAY, usage
+        assert usage["usage/output_tokens"] > 0, usage
+        assert "learned from" in requests["metadata"]["estimate_basis"], requests["metadata"]
+        bases.append(requests["metadata"]["estimate_basis"])
+    assert bases[0] == bases[1], bases  # the re-run replaced no partition's record with zeros
+
+
+def empty_partition_fresh(dev: DagsterDev, day: str) -> None:
+    """(e) Materialize all on a partition with no rows: green, results written in that run, fresh."""
     run = dev.finished(dev.materialize(group("notes"), day))
     assert run["status"] == "SUCCESS", dev.failure(run["runId"])
-    assert len(provider_batches(dev.root)) == before
+    assert [r for r in dev.records(["notes", "results"], day) if r["runId"] == run["runId"]]
+    assert_fresh(dev, day)
+
+
+def assert_fresh(dev: DagsterDev, day: str) -> None:
+    """No stage of the partition is stale ("Unsynced") after the run that materialized it."""
+    stale = dev.stale(group("notes"), day)
+    assert all(status != "STALE" for status, _ in stale.values()), stale
+
+
+def check_statuses(dev: DagsterDev) -> dict[str, dict[str, str]]:
+    """Each results check's status per partition, from its `partitionStatuses` ranges."""
+    statuses: dict[str, dict[str, str]] = {}
+    for name, check in dev.check_partitions(["notes", "results"]).items():
+        days = statuses.setdefault(name, {})
+        for r in check["ranges"]:
+            start, end = dt.date.fromisoformat(r["startKey"]), dt.date.fromisoformat(r["endKey"])
+            for offset in range((end - start).days + 1):
+                days[(start + dt.timedelta(days=offset)).isoformat()] = r["status"]
+    return statuses
 
 
 def refusal_is_not_retried(dev: DagsterDev, day: str) -> None:
@@ -103,7 +145,12 @@ def test_operating_through_the_ui(tmp_path: Path) -> None:
         backfill_lands(dev, backfilled)
         rerun_pays_nothing(dev, first)
         refusal_is_not_retried(dev, first)
-        dev.wait_for("every check per partition", lambda: checks_passed(dev, [first, *backfilled]))
+        empty_partition_fresh(dev, EMPTY_DAY)
+        dev.wait_for("every check per partition", lambda: checks_passed(dev, [first, *backfilled, EMPTY_DAY]))
+        for day in backfilled:
+            assert_fresh(dev, day)
+        statuses = check_statuses(dev)
+        blocking = {name: check["blocking"] for name, check in dev.check_partitions(["notes", "results"]).items()}
         runs = dev.runs()
         stats = dev.partition_stats([["notes", "results"]])["notes/results"]
         executions = [e for name in RESULT_CHECKS for e in dev.check_executions(["notes", "results"], name)]
@@ -111,8 +158,13 @@ def test_operating_through_the_ui(tmp_path: Path) -> None:
     failed = [(r["jobName"], r["tags"].get("dagster/partition")) for r in runs if r["status"] != "SUCCESS"]
     assert failed == [("__ASSET_JOB", first)], failed  # the refusal, and nothing else
     assert not [r for r in runs if "dagster/parent_run_id" in r["tags"]], "a run was retried"
-    assert stats["numMaterialized"] == 3 and stats["numFailed"] == 0, stats
-    assert all(e["partition"] in DAYS for e in executions), executions  # none without its partition
+    assert stats["numMaterialized"] == 4 and stats["numFailed"] == 0, stats
+    assert all(e["partition"] in (*DAYS, EMPTY_DAY) for e in executions), executions  # none without its partition
+    # the check's Partitions tab: each evaluated partition passed, whichever run evaluated it
+    for name in RESULT_CHECKS:
+        assert {day: statuses[name].get(day) for day in [first, *backfilled, EMPTY_DAY]} == dict.fromkeys(
+            [first, *backfilled, EMPTY_DAY], "SUCCEEDED"), (name, statuses[name])
+    assert blocking == {"every_row_once": True, "invalid_output_rate": False, "refusal_rate": False}, blocking
     for day in [first, *backfilled]:
         rows = parquet_rows(tmp_path, day)
         assert len(rows) == len({r["custom_id"] for r in rows}) == ROWS_PER_DAY

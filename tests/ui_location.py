@@ -1,7 +1,8 @@
 """A small code location for `dagster dev` in tests and the turnaround benchmark.
 
 `build(folder, pace_seconds)` writes two tiny CSV sources into `folder` and returns their
-`Definitions` through the public `definitions_for`: `notes` (daily partitions, a few rows a day),
+`Definitions` through the public `definitions_for`: `notes` (daily partitions, a few rows a day
+of `DAYS`, none on `EMPTY_DAY`),
 `pricey` (the same rows, a budget no partition fits) and `noop`, an asset that does nothing, the
 baseline a run's own cost is measured against. The local Batch API is slowed to `pace_seconds`
 per stage so a batch sits in validating and in_progress for a while.
@@ -18,6 +19,7 @@ from batch_pipeline import BatchAPIResource, BatchSpec, CsvSource, UseCase, defi
 from batch_pipeline.dagster.resources import LocalBatchAPIResource, LocalBatchAPISettings
 
 DAYS = tuple(f"2026-11-{day}" for day in range(20, 30))
+EMPTY_DAY = "2026-11-30"  # a partition with no source rows
 ROWS_PER_DAY = 3
 NOOP = "noop"
 
@@ -29,7 +31,7 @@ def _use_case(folder: Path, name: str, max_cost_usd: float | None) -> UseCase:
     return UseCase(
         spec=BatchSpec(name=name, model="gpt-4o-mini", prompt="Summarise: {text}", max_cost_usd=max_cost_usd),
         source=CsvSource(path=csv, key="id", partition_column="day"),
-        partitions_def=dg.DailyPartitionsDefinition(start_date=DAYS[0], end_date="2026-11-30"),
+        partitions_def=dg.DailyPartitionsDefinition(start_date=DAYS[0], end_date="2026-12-01"),
     )
 
 

@@ -30,7 +30,7 @@ from batch_pipeline.dagster.metadata import (
 )
 from batch_pipeline.dagster.resources import DAGSTER_HOME, BatchAPIResource
 from batch_pipeline.dagster.state_store import latest_state
-from batch_pipeline.dagster.usage_history import usage_history
+from batch_pipeline.dagster.usage_history import recorded_usage, usage_history
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.partition import Harvest as PartitionHarvest
 from batch_pipeline.harvest.partition import harvest_partition
@@ -57,7 +57,6 @@ from batch_pipeline.state.results import (
     Fail,
     LeaveToMonitor,
     PollAgain,
-    results_now,
     results_step,
     sent_nothing,
 )
@@ -96,7 +95,9 @@ def use_case_definitions(uc: UseCase) -> dg.Definitions:
     assets: list = [_requests_asset(uc), _batches_asset(uc), _results_asset(uc)]
     if not isinstance(uc.source, AssetSource):  # an upstream asset is its own source asset
         assets.insert(0, dg.AssetSpec(
-            asset_key(uc, "source"), description=f"Source {uc.source.describe()}.", kinds={uc.source.kind},
+            asset_key(uc, "source"), description=f"Source {uc.source.describe()}. Read as it is, never materialized by "
+            "Dagster, so its partitions show as missing here: each partition's rows are counted on its "
+            "requests materialization (dagster/row_count).", kinds={uc.source.kind},
             group_name=uc.name, partitions_def=uc.partitions_def,
         ))
     return dg.Definitions(assets=assets, jobs=[submit_job(uc), admit_job(uc), results_job(uc)], schedules=schedules)
@@ -280,9 +281,11 @@ def _build(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, step: 
 
 def _submit(
     context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, step: _Step, sending: Sending, provider: str,
-    delete_files: bool,
 ) -> None:
-    """Submit one partition's shards unless the state machine said to leave it; record its state."""
+    """Submit one partition's shards unless the state machine said to leave it; record its state.
+    A partition that sent nothing and waits for nothing is harvested by a results step: the one
+    right after this in "Materialize all", else the one the batch monitor asks for. Each step
+    records its own asset, in the order the run executes them, so no partition is left stale."""
     partition = step.partition
     if _left_alone(context, uc, partition, step.action):
         return
@@ -292,30 +295,7 @@ def _submit(
         sent = submit_partition(wh, sending, sending.api.provider.encoding(uc.spec), uc.name, partition,
                                 uc.spec.model)
     new_state = submitted_state(wh, uc, partition, step.state, sent)
-    if results_now(new_state, time.time()):
-        new_state = _results_now(context, wh, uc, new_state, sending, delete_files)
     _metadata(context, uc, partition, batches_metadata(new_state, sent, provider))
-
-
-def _results_now(context: dg.AssetExecutionContext, wh: Warehouse, uc: UseCase, state: PartitionState,
-                 sending: Sending, delete_files: bool) -> PartitionState:
-    """Write the results of a partition that sent nothing in this run (`state.results.results_now`).
-    The results asset's materialization (its row count) and checks are recorded for the partition
-    here; the state returned is harvested, so the state machine says Done and no run is asked."""
-    harvest = harvest_partition(wh, sending, uc, state, {})
-    if delete_files:  # files an earlier results run noted and was killed before deleting
-        harvest.files_deleted = delete_provider_files(wh, sending.api, uc.name, state.partition,
-                                                      context.log.warning)
-    context.log.info("%s %s: nothing to send; results written now: %s; %d provider files deleted", uc.name,
-                     state.partition, harvest.counts, harvest.files_deleted)
-    with as_failures(f"spec '{uc.name}'"):  # an unpriced model
-        cost = uc.estimate(harvest.index, with_kept=True).cost_usd
-    metadata = results_metadata(uc, harvest, cost)
-    context.log_event(dg.AssetMaterialization(asset_key(uc, "results"), partition=uc.dagster_partition(state.partition),
-                                              metadata=metadata))
-    for evaluation in checks.results(uc, state.partition, harvest):
-        context.log_event(evaluation)
-    return harvest.state
 
 
 @contextmanager
@@ -374,7 +354,7 @@ def _batches_asset(uc: UseCase) -> dg.AssetsDefinition:
                       usage_history(context.instance, on))
         sending, provider = _sending(context, on, batch_api), batch_api.describe()
         _run_steps(context, on, wh, _asking(wh, on, SubmitAsked),
-                   lambda step: _submit(context, wh, on, step, sending, provider, batch_api.delete_provider_files))
+                   lambda step: _submit(context, wh, on, step, sending, provider))
         failpoint("batches.done")
 
     return batches
@@ -434,7 +414,8 @@ def _harvest_one(
                      harvest.counts, harvest.retrying, harvest.files_deleted)
     with as_failures(f"spec '{uc.name}'"):  # an unpriced model
         estimate = uc.estimate(harvest.index, history, with_kept=True)
-    _metadata(context, uc, partition, results_metadata(uc, harvest, estimate.cost_usd))
+    usage = recorded_usage(context.instance, uc, context.run_id, uc.dagster_partition(partition), harvest.usage)
+    _metadata(context, uc, partition, results_metadata(uc, harvest, estimate.cost_usd, usage))
     return harvest
 
 
@@ -459,14 +440,12 @@ def _write_results(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse
 
 def _unchanged(context: dg.AssetExecutionContext, uc: UseCase, wh: Warehouse, partitions: list[str]
                ) -> Iterator[StepEvent]:
-    """The results step of partitions that sent nothing: no output (the results spec is
-    skippable), so no materialization. Dagster plans the results checks in every run that selects
-    the asset; unless this run's batches step just evaluated them, they are evaluated against the
-    Parquet as written, so they do not show "Skipped" for the partition."""
-    context.log.info("%s %s: nothing was sent; the submit run wrote the results", uc.name, ", ".join(partitions))
-    submitted_here = asset_key(uc, "batches") in context.job_def.asset_layer.selected_asset_keys
-    evaluations = [] if submitted_here else [e for p in partitions for e in checks.results_on_disk(uc, wh, p)]
-    yield from checks.recorded(context, evaluations)
+    """The results step of partitions whose results are written and that sent nothing since: no
+    output (the results spec is skippable), so no materialization. Dagster plans the results
+    checks in every run that selects the asset; they are evaluated against the Parquet as written
+    (and target the materialization that wrote it), so they do not show "Skipped"."""
+    context.log.info("%s %s: nothing was sent; the results are written", uc.name, ", ".join(partitions))
+    yield from checks.recorded(context, [e for p in partitions for e in checks.results_on_disk(uc, wh, p)])
 
 
 def _harvest_run(
@@ -474,8 +453,8 @@ def _harvest_run(
 ) -> Iterator[StepEvent]:
     """Harvest every partition of the run whose batches are terminal, or become so within the
     resource's `harvest_wait_seconds`, and check each; the others wait (green, their checks not
-    run). A run whose partitions all sent nothing writes nothing and yields no materialization:
-    their submit runs wrote and recorded their results (see `_unchanged`). A range run that also
+    run). A run whose partitions all sent nothing since their results were written writes nothing
+    and yields no materialization (see `_unchanged`). A range run that also
     harvests or waits records every partition of the range (one output covers the range), so it
     rewrites those too."""
     partitions = _partitions(context, uc)

@@ -2,9 +2,12 @@
 (requests). Each is recorded per partition, with the partition's key.
 
 A step reports its checks with `recorded`: one `AssetCheckEvaluation` per check and partition it
-evaluated. `AssetCheckResult` cannot name a partition, so in a run of several partitions (one run
-per backfill range) Dagster would record it unpartitioned and each planned partition as
-"Skipped" beside it.
+evaluated, after the step's materialization, each targeting the partition's newest materialization
+(the one it checked). `AssetCheckResult` cannot name a partition, so in a run of several
+partitions (one run per backfill range) Dagster would record it unpartitioned and each planned
+partition as "Skipped" beside it. Dagster counts a partition's check as passed or failed only
+while its evaluation targets the partition's newest materialization; one that targets none is
+never current once the partition is materialized, and the check's partitions show as missing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not exported by dagster 1.13
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from batch_pipeline.dagster.jobs import asset_key
 from batch_pipeline.dagster.preview import markdown_table
@@ -37,6 +43,11 @@ REFUSAL_RATE = "refusal_rate"
 _PARTITIONED_SPEC_PREVIEW = "Specifying a partitions_def on an AssetCheckSpec is currently in preview"
 
 
+# Checks whose failure stops downstream use of the partition: rows missing or doubled make the
+# results wrong, not merely worse (the rates are warnings; unassigned rows are other partitions').
+BLOCKING = frozenset({EVERY_ROW_ONCE})
+
+
 def _spec(uc: UseCase, stage: str, name: str, description: str) -> dg.AssetCheckSpec:
     """A check partitioned as its asset. Partitioned specs are the only way to show a check per
     partition in Dagster 1.13, and still a preview there: exactly that warning is silenced,
@@ -44,7 +55,7 @@ def _spec(uc: UseCase, stage: str, name: str, description: str) -> dg.AssetCheck
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_PARTITIONED_SPEC_PREVIEW, category=dg.PreviewWarning)
         return dg.AssetCheckSpec(name, asset=asset_key(uc, stage), description=description,
-                                 partitions_def=uc.partitions_def)
+                                 partitions_def=uc.partitions_def, blocking=name in BLOCKING)
 
 
 def check_specs(uc: UseCase) -> list[dg.AssetCheckSpec]:
@@ -75,15 +86,34 @@ def recorded(context: dg.AssetExecutionContext, evaluations: Iterable[dg.AssetCh
     """The step's evaluations, then the check outputs Dagster expects of it (what an
     `AssetCheckResult` would add). A check with no evaluation for a partition of the run (one that
     waits for its batches) did not run, and Dagster shows it as skipped there."""
-    yield from evaluations
+    for evaluation in evaluations:
+        yield _targeting(context.instance, evaluation)
     for key in context.selected_asset_check_keys:
         yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+
+
+def _targeting(instance: dg.DagsterInstance, evaluation: dg.AssetCheckEvaluation) -> dg.AssetCheckEvaluation:
+    """The evaluation pointed at the partition's newest materialization: the step's own, recorded
+    before its checks, or, in a step that materialized nothing, the one it read back."""
+    partitions = None if evaluation.partition is None else [evaluation.partition]
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=evaluation.asset_key, asset_partitions=partitions), limit=1).records
+    if not records:
+        return evaluation
+    newest = records[0]
+    return dg.AssetCheckEvaluation(
+        asset_key=evaluation.asset_key, check_name=evaluation.check_name, passed=evaluation.passed,
+        metadata=evaluation.metadata, severity=evaluation.severity, description=evaluation.description,
+        blocking=evaluation.blocking, partition=evaluation.partition,
+        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+            storage_id=newest.storage_id, run_id=newest.run_id, timestamp=newest.timestamp),
+    )
 
 
 def _evaluation(uc: UseCase, stage: str, name: str, partition: str, passed: bool, metadata: Mapping[str, Any],
                 **kwargs: Any) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(asset_key=asset_key(uc, stage), check_name=name, passed=passed, metadata=metadata,
-                                   partition=uc.dagster_partition(partition), **kwargs)
+                                   partition=uc.dagster_partition(partition), blocking=name in BLOCKING, **kwargs)
 
 
 def unassigned(uc: UseCase, instance: dg.DagsterInstance, partitions: Iterable[str],

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from batch_pipeline.cost import Estimate
+from batch_pipeline.cost import Estimate, UsageRecord
 from batch_pipeline.dagster.preview import markdown_table
 from batch_pipeline.dagster.state_store import state_metadata
 from batch_pipeline.dagster.usage_history import usage_metadata
@@ -70,7 +70,10 @@ def batch_statuses(state: PartitionState) -> dict[str, dg.MetadataValue]:
     return {"batches": dg.MetadataValue.json({s.batch_id: s.status for s in state.batches})}
 
 
-def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -> dict[str, Any]:
+def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float,
+                     usage: tuple[UsageRecord, str]) -> dict[str, Any]:
+    """The harvest's record; `usage` is what later estimates learn from and the run whose harvest
+    it comes from (`usage_history.recorded_usage`)."""
     preview = harvest.preview
     note = {"note": f"partition {harvest.state.partition} has no source rows"} if not harvest.index.num_rows else {}
     return {
@@ -86,7 +89,7 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float) -
         "parquet": dg.MetadataValue.path(str(harvest.path)),
         "estimated_cost_usd": dg.MetadataValue.float(round(estimated_cost_usd, 6)),
         "cost_usd": dg.MetadataValue.float(round(harvest.cost_usd, 6)),
-        **usage_metadata(uc, harvest.usage),
+        **usage_metadata(uc, *usage),
         "provider_files_deleted": harvest.files_deleted,
         "preview": dg.MetadataValue.md(
             markdown_table(preview.select([*uc.source.key_columns, "status", "output", "error_message"]), 5)

@@ -1,5 +1,5 @@
 """What a results step does with the state machine's answer (docs/decisions.md, "The results
-step"), and when results are written without a results run.
+step"), and when a results run has nothing to do.
 
 A results run harvests the partitions of its run whose batches are terminal. It may wait a
 little for batches about to end (the resource's `harvest_wait_seconds`, so "Materialize all"
@@ -17,7 +17,6 @@ from batch_pipeline.state.machine import (
     Admit,
     Blocked,
     Done,
-    Harvest,
     ProviderReport,
     Wait,
     next_action,
@@ -67,16 +66,14 @@ def results_step(action: Action, now: float, deadline: float) -> Step:
     return HarvestNow()
 
 
-def results_now(state: PartitionState, now: float) -> bool:
-    """Whether the submit run writes the partition's results itself: it sent nothing and waits for
-    nothing (no source rows, or every row kept its answer or was rejected), so a results run
-    would only wait for the monitor to ask for it."""
-    action = next_action(state, ProviderReport({}, now))
-    return isinstance(action, Harvest) and not action.batch_ids
-
-
 def sent_nothing(state: PartitionState | None, now: float) -> bool:
     """Whether a results run has nothing to do for the partition: its build sent no request and
-    its submit run wrote the results (`results_now`)."""
+    a results step has written the results since."""
     return state is not None and not state.submissions and isinstance(
         next_action(state, ProviderReport({}, now)), Done)
+
+
+def settled(state: PartitionState | None, now: float) -> bool:
+    """Whether the partition's recorded state says its results are written and nothing waits,
+    whichever run or process harvested it (the batch monitor stops watching it then)."""
+    return state is not None and isinstance(next_action(state, ProviderReport({}, now)), Done)

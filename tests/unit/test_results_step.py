@@ -22,9 +22,9 @@ from batch_pipeline.state.results import (
     LeaveToMonitor,
     PollAgain,
     Step,
-    results_now,
     results_step,
     sent_nothing,
+    settled,
 )
 
 NOW = 1_000.0
@@ -64,18 +64,30 @@ CAPACITY = Queued(0, 1, "uc/requests/partition=p/s.jsonl", 1, 1, NOW + 60, "enqu
 
 
 @pytest.mark.parametrize(
-    ("state", "write_in_submit_run", "results_run_idle"),
+    ("state", "results_run_idle"),
     [
-        (_state(), True, False),  # nothing sent (every row rejected or kept): the submit run writes
-        (_state(written=True), False, True),  # and then the results run has nothing to do
-        (_state((_sub("b1"),)), False, False),  # a batch in flight: the monitor asks for results
-        (_state((_sub("b1"),), harvested=("b1",), written=True), False, False),  # harvested by a results run
-        (_state(queued=(CAPACITY,)), False, False),  # a shard waits for capacity
-        (None, False, False),
+        (_state(), False),  # nothing sent (every row rejected or kept): a results step writes them
+        (_state(written=True), True),  # and then a results run has nothing to do
+        (_state((_sub("b1"),)), False),  # a batch in flight: the monitor asks for results
+        (_state((_sub("b1"),), harvested=("b1",), written=True), False),  # harvested by a results run
+        (_state(queued=(CAPACITY,)), False),  # a shard waits for capacity
+        (None, False),
     ],
 )
-def test_results_without_a_results_run(state: PartitionState | None, write_in_submit_run: bool,
-                                       results_run_idle: bool) -> None:
-    if state is not None:
-        assert results_now(state, NOW) is write_in_submit_run
+def test_results_run_with_nothing_to_do(state: PartitionState | None, results_run_idle: bool) -> None:
     assert sent_nothing(state, NOW) is results_run_idle
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (_state(), False),  # nothing sent, results not written yet
+        (_state(written=True), True),
+        (_state((_sub("b1"),)), False),  # a batch in flight
+        (_state((_sub("b1"),), harvested=("b1",), written=True), True),  # harvested, by any process
+        (_state((_sub("b1"),), harvested=("b1",), queued=(CAPACITY,), written=True), False),  # a shard waits
+        (None, False),  # nothing recorded
+    ],
+)
+def test_settled(state: PartitionState | None, expected: bool) -> None:
+    assert settled(state, NOW) is expected
