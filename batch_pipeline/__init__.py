@@ -1,4 +1,4 @@
-"""batch_pipeline: any table to OpenAI Batch API work, orchestrated by Dagster.
+"""batch_pipeline: any table to batch API work (OpenAI, Azure OpenAI, Anthropic, Gemini), orchestrated by Dagster.
 
 The engine knows no use case: a use case hands a source (`CsvSource`,
 `FileSource`, `SqlSource`, `AssetSource`) and a `BatchSpec` to `UseCase`.
@@ -10,10 +10,12 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
+    "AnthropicProviderResource": "batch_pipeline.dagster.resources",
     "AzureOpenAIProviderResource": "batch_pipeline.dagster.resources",
     "BatchAPIResource": "batch_pipeline.dagster.resources",
     "BatchPipelineError": "batch_pipeline.errors",
     "BatchSpec": "batch_pipeline.spec",
+    "GeminiProviderResource": "batch_pipeline.dagster.resources",
     "LocalBatchAPIResource": "batch_pipeline.dagster.resources",
     "LocalBatchAPISettings": "batch_pipeline.dagster.resources",
     "OpenAIProviderResource": "batch_pipeline.dagster.resources",
