@@ -32,7 +32,8 @@ from batch_pipeline.provider.contract import (
     RequestEncoding,
     shard_limits,
 )
-from batch_pipeline.provider.openai_api import CLOCK_SLACK_SECONDS, public_url
+from batch_pipeline.provider.listing import created_since, states_of
+from batch_pipeline.provider.openai_api import public_url
 from batch_pipeline.spec import BatchSpec
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -173,33 +174,22 @@ class AnthropicBatchAPI:
         raise NotImplementedError("Message Batches hold no idempotency key: the intent log finds a shard's batch")
 
     def created_since(self, since: float) -> list[ProviderBatch]:
-        created: list[ProviderBatch] = []
-        for page in self.pages():
-            created += [b for b in page if b.created_at >= since - CLOCK_SLACK_SECONDS]
-            if page[-1].created_at < since - CLOCK_SLACK_SECONDS:
-                break
-        return created
+        return created_since(self.pages(), since)
 
     def enqueued_tokens(self, model: str) -> int:
         return 0  # batches hold no tags to count ours by
 
     def batches(self, batch_ids: set[str], since: float) -> dict[str, ProviderBatch]:
-        """List pages while ours are among the newest, then one call each for the rest."""
-        states: dict[str, ProviderBatch] = {}
         try:
-            for page in self.pages():
-                seen = [b for b in page if b.id in batch_ids]
-                states.update((b.id, b) for b in seen)
-                if states.keys() >= batch_ids or not seen or page[-1].created_at < since - CLOCK_SLACK_SECONDS:
-                    break
-            for batch_id in sorted(batch_ids - states.keys()):
-                try:
-                    states[batch_id] = self.retrieve(batch_id)
-                except anthropic.NotFoundError:
-                    continue
+            return states_of(self.pages(), self._known, batch_ids, since)
         except anthropic.APIError as exc:  # its text may echo request details: only its type is kept
             raise ProviderUnavailable(f"listing batches failed: {type(exc).__name__}") from None
-        return states
+
+    def _known(self, batch_id: str) -> ProviderBatch | None:
+        try:
+            return self.retrieve(batch_id)
+        except anthropic.NotFoundError:
+            return None
 
     def retrieve(self, batch_id: str) -> ProviderBatch:
         self.calls += 1

@@ -8,7 +8,6 @@ forced tool's `input` is the answer's JSON), `usage` its tokens (cache reads as 
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from batch_pipeline.provider.contract import RESULT_ROWS
+from batch_pipeline.provider.listing import result_rows
 
 _NEVER_RAN = {"canceled": ("cancelled", "batch_cancelled"), "expired": ("expired", "batch_expired")}
 
 
 def parse_results(files: Sequence[bytes | Path]) -> pa.Table:
-    rows = []
-    for data in files:
-        raw = data if isinstance(data, bytes) else data.read_bytes()
-        for number, line in enumerate(raw.removeprefix(codecs.BOM_UTF8).splitlines(), 1):
-            if line.strip():
-                rows.append(_row(line, number))
-    return pa.Table.from_pylist(rows, schema=RESULT_ROWS)
+    return result_rows(files, _row)
 
 
 def _row(line: bytes, number: int) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from batch_pipeline.provider.contract import (
     shard_limits,
 )
 from batch_pipeline.provider.gemini_results import parse_results
-from batch_pipeline.provider.openai_api import CLOCK_SLACK_SECONDS, public_url
+from batch_pipeline.provider.listing import CLOCK_SLACK_SECONDS
+from batch_pipeline.provider.openai_api import public_url
 from batch_pipeline.spec import BatchSpec
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"

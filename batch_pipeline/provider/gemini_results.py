@@ -9,7 +9,6 @@ parts are the answer, `usageMetadata` its tokens) or an `error` (a google.rpc.St
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from batch_pipeline.provider.contract import RESULT_ROWS
+from batch_pipeline.provider.listing import result_rows
 
 REFUSED = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION"})
 
 
 def parse_results(files: Sequence[bytes | Path]) -> pa.Table:
-    rows = []
-    for data in files:
-        raw = data if isinstance(data, bytes) else data.read_bytes()
-        for number, line in enumerate(raw.removeprefix(codecs.BOM_UTF8).splitlines(), 1):
-            if line.strip():
-                rows.append(_row(line, number))
-    return pa.Table.from_pylist(rows, schema=RESULT_ROWS)
+    return result_rows(files, _row)
 
 
 def _row(line: bytes, number: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from batch_pipeline.provider.contract import (
     RequestEncoding,
     shard_limits,
 )
+from batch_pipeline.provider.listing import CLOCK_SLACK_SECONDS, created_since, states_of
 from batch_pipeline.provider.openai_results import parse_results
 from batch_pipeline.provider.openai_wire import OpenAIEncoding, body_builder, provider_batch
 from batch_pipeline.spec import (
@@ -49,7 +50,6 @@ LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
 # A batch is terminal within its 24 h completion window (plus finalizing); older ones hold no
 # enqueued tokens.
 ENQUEUED_WINDOW_SECONDS = 26 * 3600
-CLOCK_SLACK_SECONDS = 900  # our clock against the provider's created_at
 QUOTA_CODE = "token_limit_exceeded"  # the enqueued-token quota, at create (Azure) or validation
 CREATE_ATTEMPTS = 4
 NEWLINE = b"\n"
@@ -172,12 +172,7 @@ class OpenAIBatchAPI:
         return found
 
     def created_since(self, since: float) -> list[ProviderBatch]:
-        created: list[ProviderBatch] = []
-        for page in self.pages():
-            created += [b for b in page if b.created_at >= since - CLOCK_SLACK_SECONDS]
-            if page[-1].created_at < since - CLOCK_SLACK_SECONDS:
-                break
-        return created
+        return created_since(self.pages(), since)
 
     def enqueued_tokens(self, model: str) -> int:
         """From our batches' metadata, back over the completion window."""
@@ -185,24 +180,16 @@ class OpenAIBatchAPI:
             time.time() - ENQUEUED_WINDOW_SECONDS) if b.tags.get("model") == model and not b.terminal)
 
     def batches(self, batch_ids: set[str], since: float) -> dict[str, ProviderBatch]:
-        """List pages find many of ours at once while ours are among the newest; once a page holds
-        none of them, the rest are retrieved one call each, so the calls follow our batches in
-        flight, never the organisation's other batches."""
-        states: dict[str, ProviderBatch] = {}
         try:
-            for page in self.pages():
-                seen = [batch for batch in page if batch.id in batch_ids]
-                states.update((batch.id, batch) for batch in seen)
-                if states.keys() >= batch_ids or not seen or page[-1].created_at < since - CLOCK_SLACK_SECONDS:
-                    break
-            for batch_id in sorted(batch_ids - states.keys()):
-                try:
-                    states[batch_id] = self.retrieve(batch_id)
-                except openai.NotFoundError:
-                    continue
+            return states_of(self.pages(), self._known, batch_ids, since)
         except openai.APIError as exc:  # its text may echo request details: only its type is kept
             raise ProviderUnavailable(f"listing batches failed: {type(exc).__name__}") from None
-        return states
+
+    def _known(self, batch_id: str) -> ProviderBatch | None:
+        try:
+            return self.retrieve(batch_id)
+        except openai.NotFoundError:
+            return None
 
     def retrieve(self, batch_id: str) -> ProviderBatch:
         self.calls += 1
