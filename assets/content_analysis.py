@@ -60,6 +60,7 @@ embeddings = UseCase(
         description="A 256-dimension embedding per document for search and clustering.",
         endpoint="/v1/embeddings",
         model="text-embedding-3-small",
+        models={"gemini": "gemini-embedding-001"},
         prompt="{title}\n\n{text}",
         parameters={"dimensions": 256},
         max_prompt_chars=24_000,

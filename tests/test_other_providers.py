@@ -67,11 +67,26 @@ def test_a_partition_lands_typed_results_and_a_rerun_pays_nothing(provider, pipe
 
 
 def test_an_endpoint_the_provider_has_not_fails_before_anything_is_built(provider, pipeline_env, instance):
-    uc = use_case(pipeline_env, name="vectors", endpoint="/v1/embeddings", response_model=None, system_prompt=None,
-                  parameters={"dimensions": 8})
+    uc = use_case(pipeline_env, name="screening", endpoint="/v1/moderations", response_model=None, system_prompt=None,
+                  model="omni-moderation-latest", parameters={})
     defs = definitions_for([uc], batch_api=BatchAPIResource())
     result = submit(defs, instance, submit_job(uc).name, DAY)
     assert not result.success
     message = failure_message(result)
-    assert "'vectors'" in message and "/v1/embeddings" in message and provider in message
-    assert not (pipeline_env / "warehouse" / "vectors" / "requests").exists()
+    assert "'screening'" in message and "/v1/moderations" in message and provider in message
+    assert not (pipeline_env / "warehouse" / "screening" / "requests").exists()
+
+
+def test_gemini_batch_embeddings_land_vectors_of_the_asked_size(pipeline_env, instance, monkeypatch):
+    for name in KEYS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BATCH_PIPELINE_PROVIDER", "gemini")
+    uc = use_case(pipeline_env, name="vectors", endpoint="/v1/embeddings", response_model=None, system_prompt=None,
+                  model="text-embedding-3-small", models={"gemini": "gemini-embedding-001"},
+                  parameters={"dimensions": 8})
+    defs = definitions_for([uc], batch_api=BatchAPIResource(harvest_wait_seconds=0))
+    assert submit(defs, instance, submit_job(uc).name, DAY).success
+    run_until_idle(defs, instance)
+    rows = pq.read_table(pipeline_env / "warehouse" / "vectors" / "results" / f"partition={DAY}").to_pylist()
+    assert sorted(r["ticket"] for r in rows) == [f"T{i}" for i in range(5)]
+    assert {r["status"] for r in rows} == {"succeeded"} and {len(r["embedding"]) for r in rows} == {8}

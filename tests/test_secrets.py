@@ -1,4 +1,5 @@
-"""A canary API key through the whole pipeline appears nowhere: logs, events, files, errors."""
+"""A canary API key through the whole pipeline appears nowhere: logs, events, files, errors; for
+OpenAI, Anthropic and Gemini, each through its official SDK against the served local Batch API."""
 
 from __future__ import annotations
 
@@ -19,19 +20,30 @@ def files_containing(root: Path, needle: bytes) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-def test_canary_key_never_leaks(tmp_path):
+# Each provider: its key variable, and its base URL given the served local API's `/v1` URL.
+PROVIDERS = {
+    "openai": ("OPENAI_API_KEY", lambda v1: v1),
+    "anthropic": ("ANTHROPIC_API_KEY", lambda v1: v1.removesuffix("/v1")),
+    "gemini": ("GEMINI_API_KEY", lambda v1: v1.removesuffix("/v1")),
+}
+KEY_VARIABLES = ("OPENAI_", "BATCH_PIPELINE_", "ANTHROPIC_", "GEMINI_", "GOOGLE_")
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_canary_key_never_leaks(tmp_path, provider):
     canary = f"sk-canary-{uuid.uuid4().hex}"
+    variable, base_url = PROVIDERS[provider]
     server = launch(tmp_path / "api", tmp_path, "--pace-seconds", "0.2", api_key=canary)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCH_PIPELINE_"))}
-        env |= {"OPENAI_API_KEY": canary, "DAGSTER_HOME": str(tmp_path / "home")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(KEY_VARIABLES)}
+        env |= {variable: canary, "DAGSTER_HOME": str(tmp_path / "home")}
         (tmp_path / "home").mkdir()
         # Two use cases (chat and responses) take the key through every stage a key could leak from
         # (upload, create, monitor, download, delete, the estimate), without the demo's 39 partitions.
         demo = subprocess.run(
-            [sys.executable, "-m", "batch_pipeline.cli", "demo", "--base-url", server.base_url,
-             "--warehouse", str(tmp_path / "warehouse"), "--use-case", "patient_education",
-             "--use-case", "ad_copy"],
+            [sys.executable, "-m", "batch_pipeline.cli", "demo", "--provider", provider,
+             "--base-url", base_url(server.base_url), "--warehouse", str(tmp_path / "warehouse"),
+             "--use-case", "patient_education", "--use-case", "ad_copy"],
             cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=400,
         )
         assert demo.returncode == 0, demo.stdout.decode()[-3000:] + demo.stderr.decode()[-3000:]

@@ -39,6 +39,7 @@ MAX_REQUESTS = 50_000  # per job: no documented cap; kept at OpenAI's so a shard
 MAX_BYTES = 2 * 1024**3  # an input file
 LIST_PAGE_SIZE = 100
 CHAT_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
+EMBEDDINGS = "/v1/embeddings"
 PARAMETERS = {"max_tokens": "maxOutputTokens", "max_completion_tokens": "maxOutputTokens",
               "max_output_tokens": "maxOutputTokens", "temperature": "temperature", "top_p": "topP",
               "top_k": "topK", "stop": "stopSequences"}
@@ -53,20 +54,27 @@ STATES = {"JOB_STATE_QUEUED": "validating", "JOB_STATE_PENDING": "validating", "
 @dataclass(frozen=True)
 class GeminiEncoding:
     """Request lines as a Batch Mode input file holds them: `{"key", "request"}`, the request a
-    GenerateContentRequest (one user turn, the system instruction, the generation config)."""
+    GenerateContentRequest (one user turn, the system instruction, the generation config), or
+    for embeddings an EmbedContentRequest (the text, `outputDimensionality` from `config`)."""
 
     model: str
     max_requests: int
     max_bytes: int
     config: Mapping[str, Any]
-    tokens_per_message: int = 1
+    embed: bool = False
     tokens_per_reply: int = 0
 
     @property
+    def tokens_per_message(self) -> int:
+        return 0 if self.embed else 1
+
+    @property
     def signature(self) -> bytes:
-        return b'"request":{"contents":'
+        return b'"request":{"content":' if self.embed else b'"request":{"contents":'
 
     def line(self, custom_id: str, texts: Mapping[str, str]) -> dict[str, Any]:
+        if self.embed:
+            return {"key": custom_id, "request": {"content": {"parts": [{"text": texts["user"]}]}, **self.config}}
         request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": texts["user"]}]}]}
         if "system" in texts:
             request["systemInstruction"] = {"parts": [{"text": texts["system"]}]}
@@ -93,6 +101,15 @@ def generation_config(spec: BatchSpec) -> dict[str, Any]:
     return config
 
 
+def embedding_config(spec: BatchSpec) -> dict[str, Any]:
+    """An embeddings spec's parameters as an EmbedContentRequest names them."""
+    unknown = sorted(set(spec.parameters) - {"dimensions"})
+    if unknown:
+        raise ProviderSettingError(f"spec '{spec.name}': gemini embeddings take no parameter {unknown} "
+                                   "(they take ['dimensions'])")
+    return {"outputDimensionality": spec.parameters["dimensions"]} if "dimensions" in spec.parameters else {}
+
+
 @dataclass(frozen=True)
 class GeminiProvider:
     """Gemini's Batch Mode; an unset key is read by the client from GEMINI_API_KEY or GOOGLE_API_KEY."""
@@ -114,10 +131,12 @@ class GeminiProvider:
         return dataclasses.replace(self, base_url=origin.rstrip("/"), api_key=api_key)
 
     def encoding(self, spec: BatchSpec) -> RequestEncoding:
-        if spec.endpoint not in CHAT_ENDPOINTS:
+        if spec.endpoint not in (*CHAT_ENDPOINTS, EMBEDDINGS):
             raise ProviderSettingError(f"use case '{spec.name}': gemini has no batch endpoint for {spec.endpoint} "
-                                       "(this adapter sends generateContent requests only)")
+                                       "(it batches generateContent and embedContent requests)")
         requests, size = shard_limits(spec, MAX_REQUESTS, MAX_BYTES)
+        if spec.endpoint == EMBEDDINGS:
+            return GeminiEncoding(spec.model_for(self.name), requests, size, embedding_config(spec), embed=True)
         return GeminiEncoding(spec.model_for(self.name), requests, size, generation_config(spec))
 
     def describe(self) -> str:
@@ -203,7 +222,11 @@ class GeminiBatchAPI:
         assert isinstance(encoding, GeminiEncoding)  # made by this provider's `encoding`
         uploaded = self._upload(data, key, earlier_attempt, log)
         self.calls += 1
-        job = self.client.batches.create(model=encoding.model, src=uploaded, config={"display_name": key})
+        if encoding.embed:
+            job = self.client.batches.create_embeddings(model=encoding.model, src={"file_name": uploaded},
+                                                        config={"display_name": key})
+        else:
+            job = self.client.batches.create(model=encoding.model, src=uploaded, config={"display_name": key})
         return provider_batch(job)
 
     def _upload(self, data: bytes, key: str, earlier_attempt: bool, log: Callable[[str], None]) -> str:

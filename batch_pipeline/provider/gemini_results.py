@@ -2,9 +2,10 @@
 neutral rows.
 
 A line holds the request's `response` (a GenerateContentResponse: the first candidate's text
-parts are the answer, `usageMetadata` its tokens) or an `error` (a google.rpc.Status, whose
-`status` becomes the row's `error_code`). A candidate stopped for safety is a refusal
-(`invalid_output`). A line of an unexpected shape is a failed row naming its line.
+parts are the answer, `usageMetadata` its tokens; or an EmbedContentResponse: its values) or an
+`error` (a google.rpc.Status, whose `status` becomes the row's `error_code`). A candidate stopped
+for safety is a refusal (`invalid_output`). A line of an unexpected shape is a failed row naming
+its line.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def _row(line: bytes, number: int) -> dict[str, Any]:
 
 
 def _response(response: dict[str, Any]) -> dict[str, Any]:
+    if "embedding" in response:  # an EmbedContentResponse
+        values = response["embedding"]["values"]
+        if not isinstance(values, list):
+            raise TypeError("embedding values are not a list")
+        return {"status": "succeeded", "embedding": [float(v) for v in values]}
     usage = response.get("usageMetadata") or {}
     tokens = {"model": response.get("modelVersion"), "input_tokens": usage.get("promptTokenCount"),
               "output_tokens": _output_tokens(usage), "cached_input_tokens": usage.get("cachedContentTokenCount")}

@@ -46,6 +46,17 @@ def test_a_response_model_asks_for_json_with_its_schema():
     assert config["responseJsonSchema"]["required"] == ["priority"]
 
 
+def test_an_embeddings_line_is_a_keyed_embed_content_request():
+    spec = BatchSpec(name="v", model="text-embedding-3-small", models={"gemini": "gemini-embedding-001"},
+                     prompt="{text}", endpoint="/v1/embeddings", parameters={"dimensions": 8})
+    encoding = PROVIDER.encoding(spec)
+    line = encoding.line("c1", {"user": "hello"})
+    assert line == {"key": "c1", "request": {"content": {"parts": [{"text": "hello"}]}, "outputDimensionality": 8}}
+    assert encoding.signature in orjson.dumps(line) and encoding.tokens_per_message == 0
+    [row] = parse_results([orjson.dumps({"key": "c1", "response": {"embedding": {"values": [0.5, 1]}}})]).to_pylist()
+    assert (row["status"], row["embedding"]) == ("succeeded", [0.5, 1.0])
+
+
 @pytest.mark.parametrize(("spec", "error", "match"), [
     (BatchSpec(name="m", model="omni-moderation-latest", models={"gemini": "gemini-2.5-flash"}, prompt="{t}",
                endpoint="/v1/moderations"), ProviderSettingError, "use case 'm': gemini has no batch endpoint"),
