@@ -36,3 +36,19 @@ def test_batches_sent_to_openai_are_harvested_from_it_after_switching_to_azure(p
     results = pq.read_table(pipeline_env / "warehouse" / "tickets" / "results" / f"partition={DAY}").to_pylist()
     assert sorted(r["status"] for r in results) == ["succeeded"] * 3
     assert {b.id for b in client.batches.list(limit=100)} == batches  # nothing sent again
+
+
+def test_a_provider_that_cannot_serve_the_use_case_still_lets_its_batches_be_harvested(pipeline_env, instance,
+                                                                                       monkeypatch):
+    for name in (*AZURE_VARIABLES, "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    uc = tickets_use_case(pipeline_env)  # names no model for anthropic
+    sent_on_openai = definitions_for([uc], batch_api=BatchAPIResource(harvest_wait_seconds=0))
+    assert submit(sent_on_openai, instance, submit_job(uc).name, DAY).success
+
+    monkeypatch.setenv("BATCH_PIPELINE_PROVIDER", "anthropic")
+    now_on_anthropic = definitions_for([uc], batch_api=BatchAPIResource())
+    run_until_idle(now_on_anthropic, instance)  # the results run harvests from OpenAI, green
+    harvested = latest_state(instance, uc, DAY)
+    assert harvested is not None and harvested.results_written and not harvested.unharvested
+    assert not submit(now_on_anthropic, instance, submit_job(uc).name, DAY).success  # sending is refused there

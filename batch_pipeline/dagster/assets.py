@@ -141,13 +141,17 @@ def _resources(context: dg.AssetExecutionContext, uc: UseCase) -> tuple[Warehous
     return getattr(context.resources, keys.warehouse).warehouse(), getattr(context.resources, keys.batch_api)
 
 
-def _bound(context: dg.AssetExecutionContext, uc: UseCase) -> tuple[UseCase, Warehouse, BatchAPIResource]:
+def _bound(context: dg.AssetExecutionContext, uc: UseCase, sending: bool = True
+           ) -> tuple[UseCase, Warehouse, BatchAPIResource]:
     """The use case as it runs on the provider in use (its model there, so estimates, prices and
-    learned usage are that model's), its warehouse and its Batch API."""
+    learned usage are that model's), its warehouse and its Batch API. A step that builds or sends
+    fails here when the provider has not the use case's endpoint or model, before anything is
+    built; a results step does not: it harvests batches from the provider that holds them."""
     wh, batch_api = _resources(context, uc)
     with as_failures(f"spec '{uc.name}'"):
         provider = batch_api.provider_in_use()
-        provider.encoding(uc.spec)  # an endpoint or model the provider has not fails here, before anything is built
+        if sending:
+            provider.encoding(uc.spec)
         return uc.on(provider.name), wh, batch_api
 
 
@@ -368,7 +372,7 @@ def _results_asset(uc: UseCase) -> dg.AssetsDefinition:
     @_stage(spec, uc, pool=f"{uc.name}_batch_api", check_specs=checks.check_specs(uc),
             required_resource_keys={uc.resource_keys.warehouse, uc.resource_keys.batch_api})
     def results(context: dg.AssetExecutionContext) -> Iterator[StepEvent]:
-        yield from _harvest_run(context, *_bound(context, uc))
+        yield from _harvest_run(context, *_bound(context, uc, sending=False))
 
     return results
 
