@@ -20,10 +20,8 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not exported by dagster 1.13
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
+from batch_pipeline.dagster.dagster_private import materialization_target
 from batch_pipeline.dagster.jobs import asset_key
 from batch_pipeline.dagster.preview import markdown_table
 from batch_pipeline.harvest.lines import counts_by_status
@@ -105,8 +103,7 @@ def _targeting(instance: dg.DagsterInstance, evaluation: dg.AssetCheckEvaluation
         asset_key=evaluation.asset_key, check_name=evaluation.check_name, passed=evaluation.passed,
         metadata=evaluation.metadata, severity=evaluation.severity, description=evaluation.description,
         blocking=evaluation.blocking, partition=evaluation.partition,
-        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
-            storage_id=newest.storage_id, run_id=newest.run_id, timestamp=newest.timestamp),
+        target_materialization_data=materialization_target(newest.storage_id, newest.run_id, newest.timestamp),
     )
 
 

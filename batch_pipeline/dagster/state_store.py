@@ -2,7 +2,7 @@
 
 The batches and results assets each record the partition's state when they materialize it; the
 newest record of the two is the partition's current state (the Dagster instance is the truth for
-what the pipeline submitted: DESIGN.md).
+what the pipeline submitted: docs/provider-port.md, "Idempotency without batch metadata").
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ Each results materialization records its answered requests' tokens with the mode
 sent to and the spec's fingerprint (`BatchSpec.fingerprint`: prompts, parameters, response
 schema) and the run whose harvest they come from (a re-run that answered nothing carries its last
 harvest's figures: `state.usage`); an estimate reads the newest record of each of the last
-`LOOKBACK_PARTITIONS` harvested partitions of the same use case, model and fingerprint (the Dagster instance is the
-truth for what was materialized: DESIGN.md), so the estimate follows what the model writes for
-the prompt it is sent now, not `max_tokens` and not an earlier prompt. Records written before
-fingerprints existed count as the current spec's.
+`LOOKBACK_PARTITIONS` harvested partitions of the same use case, model and fingerprint (the
+Dagster instance is the truth for what was materialized: docs/decisions.md, "Learning from
+harvests"), so the estimate follows what the model writes for the prompt it is sent now, not
+`max_tokens` and not an earlier prompt. Records written before fingerprints existed count as the
+current spec's.
 """
 
 from __future__ import annotations

@@ -179,11 +179,14 @@ class GeminiBatchAPI:
             pager.next_page()
 
     def _scan(self, since: float, enough: Callable[[list[ProviderBatch]], bool]) -> list[ProviderBatch]:
-        """Batches created after `since`, page by page until `enough` says so or a page is all older."""
+        """Batches created after `since`, page by page until `enough` says so. Gemini documents no
+        order for its list, so an older page proves nothing about the next: the scan reads on
+        (a lookup that stopped early could pass for "not found" and pay twice). It only runs for
+        an intent whose batch id was never recorded."""
         found: list[ProviderBatch] = []
         for page in self.pages():
             found += [b for b in page if b.created_at >= since - CLOCK_SLACK_SECONDS]
-            if enough(found) or all(b.created_at < since - CLOCK_SLACK_SECONDS for b in page):
+            if enough(found):
                 break
         return found
 

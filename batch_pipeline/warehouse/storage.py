@@ -1,6 +1,6 @@
 """The warehouse: every byte that must outlive the provider, under one root (folder or URL).
 
-Layout (DESIGN.md): `<root>/<use_case>/{requests,raw,results}/partition=<key>/...`.
+Layout (`warehouse/layout.py`, docs/layers.md): `<root>/<use_case>/{requests,raw,results}/partition=<key>/...`.
 Writes are atomic: a local file is written beside its target and renamed into place; on object
 stores an object appears whole when its PUT (or multipart upload) completes, and a failed upload
 is aborted, never committed half-written.
