@@ -89,7 +89,7 @@ class LocalBatchAPI:
 
     def __init__(self, data_dir: str | Path, api_key: str | None, settings: LocalAPISettings, offload: bool):
         self.settings = settings
-        self.store = Store(data_dir)
+        self.store = Store(data_dir, settings.file_clock_offset_seconds)
         if settings.upstream_url:
             # One round of concurrent upstream calls per chunk keeps each checkpoint near the budget.
             self.lifecycle = Lifecycle(self.store, settings, upstream_executor(settings),
@@ -284,7 +284,8 @@ def _file_routes(api: LocalBatchAPI, azure: bool) -> RouteTable:
 
 
 def _upload_fields(form: FormData) -> tuple[UploadFile, str]:
-    """The uploaded file and its purpose, checked in the order OpenAI reports them."""
+    """The uploaded file and its purpose, checked in the order OpenAI reports them; a batch input
+    must be named ``*.jsonl`` (OpenAI refuses any other name with this message, param and code)."""
     purpose = form.get("purpose")
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -295,6 +296,8 @@ def _upload_fields(form: FormData) -> tuple[UploadFile, str]:
         raise bad_request(f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
                           + ", ".join(f"'{p}'" for p in sorted(UPLOAD_PURPOSES)) + ".", "purpose",
                           "invalid_value")
+    if purpose == "batch" and not (upload.filename or "").lower().endswith(".jsonl"):
+        raise bad_request("Invalid file format for Batch API. Must be .jsonl")
     return upload, purpose
 
 

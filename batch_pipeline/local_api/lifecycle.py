@@ -187,7 +187,7 @@ class Lifecycle:
         self.settings = settings
         self.executor = executor
         self.chunk_lines = chunk_lines
-        self.served_models = served_models or (lambda: _configured_models(settings))
+        self.served_models = served_models or settings.served_model_set
         self.prompt_cache = prompt_cache  # off when an upstream server reports its own cached tokens
         self._caches: dict[str, PromptCache] = {}  # by batch id, as of its last line run here
 
@@ -503,10 +503,6 @@ def _cacheable(endpoint: str, body: Any, size: int) -> tuple[str | None, int]:
     if not text or len(text) < MIN_CACHED_CHARS:
         return None, 0
     return text, prompt_tokens(endpoint, body)
-
-
-def _configured_models(settings: LocalAPISettings) -> frozenset[str] | None:
-    return None if settings.serves_any_model() else frozenset(settings.served_models)
 
 
 def empty_usage() -> dict[str, Any]:
