@@ -179,7 +179,9 @@ def _chat_answer(body: dict[str, Any]) -> Reply | _ChatAnswer:
             return error
     schema = None
     response_format = body.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if not isinstance(response_format, dict):
+        response_format = {}
+    kind = response_format.get("type")
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
