@@ -146,6 +146,10 @@ class LocalAPISettings(BaseModel):
     api_server_error_fraction: float = Field(0.0, ge=0, le=1, description="API calls answered with HTTP 500")
     api_timeout_fraction: float = Field(0.0, ge=0, le=1, description="API calls that stall (client timeout)")
     api_timeout_seconds: float = Field(30.0, ge=0, description="how long a stalled API call stalls")
+    usage_skew_input_tokens: int = Field(
+        0, ge=0, description="added to each batch's reported usage.input_tokens as it ends, not to its result"
+        " lines: a provider's bill that disagrees with its answers",
+    )
 
     # Upstream forwarding: turn an OpenAI-compatible synchronous server into a Batch API
     upstream_url: str | None = Field(None, description="base URL of a synchronous server, e.g. http://127.0.0.1:8001/v1")
