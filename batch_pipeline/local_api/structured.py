@@ -9,6 +9,7 @@ so a schema feature this walker does not know shows up as a failure, not silent 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,6 +127,9 @@ def instance_for(schema: dict[str, Any], words: Sequence[str], seed: int) -> Any
 # JSON mode's answer when its prompt shows no shape: one string member.
 ANSWER_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 _MAX_CANDIDATES = 64  # JSON objects tried per prompt: a prompt full of braces costs little
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
+_KEYS_WORD = re.compile(r"\b(?:keys?|fields?|properties|attributes)\b", re.IGNORECASE)
+_QUOTED = re.compile(r"[\"'`]([A-Za-z_][\w-]{0,63})[\"'`]")
 
 
 def prompt_schema(text: str) -> dict[str, Any]:
@@ -133,7 +137,8 @@ def prompt_schema(text: str) -> dict[str, Any]:
 
     JSON mode constrains the answer to a JSON object, and the prompt says which: the first JSON
     Schema the prompt holds (an object with ``properties``, or one under ``schema``), else the
-    shape of the first JSON object it shows as an example, else ``ANSWER_SCHEMA``.
+    shape of the first JSON object it shows as an example, else the quoted names a sentence gives
+    as keys (``with keys "drug" and "use"``, as strings), else ``ANSWER_SCHEMA``.
     """
     decoder = json.JSONDecoder()
     example: dict[str, Any] | None = None
@@ -151,7 +156,19 @@ def prompt_schema(text: str) -> dict[str, Any]:
                     return candidate
             example = example or (value or None)
         start = text.find("{", end)
-    return _shape_of(example) if example else ANSWER_SCHEMA
+    return _shape_of(example) if example else _named_keys(text) or ANSWER_SCHEMA
+
+
+def _named_keys(text: str) -> dict[str, Any] | None:
+    """String members for the quoted names following "keys", "fields" or "properties" in one
+    sentence of the prompt, if any."""
+    for sentence in _SENTENCE.split(text):
+        said = _KEYS_WORD.search(sentence)
+        names = _QUOTED.findall(sentence[said.end():]) if said else []
+        if names:
+            keys = list(dict.fromkeys(names))
+            return {"type": "object", "properties": {k: {"type": "string"} for k in keys}, "required": keys}
+    return None
 
 
 def _shape_of(value: Any) -> dict[str, Any]:

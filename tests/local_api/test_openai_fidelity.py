@@ -43,6 +43,7 @@ def test_json_mode_answers_a_json_object(client: openai.OpenAI) -> None:
     lines = [
         chat_line("example", f"{example} Review: metformin worked well.", **json_mode),
         chat_line("schema", f"Answer as JSON matching this schema: {json.dumps(schema)}", **json_mode),
+        chat_line("keys", "Answer in JSON with keys 'drug' and 'use'. Drug: warfarin.", **json_mode),
         chat_line("plain", "Summarise warfarin interactions as a JSON object.", **json_mode),
         chat_line("no-word", "Summarise warfarin interactions.", **json_mode),
     ]
@@ -52,7 +53,8 @@ def test_json_mode_answers_a_json_object(client: openai.OpenAI) -> None:
     assert set(answers["example"]) == {"sentiment", "score", "tags"}
     assert isinstance(answers["example"]["score"], float) and isinstance(answers["example"]["tags"], list)
     assert set(answers["schema"]) == {"name", "age"} and isinstance(answers["schema"]["age"], int)
-    assert isinstance(answers["plain"], dict) and answers["plain"]
+    assert set(answers["keys"]) == {"drug", "use"} and all(isinstance(v, str) for v in answers["keys"].values())
+    assert set(answers["plain"]) == {"answer"}
     [refused] = read_jsonl(client, batch.error_file_id)
     assert (refused["custom_id"], refused["response"]["status_code"]) == ("no-word", 400)
     assert refused["response"]["body"]["error"]["message"] == (
