@@ -76,6 +76,7 @@ def test_batch_uploads_must_be_jsonl(client: openai.OpenAI) -> None:
     assert error.value.message.endswith("Invalid file format for Batch API. Must be .jsonl")
     assert (error.value.param, error.value.code, error.value.type) == (None, None, "invalid_request_error")
     assert client.files.create(file=("notes.txt", b"hello"), purpose="user_data").purpose == "user_data"
+    assert client.files.create(file=b'{"custom_id": "a"}\n', purpose="batch").filename == "upload"  # nameless bytes
 
 
 def test_files_are_gone_after_their_expiry(tmp_path: Path) -> None:
