@@ -341,11 +341,12 @@ _JSON_WORD_MISSING = {
 def _json_mode_error(endpoint: str, body: dict[str, Any]) -> Reply | None:
     """JSON mode (`json_object`) whose messages never say "json": OpenAI refuses it (the
     instructions of a Responses request do not count)."""
-    if endpoint == "/v1/chat/completions":
-        fmt, text = body.get("response_format"), prompt_text(endpoint, body) or ""
-    else:
-        fmt, text = (body.get("text") or {}).get("format"), responses_input_text(body.get("input"))[0]
-    if not isinstance(fmt, dict) or fmt.get("type") != "json_object" or "json" in text.lower():
+    chat = endpoint == "/v1/chat/completions"
+    fmt = body.get("response_format") if chat else (body.get("text") or {}).get("format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_object":
+        return None  # checked first: every line of a batch passes here
+    text = (prompt_text(endpoint, body) if chat else responses_input_text(body.get("input"))[0]) or ""
+    if "json" in text.lower():
         return None
     param, message = _JSON_WORD_MISSING[endpoint]
     return 400, error_body(message, "invalid_request_error", param)
