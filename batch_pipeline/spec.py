@@ -29,6 +29,8 @@ RESULT_COLUMNS = (
 # OpenAI's limits for one batch input file (50,000 requests, 200 MB), the smallest of the providers'.
 MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200 * 1024 * 1024
+# The widest range of file expiry any provider accepts (OpenAI's: 1 hour to 30 days).
+EXPIRY_SECONDS_RANGE = (3600, 2_592_000)
 
 
 def template_fields(template: str, *, spec: str, name: str) -> list[str]:
@@ -79,6 +81,10 @@ class BatchSpec:
     `model` is the model on OpenAI (and, through its deployments, on Azure OpenAI); `models`
     names the model on each other provider the use case may run on (`{"anthropic":
     "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}`).
+    `input_expires_after_seconds` and `output_expires_after_seconds` say how long OpenAI (or
+    Azure OpenAI) keeps the uploaded request files and the batches' output and error files
+    (`expires_after`, `output_expires_after`; 3600..2592000, Azure at least 1209600); unset, the
+    provider resource's setting (README, "File expiry at the provider").
     """
 
     name: str
@@ -101,6 +107,8 @@ class BatchSpec:
     max_requests_per_shard: int | None = None
     max_shard_bytes: int = MAX_BYTES_PER_FILE
     models: dict[str, str] = field(default_factory=dict)
+    input_expires_after_seconds: int | None = None
+    output_expires_after_seconds: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -114,6 +122,11 @@ class BatchSpec:
             raise SpecError(
                 f"spec '{self.name}': max_requests_per_shard must be 1..{MAX_REQUESTS_PER_FILE}"
             )
+        low, high = EXPIRY_SECONDS_RANGE
+        for name in ("input_expires_after_seconds", "output_expires_after_seconds"):
+            seconds = getattr(self, name)
+            if seconds is not None and not low <= seconds <= high:
+                raise SpecError(f"spec '{self.name}': {name} must be {low}..{high} seconds (1 hour to 30 days)")
         if self.max_attempts < 1:
             raise SpecError(f"spec '{self.name}': max_attempts must be at least 1")
         if not 0 < self.max_shard_bytes <= MAX_BYTES_PER_FILE:

@@ -75,7 +75,7 @@ def seed_foreign_batches(data_dir: Path, count: int) -> None:
 def tick_calls(client: openai.OpenAI, app: CountingApp, ids: list[str]) -> dict:
     """Calls and seconds of one tick's lookup, and of polling each batch."""
     before, started = app.requests, time.perf_counter()
-    states = OpenAIBatchAPI(OpenAIProvider(), client, 0).batches(set(ids), since=time.time() - 60)
+    states = OpenAIBatchAPI(OpenAIProvider(), client).batches(set(ids), since=time.time() - 60)
     tick, seconds = app.requests - before, time.perf_counter() - started
     assert states.keys() == set(ids), "the tick did not see every batch"
     before, started = app.requests, time.perf_counter()
@@ -100,7 +100,7 @@ def measure_foreign(foreign: int, ours: int, workdir: Path) -> dict:
     ids = in_flight(client, ours)
     seed_foreign_batches(workdir / f"monitor-foreign-{foreign}", foreign)
     before = app.requests
-    listed = sum(1 for _ in OpenAIBatchAPI(OpenAIProvider(), client, 0).pages())
+    listed = sum(1 for _ in OpenAIBatchAPI(OpenAIProvider(), client).pages())
     return {"foreign": foreign, "ours": ours, **tick_calls(client, app, ids),
             "list_everything": app.requests - before, "pages": listed}
 

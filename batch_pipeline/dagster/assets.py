@@ -419,7 +419,10 @@ def _harvest_one(
     with as_failures(f"spec '{uc.name}'"):  # an unpriced model
         estimate = uc.estimate(harvest.index, history, with_kept=True)
     usage = recorded_usage(context.instance, uc, context.run_id, uc.dagster_partition(partition), harvest.usage)
-    _metadata(context, uc, partition, results_metadata(uc, harvest, estimate.cost_usd, usage))
+    metadata = results_metadata(uc, harvest, estimate.cost_usd, usage)
+    if "batch_usage_warning" in metadata:
+        context.log.warning("%s %s: %s", uc.name, partition, metadata["batch_usage_warning"].value)
+    _metadata(context, uc, partition, metadata)
     return harvest
 
 

@@ -91,11 +91,24 @@ def results_metadata(uc: UseCase, harvest: Harvest, estimated_cost_usd: float,
         "cost_usd": dg.MetadataValue.float(round(harvest.cost_usd, 6)),
         **usage_metadata(uc, *usage),
         "provider_files_deleted": harvest.files_deleted,
+        **batch_usage_metadata(harvest),
         "preview": dg.MetadataValue.md(
             markdown_table(preview.select([*uc.source.key_columns, "status", "output", "error_message"]), 5)
             if preview is not None else "_no rows_"
         ),
     }
+
+
+def batch_usage_metadata(harvest: Harvest) -> dict[str, Any]:
+    """Each batch's own usage (where the provider reports it) beside the sum of its answered
+    lines; `batch_usage_warning` when they disagree (`harvest/batch_usage.py`)."""
+    if not harvest.figures:
+        return {}
+    figures = sorted(harvest.figures.values(), key=lambda f: f.batch_id)
+    disagreements = [text for f in figures for text in f.disagreements()]
+    warning = {"batch_usage_warning": dg.MetadataValue.text(
+        "the provider's usage disagrees with the answered lines: " + "; ".join(disagreements))} if disagreements else {}
+    return {"batch_usage": dg.MetadataValue.json({f.batch_id: f.as_json() for f in figures}), **warning}
 
 
 def waiting_metadata(state: PartitionState, reason: str) -> dict[str, Any]:

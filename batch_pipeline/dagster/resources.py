@@ -33,6 +33,7 @@ as long as that run or tick and is closed in `teardown_after_execution`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ from batch_pipeline.local_api.settings import LocalAPISettings
 from batch_pipeline.provider import registry
 from batch_pipeline.provider.azure_api import (
     AZURE_DEPLOYMENTS_VARIABLE,
+    AZURE_EXPIRY_RANGE,
+    AZURE_INPUT_EXPIRY_SECONDS,
     AzureOpenAIProvider,
     parse_deployments,
 )
@@ -60,6 +63,11 @@ from batch_pipeline.provider.contract import (
     ProviderSettingError,
 )
 from batch_pipeline.provider.openai_api import DEFAULT_BASE_URL, OpenAIProvider
+from batch_pipeline.provider.openai_wire import (
+    INPUT_EXPIRY_SECONDS,
+    OPENAI_EXPIRY_RANGE,
+    OUTPUT_EXPIRY_SECONDS,
+)
 from batch_pipeline.provider.submission import QUOTA_BACKOFF_SECONDS, Sending
 from batch_pipeline.warehouse.storage import Warehouse
 
@@ -194,12 +202,28 @@ class OpenAIProviderResource(_BatchAPIClientResource):
     base_url: str | None = Field(default=None, description=f"Defaults to $OPENAI_BASE_URL, else {DEFAULT_BASE_URL}.")
     organization: str | None = Field(default=None, description="Defaults to $OPENAI_ORG_ID.")
     project: str | None = Field(default=None, description="Defaults to $OPENAI_PROJECT_ID.")
+    input_expires_after_seconds: int = Field(
+        default=INPUT_EXPIRY_SECONDS, ge=OPENAI_EXPIRY_RANGE[0], le=OPENAI_EXPIRY_RANGE[1],
+        description="How long OpenAI keeps an uploaded request file (`expires_after`), unless the spec says.",
+    )
+    output_expires_after_seconds: int = Field(
+        default=OUTPUT_EXPIRY_SECONDS, ge=OPENAI_EXPIRY_RANGE[0], le=OPENAI_EXPIRY_RANGE[1],
+        description="How long OpenAI keeps a batch's output and error files (`output_expires_after`), unless "
+        "the spec says.",
+    )
 
     def has_key(self) -> bool:
         return bool(_setting(self.api_key, OPENAI_API_KEY))
 
-    def provider(self) -> OpenAIProvider:
-        return OpenAIProvider(
+    def provider(self, local: bool = False) -> OpenAIProvider:
+        """These settings as a provider (`local`: the local Batch API stands in for OpenAI, so
+        only the expiry settings apply)."""
+        expiry = OpenAIProvider(input_expires_after_seconds=self.input_expires_after_seconds,
+                                output_expires_after_seconds=self.output_expires_after_seconds)
+        if local:
+            return expiry
+        return dataclasses.replace(
+            expiry,
             api_key=_setting(self.api_key, OPENAI_API_KEY),
             base_url=_setting(self.base_url, OPENAI_BASE_URL),
             organization=_setting(self.organization, OPENAI_ORG_ID),
@@ -238,6 +262,14 @@ class AzureOpenAIProviderResource(_BatchAPIClientResource):
         description=f"The Global-Batch deployment of each model (model -> deployment name); defaults to "
         f"${AZURE_DEPLOYMENTS_VARIABLE} ('gpt-4o-mini=gpt-4o-mini-batch,...').",
     )
+    input_expires_after_seconds: int = Field(
+        default=AZURE_INPUT_EXPIRY_SECONDS, ge=AZURE_EXPIRY_RANGE[0], le=AZURE_EXPIRY_RANGE[1],
+        description="How long Azure keeps an uploaded request file (14 to 30 days), unless the spec says.",
+    )
+    output_expires_after_seconds: int = Field(
+        default=OUTPUT_EXPIRY_SECONDS, ge=AZURE_EXPIRY_RANGE[0], le=AZURE_EXPIRY_RANGE[1],
+        description="How long Azure keeps a batch's output and error files (14 to 30 days), unless the spec says.",
+    )
 
     def has_key(self) -> bool:
         return bool(_setting(self.api_key, AZURE_OPENAI_API_KEY))
@@ -250,6 +282,8 @@ class AzureOpenAIProviderResource(_BatchAPIClientResource):
             endpoint, _required(self.api_version, OPENAI_API_VERSION, "api_version"),
             _setting(self.api_key, AZURE_OPENAI_API_KEY),
             self.deployments or parse_deployments(AZURE_DEPLOYMENTS.get_value() or ""),
+            input_expires_after_seconds=self.input_expires_after_seconds,
+            output_expires_after_seconds=self.output_expires_after_seconds,
         )
 
     def _connect(self, **options: Any) -> BatchAPI:
@@ -436,7 +470,8 @@ class BatchAPIResource(dg.ConfigurableResource):
         description="Delete a partition's batch input, output and error files at the provider once "
         "its results are written and the output and error files are kept raw in the warehouse, so "
         "a busy organisation stays under the provider's file limits. Off: they stay until the "
-        "provider expires them (inputs after a week, outputs after 30 days).",
+        "provider expires them (the provider resource's or spec's expiry settings: by default inputs "
+        "after a week, on Azure two, and outputs after 30 days).",
     )
 
     harvest_wait_seconds: float = Field(
@@ -511,7 +546,9 @@ class BatchAPIResource(dg.ConfigurableResource):
         """The provider whose protocol the embedded local Batch API speaks when `name` has no key."""
         if name == "azure":
             return self.azure.provider(local=True)
-        return self._real(name).provider() if name in ("anthropic", "gemini") else OpenAIProvider()
+        if name in ("anthropic", "gemini"):
+            return self._real(name).provider()
+        return self.openai.provider(local=True)
 
     def api_at(self, fingerprint: str) -> BatchAPI | None:
         """The connection to the provider whose settings have `fingerprint`, among those configured

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from batch_pipeline.cost import UsageRecord
+from batch_pipeline.harvest.batch_usage import BatchFigures
 from batch_pipeline.harvest.lines import RESULT_UNIQUE, STATUSES, counts_by_status, retryable
 from batch_pipeline.harvest.retries import follow_ups
 from batch_pipeline.harvest.slices import harvest_slices
@@ -45,6 +46,7 @@ class Harvest:
     rows_added: int = 0
     files_deleted: int = 0  # provider files deleted once the results were written
     answered_by: set[str] = field(default_factory=set)  # the batches whose answers the results hold
+    figures: dict[str, BatchFigures] = field(default_factory=dict)  # each batch's own usage, where reported
 
     def add(self, table: pa.Table, max_attempts: int) -> None:
         """Count one slice of written results (slices come in index order, a row per index row)."""
@@ -106,7 +108,7 @@ def harvest_partition(
     )
     report = Harvest(path, index, harvested)
     with wh.parquet_writer(path, unique=RESULT_UNIQUE + uc.source.key_columns) as write:
-        for table in harvest_slices(wh, sending, uc, state, index, carried, known):
+        for table in harvest_slices(wh, sending, uc, state, index, carried, known, report.figures):
             write(table)
             report.add(table, uc.spec.max_attempts)
         report.state = follow_ups(sending, wh, uc, harvested, index, report.retryable, report.parents)

@@ -16,6 +16,7 @@ from upath import UPath
 from batch_pipeline.cost import batch_prices
 from batch_pipeline.errors import NotTerminal
 from batch_pipeline.failpoints import failpoint
+from batch_pipeline.harvest.batch_usage import BatchFigures, batch_figures
 from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines
 from batch_pipeline.provider.contract import RESULT_ROWS, ProviderBatch
 from batch_pipeline.provider.submission import Sending
@@ -30,11 +31,13 @@ from batch_pipeline.warehouse.storage import Warehouse
 def harvest_batch(
     wh: Warehouse, sending: Sending, uc: UseCase, partition: str, sub: Submission,
     expected: pa.Array | list[str] | None = None, batch: ProviderBatch | None = None,
+    figures: dict[str, BatchFigures] | None = None,
 ) -> pa.Table:
     """One terminal batch's lines; its provider files are kept raw in the warehouse first.
 
     `expected` are the custom_ids the batch was sent, read from its request file when not given;
     `batch` is the provider's batch when the caller just retrieved it (else it is retrieved here).
+    The batch's own usage, beside its lines' sum, goes in `figures` where the provider reports it.
     """
     api = sending.api_for(sub)
     batch = batch or api.retrieve(sub.batch_id)
@@ -51,7 +54,11 @@ def harvest_batch(
     outcome = BatchOutcome(batch.id, batch.status, batch.error_code, batch.error_message)
     if expected is None:
         expected = custom_ids_in(wh.resolve(sub.path))
-    return batch_lines(outcome, sub.attempt, expected, api.parse_results(raw_files))
+    parsed = api.parse_results(raw_files)
+    reported = batch_figures(batch, parsed)
+    if figures is not None and reported is not None:
+        figures[batch.id] = reported
+    return batch_lines(outcome, sub.attempt, expected, parsed)
 
 
 def harvest_slices(
@@ -62,18 +69,20 @@ def harvest_slices(
     index: pa.Table,
     carried: pa.Table | None,
     known: Mapping[str, ProviderBatch],
+    figures: dict[str, BatchFigures] | None = None,
 ) -> Iterator[pa.Table]:
     """Result rows in source order, one slice per first-round shard. `known`: batches the caller
-    already retrieved, by id (not retrieved again)."""
+    already retrieved, by id (not retrieved again); `figures` collects each batch's own usage."""
     partition = state.partition
     first = {s.shard: s for s in state.submissions if s.attempt == 1}
-    later = [harvest_batch(wh, sending, uc, partition, s, batch=known.get(s.batch_id))
+    later = [harvest_batch(wh, sending, uc, partition, s, batch=known.get(s.batch_id), figures=figures)
              for s in state.submissions if s.attempt > 1]
 
     def first_round(shard: int, expected: pa.Array) -> pa.Table | None:
         if shard not in first:
             return None
-        return harvest_batch(wh, sending, uc, partition, first[shard], expected, known.get(first[shard].batch_id))
+        return harvest_batch(wh, sending, uc, partition, first[shard], expected, known.get(first[shard].batch_id),
+                             figures)
 
     lines = assembled_slices(index, uc, first_round, pa.concat_tables(later) if later else None)
     for table in lines:

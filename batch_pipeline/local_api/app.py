@@ -65,6 +65,7 @@ ENDPOINTS = tuple(RESPONDERS)
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
 AZURE_MIN_EXPIRY = 1_209_600  # Azure keeps an uploaded file 14 to 30 days
 BATCH_FILE_TTL = 30 * 86400
+NAMELESS = "upload"  # the filename the openai SDK sends for raw bytes or a nameless stream
 BATCH_TIMESTAMPS = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
                     "expired_at", "cancelling_at", "cancelled_at")
 # Marks a response standing for a stalled call; the embedded transport turns it into a timeout.
@@ -89,7 +90,7 @@ class LocalBatchAPI:
 
     def __init__(self, data_dir: str | Path, api_key: str | None, settings: LocalAPISettings, offload: bool):
         self.settings = settings
-        self.store = Store(data_dir)
+        self.store = Store(data_dir, settings.file_clock_offset_seconds)
         if settings.upstream_url:
             # One round of concurrent upstream calls per chunk keeps each checkpoint near the budget.
             self.lifecycle = Lifecycle(self.store, settings, upstream_executor(settings),
@@ -284,7 +285,12 @@ def _file_routes(api: LocalBatchAPI, azure: bool) -> RouteTable:
 
 
 def _upload_fields(form: FormData) -> tuple[UploadFile, str]:
-    """The uploaded file and its purpose, checked in the order OpenAI reports them."""
+    """The uploaded file and its purpose, checked in the order OpenAI reports them.
+
+    A batch input must be a ``.jsonl`` file: another extension gets OpenAI's 400 (its message,
+    null param and code). Content sent with no name (the SDKs name raw bytes ``upload``, as
+    clients such as openai-batch send their input) names no type and is accepted.
+    """
     purpose = form.get("purpose")
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -295,6 +301,8 @@ def _upload_fields(form: FormData) -> tuple[UploadFile, str]:
         raise bad_request(f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
                           + ", ".join(f"'{p}'" for p in sorted(UPLOAD_PURPOSES)) + ".", "purpose",
                           "invalid_value")
+    if purpose == "batch" and upload.filename != NAMELESS and not (upload.filename or "").lower().endswith(".jsonl"):
+        raise bad_request("Invalid file format for Batch API. Must be .jsonl")
     return upload, purpose
 
 

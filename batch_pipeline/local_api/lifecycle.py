@@ -187,7 +187,7 @@ class Lifecycle:
         self.settings = settings
         self.executor = executor
         self.chunk_lines = chunk_lines
-        self.served_models = served_models or (lambda: _configured_models(settings))
+        self.served_models = served_models or settings.served_model_set
         self.prompt_cache = prompt_cache  # off when an upstream server reports its own cached tokens
         self._caches: dict[str, PromptCache] = {}  # by batch id, as of its last line run here
 
@@ -434,7 +434,7 @@ class Lifecycle:
                                   "expires_at": now + ttl, "sha256": ""}
         absent = "" if row.flavour == AZURE else None  # Azure writes "" for a file it has not
         doc = dict(row.doc, status=final, output_file_id=produced.get("output", {}).get("id", absent),
-                   error_file_id=produced.get("error", {}).get("id", absent))
+                   error_file_id=produced.get("error", {}).get("id", absent), usage=self._reported_usage(row))
         doc[f"{final}_at"] = now
         if final == "completed" and doc.get("finalizing_at") is None:
             doc["finalizing_at"] = now
@@ -445,6 +445,14 @@ class Lifecycle:
         shutil.rmtree(self.store.work_dir / row.id, ignore_errors=True)
         self._caches.pop(row.id, None)
         return row
+
+    def _reported_usage(self, row: BatchRow) -> dict[str, Any]:
+        """The batch's usage as it ends: its lines' sum, plus the injected billing skew
+        (`usage_skew_input_tokens`, a provider's figures that disagree with its answers)."""
+        usage, skew = row.doc["usage"], self.settings.usage_skew_input_tokens
+        if not skew:
+            return usage
+        return dict(usage, input_tokens=usage["input_tokens"] + skew, total_tokens=usage["total_tokens"] + skew)
 
     def _write_never_ran(self, row: BatchRow, err: BinaryIO, code: str, message: str) -> None:
         """One error line per request that did not run (cancelled or expired)."""
@@ -503,10 +511,6 @@ def _cacheable(endpoint: str, body: Any, size: int) -> tuple[str | None, int]:
     if not text or len(text) < MIN_CACHED_CHARS:
         return None, 0
     return text, prompt_tokens(endpoint, body)
-
-
-def _configured_models(settings: LocalAPISettings) -> frozenset[str] | None:
-    return None if settings.serves_any_model() else frozenset(settings.served_models)
 
 
 def empty_usage() -> dict[str, Any]:

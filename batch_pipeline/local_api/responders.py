@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from batch_pipeline.local_api.errors import error_body
-from batch_pipeline.local_api.structured import instance_for
+from batch_pipeline.local_api.structured import instance_for, prompt_schema
 
 Reply = tuple[int, dict[str, Any]]
 # A successful reply already serialized: status, the body's JSON (exactly ``orjson.dumps`` of the
@@ -179,7 +179,10 @@ def _chat_answer(body: dict[str, Any]) -> Reply | _ChatAnswer:
             return error
     schema = None
     response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+    if not isinstance(response_format, dict):
+        response_format = {}
+    kind = response_format.get("type")
+    if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
             return _invalid("Missing required parameter: 'response_format.json_schema.schema'.",
@@ -194,6 +197,8 @@ def _chat_answer(body: dict[str, Any]) -> Reply | _ChatAnswer:
         prompt_tokens += 4 + (len(text) + 3) // 4  # estimate_tokens, inlined
         if message.get("role") == "user":
             last_user = text
+    if kind == "json_object":
+        schema = prompt_schema("\n".join(_text_of(m.get("content")) for m in messages))
     words = keywords(last_user or " ".join(_text_of(m.get("content")) for m in messages))
     seed = _seed(body)
     if n == 1 and schema is None:  # the common shape, with _answer and _cap inlined
@@ -280,7 +285,7 @@ def _chat_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     }
 
 
-def _responses_input_text(value: Any) -> tuple[str, str]:
+def responses_input_text(value: Any) -> tuple[str, str]:
     """All input text and the last user text of a Responses ``input`` (string or items)."""
     if isinstance(value, str):
         return value, value
@@ -307,10 +312,12 @@ def responses(body: dict[str, Any]) -> Reply:
         if not isinstance(schema, dict):
             return _invalid("Missing required parameter: 'text.format.schema'.", "text.format.schema",
                             "missing_required_parameter")
-    all_text, last_user = _responses_input_text(body["input"])
+    all_text, last_user = responses_input_text(body["input"])
     instructions = body.get("instructions")
     if not isinstance(instructions, str):
         instructions = ""
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        schema = prompt_schema(f"{instructions}\n{all_text}")
     input_tokens = 3 + estimate_tokens(all_text) + estimate_tokens(instructions)
     seed = _seed(body)
     text, output_tokens, cut = _cap(_answer(keywords(last_user or all_text), seed, schema), cap)
@@ -519,7 +526,7 @@ def prompt_text(endpoint: str, body: dict[str, Any]) -> str | None:
                        for m in (messages if isinstance(messages, list) else []) if isinstance(m, dict))
     if endpoint == "/v1/responses":
         instructions = body.get("instructions")
-        return f"{instructions if isinstance(instructions, str) else ''}\n{_responses_input_text(body.get('input'))[0]}"
+        return f"{instructions if isinstance(instructions, str) else ''}\n{responses_input_text(body.get('input'))[0]}"
     return None
 
 
@@ -532,7 +539,7 @@ def prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
         return 3 + sum(4 + estimate_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
     if endpoint == "/v1/responses":
         instructions = body.get("instructions")
-        return 3 + estimate_tokens(_responses_input_text(body.get("input"))[0]) + estimate_tokens(
+        return 3 + estimate_tokens(responses_input_text(body.get("input"))[0]) + estimate_tokens(
             instructions if isinstance(instructions, str) else "")
     if endpoint == "/v1/embeddings":
         inputs = embedding_inputs(body.get("input")) or []

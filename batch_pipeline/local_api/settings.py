@@ -8,21 +8,46 @@ from __future__ import annotations
 
 import argparse
 import os
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MB = 1024 * 1024
-# Models the local API serves by default: OpenAI's batchable chat, completion, embedding and
-# moderation models that the sample use cases, the tests and common client suites name.
-DEFAULT_SERVED_MODELS = (
-    "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20",
-    "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4-turbo", "gpt-4", "gpt-3.5-turbo", "gpt-3.5-turbo-instruct",
-    "gpt-5", "gpt-5-mini", "gpt-5-nano", "o1", "o3", "o3-mini", "o4-mini",
-    "text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002",
-    "omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest", "text-moderation-stable",
-)
+
+
+def _literal_values(annotation: Any) -> list[str]:
+    """The strings a `Literal` type (or a union of them, `str` aside) admits, in order."""
+    if typing.get_origin(annotation) is Literal:
+        return [value for value in typing.get_args(annotation) if isinstance(value, str)]
+    return [value for arg in typing.get_args(annotation) for value in _literal_values(arg)]
+
+
+def _openai_models() -> tuple[str, ...]:
+    """Every model id the installed `openai` SDK names for the endpoints a batch can call, dated
+    snapshots included (its `ChatModel`, `ResponsesModel`, `EmbeddingModel`, `ModerationModel`,
+    `ImageModel`, `VideoModel` and the completions `model` types): what a client written against
+    OpenAI may ask for, kept in step with the SDK instead of by hand."""
+    from openai.types import (
+        ChatModel,
+        EmbeddingModel,
+        ImageModel,
+        ModerationModel,
+        ResponsesModel,
+        VideoModel,
+    )
+    from openai.types.completion_create_params import CompletionCreateParamsBase
+
+    completion = typing.get_type_hints(CompletionCreateParamsBase, include_extras=True)["model"]
+    kinds = (ChatModel, ResponsesModel, EmbeddingModel, ModerationModel, ImageModel, VideoModel, completion)
+    return tuple(dict.fromkeys(model for kind in kinds for model in _literal_values(kind)))
+
+
+# Models the local API serves by default: every model the `openai` SDK names (`_openai_models`).
+DEFAULT_SERVED_MODELS = _openai_models()
+# In `served_models`, stands for the default list: `["default", "house-model-7b"]` widens it.
+DEFAULT_MODELS_ENTRY = "default"
 # Claude models the Anthropic routes serve by default: current aliases, their dated snapshots, and
 # the ids the anthropic SDK (2.17) names in its `Model` type.
 DEFAULT_SERVED_ANTHROPIC_MODELS = (
@@ -55,6 +80,11 @@ class LocalAPISettings(BaseModel):
     upload_seconds: float = Field(0.0, ge=0, description="extra time each file upload takes (large files, slow links)")
     completion_window_seconds: float = Field(
         86400.0, gt=0, description="time from create to expiry; OpenAI's 24h window by default"
+    )
+    file_clock_offset_seconds: float = Field(
+        0.0, ge=0, description="files count as expired this many seconds before their expires_at (which is"
+        " unchanged): with an hour's offset a file uploaded with expires_after of an hour is gone at once, so"
+        " expiry is tested without waiting",
     )
     advance_budget_seconds: float = Field(
         0.5, gt=0, description="most time one API call spends advancing batches, so a poll never blocks long"
@@ -90,7 +120,8 @@ class LocalAPISettings(BaseModel):
     # Models: a request naming another one fails its batch with model_not_found, as on OpenAI
     served_models: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SERVED_MODELS),
-        description="models the API serves ('*' serves any); with upstream_url the upstream's /v1/models decides",
+        description="models the API serves ('*' serves any, 'default' stands for the default list: every model"
+        " the openai SDK names); with upstream_url the upstream's /v1/models decides",
     )
 
     # Anthropic's Message Batches, on the routes under /v1/messages/batches (docs/local-api-anthropic.md)
@@ -115,6 +146,10 @@ class LocalAPISettings(BaseModel):
     api_server_error_fraction: float = Field(0.0, ge=0, le=1, description="API calls answered with HTTP 500")
     api_timeout_fraction: float = Field(0.0, ge=0, le=1, description="API calls that stall (client timeout)")
     api_timeout_seconds: float = Field(30.0, ge=0, description="how long a stalled API call stalls")
+    usage_skew_input_tokens: int = Field(
+        0, ge=0, description="added to each batch's reported usage.input_tokens as it ends, not to its result"
+        " lines: a provider's bill that disagrees with its answers",
+    )
 
     # Upstream forwarding: turn an OpenAI-compatible synchronous server into a Batch API
     upstream_url: str | None = Field(None, description="base URL of a synchronous server, e.g. http://127.0.0.1:8001/v1")
@@ -134,6 +169,15 @@ class LocalAPISettings(BaseModel):
     def serves_any_model(self) -> bool:
         return "*" in self.served_models
 
+    def served_model_set(self) -> frozenset[str] | None:
+        """The models served (None: any), with `default` expanded to the default list."""
+        if self.serves_any_model():
+            return None
+        named = set(self.served_models)
+        if DEFAULT_MODELS_ENTRY in named:
+            named |= set(DEFAULT_SERVED_MODELS)
+        return frozenset(named)
+
     def line_fault_total(self) -> float:
         return self.line_rate_limit_fraction + self.line_server_error_fraction + self.line_invalid_request_fraction
 
@@ -145,7 +189,8 @@ _REPEATED = {
     "azure_deployments": ("--azure-deployment", "DEPLOYMENT=MODEL",
                           "an Azure deployment and the model it runs; repeat for several"),
     "served_models": ("--served-model", "MODEL",
-                      "a model the API serves, replacing the default list; repeat for several, '*' for any"),
+                      "a model the API serves, replacing the default list; repeat for several, '*' for any,"
+                      " 'default' for the default list"),
     "anthropic_served_models": ("--served-anthropic-model", "MODEL",
                                 "a Claude model the Anthropic routes serve, replacing the default list; repeat"
                                 " for several, '*' for any"),

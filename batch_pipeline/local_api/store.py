@@ -182,8 +182,9 @@ class Store:
 
     lease_seconds = 15.0
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], file_clock_offset: float = 0.0) -> None:
         self.root = Path(data_dir).resolve()
+        self.file_clock_offset = file_clock_offset  # files expire this much early (tests of expiry)
         self.files_dir = self.root / "files"
         self.work_dir = self.root / "work"
         self.tmp_dir = self.root / "tmp"
@@ -262,19 +263,24 @@ class Store:
                 " VALUES (:id, :purpose, :filename, :bytes, :created_at, :expires_at, :sha256)", row)
         return row
 
+    def files_now(self) -> float:
+        """The moment files' expiry is judged at: now, plus the configured offset."""
+        return time.time() + self.file_clock_offset
+
     def get_file(self, file_id: str) -> dict[str, Any]:
-        """A live file's row, or 404 (unknown, deleted or expired)."""
+        """A live file's row, or 404 (unknown, deleted or expired: an expired file is gone, as
+        OpenAI's are, though its bytes stay in the data dir)."""
         self.file_path(file_id)
         with self.connect() as conn:
             row = conn.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
-        if row is None or (row["expires_at"] is not None and row["expires_at"] <= time.time()):
+        if row is None or (row["expires_at"] is not None and row["expires_at"] <= self.files_now()):
             raise not_found(f"No such File object: {file_id}")
         return dict(row)
 
     def list_files(self, *, after: str | None, limit: int, order: str, purpose: str | None
                    ) -> tuple[list[dict[str, Any]], bool]:
         clauses = ["(expires_at IS NULL OR expires_at > ?)", "purpose != ?"]
-        params: list[Any] = [int(time.time()), GEMINI_PURPOSE]
+        params: list[Any] = [self.files_now(), GEMINI_PURPOSE]
         if purpose:
             clauses.append("purpose = ?")
             params.append(purpose)
@@ -292,9 +298,11 @@ class Store:
         return [dict(r) for r in rows[:limit]], len(rows) > limit
 
     def delete_file(self, file_id: str) -> None:
+        """Delete a live file; 404 for one unknown, deleted or expired."""
         path = self.file_path(file_id)
         with self.transaction() as conn:
-            deleted = conn.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount
+            deleted = conn.execute("DELETE FROM files WHERE id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                                   (file_id, self.files_now())).rowcount
         if not deleted:
             raise not_found(f"No such File object: {file_id}")
         path.unlink(missing_ok=True)

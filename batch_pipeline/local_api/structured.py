@@ -1,4 +1,5 @@
-"""Deterministic JSON instances for a JSON Schema (structured outputs of the fake responder).
+"""Deterministic JSON instances for a JSON Schema (structured outputs and JSON mode of the fake
+responder).
 
 Hand-written because no maintained library generates *deterministic, small* instances
 (hypothesis-jsonschema is random and heavy). Tests check the instances with ``jsonschema``
@@ -7,6 +8,8 @@ so a schema feature this walker does not know shows up as a failure, not silent 
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,3 +122,60 @@ def instance_for(schema: dict[str, Any], words: Sequence[str], seed: int) -> Any
     """A small instance of ``schema`` whose strings echo ``words``; same inputs, same instance."""
     return _Builder(schema, words, seed).build(schema, "value")
 
+
+
+# JSON mode's answer when its prompt shows no shape: one string member.
+ANSWER_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+_MAX_CANDIDATES = 64  # JSON objects tried per prompt: a prompt full of braces costs little
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
+_KEYS_WORD = re.compile(r"\b(?:keys?|fields?|properties|attributes)\b", re.IGNORECASE)
+_QUOTED = re.compile(r"[\"'`]([A-Za-z_][\w-]{0,63})[\"'`]")
+
+
+def prompt_schema(text: str) -> dict[str, Any]:
+    """The shape a JSON-mode prompt (``response_format: json_object``) asks for.
+
+    JSON mode constrains the answer to a JSON object, and the prompt says which: the first JSON
+    Schema the prompt holds (an object with ``properties``, or one under ``schema``), else the
+    shape of the first JSON object it shows as an example, else the quoted names a sentence gives
+    as keys (``with keys "drug" and "use"``, as strings), else ``ANSWER_SCHEMA``.
+    """
+    decoder = json.JSONDecoder()
+    example: dict[str, Any] | None = None
+    start, tried = text.find("{"), 0
+    while start != -1 and tried < _MAX_CANDIDATES:
+        tried += 1
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            for candidate in (value, value.get("schema"), value.get("json_schema")):
+                if isinstance(candidate, dict) and isinstance(candidate.get("properties"), dict):
+                    return candidate
+            example = example or (value or None)
+        start = text.find("{", end)
+    return _shape_of(example) if example else _named_keys(text) or ANSWER_SCHEMA
+
+
+def _named_keys(text: str) -> dict[str, Any] | None:
+    """String members for the quoted names following "keys", "fields" or "properties" in one
+    sentence of the prompt, if any."""
+    for sentence in _SENTENCE.split(text):
+        said = _KEYS_WORD.search(sentence)
+        names = _QUOTED.findall(sentence[said.end():]) if said else []
+        if names:
+            keys = list(dict.fromkeys(names))
+            return {"type": "object", "properties": {k: {"type": "string"} for k in keys}, "required": keys}
+    return None
+
+
+def _shape_of(value: Any) -> dict[str, Any]:
+    """A JSON Schema that ``value`` is an instance of (types and keys only)."""
+    if isinstance(value, dict):
+        return {"type": "object", "properties": {k: _shape_of(v) for k, v in value.items()}, "required": list(value)}
+    if isinstance(value, list):
+        return {"type": "array", "items": _shape_of(value[0]) if value else {"type": "string"}}
+    kinds = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"))
+    return {"type": next((name for kind, name in kinds if isinstance(value, kind)), "null")}

@@ -16,7 +16,13 @@ from typing import Any
 import orjson
 
 from batch_pipeline.local_api.errors import error_body
-from batch_pipeline.local_api.responders import Reply, embedding_inputs, prompt_tokens
+from batch_pipeline.local_api.responders import (
+    Reply,
+    embedding_inputs,
+    prompt_text,
+    prompt_tokens,
+    responses_input_text,
+)
 from batch_pipeline.local_api.settings import LocalAPISettings
 
 # A broken 50,000-line file would otherwise make a multi-megabyte Batch object.
@@ -323,6 +329,29 @@ def _items_error(param: str, value: Any, expected: str) -> Reply | None:
     return None
 
 
+# JSON mode needs the prompt to ask for JSON: (param, message) of OpenAI's 400 when it does not.
+_JSON_WORD_MISSING = {
+    "/v1/chat/completions": ("messages", "'messages' must contain the word 'json' in some form, to use"
+                             " 'response_format' of type 'json_object'."),
+    "/v1/responses": ("text.format", "Response input messages must contain the word 'json' in some form to use"
+                      " 'text.format' of type 'json_object'."),
+}
+
+
+def _json_mode_error(endpoint: str, body: dict[str, Any]) -> Reply | None:
+    """JSON mode (`json_object`) whose messages never say "json": OpenAI refuses it (the
+    instructions of a Responses request do not count)."""
+    chat = endpoint == "/v1/chat/completions"
+    fmt = body.get("response_format") if chat else (body.get("text") or {}).get("format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_object":
+        return None  # checked first: every line of a batch passes here
+    text = (prompt_text(endpoint, body) if chat else responses_input_text(body.get("input"))[0]) or ""
+    if "json" in text.lower():
+        return None
+    param, message = _JSON_WORD_MISSING[endpoint]
+    return 400, error_body(message, "invalid_request_error", param)
+
+
 def request_error(endpoint: str, body: dict[str, Any]) -> Reply | None:
     """The 400 the synchronous ``endpoint`` would answer ``body`` with, or None when it would run it.
 
@@ -333,9 +362,10 @@ def request_error(endpoint: str, body: dict[str, Any]) -> Reply | None:
     if error is not None:
         return error
     if endpoint == "/v1/chat/completions":
-        return _chat_error(body)
+        return _chat_error(body) or _json_mode_error(endpoint, body)
     if endpoint == "/v1/responses":
-        return _items_error("input", body.get("input"), "one of a string or array of input items")
+        return (_items_error("input", body.get("input"), "one of a string or array of input items")
+                or _json_mode_error(endpoint, body))
     if endpoint == "/v1/moderations":
         return _items_error("input", body.get("input"), "one of a string, array of strings or array of objects")
     if endpoint == "/v1/embeddings" and embedding_inputs(body.get("input")) is None:

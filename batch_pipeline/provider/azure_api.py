@@ -3,8 +3,9 @@
 It speaks OpenAI's protocol (`openai_api.OpenAIBatchAPI` makes the calls) to
 `{endpoint}/openai/...?api-version=V` with an `api-key` header, with Azure's differences: a
 request line names the Global-Batch deployment as its `model` and the endpoint without `/v1` as
-its `url` (`/chat/completions`), an input file holds up to 100,000 requests, and an uploaded
-input may be kept 14 to 30 days only. Its other forms (PascalCase statuses, ISO-8601
+its `url` (`/chat/completions`), an input file holds up to 100,000 requests, and files (uploads,
+and a batch's output and error files) may be kept 14 to 30 days only: a spec asking for less is
+refused before anything is uploaded. Its other forms (PascalCase statuses, ISO-8601
 timestamps, null counts, `""` file ids) are read by `openai_wire.provider_batch`.
 """
 
@@ -20,11 +21,14 @@ import openai
 
 from batch_pipeline.provider.contract import ProviderSettingError, RequestEncoding
 from batch_pipeline.provider.openai_api import OpenAIBatchAPI, openai_encoding, public_url
+from batch_pipeline.provider.openai_wire import OUTPUT_EXPIRY_SECONDS
 from batch_pipeline.spec import BatchSpec
 
 AZURE_MAX_REQUESTS = 100_000
 AZURE_MAX_BYTES = 200 * 1024 * 1024
-AZURE_INPUT_FILE_TTL_SECONDS = 14 * 24 * 3600  # the shortest expiry Azure accepts
+# Azure keeps an uploaded file, and a batch's output and error files, 14 to 30 days.
+AZURE_EXPIRY_RANGE = (14 * 24 * 3600, 30 * 24 * 3600)
+AZURE_INPUT_EXPIRY_SECONDS = AZURE_EXPIRY_RANGE[0]  # the shortest Azure accepts
 AZURE_DEPLOYMENTS_VARIABLE = "BATCH_PIPELINE_AZURE_DEPLOYMENTS"
 
 
@@ -37,17 +41,19 @@ class AzureOpenAIProvider:
     api_version: str
     api_key: str | None = field(default=None, repr=False)
     deployments: Mapping[str, str] = field(default_factory=dict)
+    input_expires_after_seconds: int = AZURE_INPUT_EXPIRY_SECONDS
+    output_expires_after_seconds: int = OUTPUT_EXPIRY_SECONDS
     name: str = field(default="azure", init=False)
     max_requests: int = field(default=AZURE_MAX_REQUESTS, init=False)
     max_bytes: int = field(default=AZURE_MAX_BYTES, init=False)
-    input_file_ttl_seconds: int = field(default=AZURE_INPUT_FILE_TTL_SECONDS, init=False)
+    expiry_range: tuple[int, int] = field(default=AZURE_EXPIRY_RANGE, init=False)
 
     def client(self, http_client: Any = None, **options: Any) -> openai.OpenAI:
         return openai.AzureOpenAI(azure_endpoint=self.endpoint, api_version=self.api_version, api_key=self.api_key,
                                   http_client=http_client, **options)
 
     def connect(self, http_client: Any = None, **options: Any) -> OpenAIBatchAPI:
-        return OpenAIBatchAPI(self, self.client(http_client, **options), self.input_file_ttl_seconds)
+        return OpenAIBatchAPI(self, self.client(http_client, **options))
 
     def encoding(self, spec: BatchSpec) -> RequestEncoding:
         return openai_encoding(self, spec)

@@ -61,12 +61,24 @@ class RequestCounts:
 
 
 @dataclass(frozen=True)
+class BatchUsage:
+    """The tokens a provider reports for a whole batch (OpenAI's `usage`): what it bills."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class ProviderBatch:
     """One batch as the provider reports it, in the pipeline's vocabulary.
 
     `key` is our idempotency key where the provider holds it (None where it cannot, or for a
     batch that is not ours); `tags` what else it holds for us (model, estimated tokens).
     `files` are provider-side files by kind (`input`, `output`, `error`), what cleanup deletes.
+    `model` and `usage` are the batch's own figures where the provider reports them (else None).
     """
 
     id: str
@@ -78,6 +90,8 @@ class ProviderBatch:
     files: Mapping[str, str] = field(default_factory=dict)
     error_code: str | None = None
     error_message: str | None = None
+    model: str | None = None
+    usage: BatchUsage | None = None
 
     @property
     def terminal(self) -> bool:

@@ -33,7 +33,14 @@ from batch_pipeline.provider.contract import (
 )
 from batch_pipeline.provider.listing import CLOCK_SLACK_SECONDS, created_since, states_of
 from batch_pipeline.provider.openai_results import parse_results
-from batch_pipeline.provider.openai_wire import OpenAIEncoding, body_builder, provider_batch
+from batch_pipeline.provider.openai_wire import (
+    INPUT_EXPIRY_SECONDS,
+    OPENAI_EXPIRY_RANGE,
+    OUTPUT_EXPIRY_SECONDS,
+    OpenAIEncoding,
+    body_builder,
+    provider_batch,
+)
 from batch_pipeline.spec import (
     MAX_BYTES_PER_FILE,
     MAX_REQUESTS_PER_FILE,
@@ -43,9 +50,6 @@ from batch_pipeline.spec import (
 from batch_pipeline.state.backoff import backoff_seconds
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# A batch runs within a day and its lines stay in the warehouse, so the provider's copy of an
-# input is kept briefly (a crashed run leaks no storage): a week.
-OPENAI_INPUT_FILE_TTL_SECONDS = 7 * 24 * 3600
 LIST_PAGE_SIZE = 100  # the provider's maximum page size for batches.list
 # A batch is terminal within its 24 h completion window (plus finalizing); older ones hold no
 # enqueued tokens.
@@ -67,16 +71,19 @@ def public_url(url: str) -> str:
 @dataclass(frozen=True)
 class OpenAIProvider:
     """OpenAI's Batch API, or an OpenAI-compatible one at `base_url`; unset fields are read by
-    the `openai` client from its variables (OPENAI_API_KEY, OPENAI_BASE_URL, ...)."""
+    the `openai` client from its variables (OPENAI_API_KEY, OPENAI_BASE_URL, ...). A spec that
+    sets no expiry of its own gets `input_expires_after_seconds` and `output_expires_after_seconds`."""
 
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
     organization: str | None = None
     project: str | None = None
+    input_expires_after_seconds: int = INPUT_EXPIRY_SECONDS
+    output_expires_after_seconds: int = OUTPUT_EXPIRY_SECONDS
     name: str = field(default="openai", init=False)
     max_requests: int = field(default=MAX_REQUESTS_PER_FILE, init=False)
     max_bytes: int = field(default=MAX_BYTES_PER_FILE, init=False)
-    input_file_ttl_seconds: int = field(default=OPENAI_INPUT_FILE_TTL_SECONDS, init=False)
+    expiry_range: tuple[int, int] = field(default=OPENAI_EXPIRY_RANGE, init=False)
     deployments: Mapping[str, str] = field(default_factory=dict, init=False)
 
     def client(self, http_client: Any = None, **options: Any) -> openai.OpenAI:
@@ -84,7 +91,7 @@ class OpenAIProvider:
                              project=self.project, http_client=http_client, **options)
 
     def connect(self, http_client: Any = None, **options: Any) -> OpenAIBatchAPI:
-        return OpenAIBatchAPI(self, self.client(http_client, **options), self.input_file_ttl_seconds)
+        return OpenAIBatchAPI(self, self.client(http_client, **options))
 
     def at(self, origin: str, api_key: str) -> OpenAIProvider:
         return dataclasses.replace(self, base_url=f"{origin.rstrip('/')}/v1", api_key=api_key)
@@ -115,6 +122,15 @@ class _OpenAIFamily(Provider, Protocol):
     @property
     def max_bytes(self) -> int: ...
 
+    @property
+    def expiry_range(self) -> tuple[int, int]: ...
+
+    @property
+    def input_expires_after_seconds(self) -> int: ...
+
+    @property
+    def output_expires_after_seconds(self) -> int: ...
+
     def line_url(self, endpoint: str) -> str: ...
 
     def line_model(self, model: str) -> str: ...
@@ -132,7 +148,19 @@ def openai_encoding(provider: _OpenAIFamily, spec: BatchSpec) -> RequestEncoding
         raise ProviderSettingError(f"response_model of spec '{spec.name}' cannot be sent as {provider.name}'s "
                                    f"strict JSON schema: {exc}") from exc
     return OpenAIEncoding(provider.line_url(spec.endpoint), model, requests, size, body, spec.model,
-                          chat=spec.endpoint != "/v1/embeddings")
+                          chat=spec.endpoint != "/v1/embeddings",
+                          input_expires_after=_expiry(provider, spec, "input_expires_after_seconds"),
+                          output_expires_after=_expiry(provider, spec, "output_expires_after_seconds"))
+
+
+def _expiry(provider: _OpenAIFamily, spec: BatchSpec, name: str) -> int:
+    """The spec's expiry setting `name`, else the provider's, within what the provider accepts."""
+    seconds: int = getattr(spec, name) or getattr(provider, name)
+    low, high = provider.expiry_range
+    if not low <= seconds <= high:
+        raise ProviderSettingError(f"spec '{spec.name}': {name}={seconds} is outside what {provider.name} accepts "
+                                   f"({low}..{high} seconds); nothing was uploaded")
+    return seconds
 
 
 @dataclass
@@ -141,7 +169,6 @@ class OpenAIBatchAPI:
 
     provider: Provider
     client: openai.OpenAI
-    input_file_ttl_seconds: int
     calls: int = 0
     holds_keys: bool = field(default=True, init=False)
 
@@ -199,14 +226,14 @@ class OpenAIBatchAPI:
                earlier_attempt: bool, log: Callable[[str], None]) -> ProviderBatch:
         filename = f"{key}.jsonl"
         file_id = self._uploads().get(filename) if earlier_attempt else None
+        assert isinstance(encoding, OpenAIEncoding)  # made by this provider's `encoding`
         if file_id is None:
-            file_id = self._upload(filename, data)
+            file_id = self._upload(filename, data, encoding.input_expires_after)
             log(f"uploaded {data.count(NEWLINE)} requests as {file_id}")
             failpoint("submission.uploaded")
         else:
             log(f"reusing upload {file_id} left by an earlier attempt")
-        assert isinstance(encoding, OpenAIEncoding)  # made by this provider's `encoding`
-        return self._create(file_id, encoding.url, {**tags, "idempotency_key": key})
+        return self._create(file_id, encoding, {**tags, "idempotency_key": key})
 
     def _uploads(self) -> dict[str, str]:
         """Uploaded batch input files by name (the newest of a name wins), from one listing: an
@@ -218,15 +245,16 @@ class OpenAIBatchAPI:
                 found.setdefault(file.filename, file.id)
         return found
 
-    def _upload(self, filename: str, data: bytes) -> str:
-        """An input file the provider deletes by itself after a while (a crashed run leaks none)."""
+    def _upload(self, filename: str, data: bytes, expires_after: int) -> str:
+        """An input file the provider deletes by itself after `expires_after` seconds (a crashed
+        run leaks none)."""
         self.calls += 1
         return self.client.files.create(
             file=(filename, data), purpose="batch",
-            expires_after={"anchor": "created_at", "seconds": self.input_file_ttl_seconds},
+            expires_after={"anchor": "created_at", "seconds": expires_after},
         ).id
 
-    def _create(self, file_id: str, endpoint: str, metadata: dict[str, str]) -> ProviderBatch:
+    def _create(self, file_id: str, encoding: OpenAIEncoding, metadata: dict[str, str]) -> ProviderBatch:
         """Create a batch exactly once, reconciling by idempotency key after any failed attempt.
         Raises `QuotaRefused` when the provider refuses it for its enqueued-token quota (nothing
         was created; the provider's message is not kept, as it may name deployments)."""
@@ -236,8 +264,9 @@ class OpenAIBatchAPI:
             try:
                 self.calls += 1
                 return provider_batch(no_retry.batches.create(
-                    input_file_id=file_id, endpoint=endpoint,  # type: ignore[arg-type]
-                    completion_window="24h", metadata=metadata))
+                    input_file_id=file_id, endpoint=encoding.url,  # type: ignore[arg-type]
+                    completion_window="24h", metadata=metadata,
+                    output_expires_after={"anchor": "created_at", "seconds": encoding.output_expires_after}))
             except openai.BadRequestError as exc:
                 if exc.code == QUOTA_CODE or QUOTA_CODE in str(exc.body):  # the code, or a body naming it
                     raise QuotaRefused(f"the provider refused batch creation: {QUOTA_CODE}") from None

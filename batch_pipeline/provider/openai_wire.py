@@ -20,11 +20,19 @@ import orjson
 from openai.types import Batch
 from pydantic import BaseModel
 
-from batch_pipeline.provider.contract import PIPELINE, ProviderBatch, RequestCounts
+from batch_pipeline.provider.contract import PIPELINE, BatchUsage, ProviderBatch, RequestCounts
 from batch_pipeline.provider.openai_tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
 from batch_pipeline.spec import INPUT_ENDPOINTS, BatchSpec
 
 _SPELLINGS = {"canceled": "cancelled", "canceling": "cancelling"}  # American spellings seen on Azure
+# How long OpenAI keeps a file given `expires_after` (uploads) or `output_expires_after` (a
+# batch's output and error files): 1 hour to 30 days after the file's creation.
+OPENAI_EXPIRY_RANGE = (3600, 2_592_000)
+# By default a request file is kept a week (it runs within a day, and its lines stay in the
+# warehouse: a crashed run leaks no storage), output and error files 30 days (OpenAI's own
+# default), so a results run days late still finds them.
+INPUT_EXPIRY_SECONDS = 7 * 24 * 3600
+OUTPUT_EXPIRY_SECONDS = 30 * 24 * 3600
 _FILE_KINDS = (("input", "input_file_id"), ("output", "output_file_id"), ("error", "error_file_id"))
 
 
@@ -47,7 +55,8 @@ def moderation_categories() -> dict[str, str]:
 class OpenAIEncoding:
     """Request lines in OpenAI's form: `{"custom_id", "method", "url", "body"}`, the body naming
     `model` (the provider's name of the spec's model) and the endpoint path as `url`; tokens
-    counted with `spec_model`'s encoding, with chat formatting's overhead except for embeddings."""
+    counted with `spec_model`'s encoding, with chat formatting's overhead except for embeddings;
+    and how long the provider keeps the request file and the batch's results."""
 
     url: str
     model: str
@@ -56,6 +65,8 @@ class OpenAIEncoding:
     body: Callable[[Mapping[str, str]], dict[str, Any]]
     spec_model: str
     chat: bool
+    input_expires_after: int = INPUT_EXPIRY_SECONDS  # seconds the provider keeps an uploaded request file
+    output_expires_after: int = OUTPUT_EXPIRY_SECONDS  # and a batch's output and error files
 
     @property
     def tokens_per_message(self) -> int:
@@ -112,7 +123,21 @@ def provider_batch(batch: Batch) -> ProviderBatch:
         files={kind: getattr(batch, name) for kind, name in _FILE_KINDS if getattr(batch, name, None)},
         error_code=first_error.code if first_error else None,
         error_message=first_error.message if first_error else None,
+        model=batch.model or None,
+        usage=batch_usage(batch),
     )
+
+
+def batch_usage(batch: Batch) -> BatchUsage | None:
+    """The batch's own `usage` (OpenAI fills it on batches created after 2025-09-07; Azure and
+    older batches may have none, or parts of it null)."""
+    usage = batch.usage
+    if usage is None:
+        return None
+    cached = usage.input_tokens_details.cached_tokens if usage.input_tokens_details else 0
+    reasoning = usage.output_tokens_details.reasoning_tokens if usage.output_tokens_details else 0
+    return BatchUsage(usage.input_tokens or 0, cached or 0, usage.output_tokens or 0, reasoning or 0,
+                      usage.total_tokens or 0)
 
 
 def batch_status(status: str) -> str:

@@ -35,7 +35,7 @@ def gateway(deleted: list[str], status: dict[str, int] = STATUS) -> OpenAIBatchA
 
     client = openai.OpenAI(api_key="sk-unit", base_url="http://provider.test/v1", max_retries=0,
                            http_client=httpx2.Client(transport=httpx2.MockTransport(answer)))
-    return OpenAIBatchAPI(OpenAIProvider(), client, 0)
+    return OpenAIBatchAPI(OpenAIProvider(), client)
 
 
 def batch(n: int, output: str | None, error: str | None) -> ProviderBatch:
