@@ -14,14 +14,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 MB = 1024 * 1024
-# Models the local API serves by default: OpenAI's batchable chat, completion, embedding and
-# moderation models that the sample use cases, the tests and common client suites name.
+# Models the local API serves by default: OpenAI's batchable chat, completion, embedding,
+# moderation and image models that the sample use cases, the tests and common client suites name.
 DEFAULT_SERVED_MODELS = (
     "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20",
     "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4-turbo", "gpt-4", "gpt-3.5-turbo", "gpt-3.5-turbo-instruct",
     "gpt-5", "gpt-5-mini", "gpt-5-nano", "o1", "o3", "o3-mini", "o4-mini",
     "text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002",
     "omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest", "text-moderation-stable",
+    "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "chatgpt-image-latest", "davinci-002", "babbage-002",
 )
 # Claude models the Anthropic routes serve by default: current aliases, their dated snapshots, and
 # the ids the anthropic SDK (2.17) names in its `Model` type.
