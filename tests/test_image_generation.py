@@ -95,3 +95,32 @@ def test_text_completions_land_their_text(pipeline_env, instance):
     answered = [r for r in rows if r["status"] == "succeeded"]
     assert sorted(r["sku"] for r in answered) == ["P1", "P2", "P4"]
     assert all(r["output"].strip() and r["output_tokens"] and r["cost_usd"] > 0 for r in answered)
+
+
+def test_images_land_on_an_s3_warehouse_once(instance, s3_warehouse, pipeline_env):
+    """On object storage too: one object per succeeded row, named by the Parquet; with the bucket
+    versioned, landing the same raw output again adds no version to any of them."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, version_aware=True)  # fresh: nothing cached from the pipeline
+    bucket_root = s3_warehouse.removeprefix("s3://")
+    fs.make_bucket_versioned(bucket_root.split("/")[0])
+    uc = products(pipeline_env)
+    defs = definitions_for([uc], batch_api=BatchAPIResource(harvest_wait_seconds=0))
+    assert submit(defs, instance, submit_job(uc).name, DAY).success
+    run_until_idle(defs, instance)
+
+    folder = f"{bucket_root}/shots/results/partition={DAY}/images"
+    with fs.open(f"{bucket_root}/shots/results/partition={DAY}/results.parquet", "rb") as f:
+        named = sorted(name for names in pq.read_table(f)["image_files"].to_pylist() if names for name in names)
+    keys = sorted(fs.find(folder))
+    assert keys == [f"{bucket_root}/{name}" for name in named] == [f"{folder}/{sku}.png" for sku in ("P1", "P2", "P4")]
+    assert all(fs.cat(key)[:8] == b"\x89PNG\r\n\x1a\n" for key in keys)
+    assert all(len(fs.object_version_info(key)) == 1 for key in keys)
+
+    wh = Warehouse(s3_warehouse)  # the same raw output, landed again: every object is there already
+    [raw] = fs.glob(f"{bucket_root}/shots/raw/partition={DAY}/*.output.jsonl")
+    data = fs.cat(raw)
+    land_images(wh, wh.root / "shots" / "results" / f"partition={DAY}" / "images", 1, images_in([data]),
+                parse_results([data]), "gpt-image-1-mini")
+    assert all(len(fs.object_version_info(key)) == 1 for key in keys)
