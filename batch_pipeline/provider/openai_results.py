@@ -99,8 +99,11 @@ FROM answer
 """
 # The same over local files, read by DuckDB itself: one query for a batch's output and error files.
 _COLUMNS_LITERAL = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in _LINE_COLUMNS.items()) + "}"
+# A line may hold several base64 images (tens of MB), past DuckDB's default 16 MB per object.
+MAX_LINE_BYTES = 1 << 30
 _FILES_SQL = _LINE_SQL.replace(
-    "FROM lines", f"FROM read_json($paths, format='newline_delimited', columns={_COLUMNS_LITERAL})")
+    "FROM lines", f"FROM read_json($paths, format='newline_delimited', columns={_COLUMNS_LITERAL}, "
+                  f"maximum_object_size={MAX_LINE_BYTES})")
 
 
 @cache
@@ -124,7 +127,8 @@ def parse_lines(sources: bytes | list[Path]) -> pa.Table:
             return RESULT_ROWS.empty_table()
         try:
             with _duckdb().cursor() as con:
-                lines = con.read_json(io.BytesIO(sources), format="newline_delimited", columns=_LINE_COLUMNS)
+                lines = con.read_json(io.BytesIO(sources), format="newline_delimited", columns=_LINE_COLUMNS,
+                                      maximum_object_size=MAX_LINE_BYTES)
                 parsed = lines.query("lines", _LINE_SQL)
                 assert parsed is not None  # a SELECT always has a relation
                 return parsed.to_arrow_table().cast(RESULT_ROWS)
