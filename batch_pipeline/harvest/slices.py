@@ -56,8 +56,9 @@ def harvest_batch(
     parsed = api.parse_results(raw_files)
     if uc.spec.endpoint == IMAGES_ENDPOINT:
         folder = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.IMAGES_FOLDER
-        parsed = land_images(wh, folder, uc.spec.parameters.get("n", 1), api.images(raw_files), parsed,
-                             uc.spec.model)
+        sent = set(expected if isinstance(expected, list) else expected.to_pylist())
+        images = (image for image in api.images(raw_files) if image.custom_id in sent)  # never a stray id's file
+        parsed = land_images(wh, folder, uc.spec.parameters.get("n", 1), images, parsed, uc.spec.model)
     return batch_lines(outcome, sub.attempt, expected, parsed)
 
 
