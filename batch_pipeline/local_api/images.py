@@ -25,6 +25,7 @@ STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
 BACKGROUNDS = ("transparent", "opaque", "auto")
 MAX_PROMPT_CHARS = 32_000
+IMAGE_MODELS = ("gpt-image-", "chatgpt-image-", "dall-e-")  # prefixes of OpenAI's image model ids
 # Output tokens of one 1024x1024 image by quality, as OpenAI documents them for GPT image models;
 # another size costs in proportion to its area.
 IMAGE_TOKENS = {"low": 272, "medium": 1056, "high": 4160, "xhigh": 6240, "max": 8320}
@@ -62,6 +63,9 @@ def images_generations(body: dict[str, Any]) -> Reply:
 
 
 def _invalid_image_request(body: dict[str, Any]) -> Reply | None:
+    if not str(body.get("model")).startswith(IMAGE_MODELS):
+        return _invalid(f"Invalid value for 'model': '{body.get('model')}' is not an image generation model.",
+                        "model", "invalid_value")
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return _invalid("Invalid 'prompt': expected a non-empty string.", "prompt")

@@ -61,7 +61,8 @@ def test_the_local_api_answers_a_real_png_of_the_asked_size_in_openais_shape(siz
 
 
 @pytest.mark.parametrize("change, param", [({"n": 11}, "n"), ({"size": "999x999"}, "size"), ({"prompt": ""}, "prompt"),
-                                          ({"output_format": "webp"}, "output_format")])
+                                          ({"output_format": "webp"}, "output_format"),
+                                          ({"model": "gpt-4o-mini"}, "model")])
 def test_an_image_request_the_endpoint_refuses_is_a_400_naming_the_parameter(change, param):
     status, answer = images_generations({"model": "gpt-image-1-mini", "prompt": "A tent", **change})
     assert status == 400 and answer["error"]["param"] == param
