@@ -125,6 +125,14 @@ def test_images_land_once_and_a_line_without_readable_images_is_invalid_output(t
     assert land() == rows  # again over the same raw file: the same rows, and nothing rewritten
     assert stamps() == before
 
+    # SKU-1 sent again after its prompt changed: its new images replace the old under the same names
+    _, changed = images_generations({"model": "gpt-image-1-mini", "prompt": "A blue tent", "n": 2})
+    raw.write_bytes(image_line("SKU-1", changed))
+    land()
+    assert sorted(p.name for p in folder.iterdir()) == files
+    assert [(folder / name).read_bytes() for name in files] == [
+        base64.b64decode(image["b64_json"]) for image in changed["data"]]
+
 
 def test_output_image_tokens_pay_the_image_rate_as_genai_prices_does():
     price = batch_price("gpt-image-1.5")
