@@ -12,6 +12,7 @@ from assets import (
     content_screening,
     manuscript_review,
     patient_education,
+    product_images,
 )
 from batch_pipeline import definitions_for
 
@@ -22,6 +23,7 @@ USE_CASES = [
     content_analysis.classification,
     content_analysis.embeddings,
     content_screening.screening,
+    product_images.use_case,
 ]
 
 defs = dg.Definitions.merge(definitions_for(USE_CASES), dg.Definitions(executor=dg.in_process_executor))

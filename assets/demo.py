@@ -29,6 +29,7 @@ from batch_pipeline.dagster.state_store import latest_state
 from batch_pipeline.errors import ProviderSettingError, SpecError
 from batch_pipeline.harvest.lines import STATUSES
 from batch_pipeline.sources.unassigned import unassigned_rows
+from batch_pipeline.spec import IMAGES_ENDPOINT
 from batch_pipeline.state.results import settled
 from batch_pipeline.testing import run_until_idle
 from batch_pipeline.use_case import UseCase
@@ -317,6 +318,7 @@ def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: Sequence
         costs.append([name, str(t["rows"]), str(t["succeeded"]), f"${t['estimated']:.6f}", f"${t['actual']:.6f}",
                       f"${synchronous:.6f}", f"${synchronous - t['actual']:.6f}"])
     _print_table(["use case", "rows", "succeeded", "estimated", "actual", "at sync prices", "saved"], costs)
+    _print_images(runs, wh, use_cases)
     setup = "import duckdb; duckdb"
     if is_url(root):  # DuckDB reads it through the fsspec filesystem (and credentials) the pipeline used
         setup = ("import duckdb, fsspec; con = duckdb.connect(); "
@@ -325,6 +327,28 @@ def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: Sequence
         f"\nquery it: .venv/bin/python -c \"{setup}.sql(\\\"select status, count(*) "
         f"from read_parquet('{root}/*/results/**/*.parquet', hive_partitioning=true) group by 1\\\").show()\""
     )
+
+
+def _print_images(runs: dict, wh: Warehouse, use_cases: Sequence[UseCase]) -> None:
+    """For each images use case, the files its results name, how many are in the warehouse, and
+    the succeeded rows they belong to (one file per succeeded row, or n with `n`)."""
+    for uc in use_cases:
+        if uc.spec.endpoint != IMAGES_ENDPOINT:
+            continue
+        named = present = succeeded = 0
+        for run in runs.values():
+            path = wh.partition_dir(uc.name, layout.RESULTS, run.partition) / layout.RESULTS_FILE
+            if run.use_case != uc.name or not run.harvested or not path.exists():
+                continue
+            with path.open("rb") as f:
+                table = pq.read_table(f, columns=["status", "image_files"])
+            succeeded += table["status"].to_pylist().count("succeeded")
+            files = [name for names in table["image_files"].to_pylist() if names for name in names]
+            named += len(files)
+            present += sum(wh.resolve(name).exists() for name in files)
+        folder = wh.root / uc.name / layout.RESULTS / "partition=*" / layout.IMAGES_FOLDER
+        print(f"\n{uc.name}: {present} of {named} image files in the warehouse for {succeeded} succeeded rows, "
+              f"under {folder}/")
 
 
 def _estimate_of(instance: dg.DagsterInstance, uc: UseCase, partition: str) -> float:

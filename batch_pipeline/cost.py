@@ -3,14 +3,17 @@
 Modelled: genai-prices' batch rates (its `processing: batch` price variant; half the synchronous
 rates for a model without one), cached input at the cache-read rate that variant resolves to,
 and long-context tiers (a request whose input tokens pass a tier's start pays that tier's rate
-on all its tokens, input and output, as genai-prices prices them). Not modelled: cache writes
-(OpenAI bills none), audio, image, web-search and tool units, and, in the estimate, cached
+on all its tokens, input and output, as genai-prices prices them), and a generated image's output
+tokens at the model's output image rate where genai-prices has one (`gpt-image-1.5`), else at
+its output rate. Not modelled: cache writes (OpenAI bills none), audio, input image (an image
+edit's), web-search and tool units, and, in the estimate, cached
 input: it cannot be known before sending, so the estimate assumes none (its input cost is an
 upper bound; the actual cost uses the `cached_tokens` the provider reports).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -53,6 +56,12 @@ class BatchPrice:
     input: Rate
     cached_input: Rate
     output: Rate
+    output_image: Rate | None = None  # a generated image's tokens, where the model prices them apart
+
+    def for_images(self) -> BatchPrice:
+        """The rates of an images request, whose output tokens are image tokens: what its
+        estimate assumes."""
+        return dataclasses.replace(self, output=self.output_image or self.output)
 
     @classmethod
     def per_million(cls, input_usd: float, output_usd: float) -> BatchPrice:
@@ -64,15 +73,22 @@ class BatchPrice:
         return sorted({start for rate in (self.input, self.cached_input, self.output) for start, _ in rate.tiers})
 
     def row_costs(self, input_tokens: pa.ChunkedArray, cached_tokens: pa.ChunkedArray,
-                  output_tokens: pa.ChunkedArray) -> pa.ChunkedArray:
+                  output_tokens: pa.ChunkedArray, output_image_tokens: pa.Array | None = None) -> pa.ChunkedArray:
         """Each request's cost from its usage (null without input tokens); cached input tokens
-        are part of the input tokens, billed at the cached rate."""
+        are part of the input tokens, billed at the cached rate, and output image tokens part of
+        the output tokens, billed at the image rate."""
         cached = pc.fill_null(cached_tokens, 0)
-        return pc.add(
+        output = pc.fill_null(output_tokens, 0)
+        cost = pc.add(
             pc.add(pc.multiply(pc.subtract(input_tokens, cached), self.input.per_row(input_tokens)),
                    pc.multiply(cached, self.cached_input.per_row(input_tokens))),
-            pc.multiply(pc.fill_null(output_tokens, 0), self.output.per_row(input_tokens)),
+            pc.multiply(output, self.output.per_row(input_tokens)),
         )
+        if output_image_tokens is None or self.output_image is None:
+            return cost
+        images = pc.fill_null(output_image_tokens, 0)
+        extra = pc.subtract(self.output_image.per_row(input_tokens), self.output.per_row(input_tokens))
+        return pc.add(cost, pc.multiply(images, extra))
 
 
 def _rate(value: Any, scale: float) -> Rate | None:
@@ -101,7 +117,8 @@ def batch_price(model: str) -> BatchPrice | None:
     scale = BATCH_DISCOUNT if batch == standard else 1.0  # no batch variant: half the synchronous rates
     input_rate = _rate(batch.input_mtok, scale) or Rate(0.0)
     return BatchPrice(input_rate, _rate(batch.cache_read_mtok, scale) or input_rate,
-                      _rate(batch.output_mtok, scale) or Rate(0.0))
+                      _rate(batch.output_mtok, scale) or Rate(0.0),
+                      _rate(getattr(batch, "output_image_mtok", None), scale))
 
 
 def batch_prices(models: list[str]) -> dict[str, BatchPrice]:

@@ -16,14 +16,23 @@ from pydantic import BaseModel
 
 from batch_pipeline.errors import SpecError
 
-SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/moderations")
-# Endpoints whose request is one rendered input text, with no system prompt and no response model.
+IMAGES_ENDPOINT = "/v1/images/generations"
+SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/moderations",
+                       "/v1/completions", IMAGES_ENDPOINT)
+# Endpoints whose request is one rendered input text with no output tokens (embeddings, moderations).
 INPUT_ENDPOINTS = ("/v1/embeddings", "/v1/moderations")
+# Endpoints whose request is one rendered `prompt` (a completion, an image to generate).
+PROMPT_ENDPOINTS = ("/v1/completions", IMAGES_ENDPOINT)
+# Endpoints with one rendered text and no system prompt or response model.
+ONE_TEXT_ENDPOINTS = (*INPUT_ENDPOINTS, *PROMPT_ENDPOINTS)
+# The image formats OpenAI's image models write, by `output_format`, with their file extension.
+IMAGE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 # Columns every results table has; a response model's fields may not reuse these names.
 RESULT_COLUMNS = (
     "custom_id", "status", "output", "error_code", "error_message", "attempts", "model",
     "input_tokens", "output_tokens", "cost_usd", "batch_id", "request_hash", "embedding", "flagged",
-    "flagged_categories",
+    "flagged_categories", "image_files", "revised_prompt", "image_size", "image_quality",
+    "output_image_tokens",
 )
 
 # OpenAI's limits for one batch input file (50,000 requests, 200 MB), the smallest of the providers'.
@@ -66,6 +75,9 @@ class BatchSpec:
     `/v1/embeddings` and `/v1/moderations` the rendered `prompt` is the input text and
     `system_prompt` is unused; a moderation lands `flagged`, `flagged_categories` and one
     `<category>_score` column per category. Moderations are free, so their price defaults to 0.
+    For `/v1/completions` and `/v1/images/generations` it is the `prompt`; the image parameters
+    (`size`, `quality`, `n`, `output_format`, ...) go in `parameters`, and each image lands as a
+    file in the warehouse, named in the row's `image_files`.
 
     `response_model` (a Pydantic model) makes requests carry its strict JSON schema and lands
     each of its fields as a typed column. `price_per_million_tokens` ((input, output) USD at
@@ -131,7 +143,7 @@ class BatchSpec:
             raise SpecError(f"spec '{self.name}': max_attempts must be at least 1")
         if not 0 < self.max_shard_bytes <= MAX_BYTES_PER_FILE:
             raise SpecError(f"spec '{self.name}': max_shard_bytes must be 1..{MAX_BYTES_PER_FILE}")
-        reserved = {"model", "messages", "input", "instructions", "stream", "response_format", "text"}
+        reserved = {"model", "messages", "input", "instructions", "stream", "response_format", "text", "prompt"}
         if reserved & set(self.parameters):
             raise SpecError(
                 f"spec '{self.name}': parameters may not set {sorted(reserved & set(self.parameters))}; "
@@ -144,8 +156,10 @@ class BatchSpec:
             )
         if self.endpoint == "/v1/moderations" and self.price_per_million_tokens is None:
             object.__setattr__(self, "price_per_million_tokens", (0.0, 0.0))  # OpenAI bills no moderation
+        if self.endpoint == IMAGES_ENDPOINT:
+            self._check_image_parameters()
         if self.response_model is not None:
-            if self.endpoint in INPUT_ENDPOINTS:
+            if self.endpoint in ONE_TEXT_ENDPOINTS:
                 raise SpecError(f"spec '{self.name}': {self.endpoint.rsplit('/', 1)[-1]} take no response_model")
             clash = set(self.response_model.model_fields) & set(RESULT_COLUMNS)
             if clash:
@@ -165,6 +179,22 @@ class BatchSpec:
                 ) from exc
         self.template_columns()  # validates the templates early, when the use case is imported
 
+    def _check_image_parameters(self) -> None:
+        """Each image lands as a file of a format the results can name: base64 answers only (a
+        URL expires), a format with a known extension, no streaming of partial images."""
+        n = self.parameters.get("n", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+            raise SpecError(f"spec '{self.name}': parameters 'n' must be an integer 1..10 (images per row)")
+        if self.parameters.get("output_format", "png") not in IMAGE_EXTENSIONS:
+            raise SpecError(f"spec '{self.name}': parameters 'output_format' must be one of "
+                            f"{', '.join(IMAGE_EXTENSIONS)}; each image lands as a file of that format")
+        if "partial_images" in self.parameters:
+            raise SpecError(f"spec '{self.name}': parameters may not set 'partial_images' (a batch does not stream)")
+
+    def image_extension(self) -> str:
+        """The file extension of this use case's images (`output_format`, PNG by default)."""
+        return IMAGE_EXTENSIONS[self.parameters.get("output_format", "png")]
+
     def model_for(self, provider: str) -> str:
         """The model this use case asks `provider` for; a provider with no model named gets a
         clear error naming the setting."""
@@ -178,7 +208,7 @@ class BatchSpec:
     def templates(self) -> dict[str, str]:
         """The prompt templates by message role."""
         out = {"user": self.prompt}
-        if self.system_prompt and self.endpoint not in INPUT_ENDPOINTS:
+        if self.system_prompt and self.endpoint not in ONE_TEXT_ENDPOINTS:
             out = {"system": self.system_prompt, **out}
         return out
 

@@ -16,7 +16,7 @@ from batch_pipeline.index_status import CARRIED, PENDING
 from batch_pipeline.sources.asset import AssetSource
 from batch_pipeline.sources.base import Source
 from batch_pipeline.sources.partitions import Selection, dimensions, selection_for
-from batch_pipeline.spec import RESULT_COLUMNS, BatchSpec
+from batch_pipeline.spec import IMAGES_ENDPOINT, RESULT_COLUMNS, BatchSpec
 
 # The one "partition" of an unpartitioned use case, in the warehouse, leases and state documents;
 # Dagster itself sees no partition key.
@@ -137,4 +137,6 @@ class UseCase:
             price = price_for(self.spec.model, self.spec.price_per_million_tokens)
         except LookupError as exc:
             raise UnpricedModel(f"spec '{self.name}': {exc}") from None
+        if self.spec.endpoint == IMAGES_ENDPOINT:
+            price = price.for_images()
         return estimate(price, bands(tokens, price.thresholds(), basis.input_scale), basis)

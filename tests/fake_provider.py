@@ -8,14 +8,20 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from batch_pipeline.provider.contract import RESULT_ROWS, ProviderBatch, RequestCounts, shard_limits
+from batch_pipeline.provider.contract import (
+    RESULT_ROWS,
+    GeneratedImage,
+    ProviderBatch,
+    RequestCounts,
+    shard_limits,
+)
 from batch_pipeline.spec import BatchSpec
 
 _NEXT = {"validating": "in_progress", "in_progress": "finalizing", "cancelling": "cancelled"}
@@ -141,6 +147,9 @@ class FakeBatchAPI:
                              "output_tokens": None if failed else 2, "error_code": "server_error" if failed else None,
                              "error_message": "the fake failed it" if failed else None})
         return pa.Table.from_pylist(rows, schema=RESULT_ROWS)
+
+    def images(self, files: Sequence[bytes | Path]) -> Iterator[GeneratedImage]:
+        return iter(())  # the fake answers text only
 
     def cancel(self, batch_id: str) -> ProviderBatch:
         held = self.client.batches[batch_id]

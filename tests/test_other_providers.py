@@ -66,14 +66,17 @@ def test_a_partition_lands_typed_results_and_a_rerun_pays_nothing(provider, pipe
         s.batch_id for s in state.batches}
 
 
-def test_an_endpoint_the_provider_has_not_fails_before_anything_is_built(provider, pipeline_env, instance):
-    uc = use_case(pipeline_env, name="screening", endpoint="/v1/moderations", response_model=None, system_prompt=None,
-                  model="omni-moderation-latest", parameters={})
+@pytest.mark.parametrize("endpoint, model", [("/v1/moderations", "omni-moderation-latest"),
+                                             ("/v1/images/generations", "gpt-image-1-mini")])
+def test_an_endpoint_the_provider_has_not_fails_before_anything_is_built(provider, pipeline_env, instance, endpoint,
+                                                                         model):
+    uc = use_case(pipeline_env, name="screening", endpoint=endpoint, response_model=None, system_prompt=None,
+                  model=model, parameters={})
     defs = definitions_for([uc], batch_api=BatchAPIResource())
     result = submit(defs, instance, submit_job(uc).name, DAY)
     assert not result.success
     message = failure_message(result)
-    assert "'screening'" in message and "/v1/moderations" in message and provider in message
+    assert "'screening'" in message and endpoint in message and provider in message
     assert not (pipeline_env / "warehouse" / "screening" / "requests").exists()
 
 

@@ -24,6 +24,8 @@ EXPECTED_TYPES = {
     "content_embeddings": {"embedding": pa.list_(pa.float32(), 256)},
     "patient_education": {},
     "content_screening": {"flagged": pa.bool_(), "harassment_score": pa.float64(), "violence_score": pa.float64()},
+    "product_images": {"image_files": pa.list_(pa.string()), "image_size": pa.string(),
+                       "output_image_tokens": pa.int64()},
 }
 FREE = {"content_screening"}  # moderations cost nothing
 

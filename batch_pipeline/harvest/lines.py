@@ -14,12 +14,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.cost import BatchPrice
+from batch_pipeline.harvest.images import image_fields, parse_images_answer
 from batch_pipeline.index_status import PENDING
 from batch_pipeline.provider.contract import RESULT_ROWS
 from batch_pipeline.provider.openai_moderations import moderation_fields, parse_moderation
 from batch_pipeline.requests.lines import HASH_TYPE
 from batch_pipeline.response_schema import arrow_fields, parse_answer
-from batch_pipeline.spec import BatchSpec
+from batch_pipeline.spec import IMAGES_ENDPOINT, BatchSpec
 from batch_pipeline.state.retry import RETRYABLE_CODES
 
 STATUSES = ("succeeded", "failed", "invalid_output", "rejected", "expired", "cancelled")
@@ -110,6 +111,7 @@ def assemble(
     model = joined["model"]
     input_tokens, output_tokens = joined["input_tokens"], joined["output_tokens"]
     answer_columns, status, code, message = _answer_columns(joined, spec, status, code, message)
+    image_tokens = answer_columns.get("output_image_tokens")
     return pa.table(
         {
             **{k: index[k] for k in key_columns},
@@ -123,7 +125,7 @@ def assemble(
             "model": model,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
-            "cost_usd": _cost(model, input_tokens, joined["cached_input_tokens"], output_tokens, prices),
+            "cost_usd": _cost(model, input_tokens, joined["cached_input_tokens"], output_tokens, prices, image_tokens),
             "batch_id": joined["batch_id"],
             # which request this answer is for: a rebuild keeps an answer only for that request
             "request_hash": (index["request_hash"] if "request_hash" in index.column_names
@@ -145,7 +147,7 @@ def retryable(results: pa.Table, max_attempts: int) -> list[str]:
 def _answer_columns(
     joined: pa.Table, spec: BatchSpec | None, status: pa.Array, code: pa.Array, message: pa.Array
 ) -> tuple[dict[str, pa.Array], pa.Array, pa.Array, pa.Array]:
-    """Typed columns of the response model's fields or of a moderation, or the embedding column,
+    """Typed columns of the response model's fields, a moderation or an images answer, or the embedding column,
     and the statuses, codes and messages with answers that do not validate marked `invalid_output`."""
     if spec is None:
         return {}, status, code, message
@@ -154,6 +156,8 @@ def _answer_columns(
         return {"embedding": vectors.cast(pa.list_(pa.float32(), spec.parameters["dimensions"]))}, status, code, message
     if spec.endpoint == "/v1/moderations":
         fields, parse = moderation_fields(), parse_moderation
+    elif spec.endpoint == IMAGES_ENDPOINT:
+        fields, parse = image_fields(), parse_images_answer
     elif spec.response_model is not None:
         model = spec.response_model
         fields, parse = arrow_fields(model), lambda text: parse_answer(model, text)
@@ -198,13 +202,16 @@ def _cost(
     cached_tokens: pa.ChunkedArray,
     output_tokens: pa.ChunkedArray,
     prices: dict[str, BatchPrice],
+    output_image_tokens: pa.Array | None = None,
 ) -> pa.ChunkedArray:
-    """Per-row cost in USD from token usage at each row's model's batch rates; null when unpriced."""
+    """Per-row cost in USD from token usage at each row's model's batch rates (the output image
+    tokens of an images answer at the image rate); null when unpriced."""
     cost = pa.chunked_array([pa.nulls(len(model), pa.float64())])
     for name, price in prices.items():
         mine = pc.fill_null(pc.equal(model, name), False)
         if pc.any(mine).as_py():
-            cost = pc.if_else(mine, price.row_costs(input_tokens, cached_tokens, output_tokens), cost)
+            costs = price.row_costs(input_tokens, cached_tokens, output_tokens, output_image_tokens)
+            cost = pc.if_else(mine, costs, cost)
     return cost
 
 

@@ -3,7 +3,7 @@
 `harvest_slices` yields the partition's result rows one first-round shard at a time (with the
 follow-up rounds' lines for those rows), so memory holds one shard, not the partition.
 `harvest_batch` turns one terminal batch into parsed lines, keeping the provider's files raw in
-the warehouse first (they expire at the provider).
+the warehouse first (they expire at the provider), and lands the images of an images batch.
 """
 
 from collections.abc import Callable, Iterator, Mapping
@@ -17,11 +17,13 @@ from batch_pipeline.cost import batch_prices
 from batch_pipeline.errors import NotTerminal
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.harvest.batch_usage import BatchFigures, batch_figures
+from batch_pipeline.harvest.images import land_images
 from batch_pipeline.harvest.lines import BatchOutcome, assemble, batch_lines
 from batch_pipeline.provider.contract import RESULT_ROWS, ProviderBatch
 from batch_pipeline.provider.submission import Sending
 from batch_pipeline.requests.carry_over import merge_carried
 from batch_pipeline.requests.lines import line_custom_id
+from batch_pipeline.spec import IMAGES_ENDPOINT
 from batch_pipeline.state.partition_state import PartitionState, Submission
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
@@ -55,6 +57,11 @@ def harvest_batch(
     if expected is None:
         expected = custom_ids_in(wh.resolve(sub.path))
     parsed = api.parse_results(raw_files)
+    if uc.spec.endpoint == IMAGES_ENDPOINT:
+        folder = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.IMAGES_FOLDER
+        sent = set(expected if isinstance(expected, list) else expected.to_pylist())
+        images = (image for image in api.images(raw_files) if image.custom_id in sent)  # never a stray id's file
+        parsed = land_images(wh, folder, uc.spec.parameters.get("n", 1), images, parsed, uc.spec.model)
     reported = batch_figures(batch, parsed)
     if figures is not None and reported is not None:
         figures[batch.id] = reported

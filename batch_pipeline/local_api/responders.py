@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from batch_pipeline.local_api.errors import error_body
+from batch_pipeline.local_api.images import images_generations
 from batch_pipeline.local_api.structured import instance_for, prompt_schema
 
 Reply = tuple[int, dict[str, Any]]
@@ -499,6 +500,7 @@ RESPONDERS: dict[str, Callable[[dict[str, Any]], Reply]] = {
     "/v1/embeddings": embeddings,
     "/v1/completions": completions,
     "/v1/moderations": moderations,
+    "/v1/images/generations": images_generations,
 }
 
 

@@ -34,10 +34,12 @@ _REQUIRED_BODY_FIELD = {
     "/v1/embeddings": ("input", "Input parameter is required."),
     "/v1/completions": ("prompt", "Prompt parameter is required."),
     "/v1/moderations": ("input", "Input parameter is required."),
+    "/v1/images/generations": ("prompt", "Prompt parameter is required."),
 }
 _ENDPOINT_NAMES = {
     "/v1/chat/completions": "Chat Completions", "/v1/responses": "Responses",
     "/v1/embeddings": "Embeddings", "/v1/completions": "Completions", "/v1/moderations": "Moderations",
+    "/v1/images/generations": "Images",
 }
 
 

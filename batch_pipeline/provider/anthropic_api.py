@@ -25,6 +25,7 @@ from anthropic.types.messages import MessageBatch
 
 from batch_pipeline.provider.anthropic_results import parse_results
 from batch_pipeline.provider.contract import (
+    GeneratedImage,
     ProviderBatch,
     ProviderSettingError,
     ProviderUnavailable,
@@ -205,6 +206,9 @@ class AnthropicBatchAPI:
 
     def parse_results(self, files: Sequence[bytes | Path]) -> pa.Table:
         return parse_results(files)
+
+    def images(self, files: Sequence[bytes | Path]) -> Iterator[GeneratedImage]:
+        return iter(())  # no image endpoint here: `encoding` refuses one before anything is built
 
     def cancel(self, batch_id: str) -> ProviderBatch:
         self.calls += 1

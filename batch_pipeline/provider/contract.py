@@ -4,7 +4,7 @@ A provider is two objects. `Provider` is its settings (frozen, safe to log throu
 how a use case's requests are encoded for it (`encoding`), its limits, and how to connect.
 `BatchAPI` is a connection to it, the operations the stages call: submit a shard under an
 idempotency key, find our batches, report their status in one vocabulary (`RUNNING`,
-`TERMINAL`), download and parse results into neutral rows (`RESULT_ROWS`), cancel, delete
+`TERMINAL`), download and parse results into neutral rows (`RESULT_ROWS`) and images, cancel, delete
 provider-side files. Only the adapters (`openai_api.py`, `azure_api.py`) and `local_api/`
 import a provider SDK; requests, submission, harvest, state and the Dagster layer speak this
 module's types. A new provider is one adapter module and its registration
@@ -14,7 +14,7 @@ docs/provider-port.md explains the seam.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,6 +96,17 @@ class ProviderBatch:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One image a result line holds (its request's `position`-th, from 0), decoded, with the
+    file extension of its format."""
+
+    custom_id: str
+    position: int
+    extension: str
+    data: bytes
 
 
 class RequestEncoding(Protocol):
@@ -192,6 +203,11 @@ class BatchAPI(Protocol):
     def parse_results(self, files: Sequence[bytes | Path]) -> pa.Table:
         """Result files (bytes, or local copies) as `RESULT_ROWS`, one row per line; a line of an
         unexpected shape is a failed row naming its line, never a failed harvest."""
+        ...
+
+    def images(self, files: Sequence[bytes | Path]) -> Iterator[GeneratedImage]:
+        """The images the answered lines of result files hold, one line at a time (an image is
+        megabytes; a file of them never is in memory whole); none where the provider makes none."""
         ...
 
     def cancel(self, batch_id: str) -> ProviderBatch: ...

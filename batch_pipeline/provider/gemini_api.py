@@ -23,6 +23,7 @@ from google import genai
 from google.genai import errors, types
 
 from batch_pipeline.provider.contract import (
+    GeneratedImage,
     ProviderBatch,
     ProviderSettingError,
     ProviderUnavailable,
@@ -257,6 +258,9 @@ class GeminiBatchAPI:
 
     def parse_results(self, files: Sequence[bytes | Path]) -> pa.Table:
         return parse_results(files)
+
+    def images(self, files: Sequence[bytes | Path]) -> Iterator[GeneratedImage]:
+        return iter(())  # no image endpoint here: `encoding` refuses one before anything is built
 
     def cancel(self, batch_id: str) -> ProviderBatch:
         self.calls += 1

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.provider.contract import (
+    GeneratedImage,
     Provider,
     ProviderBatch,
     ProviderSettingError,
@@ -32,6 +33,7 @@ from batch_pipeline.provider.contract import (
     shard_limits,
 )
 from batch_pipeline.provider.listing import CLOCK_SLACK_SECONDS, created_since, states_of
+from batch_pipeline.provider.openai_images import images_in
 from batch_pipeline.provider.openai_results import parse_results
 from batch_pipeline.provider.openai_wire import (
     INPUT_EXPIRY_SECONDS,
@@ -44,6 +46,7 @@ from batch_pipeline.provider.openai_wire import (
 from batch_pipeline.spec import (
     MAX_BYTES_PER_FILE,
     MAX_REQUESTS_PER_FILE,
+    PROMPT_ENDPOINTS,
     SUPPORTED_ENDPOINTS,
     BatchSpec,
 )
@@ -148,7 +151,7 @@ def openai_encoding(provider: _OpenAIFamily, spec: BatchSpec) -> RequestEncoding
         raise ProviderSettingError(f"response_model of spec '{spec.name}' cannot be sent as {provider.name}'s "
                                    f"strict JSON schema: {exc}") from exc
     return OpenAIEncoding(provider.line_url(spec.endpoint), model, requests, size, body, spec.model,
-                          chat=spec.endpoint != "/v1/embeddings",
+                          chat=spec.endpoint not in ("/v1/embeddings", *PROMPT_ENDPOINTS),
                           input_expires_after=_expiry(provider, spec, "input_expires_after_seconds"),
                           output_expires_after=_expiry(provider, spec, "output_expires_after_seconds"))
 
@@ -289,6 +292,9 @@ class OpenAIBatchAPI:
 
     def parse_results(self, files: Sequence[bytes | Path]) -> pa.Table:
         return parse_results(files)
+
+    def images(self, files: Sequence[bytes | Path]) -> Iterator[GeneratedImage]:
+        return images_in(files)
 
     def cancel(self, batch_id: str) -> ProviderBatch:
         self.calls += 1

@@ -27,39 +27,50 @@ _ERROR = "STRUCT(code VARCHAR, message VARCHAR, type VARCHAR)"
 _LINE_COLUMNS = {
     "custom_id": "VARCHAR",
     "error": _ERROR,
-    "response": "STRUCT(status_code BIGINT, body STRUCT(object VARCHAR, model VARCHAR, "
-                "choices STRUCT(message STRUCT(content VARCHAR, refusal VARCHAR))[], "
+    "response": "STRUCT(status_code BIGINT, body STRUCT(object VARCHAR, model VARCHAR, created BIGINT, "
+                "choices STRUCT(message STRUCT(content VARCHAR, refusal VARCHAR), text VARCHAR)[], "
                 "output STRUCT(type VARCHAR, content STRUCT(type VARCHAR, text VARCHAR, refusal VARCHAR)[])[], "
-                "data STRUCT(embedding DOUBLE[])[], results JSON, "
+                "data STRUCT(embedding DOUBLE[], revised_prompt VARCHAR)[], results JSON, "
+                "size VARCHAR, quality VARCHAR, output_format VARCHAR, "
                 "usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT, "
                 "input_tokens BIGINT, output_tokens BIGINT, prompt_tokens_details STRUCT(cached_tokens BIGINT), "
-                "input_tokens_details STRUCT(cached_tokens BIGINT)), "
+                "input_tokens_details STRUCT(cached_tokens BIGINT), "
+                "output_tokens_details STRUCT(image_tokens BIGINT)), "
                 f"error {_ERROR}))",
 }
 # `_parse_each_line`'s rules, column-wise: a 2xx response without an error succeeded (unless the
 # model refused); an error object says why a line failed; otherwise the body's error does, or
-# the HTTP status. Chat answers come from choices[0], Responses answers from their output_text
-# parts, embeddings from data[0], moderations from results[0] (kept as its JSON text).
+# the HTTP status. Chat answers come from choices[0] (a completion's from its text), Responses
+# answers from their output_text parts, embeddings from data[0], moderations from results[0]
+# (kept as its JSON text), images as a JSON summary without their bytes (`IMAGE_SUMMARY`; the
+# bytes are read by `images_in` and land as files).
 _LINE_SQL = """
 WITH line AS (
     SELECT custom_id, error, response.body AS body, coalesce(response.status_code, 0) AS http,
            response IS NOT NULL AND coalesce(response.status_code, 0) BETWEEN 200 AND 299
                AND error.code IS NULL AND error.message IS NULL AS ok,
            error.code IS NOT NULL OR error.message IS NOT NULL AS has_error,
-           response.body.object = 'list' OR response.body.data IS NOT NULL AS is_embedding,
+           response.body.data IS NOT NULL AND response.body.created IS NOT NULL
+               AND response.body.object IS DISTINCT FROM 'list' AS is_image,
+           response.body.object = 'list' OR response.body.data IS NOT NULL AS has_data,
            CASE WHEN response.body.output IS NOT NULL THEN
                flatten([coalesce(item.content, []) for item in response.body.output if item.type = 'message'])
            END AS parts
     FROM lines
 ), answer AS (
-    SELECT *,
-        CASE WHEN is_embedding THEN NULL
-             WHEN body.choices IS NOT NULL THEN body.choices[1].message.content
+    SELECT *, has_data AND NOT is_image AS is_embedding,
+        CASE WHEN is_image THEN json_object(
+                 'images', len(body.data), 'revised_prompt', body.data[1].revised_prompt, 'size', body.size,
+                 'quality', body.quality, 'output_format', body.output_format,
+                 'output_image_tokens', coalesce(body.usage.output_tokens_details.image_tokens,
+                                                 body.usage.output_tokens))::VARCHAR
+             WHEN has_data THEN NULL
+             WHEN body.choices IS NOT NULL THEN coalesce(body.choices[1].message.content, body.choices[1].text)
              WHEN body.results IS NOT NULL THEN json_extract(body.results, '$[0]')::VARCHAR
              WHEN len([p for p in parts if p.type = 'output_text']) > 0
                  THEN array_to_string([coalesce(p.text, '') for p in parts if p.type = 'output_text'], '')
         END AS text,
-        CASE WHEN is_embedding THEN NULL
+        CASE WHEN has_data THEN NULL
              WHEN body.choices IS NOT NULL THEN body.choices[1].message.refusal
              ELSE [p.refusal for p in parts if p.type = 'refusal'][-1]
         END AS refusal
@@ -88,8 +99,11 @@ FROM answer
 """
 # The same over local files, read by DuckDB itself: one query for a batch's output and error files.
 _COLUMNS_LITERAL = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in _LINE_COLUMNS.items()) + "}"
+# A line may hold several base64 images (tens of MB), past DuckDB's default 16 MB per object.
+MAX_LINE_BYTES = 1 << 30
 _FILES_SQL = _LINE_SQL.replace(
-    "FROM lines", f"FROM read_json($paths, format='newline_delimited', columns={_COLUMNS_LITERAL})")
+    "FROM lines", f"FROM read_json($paths, format='newline_delimited', columns={_COLUMNS_LITERAL}, "
+                  f"maximum_object_size={MAX_LINE_BYTES})")
 
 
 @cache
@@ -113,7 +127,8 @@ def parse_lines(sources: bytes | list[Path]) -> pa.Table:
             return RESULT_ROWS.empty_table()
         try:
             with _duckdb().cursor() as con:
-                lines = con.read_json(io.BytesIO(sources), format="newline_delimited", columns=_LINE_COLUMNS)
+                lines = con.read_json(io.BytesIO(sources), format="newline_delimited", columns=_LINE_COLUMNS,
+                                      maximum_object_size=MAX_LINE_BYTES)
                 parsed = lines.query("lines", _LINE_SQL)
                 assert parsed is not None  # a SELECT always has a relation
                 return parsed.to_arrow_table().cast(RESULT_ROWS)
@@ -196,14 +211,35 @@ def _first(*values):
     return next((v for v in values if v is not None), None)
 
 
+def image_summary(body: dict) -> str:
+    """An images response as the row's `output`: what it says of its images, without their bytes
+    (the same members, in the same order, as `_LINE_SQL` writes)."""
+    data = body.get("data") or []
+    usage = body.get("usage") or {}
+    image_tokens = (usage.get("output_tokens_details") or {}).get("image_tokens")
+    return orjson.dumps({
+        "images": len(data), "revised_prompt": (data[0] if data else {}).get("revised_prompt"),
+        "size": body.get("size"), "quality": body.get("quality"), "output_format": body.get("output_format"),
+        "output_image_tokens": image_tokens if image_tokens is not None else usage.get("output_tokens"),
+    }).decode()
+
+
+def _is_image(body: dict) -> bool:
+    return "data" in body and "created" in body and body.get("object") != "list"
+
+
 def _answer(body: dict) -> tuple[str | None, str | None, list[float] | None]:
-    """(text, refusal, embedding) from a chat completion, a response or an embedding body."""
+    """(text, refusal, embedding) from a chat or text completion, a response, an embedding,
+    a moderation or an images body."""
+    if _is_image(body):
+        return image_summary(body), None, None
     if body.get("object") == "list" or "data" in body:
         data = body.get("data") or [{}]
         return None, None, data[0].get("embedding")
     if "choices" in body:
-        message = ((body.get("choices") or [{}])[0]).get("message") or {}
-        return message.get("content"), message.get("refusal"), None
+        choice = (body.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        return message.get("content", choice.get("text")), message.get("refusal"), None
     if "results" in body:  # a moderation: its first result, as JSON text
         results = body.get("results") or [None]
         return (orjson.dumps(results[0]).decode() if results[0] is not None else None), None, None

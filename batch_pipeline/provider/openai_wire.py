@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from batch_pipeline.provider.contract import PIPELINE, BatchUsage, ProviderBatch, RequestCounts
 from batch_pipeline.provider.openai_tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_tokens
-from batch_pipeline.spec import INPUT_ENDPOINTS, BatchSpec
+from batch_pipeline.spec import INPUT_ENDPOINTS, PROMPT_ENDPOINTS, BatchSpec
 
 _SPELLINGS = {"canceled": "cancelled", "canceling": "cancelling"}  # American spellings seen on Azure
 # How long OpenAI keeps a file given `expires_after` (uploads) or `output_expires_after` (a
@@ -55,7 +55,7 @@ def moderation_categories() -> dict[str, str]:
 class OpenAIEncoding:
     """Request lines in OpenAI's form: `{"custom_id", "method", "url", "body"}`, the body naming
     `model` (the provider's name of the spec's model) and the endpoint path as `url`; tokens
-    counted with `spec_model`'s encoding, with chat formatting's overhead except for embeddings;
+    counted with `spec_model`'s encoding, with chat formatting's overhead where there are messages;
     and how long the provider keeps the request file and the batch's results."""
 
     url: str
@@ -92,6 +92,8 @@ def body_builder(spec: BatchSpec, model: str) -> Callable[[Mapping[str, str]], d
     params = dict(spec.parameters)
     if spec.endpoint in INPUT_ENDPOINTS:
         return lambda t: {"model": model, "input": t["user"], **params}
+    if spec.endpoint in PROMPT_ENDPOINTS:
+        return lambda t: {"model": model, "prompt": t["user"], **params}
     schema = None
     if spec.response_model is not None:
         schema = {"name": spec.response_model.__name__, "strict": True,

@@ -8,6 +8,7 @@
 `<root>/<use_case>/raw/partition=<key>/<batch_id>.output.jsonl` provider files, kept before they expire
 `<root>/<use_case>/raw/partition=<key>/<batch_id>.input.jsonl`  a request file as sent, once a rebuild replaced it
 `<root>/<use_case>/results/partition=<key>/results.parquet`     one row per source row
+`<root>/<use_case>/results/partition=<key>/images/<custom_id>.png` a generated image (`-2`, ... with n > 1)
 
 Paths recorded in Dagster are relative to the root (`Warehouse.relative`), so a warehouse that
 moves keeps its old partitions harvestable.
@@ -19,6 +20,7 @@ REQUESTS, RAW, RESULTS = "requests", "raw", "results"
 INDEX_FILE = "rows.parquet"
 CARRIED_FILE = "carried.parquet"
 RESULTS_FILE = "results.parquet"
+IMAGES_FOLDER = "images"  # in a partition's results folder
 SHARD_GLOB = "shard-*.jsonl"
 RETRY_GLOB = "retry-*.jsonl"
 LEASE_FILE = ".lease"  # a local warehouse's OS file lock on the partition
@@ -43,3 +45,11 @@ def retry_file(attempt: int, index: int) -> str:
 def raw_file(batch_id: str, kind: str) -> str:
     """A provider file kept raw: `kind` is `output` or `error`, or `input` (a request file as sent)."""
     return f"{batch_id}.{kind}.jsonl"
+
+
+def image_file(custom_id: str, position: int, per_request: int, extension: str) -> str:
+    """A generated image's file name: the request's custom_id, numbered from 1 when a request
+    asks for several (custom_ids are portable, so the name is too, and one number after the last
+    `-` never makes two requests' names meet)."""
+    suffix = f"-{position + 1}" if per_request > 1 else ""
+    return f"{custom_id}{suffix}.{extension}"
