@@ -418,7 +418,7 @@ def _harvest_one(
                      harvest.counts, harvest.retrying, harvest.files_deleted)
     with as_failures(f"spec '{uc.name}'"):  # an unpriced model
         estimate = uc.estimate(harvest.index, history, with_kept=True)
-    usage = recorded_usage(context.instance, uc, context.run_id, uc.dagster_partition(partition), harvest.usage)
+    usage = recorded_usage(context.instance, uc, context.run.run_id, uc.dagster_partition(partition), harvest.usage)
     metadata = results_metadata(uc, harvest, estimate.cost_usd, usage)
     if "batch_usage_warning" in metadata:
         context.log.warning("%s %s: %s", uc.name, partition, metadata["batch_usage_warning"].value)
