@@ -251,7 +251,9 @@ def _check_key(api: LocalBatchAPI, request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     given = request.headers.get("x-api-key") or (header[7:] if header.lower().startswith("bearer ") else "")
-    if not given or not secrets.compare_digest(given.encode(), api.api_key.encode()):
+    if not given:
+        raise AnthropicError(401, "authentication_error", "x-api-key header is required")
+    if not secrets.compare_digest(given.encode(), api.api_key.encode()):
         raise AnthropicError(401, "authentication_error", "invalid x-api-key")
 
 
@@ -259,6 +261,8 @@ def _fault_error(fault: str) -> AnthropicError:
     if fault == "rate_limit":
         return AnthropicError(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate"
                               " limit.", headers={"retry-after": "1"})
+    if fault == "overloaded":
+        return AnthropicError(529, "overloaded_error", "Overloaded")
     return AnthropicError(500, "api_error", "Internal server error")
 
 

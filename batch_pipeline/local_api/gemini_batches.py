@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batch_pipeline.local_api.errors import APIError
+from batch_pipeline.local_api.errors import APIError, error_body
 from batch_pipeline.local_api.gemini_store import GeminiStore, new_gemini_id, valid_id
 from batch_pipeline.local_api.gemini_translate import (
     CHAT,
@@ -48,13 +48,16 @@ FILE_TTL = 48 * 3600  # Gemini keeps files 48 hours
 
 
 class GeminiError(Exception):
-    """An error answered in Google's shape ``{"error": {code, message, status, details}}``."""
+    """An error answered in Google's shape ``{"error": {code, message, status, details}}``; the status
+    name is the HTTP status's canonical one unless given (400 is also FAILED_PRECONDITION)."""
 
-    def __init__(self, http_status: int, message: str, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, http_status: int, message: str, details: list[dict[str, Any]] | None = None,
+                 status: str | None = None) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.message = message
         self.details = details or []
+        self.status = status
 
 
 def rfc3339(seconds: float) -> str:
@@ -100,7 +103,11 @@ class GeminiBatches:
         return self.operation(batch_id)
 
     def _lines(self, model: str, input_config: dict[str, Any], embed: bool) -> tuple[list[bytes], list[Any], str]:
-        """The engine's request lines, what each request echoes (metadata or key), and the input kind."""
+        """The engine's request lines, what each request echoes (metadata or key), and the input kind.
+
+        A request that is not valid does not fail the batch: its line carries its 400 as a
+        ``preset_reply`` (the lifecycle's hook) and it ends with an INVALID_ARGUMENT status, the
+        other requests run (docs/local-api-gemini.md)."""
         translate = embedding_body if embed else chat_body
         url = EMBEDDINGS if embed else CHAT
         key = _file_key(input_config)
@@ -117,16 +124,24 @@ class GeminiBatches:
         lines, echo = [], []
         for index, item in enumerate(items):
             where = f"batch.input_config.requests.requests[{index}]" if kind == "inline" else f"line {index + 1}"
-            if not isinstance(item, dict):
-                raise InvalidRequest(f"Invalid value at '{where}': expected an object.")
-            body = translate(model, item.get("request"), f"{where}.request")
-            lines.append(orjson.dumps({"custom_id": f"r{index}", "method": "POST", "url": url, "body": body})
-                         + b"\n")
-            echo.append(item.get("key") if kind == "file" else item.get("metadata"))
+            line: dict[str, Any] = {"custom_id": f"r{index}", "method": "POST", "url": url}
+            try:
+                if isinstance(item, InvalidRequest):
+                    raise item
+                if not isinstance(item, dict):
+                    raise InvalidRequest(f"Invalid value at '{where}': expected an object.")
+                line["body"] = translate(model, item.get("request"), f"{where}.request")
+            except InvalidRequest as invalid:
+                line["body"] = _placeholder(model, embed)
+                line["preset_reply"] = [400, error_body(str(invalid), "invalid_request_error")]
+            lines.append(orjson.dumps(line) + b"\n")
+            source = item if isinstance(item, dict) else {}
+            echo.append(source.get("key") if kind == "file" else source.get("metadata"))
         return lines, echo, kind
 
     def _file_items(self, name: Any) -> Iterator[Any]:
-        """The JSON lines of an uploaded input file ``files/ID``."""
+        """The JSON lines of an uploaded input file ``files/ID``; a line that is not JSON is its
+        ``InvalidRequest`` (that request fails, not the batch)."""
         if not isinstance(name, str) or not name.startswith("files/"):
             raise InvalidRequest(f"Invalid value at 'batch.input_config.file_name': '{name}'.")
         path = self.file_path(name.removeprefix("files/"))
@@ -136,16 +151,15 @@ class GeminiBatches:
                     try:
                         yield orjson.loads(raw)
                     except orjson.JSONDecodeError:
-                        raise InvalidRequest(f"Invalid JSON on line {number} of {name}.") from None
+                        yield InvalidRequest(f"Invalid JSON on line {number} of {name}.")
 
     def _insert_internal(self, batch_id: str, data: bytes, endpoint: str, now: float) -> None:
         """The engine's batch over the translated lines, in ``validating`` as any new batch."""
         store, settings = self.api.store, self.api.settings
+        # No size limit here: Gemini's own (inline body, uploaded file) were applied before.
         file = store.save_upload(io.BytesIO(data), filename=f"{batch_id}-input.jsonl", purpose=GEMINI_PURPOSE,
-                                 expires_at=None, created_at=int(now), max_bytes=settings.max_batch_input_bytes)
-        if file is None:
-            raise GeminiError(400, "Request payload size exceeds the limit: "
-                              f"{settings.max_batch_input_bytes} bytes.")
+                                 expires_at=None, created_at=int(now), max_bytes=1 << 62)
+        assert file is not None  # no size limit was given
         created = int(now)
         doc = {"id": "batch_" + batch_id, "object": "batch", "endpoint": endpoint, "model": None, "errors": None,
                "input_file_id": file["id"], "completion_window": "24h", "status": "validating",
@@ -185,8 +199,8 @@ class GeminiBatches:
         try:
             self.api.lifecycle.cancel("batch_" + batch_id)
         except APIError as error:
-            raise GeminiError(400, f"Batch batches/{batch_id} is already finished and cannot be cancelled."
-                              ) from error
+            raise GeminiError(400, f"Batch batches/{batch_id} is already finished and cannot be cancelled.",
+                              status="FAILED_PRECONDITION") from error
 
     def delete(self, batch_id: str) -> None:
         """Forget the batch; one still running is cancelled first, so the engine stops working on it."""
@@ -216,7 +230,8 @@ class GeminiBatches:
         results = self._results(doc, row)
         echo = self.gemini.echo(batch_id)
         if doc["kind"] == "file":
-            lines = [orjson.dumps({"key": key, **result}) + b"\n" for key, result in zip(echo, results, strict=True)]
+            lines = [orjson.dumps(({"key": key} if key is not None else {}) | result) + b"\n"
+                     for key, result in zip(echo, results, strict=True)]
             return {"responsesFile": f"files/{self._responses_file(batch_id, b''.join(lines))}"}
         items: list[dict[str, Any]] = [({"metadata": meta} if meta is not None else {}) | result
                  for meta, result in zip(echo, results, strict=True)]
@@ -253,6 +268,11 @@ class GeminiBatches:
         self.gemini.insert_file(file_id, saved["id"], {"displayName": f"{file_id}.jsonl", "createTime": now,
                                                       "mimeType": "application/jsonl", "source": "GENERATED"})
         return file_id
+
+
+def _placeholder(model: str, embed: bool) -> dict[str, Any]:
+    """A runnable body for a request that ends with its preset error (the engine checks every body)."""
+    return {"model": model, "input": "-"} if embed else {"model": model, "messages": [{"role": "user", "content": "-"}]}
 
 
 def _file_key(input_config: dict[str, Any]) -> str | None:
