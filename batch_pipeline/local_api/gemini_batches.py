@@ -300,7 +300,8 @@ def _operation(batch_id: str, doc: dict[str, Any], row: BatchRow, output: dict[s
         metadata["inputConfig"] = doc["inputConfig"]
     operation: dict[str, Any] = {"name": f"batches/{batch_id}", "metadata": metadata}
     if row.status in TERMINAL_STATUSES:
-        metadata["endTime"] = rfc3339(row.doc.get(f"{row.status}_at") or max(stamps))
+        # The engine stamps whole seconds: an end in the second of creation is not before it.
+        metadata["endTime"] = rfc3339(max(row.doc.get(f"{row.status}_at") or 0, doc["createTime"]))
         operation["done"] = True
         if output:
             metadata["output"] = output
