@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS anthropic_batches (
 _ALPHABET = string.ascii_letters + string.digits
 _ENDED_AT = ("completed_at", "cancelled_at", "expired_at", "failed_at")
 MAX_LIST_LIMIT = 1000
+_ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class AnthropicError(Exception):
@@ -368,6 +369,10 @@ def anthropic_routes(api: LocalBatchAPI) -> list[Route]:
         path = batches.results_path(entry.id)
         return ContentResponse(path, media_type="application/binary", stat_result=await api.run(os.stat, path))
 
+    async def not_served(request: Request) -> Response:
+        raise AnthropicError(404, "not_found_error", f"Not Found: {request.method} {request.url.path} is not"
+                             " served by the local Batch API (only Message Batches are).")
+
     table: list[tuple[str, Handler, list[str]]] = [
         ("/v1/messages/batches", create, ["POST"]),
         ("/v1/messages/batches", listing, ["GET"]),
@@ -375,5 +380,9 @@ def anthropic_routes(api: LocalBatchAPI) -> list[Route]:
         ("/v1/messages/batches/{batch_id}", delete, ["DELETE"]),
         ("/v1/messages/batches/{batch_id}/cancel", cancel, ["POST"]),
         ("/v1/messages/batches/{batch_id}/results", results, ["GET"]),
+        # The rest of Anthropic's /v1/messages (the synchronous Messages API, count_tokens, unknown
+        # paths) answers Anthropic's 404 rather than OpenAI's.
+        ("/v1/messages", not_served, _ANY_METHOD),
+        ("/v1/messages/{rest:path}", not_served, _ANY_METHOD),
     ]
     return [Route(path, _gate(api, handler), methods=methods) for path, handler, methods in table]

@@ -202,6 +202,9 @@ def test_too_large_unknown_ids_and_bad_limit(make_client: MakeAnthropic) -> None
             call("msgbatch_doesnotexist")
     with pytest.raises(anthropic.BadRequestError):
         client.messages.batches.list(limit=1001)
+    with pytest.raises(anthropic.NotFoundError) as not_served:  # only Message Batches are served
+        client.messages.create(**request("sync")["params"])
+    assert not_served.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
 
 
 def test_structured_output_by_output_config_and_by_forced_tool(make_client: MakeAnthropic) -> None:
