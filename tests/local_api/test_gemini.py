@@ -117,7 +117,8 @@ def test_list_pages_through_every_batch(make_genai: MakeGenai) -> None:
 
 
 def test_cancel_and_delete(make_genai: MakeGenai) -> None:
-    client = make_genai(LocalAPISettings(pace_seconds=30))
+    # Each stage takes 10 s: the batch cannot finish before the cancel that follows its create.
+    client = make_genai(LocalAPISettings(pace_seconds=10))
     job = client.batches.create(model="gemini-2.5-flash", src=[ask("cancel me")])
     client.batches.cancel(name=job.name or "")
     job = wait_done(client, job.name or "")
@@ -238,19 +239,19 @@ def test_embedding_batches_give_vectors_of_the_asked_size(make_genai: MakeGenai)
     assert all(v.response.token_count and v.response.token_count > 0 for v in vectors)  # type: ignore[union-attr]
 
 
-def test_keys_are_checked_as_google_does(start_server: StartServer, tmp_path: Path) -> None:
+def test_keys_then_openai_and_gemini_side_by_side_on_one_server(start_server: StartServer, tmp_path: Path) -> None:
     server = start_server(tmp_path / "data", "--pace-seconds", "0.05", api_key=KEY)
     origin = server.base_url.removesuffix("/v1")
+    # Held in names: a Client that is garbage-collected closes its HTTP client.
     wrong_key, right_key = served_client(origin, api_key="not-the-key"), served_client(origin)
     with pytest.raises(errors.ClientError) as wrong:
         wrong_key.batches.list()
     assert wrong.value.code == 400 and wrong.value.status == "INVALID_ARGUMENT"
     assert wrong.value.details["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+    no_key = httpx2.get(f"{origin}/v1beta/batches")
+    assert no_key.status_code == 403 and no_key.json()["error"]["status"] == "PERMISSION_DENIED"
     assert list(right_key.batches.list()) == []
 
-
-def test_openai_and_gemini_side_by_side_on_one_server(start_server: StartServer, tmp_path: Path) -> None:
-    server = start_server(tmp_path / "data", "--pace-seconds", "0.05", api_key=KEY)
     openai_client = server.client(api_key=KEY)
     gemini = served_client(server.base_url.removesuffix("/v1"))
     prefixed = served_client(server.base_url.removesuffix("/v1") + "/gemini", api_version="v1beta")
