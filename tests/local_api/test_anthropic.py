@@ -150,6 +150,14 @@ def test_expiry_ends_unfinished_requests_expired(make_client: MakeAnthropic) -> 
     assert {result.type for result in results(client, batch.id).values()} <= {"succeeded", "expired"}
 
 
+def test_a_slow_finalizing_stage_stays_in_progress(make_client: MakeAnthropic) -> None:
+    client = make_client(LocalAPISettings(pace_seconds=0.05, finalizing_seconds=1.0))
+    batch = client.messages.batches.create(requests=[request("only")])
+    ended = wait_ended(client, batch.id)  # checks in_progress, counts in processing, until the end
+    assert ended.request_counts.succeeded == 1
+    assert ended.ended_at and (ended.ended_at - batch.created_at).total_seconds() >= 1.0
+
+
 def test_invalid_params_end_errored_without_failing_the_create(make_client: MakeAnthropic) -> None:
     client = make_client()
     good = request("good")

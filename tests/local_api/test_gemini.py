@@ -129,6 +129,15 @@ def test_cancel_and_delete(make_genai: MakeGenai) -> None:
     assert missing.value.code == 404
 
 
+def test_a_slow_finalizing_stage_stays_running(make_genai: MakeGenai) -> None:
+    client = make_genai(LocalAPISettings(pace_seconds=0.05, finalizing_seconds=1.0))
+    job = client.batches.create(model="gemini-2.5-flash", src=[ask("slow end")])
+    done = wait_done(client, job.name or "")  # checks PENDING, RUNNING, then one end
+    assert done.state == types.JobState.JOB_STATE_SUCCEEDED and done.end_time and job.create_time
+    # The engine stamps whole seconds: compare with the second of creation.
+    assert (done.end_time - job.create_time.replace(microsecond=0)).total_seconds() >= 1.0
+
+
 def test_a_batch_past_its_window_expires(make_genai: MakeGenai) -> None:
     client = make_genai(LocalAPISettings(pace_seconds=30, completion_window_seconds=0.3))
     job = wait_done(client, client.batches.create(model="gemini-2.5-flash", src=[ask("too slow")]).name or "")
