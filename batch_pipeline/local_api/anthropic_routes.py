@@ -11,6 +11,7 @@ batch and, once it ended, keeps its request counts; its results are rendered onc
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -143,7 +144,9 @@ class MessageBatches:
         with self.store.transaction() as conn:
             conn.execute("INSERT INTO anthropic_batches (id, batch_id, tools) VALUES (?, ?, ?)",
                          (message_batch_id, doc["id"], orjson.dumps(tools)))
-        return self.get(message_batch_id)
+        # Answered as created (in_progress), even if the served API's advancing thread has moved it on.
+        entry = self.get(message_batch_id)
+        return dataclasses.replace(entry, row=dataclasses.replace(entry.row, status="in_progress", doc=doc))
 
     def get(self, message_batch_id: str, advance: bool = False) -> _Entry:
         """A Message Batch (after advancing its engine batch, with ``advance``), or 404."""

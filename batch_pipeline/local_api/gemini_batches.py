@@ -9,6 +9,7 @@ responses, or a responses file for file input) and kept in ``gemini_batches.outp
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import time
@@ -98,9 +99,11 @@ class GeminiBatches:
         doc = {"model": f"models/{model}", "displayName": field(batch, "displayName") or "", "createTime": now,
                "kind": kind, "embed": embed, "total": len(lines),
                "inputConfig": {"fileName": input_config[k]} if (k := _file_key(input_config)) else None}
-        self._insert_internal(batch_id, b"".join(lines), EMBEDDINGS if embed else CHAT, now)
+        engine_doc = self._insert_internal(batch_id, b"".join(lines), EMBEDDINGS if embed else CHAT, now)
         self.gemini.insert_batch(batch_id, doc, echo)
-        return self.operation(batch_id)
+        # Answered as created (PENDING), even if the served API's advancing thread has moved it on.
+        row = dataclasses.replace(self.api.store.get_batch("batch_" + batch_id), status="validating", doc=engine_doc)
+        return _operation(batch_id, doc, row, None)
 
     def _lines(self, model: str, input_config: dict[str, Any], embed: bool) -> tuple[list[bytes], list[Any], str]:
         """The engine's request lines, what each request echoes (metadata or key), and the input kind.
@@ -153,8 +156,9 @@ class GeminiBatches:
                     except orjson.JSONDecodeError:
                         yield InvalidRequest(f"Invalid JSON on line {number} of {name}.")
 
-    def _insert_internal(self, batch_id: str, data: bytes, endpoint: str, now: float) -> None:
-        """The engine's batch over the translated lines, in ``validating`` as any new batch."""
+    def _insert_internal(self, batch_id: str, data: bytes, endpoint: str, now: float) -> dict[str, Any]:
+        """The engine's batch over the translated lines, in ``validating`` as any new batch; returns
+        its document."""
         store, settings = self.api.store, self.api.settings
         # No size limit here: Gemini's own (inline body, uploaded file) were applied before.
         file = store.save_upload(io.BytesIO(data), filename=f"{batch_id}-input.jsonl", purpose=GEMINI_PURPOSE,
@@ -170,6 +174,7 @@ class GeminiBatches:
                "usage": empty_usage(), "metadata": None}
         store.insert_batch(doc, due_at=now + settings.pace_seconds, expires_ts=now + settings.completion_window_seconds,
                            input_sha256=file["sha256"], output_ttl=None, flavour=GEMINI)
+        return doc
 
     # -- read ----------------------------------------------------------------------------
 
