@@ -276,6 +276,7 @@ def test_keys_then_openai_and_gemini_side_by_side_on_one_server(start_server: St
     raw = httpx2.get(f"{server.base_url.removesuffix('/v1')}/v1beta/{jobs[0].name}", headers={"x-goog-api-key": KEY})
     operation = raw.json()  # what REST clients read and the SDK does not: done, batchStats, response
     assert raw.status_code == 200 and operation["done"] is True
+    assert operation["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"  # the SDK shows JOB_STATE_SUCCEEDED
     assert operation["metadata"]["batchStats"] == {"requestCount": "1", "successfulRequestCount": "1",
                                                    "failedRequestCount": "0", "pendingRequestCount": "0"}
     assert operation["response"]["inlinedResponses"] == operation["metadata"]["output"]["inlinedResponses"]
