@@ -46,6 +46,9 @@ STATES = {"validating": "BATCH_STATE_PENDING", "in_progress": "BATCH_STATE_RUNNI
           "completed": "BATCH_STATE_SUCCEEDED", "failed": "BATCH_STATE_FAILED",
           "cancelled": "BATCH_STATE_CANCELLED", "expired": "BATCH_STATE_EXPIRED"}
 FILE_TTL = 48 * 3600  # Gemini keeps files 48 hours
+# Gemini expires a batch pending or running for more than 48 hours: twice the 24-hour window of
+# OpenAI and Anthropic, so the one `completion_window_seconds` setting scales all three.
+WINDOW_FACTOR = 2
 
 
 class GeminiError(Exception):
@@ -164,15 +167,15 @@ class GeminiBatches:
         file = store.save_upload(io.BytesIO(data), filename=f"{batch_id}-input.jsonl", purpose=GEMINI_PURPOSE,
                                  expires_at=None, created_at=int(now), max_bytes=1 << 62)
         assert file is not None  # no size limit was given
-        created = int(now)
+        created, window = int(now), settings.completion_window_seconds * WINDOW_FACTOR
         doc = {"id": "batch_" + batch_id, "object": "batch", "endpoint": endpoint, "model": None, "errors": None,
                "input_file_id": file["id"], "completion_window": "24h", "status": "validating",
                "output_file_id": None, "error_file_id": None, "created_at": created, "in_progress_at": None,
-               "expires_at": created + math.ceil(settings.completion_window_seconds), "finalizing_at": None,
+               "expires_at": created + math.ceil(window), "finalizing_at": None,
                "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None,
                "cancelled_at": None, "request_counts": {"total": 0, "completed": 0, "failed": 0},
                "usage": empty_usage(), "metadata": None}
-        store.insert_batch(doc, due_at=now + settings.pace_seconds, expires_ts=now + settings.completion_window_seconds,
+        store.insert_batch(doc, due_at=now + settings.pace_seconds, expires_ts=now + window,
                            input_sha256=file["sha256"], output_ttl=None, flavour=GEMINI)
         return doc
 
