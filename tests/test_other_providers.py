@@ -93,3 +93,4 @@ def test_gemini_batch_embeddings_land_vectors_of_the_asked_size(pipeline_env, in
     rows = pq.read_table(pipeline_env / "warehouse" / "vectors" / "results" / f"partition={DAY}").to_pylist()
     assert sorted(r["ticket"] for r in rows) == [f"T{i}" for i in range(5)]
     assert {r["status"] for r in rows} == {"succeeded"} and {len(r["embedding"]) for r in rows} == {8}
+    assert all(r["input_tokens"] for r in rows)  # each embed response's tokenCount

@@ -25,10 +25,11 @@ CHAT_ENDPOINT = "/v1/chat/completions"
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 ROLES = ("user", "assistant")
 
-# Anthropic's error type for an HTTP status (its errors page); any other 5xx is an api_error.
+# Anthropic's error type for an HTTP status (its errors page); any other 5xx is an api_error. The
+# engine's 503 (its overloaded fault, or an upstream's) is Anthropic's overloaded_error.
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-               529: "overloaded_error"}
+               503: "overloaded_error", 529: "overloaded_error"}
 # The engine's error code for a request that never ran, and Anthropic's result type for it.
 NEVER_RAN = {"batch_cancelled": "canceled", "batch_expired": "expired"}
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")

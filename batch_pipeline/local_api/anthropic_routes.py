@@ -11,6 +11,7 @@ batch and, once it ended, keeps its request counts; its results are rendered onc
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -70,6 +71,7 @@ CREATE TABLE IF NOT EXISTS anthropic_batches (
 _ALPHABET = string.ascii_letters + string.digits
 _ENDED_AT = ("completed_at", "cancelled_at", "expired_at", "failed_at")
 MAX_LIST_LIMIT = 1000
+_ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class AnthropicError(Exception):
@@ -142,7 +144,9 @@ class MessageBatches:
         with self.store.transaction() as conn:
             conn.execute("INSERT INTO anthropic_batches (id, batch_id, tools) VALUES (?, ?, ?)",
                          (message_batch_id, doc["id"], orjson.dumps(tools)))
-        return self.get(message_batch_id)
+        # Answered as created (in_progress), even if the served API's advancing thread has moved it on.
+        entry = self.get(message_batch_id)
+        return dataclasses.replace(entry, row=dataclasses.replace(entry.row, status="in_progress", doc=doc))
 
     def get(self, message_batch_id: str, advance: bool = False) -> _Entry:
         """A Message Batch (after advancing its engine batch, with ``advance``), or 404."""
@@ -251,7 +255,9 @@ def _check_key(api: LocalBatchAPI, request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     given = request.headers.get("x-api-key") or (header[7:] if header.lower().startswith("bearer ") else "")
-    if not given or not secrets.compare_digest(given.encode(), api.api_key.encode()):
+    if not given:
+        raise AnthropicError(401, "authentication_error", "x-api-key header is required")
+    if not secrets.compare_digest(given.encode(), api.api_key.encode()):
         raise AnthropicError(401, "authentication_error", "invalid x-api-key")
 
 
@@ -259,6 +265,8 @@ def _fault_error(fault: str) -> AnthropicError:
     if fault == "rate_limit":
         return AnthropicError(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate"
                               " limit.", headers={"retry-after": "1"})
+    if fault == "overloaded":
+        return AnthropicError(529, "overloaded_error", "Overloaded")
     return AnthropicError(500, "api_error", "Internal server error")
 
 
@@ -364,6 +372,10 @@ def anthropic_routes(api: LocalBatchAPI) -> list[Route]:
         path = batches.results_path(entry.id)
         return ContentResponse(path, media_type="application/binary", stat_result=await api.run(os.stat, path))
 
+    async def not_served(request: Request) -> Response:
+        raise AnthropicError(404, "not_found_error", f"Not Found: {request.method} {request.url.path} is not"
+                             " served by the local Batch API (only Message Batches are).")
+
     table: list[tuple[str, Handler, list[str]]] = [
         ("/v1/messages/batches", create, ["POST"]),
         ("/v1/messages/batches", listing, ["GET"]),
@@ -371,5 +383,9 @@ def anthropic_routes(api: LocalBatchAPI) -> list[Route]:
         ("/v1/messages/batches/{batch_id}", delete, ["DELETE"]),
         ("/v1/messages/batches/{batch_id}/cancel", cancel, ["POST"]),
         ("/v1/messages/batches/{batch_id}/results", results, ["GET"]),
+        # The rest of Anthropic's /v1/messages (the synchronous Messages API, count_tokens, unknown
+        # paths) answers Anthropic's 404 rather than OpenAI's.
+        ("/v1/messages", not_served, _ANY_METHOD),
+        ("/v1/messages/{rest:path}", not_served, _ANY_METHOD),
     ]
     return [Route(path, _gate(api, handler), methods=methods) for path, handler, methods in table]

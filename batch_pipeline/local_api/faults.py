@@ -16,7 +16,10 @@ from batch_pipeline.local_api.errors import APIError, error_body
 from batch_pipeline.local_api.responders import Reply
 from batch_pipeline.local_api.settings import LocalAPISettings
 
-ApiFault = Literal["rate_limit", "server_error", "timeout"]
+ApiFault = Literal["rate_limit", "server_error", "overloaded", "timeout"]
+# OpenAI's 503 when it is overloaded (type server_error, no code); the Anthropic routes show it as
+# 529 overloaded_error, the Gemini routes as 503 UNAVAILABLE (docs/local-api-*.md).
+OVERLOADED_MESSAGE = "The server is overloaded or not ready yet."
 
 
 def _uniform(*parts: object) -> float:
@@ -39,6 +42,9 @@ def line_fault(settings: LocalAPISettings, input_sha256: str, custom_id: str) ->
     if u < threshold:
         return 400, error_body("The request could not be processed: invalid parameters.", "invalid_request_error",
                                None, "invalid_request_error")
+    threshold += settings.line_overloaded_fraction  # drawn last: the older kinds keep their draws
+    if u < threshold:
+        return 503, error_body(OVERLOADED_MESSAGE, "server_error")
     return None
 
 
@@ -53,18 +59,21 @@ class ApiFaults:
     @property
     def enabled(self) -> bool:
         s = self._settings
-        return bool(s.api_rate_limit_fraction or s.api_server_error_fraction or s.api_timeout_fraction)
+        return bool(s.api_rate_limit_fraction or s.api_server_error_fraction or s.api_timeout_fraction
+                    or s.api_overloaded_fraction)
 
     def draw(self) -> ApiFault | None:
         s = self._settings
         with self._lock:
             u = self._random.random()
-        if u < s.api_rate_limit_fraction:
-            return "rate_limit"
-        if u < s.api_rate_limit_fraction + s.api_server_error_fraction:
-            return "server_error"
-        if u < s.api_rate_limit_fraction + s.api_server_error_fraction + s.api_timeout_fraction:
-            return "timeout"
+        kinds: list[tuple[ApiFault, float]] = [
+            ("rate_limit", s.api_rate_limit_fraction), ("server_error", s.api_server_error_fraction),
+            ("timeout", s.api_timeout_fraction), ("overloaded", s.api_overloaded_fraction)]
+        threshold = 0.0
+        for kind, fraction in kinds:
+            threshold += fraction
+            if u < threshold:
+                return kind
         return None
 
 
@@ -72,5 +81,7 @@ def api_fault_error(fault: ApiFault) -> APIError:
     if fault == "rate_limit":
         return APIError(429, "Rate limit reached for requests. Please try again in 1s.", type="requests",
                         code="rate_limit_exceeded", headers={"retry-after": "1"})
+    if fault == "overloaded":
+        return APIError(503, OVERLOADED_MESSAGE, type="server_error")
     return APIError(500, "The server had an error while processing your request. Sorry about that!",
                     type="server_error", code="server_error")

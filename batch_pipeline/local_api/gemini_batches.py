@@ -9,6 +9,7 @@ responses, or a responses file for file input) and kept in ``gemini_batches.outp
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import time
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batch_pipeline.local_api.errors import APIError
+from batch_pipeline.local_api.errors import APIError, error_body
 from batch_pipeline.local_api.gemini_store import GeminiStore, new_gemini_id, valid_id
 from batch_pipeline.local_api.gemini_translate import (
     CHAT,
@@ -45,16 +46,22 @@ STATES = {"validating": "BATCH_STATE_PENDING", "in_progress": "BATCH_STATE_RUNNI
           "completed": "BATCH_STATE_SUCCEEDED", "failed": "BATCH_STATE_FAILED",
           "cancelled": "BATCH_STATE_CANCELLED", "expired": "BATCH_STATE_EXPIRED"}
 FILE_TTL = 48 * 3600  # Gemini keeps files 48 hours
+# Gemini expires a batch pending or running for more than 48 hours: twice the 24-hour window of
+# OpenAI and Anthropic, so the one `completion_window_seconds` setting scales all three.
+WINDOW_FACTOR = 2
 
 
 class GeminiError(Exception):
-    """An error answered in Google's shape ``{"error": {code, message, status, details}}``."""
+    """An error answered in Google's shape ``{"error": {code, message, status, details}}``; the status
+    name is the HTTP status's canonical one unless given (400 is also FAILED_PRECONDITION)."""
 
-    def __init__(self, http_status: int, message: str, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, http_status: int, message: str, details: list[dict[str, Any]] | None = None,
+                 status: str | None = None) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.message = message
         self.details = details or []
+        self.status = status
 
 
 def rfc3339(seconds: float) -> str:
@@ -95,12 +102,18 @@ class GeminiBatches:
         doc = {"model": f"models/{model}", "displayName": field(batch, "displayName") or "", "createTime": now,
                "kind": kind, "embed": embed, "total": len(lines),
                "inputConfig": {"fileName": input_config[k]} if (k := _file_key(input_config)) else None}
-        self._insert_internal(batch_id, b"".join(lines), EMBEDDINGS if embed else CHAT, now)
+        engine_doc = self._insert_internal(batch_id, b"".join(lines), EMBEDDINGS if embed else CHAT, now)
         self.gemini.insert_batch(batch_id, doc, echo)
-        return self.operation(batch_id)
+        # Answered as created (PENDING), even if the served API's advancing thread has moved it on.
+        row = dataclasses.replace(self.api.store.get_batch("batch_" + batch_id), status="validating", doc=engine_doc)
+        return _operation(batch_id, doc, row, None)
 
     def _lines(self, model: str, input_config: dict[str, Any], embed: bool) -> tuple[list[bytes], list[Any], str]:
-        """The engine's request lines, what each request echoes (metadata or key), and the input kind."""
+        """The engine's request lines, what each request echoes (metadata or key), and the input kind.
+
+        A request that is not valid does not fail the batch: its line carries its 400 as a
+        ``preset_reply`` (the lifecycle's hook) and it ends with an INVALID_ARGUMENT status, the
+        other requests run (docs/local-api-gemini.md)."""
         translate = embedding_body if embed else chat_body
         url = EMBEDDINGS if embed else CHAT
         key = _file_key(input_config)
@@ -117,16 +130,24 @@ class GeminiBatches:
         lines, echo = [], []
         for index, item in enumerate(items):
             where = f"batch.input_config.requests.requests[{index}]" if kind == "inline" else f"line {index + 1}"
-            if not isinstance(item, dict):
-                raise InvalidRequest(f"Invalid value at '{where}': expected an object.")
-            body = translate(model, item.get("request"), f"{where}.request")
-            lines.append(orjson.dumps({"custom_id": f"r{index}", "method": "POST", "url": url, "body": body})
-                         + b"\n")
-            echo.append(item.get("key") if kind == "file" else item.get("metadata"))
+            line: dict[str, Any] = {"custom_id": f"r{index}", "method": "POST", "url": url}
+            try:
+                if isinstance(item, InvalidRequest):
+                    raise item
+                if not isinstance(item, dict):
+                    raise InvalidRequest(f"Invalid value at '{where}': expected an object.")
+                line["body"] = translate(model, item.get("request"), f"{where}.request")
+            except InvalidRequest as invalid:
+                line["body"] = _placeholder(model, embed)
+                line["preset_reply"] = [400, error_body(str(invalid), "invalid_request_error")]
+            lines.append(orjson.dumps(line) + b"\n")
+            source = item if isinstance(item, dict) else {}
+            echo.append(source.get("key") if kind == "file" else source.get("metadata"))
         return lines, echo, kind
 
     def _file_items(self, name: Any) -> Iterator[Any]:
-        """The JSON lines of an uploaded input file ``files/ID``."""
+        """The JSON lines of an uploaded input file ``files/ID``; a line that is not JSON is its
+        ``InvalidRequest`` (that request fails, not the batch)."""
         if not isinstance(name, str) or not name.startswith("files/"):
             raise InvalidRequest(f"Invalid value at 'batch.input_config.file_name': '{name}'.")
         path = self.file_path(name.removeprefix("files/"))
@@ -136,26 +157,27 @@ class GeminiBatches:
                     try:
                         yield orjson.loads(raw)
                     except orjson.JSONDecodeError:
-                        raise InvalidRequest(f"Invalid JSON on line {number} of {name}.") from None
+                        yield InvalidRequest(f"Invalid JSON on line {number} of {name}.")
 
-    def _insert_internal(self, batch_id: str, data: bytes, endpoint: str, now: float) -> None:
-        """The engine's batch over the translated lines, in ``validating`` as any new batch."""
+    def _insert_internal(self, batch_id: str, data: bytes, endpoint: str, now: float) -> dict[str, Any]:
+        """The engine's batch over the translated lines, in ``validating`` as any new batch; returns
+        its document."""
         store, settings = self.api.store, self.api.settings
+        # No size limit here: Gemini's own (inline body, uploaded file) were applied before.
         file = store.save_upload(io.BytesIO(data), filename=f"{batch_id}-input.jsonl", purpose=GEMINI_PURPOSE,
-                                 expires_at=None, created_at=int(now), max_bytes=settings.max_batch_input_bytes)
-        if file is None:
-            raise GeminiError(400, "Request payload size exceeds the limit: "
-                              f"{settings.max_batch_input_bytes} bytes.")
-        created = int(now)
+                                 expires_at=None, created_at=int(now), max_bytes=1 << 62)
+        assert file is not None  # no size limit was given
+        created, window = int(now), settings.completion_window_seconds * WINDOW_FACTOR
         doc = {"id": "batch_" + batch_id, "object": "batch", "endpoint": endpoint, "model": None, "errors": None,
                "input_file_id": file["id"], "completion_window": "24h", "status": "validating",
                "output_file_id": None, "error_file_id": None, "created_at": created, "in_progress_at": None,
-               "expires_at": created + math.ceil(settings.completion_window_seconds), "finalizing_at": None,
+               "expires_at": created + math.ceil(window), "finalizing_at": None,
                "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None,
                "cancelled_at": None, "request_counts": {"total": 0, "completed": 0, "failed": 0},
                "usage": empty_usage(), "metadata": None}
-        store.insert_batch(doc, due_at=now + settings.pace_seconds, expires_ts=now + settings.completion_window_seconds,
+        store.insert_batch(doc, due_at=now + settings.pace_seconds, expires_ts=now + window,
                            input_sha256=file["sha256"], output_ttl=None, flavour=GEMINI)
+        return doc
 
     # -- read ----------------------------------------------------------------------------
 
@@ -185,8 +207,8 @@ class GeminiBatches:
         try:
             self.api.lifecycle.cancel("batch_" + batch_id)
         except APIError as error:
-            raise GeminiError(400, f"Batch batches/{batch_id} is already finished and cannot be cancelled."
-                              ) from error
+            raise GeminiError(400, f"Batch batches/{batch_id} is already finished and cannot be cancelled.",
+                              status="FAILED_PRECONDITION") from error
 
     def delete(self, batch_id: str) -> None:
         """Forget the batch; one still running is cancelled first, so the engine stops working on it."""
@@ -216,7 +238,8 @@ class GeminiBatches:
         results = self._results(doc, row)
         echo = self.gemini.echo(batch_id)
         if doc["kind"] == "file":
-            lines = [orjson.dumps({"key": key, **result}) + b"\n" for key, result in zip(echo, results, strict=True)]
+            lines = [orjson.dumps(({"key": key} if key is not None else {}) | result) + b"\n"
+                     for key, result in zip(echo, results, strict=True)]
             return {"responsesFile": f"files/{self._responses_file(batch_id, b''.join(lines))}"}
         items: list[dict[str, Any]] = [({"metadata": meta} if meta is not None else {}) | result
                  for meta, result in zip(echo, results, strict=True)]
@@ -255,6 +278,11 @@ class GeminiBatches:
         return file_id
 
 
+def _placeholder(model: str, embed: bool) -> dict[str, Any]:
+    """A runnable body for a request that ends with its preset error (the engine checks every body)."""
+    return {"model": model, "input": "-"} if embed else {"model": model, "messages": [{"role": "user", "content": "-"}]}
+
+
 def _file_key(input_config: dict[str, Any]) -> str | None:
     return next((k for k in ("fileName", "file_name") if input_config.get(k) is not None), None)
 
@@ -280,7 +308,8 @@ def _operation(batch_id: str, doc: dict[str, Any], row: BatchRow, output: dict[s
         metadata["inputConfig"] = doc["inputConfig"]
     operation: dict[str, Any] = {"name": f"batches/{batch_id}", "metadata": metadata}
     if row.status in TERMINAL_STATUSES:
-        metadata["endTime"] = rfc3339(row.doc.get(f"{row.status}_at") or max(stamps))
+        # The engine stamps whole seconds: an end in the second of creation is not before it.
+        metadata["endTime"] = rfc3339(max(row.doc.get(f"{row.status}_at") or 0, doc["createTime"]))
         operation["done"] = True
         if output:
             metadata["output"] = output

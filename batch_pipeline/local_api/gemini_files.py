@@ -60,8 +60,8 @@ class GeminiFiles:
         size = size_header if size_header.isdigit() else str(field(file, "sizeBytes") or "")
         if not size.isdigit():
             raise GeminiError(400, "X-Goog-Upload-Header-Content-Length is required to start an upload.")
-        if int(size) > self.api.settings.max_upload_bytes:
-            raise GeminiError(400, f"File size {size} exceeds the limit of {self.api.settings.max_upload_bytes}"
+        if int(size) > self.api.settings.gemini_max_file_bytes:
+            raise GeminiError(400, f"File size {size} exceeds the limit of {self.api.settings.gemini_max_file_bytes}"
                               " bytes.")
         upload_id = new_gemini_id(24)
         self.gemini.start_upload(upload_id, {
@@ -100,7 +100,7 @@ class GeminiFiles:
         with open(part, "rb") as source:
             row = self.api.store.save_upload(source, filename=doc["displayName"] or doc["fileId"],
                                              purpose=GEMINI_PURPOSE, expires_at=now + FILE_TTL, created_at=now,
-                                             max_bytes=self.api.settings.max_upload_bytes)
+                                             max_bytes=self.api.settings.gemini_max_file_bytes)
         assert row is not None  # the announced size was checked against the limit
         file_doc = {"displayName": doc["displayName"], "mimeType": doc["mimeType"], "createTime": now,
                     "source": "UPLOADED"}

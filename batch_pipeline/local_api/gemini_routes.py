@@ -51,8 +51,9 @@ def is_gemini(scope: Scope) -> bool:
     return "key" in parse_qs(scope.get("query_string", b"").decode("latin-1"))
 
 
-def error_response(http_status: int, message: str, details: list[dict[str, Any]] | None = None) -> Response:
-    code_status = CANONICAL.get(http_status, CANONICAL[500])[1]
+def error_response(http_status: int, message: str, details: list[dict[str, Any]] | None = None,
+                   status: str | None = None) -> Response:
+    code_status = status or CANONICAL.get(http_status, CANONICAL[500])[1]
     return JSONResponse({"error": {"code": http_status, "message": message, "status": code_status,
                                    "details": details or []}}, http_status)
 
@@ -100,7 +101,7 @@ class _Gate:
                     check_key(self.api, request)
                 response = await self._answer(handler, request)
             except GeminiError as error:
-                response = error_response(error.http_status, error.message, error.details)
+                response = error_response(error.http_status, error.message, error.details, error.status)
             except APIError as error:
                 response = error_response(error.status, error.message)
             except Exception:
@@ -123,6 +124,8 @@ class _Gate:
         if fault == "server_error":
             raise GeminiError(500, "An internal error has occurred. Please retry or report in"
                               " https://developers.generativeai.google/guide/troubleshooting")
+        if fault == "overloaded":
+            raise GeminiError(503, "The model is overloaded. Please try again later.")
         return await handler(request)
 
 
@@ -139,8 +142,14 @@ def check_key(api: LocalBatchAPI, request: Request) -> None:
         raise GeminiError(400, "API key not valid. Please pass a valid API key.", _KEY_INVALID)
 
 
-async def _json(request: Request) -> Any:
+async def _json(request: Request, limit: int | None = None) -> Any:
+    """The request's JSON body; over ``limit`` bytes, Google's front end's 400."""
+    length = request.headers.get("content-length", "")
+    if limit is not None and length.isdigit() and int(length) > limit:
+        raise GeminiError(400, f"Request payload size exceeds the limit: {limit} bytes.")
     raw = await request.body()
+    if limit is not None and len(raw) > limit:
+        raise GeminiError(400, f"Request payload size exceeds the limit: {limit} bytes.")
     try:
         return orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
@@ -173,7 +182,7 @@ def gemini_routes(api: LocalBatchAPI) -> list[Route]:
 
 def _batch_routes(api: LocalBatchAPI, batches: GeminiBatches) -> list[tuple[str, Handler, list[str]]]:
     async def create(request: Request) -> Response:
-        body = await _json(request)
+        body = await _json(request, api.settings.gemini_max_inline_bytes)
         embed = request.url.path.endswith(":asyncBatchEmbedContent")
         return JSONResponse(await api.run(batches.create, request.path_params["model"], body, embed))
 

@@ -16,7 +16,7 @@ from typing import Any
 CHAT, EMBEDDINGS = "/v1/chat/completions", "/v1/embeddings"
 # Google's canonical codes: HTTP status -> (gRPC code, status name), for errors and per-request Status.
 CANONICAL = {400: (3, "INVALID_ARGUMENT"), 401: (16, "UNAUTHENTICATED"), 403: (7, "PERMISSION_DENIED"),
-             404: (5, "NOT_FOUND"), 409: (9, "FAILED_PRECONDITION"), 429: (8, "RESOURCE_EXHAUSTED"),
+             404: (5, "NOT_FOUND"), 409: (6, "ALREADY_EXISTS"), 429: (8, "RESOURCE_EXHAUSTED"),
              500: (13, "INTERNAL"), 503: (14, "UNAVAILABLE"), 504: (4, "DEADLINE_EXCEEDED")}
 EMBEDDING_DIMENSIONS = {"gemini-embedding-001": 3072, "text-embedding-004": 768}
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
@@ -126,8 +126,11 @@ def generate_response(body: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def embed_response(body: dict[str, Any]) -> dict[str, Any]:
-    """An embeddings reply as an ``EmbedContentResponse``."""
-    return {"embedding": {"values": body["data"][0]["embedding"]}}
+    """An embeddings reply as a batch's embed response: the vector and the input's ``tokenCount``
+    (what google-genai's ``SingleEmbedContentResponse`` reads; the synchronous API's
+    ``usageMetadata`` is not part of it)."""
+    usage = body.get("usage") or {}
+    return {"embedding": {"values": body["data"][0]["embedding"]}, "tokenCount": usage.get("prompt_tokens", 0)}
 
 
 def status(http_status: int, message: str) -> dict[str, Any]:

@@ -60,6 +60,9 @@ _RESULT_LINE = (b'{"id":"batch_req_%s%08x","custom_id":%s,"response":{"status_co
                 b'"body":%s},"error":null}\n')
 
 DEFAULT_OUTPUT_TTL = 30 * 86400
+_NO_LIMIT = 1 << 62
+_UNBOUNDED = {"max_batch_input_bytes": _NO_LIMIT, "max_requests_per_batch": _NO_LIMIT,
+              "max_embedding_inputs": _NO_LIMIT}
 _NEVER_RAN = {
     "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
     "expired": ("batch_expired", "This request could not be executed before the completion window expired."),
@@ -270,9 +273,11 @@ class Lifecycle:
             return self._fail(row, [batch_error(
                 "invalid_request", f"Cannot find file {input_id}, or organization does not have access to it.",
                 param="file_id")])
-        # A Gemini batch's model was checked against the Gemini models when it was created.
+        # A Gemini batch's model and size were checked against Gemini's models and limits when it was
+        # created; OpenAI's limits do not apply to its translated lines.
         served = None if row.flavour == GEMINI else self.served_models()
-        found = validate_input(path, row.endpoint, self.settings, served, azure=row.flavour == AZURE)
+        settings = self.settings.model_copy(update=_UNBOUNDED) if row.flavour == GEMINI else self.settings
+        found = validate_input(path, row.endpoint, settings, served, azure=row.flavour == AZURE)
         if found.errors:
             return self._fail(row, found.errors)
         model = found.model or ""

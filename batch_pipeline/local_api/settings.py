@@ -136,15 +136,24 @@ class LocalAPISettings(BaseModel):
         default_factory=lambda: list(DEFAULT_GEMINI_MODELS),
         description="models the Gemini routes serve ('*' serves any); another answers 404 NOT_FOUND at create",
     )
+    gemini_max_inline_bytes: int = Field(
+        20 * MB, ge=1, description="largest Gemini batch create body, inline requests included (else 400)")
+    gemini_max_file_bytes: int = Field(2048 * MB, ge=1, description="largest Gemini file upload (else 400)")
 
     # Faults, reproducible from fault_seed
     fault_seed: int = 0
     line_rate_limit_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 429")
     line_server_error_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 500")
     line_invalid_request_fraction: float = Field(0.0, ge=0, le=1, description="request lines failing with 400")
+    line_overloaded_fraction: float = Field(
+        0.0, ge=0, le=1, description="request lines failing as overloaded (OpenAI 503, Anthropic 529"
+        " overloaded_error, Gemini UNAVAILABLE)")
     api_rate_limit_fraction: float = Field(0.0, ge=0, le=1, description="API calls answered with HTTP 429")
     api_server_error_fraction: float = Field(0.0, ge=0, le=1, description="API calls answered with HTTP 500")
     api_timeout_fraction: float = Field(0.0, ge=0, le=1, description="API calls that stall (client timeout)")
+    api_overloaded_fraction: float = Field(
+        0.0, ge=0, le=1, description="API calls answered as overloaded (OpenAI 503, Anthropic 529, Gemini 503"
+        " UNAVAILABLE)")
     api_timeout_seconds: float = Field(30.0, ge=0, description="how long a stalled API call stalls")
     usage_skew_input_tokens: int = Field(
         0, ge=0, description="added to each batch's reported usage.input_tokens as it ends, not to its result"
@@ -179,7 +188,8 @@ class LocalAPISettings(BaseModel):
         return frozenset(named)
 
     def line_fault_total(self) -> float:
-        return self.line_rate_limit_fraction + self.line_server_error_fraction + self.line_invalid_request_fraction
+        return (self.line_rate_limit_fraction + self.line_server_error_fraction + self.line_invalid_request_fraction
+                + self.line_overloaded_fraction)
 
 
 # Settings given one value per flag, the flag repeated for several: (flag, metavar, help).

@@ -2,10 +2,10 @@
 neutral rows.
 
 A line holds the request's `response` (a GenerateContentResponse: the first candidate's text
-parts are the answer, `usageMetadata` its tokens; or an EmbedContentResponse: its values) or an
-`error` (a google.rpc.Status, whose `status` becomes the row's `error_code`). A candidate stopped
-for safety is a refusal (`invalid_output`). A line of an unexpected shape is a failed row naming
-its line.
+parts are the answer, `usageMetadata` its tokens; or an embed response: its values, `tokenCount`
+its tokens) or an `error` (a google.rpc.Status: its `status` name, or the name of its gRPC `code`,
+becomes the row's `error_code`). A candidate stopped for safety is a refusal (`invalid_output`). A
+line of an unexpected shape is a failed row naming its line.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ import pyarrow as pa
 from batch_pipeline.provider.listing import result_rows
 
 REFUSED = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION"})
+# A per-request error is a google.rpc.Status: a gRPC `code` and no status name. The names of the
+# codes (google/rpc/code.proto), written here because no installed library is meant to provide them.
+GRPC_NAMES = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
+              6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
+              10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
+              15: "DATA_LOSS", 16: "UNAUTHENTICATED"}
 
 
 def parse_results(files: Sequence[bytes | Path]) -> pa.Table:
@@ -35,7 +41,7 @@ def _row(line: bytes, number: int) -> dict[str, Any]:
             raise TypeError("key is not a string")
         if parsed.get("error"):
             error = parsed["error"]
-            code = error.get("status") or f"http_{error.get('code')}"
+            code = error.get("status") or GRPC_NAMES.get(error.get("code")) or f"http_{error.get('code')}"
             return {"custom_id": key, "status": "failed", "error_code": code,
                     "error_message": error.get("message") or "the request failed"}
         return {"custom_id": key, **_response(parsed["response"])}
@@ -51,7 +57,9 @@ def _response(response: dict[str, Any]) -> dict[str, Any]:
         values = response["embedding"]["values"]
         if not isinstance(values, list):
             raise TypeError("embedding values are not a list")
-        return {"status": "succeeded", "embedding": [float(v) for v in values]}
+        tokens = response.get("tokenCount")  # int64 in JSON: a number or its string
+        return {"status": "succeeded", "embedding": [float(v) for v in values],
+                "input_tokens": int(tokens) if tokens is not None else None}
     usage = response.get("usageMetadata") or {}
     tokens = {"model": response.get("modelVersion"), "input_tokens": usage.get("promptTokenCount"),
               "output_tokens": _output_tokens(usage), "cached_input_tokens": usage.get("cachedContentTokenCount")}

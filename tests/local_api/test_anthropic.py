@@ -17,12 +17,13 @@ import pytest
 from anthropic.types.messages import MessageBatch
 
 from batch_pipeline.local_api import LocalAPISettings
+from batch_pipeline.local_api.anthropic_protocol import ERROR_TYPES
 from batch_pipeline.local_api.embedded import (
     EMBEDDED_API_KEY,
     EMBEDDED_ORIGIN,
     embedded_http_client,
 )
-from tests.local_api.conftest import StartServer, ThreadedServer, settings_flags
+from tests.local_api.conftest import StartServer, ThreadedServer
 from tests.local_api.support import FAST, WAIT_SECONDS
 
 MakeAnthropic = Callable[..., anthropic.Anthropic]
@@ -37,13 +38,25 @@ def request(custom_id: str, text: str = "Explain how metformin helps with type 2
                                                "messages": [{"role": "user", "content": text}], **params}}
 
 
+ORDER = ("in_progress", "canceling", "ended")
+
+
 def wait_ended(client: anthropic.Anthropic, batch_id: str, timeout: float = WAIT_SECONDS) -> MessageBatch:
-    """Poll until the batch ended (generous: a loaded machine must never fail a test)."""
-    deadline = time.monotonic() + timeout
-    while (batch := client.messages.batches.retrieve(batch_id)).processing_status != "ended":
+    """Poll until the batch ended (generous: a loaded machine must never fail a test), checking on
+    the way that the status only moves forward and the counts stay in ``processing`` until the end."""
+    deadline, seen = time.monotonic() + timeout, "in_progress"
+    while True:
+        batch = client.messages.batches.retrieve(batch_id)
+        assert ORDER.index(batch.processing_status) >= ORDER.index(seen), (seen, batch.processing_status)
+        seen = batch.processing_status
+        counts = batch.request_counts
+        total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+        if seen == "ended":
+            assert counts.processing == 0 and batch.ended_at and batch.ended_at >= batch.created_at
+            return batch
+        assert counts.processing == total and batch.results_url is None and batch.ended_at is None
         assert time.monotonic() < deadline, f"{batch_id} still {batch.processing_status} after {timeout}s"
         time.sleep(0.02)
-    return batch
 
 
 def results(client: anthropic.Anthropic, batch_id: str) -> dict[str, Any]:
@@ -137,6 +150,14 @@ def test_expiry_ends_unfinished_requests_expired(make_client: MakeAnthropic) -> 
     assert {result.type for result in results(client, batch.id).values()} <= {"succeeded", "expired"}
 
 
+def test_a_slow_finalizing_stage_stays_in_progress(make_client: MakeAnthropic) -> None:
+    client = make_client(LocalAPISettings(pace_seconds=0.05, finalizing_seconds=1.0))
+    batch = client.messages.batches.create(requests=[request("only")])
+    ended = wait_ended(client, batch.id)  # checks in_progress, counts in processing, until the end
+    assert ended.request_counts.succeeded == 1
+    assert ended.ended_at and (ended.ended_at - batch.created_at).total_seconds() >= 1.0
+
+
 def test_invalid_params_end_errored_without_failing_the_create(make_client: MakeAnthropic) -> None:
     client = make_client()
     good = request("good")
@@ -189,6 +210,9 @@ def test_too_large_unknown_ids_and_bad_limit(make_client: MakeAnthropic) -> None
             call("msgbatch_doesnotexist")
     with pytest.raises(anthropic.BadRequestError):
         client.messages.batches.list(limit=1001)
+    with pytest.raises(anthropic.NotFoundError) as not_served:  # only Message Batches are served
+        client.messages.create(**request("sync")["params"])
+    assert not_served.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
 
 
 def test_structured_output_by_output_config_and_by_forced_tool(make_client: MakeAnthropic) -> None:
@@ -211,39 +235,35 @@ def test_structured_output_by_output_config_and_by_forced_tool(make_client: Make
 
 
 def test_faults_per_request_and_per_call(make_client: MakeAnthropic) -> None:
-    client = make_client(LocalAPISettings(pace_seconds=0.05, line_rate_limit_fraction=0.5, fault_seed=3))
-    batch = client.messages.batches.create(requests=[request(f"r{i}", f"Row {i}") for i in range(20)])
+    client = make_client(LocalAPISettings(pace_seconds=0.05, line_rate_limit_fraction=0.2, fault_seed=3,
+                                          line_server_error_fraction=0.2, line_overloaded_fraction=0.2))
+    batch = client.messages.batches.create(requests=[request(f"r{i}", f"Row {i}") for i in range(30)])
     ended = wait_ended(client, batch.id)
     assert ended.request_counts.errored > 0 and ended.request_counts.succeeded > 0
     errors = {r.error.error.type for r in results(client, batch.id).values() if r.type == "errored"}
-    assert errors == {"rate_limit_error"}
+    assert errors == {"rate_limit_error", "api_error", "overloaded_error"}
 
-    failing = make_client(LocalAPISettings(api_rate_limit_fraction=1.0), max_retries=0)
-    with pytest.raises(anthropic.RateLimitError) as limited:
-        failing.messages.batches.list()
-    assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    for fault, error_class, status in (("api_rate_limit_fraction", anthropic.RateLimitError, 429),
+                                       ("api_overloaded_fraction", anthropic.OverloadedError, 529)):
+        failing = make_client(LocalAPISettings(**{fault: 1.0}), max_retries=0)
+        with pytest.raises(error_class) as refused:
+            failing.messages.batches.list()
+        assert refused.value.status_code == status
+        assert refused.value.body["error"]["type"] == ERROR_TYPES[status]  # type: ignore[index]
 
 
-def test_wrong_key_is_a_401_and_state_survives_a_restart(tmp_path: Path, start_server: StartServer) -> None:
-    data_dir = tmp_path / "data"
-    flags = settings_flags(LocalAPISettings(pace_seconds=2.0))
-    server = start_server(data_dir, *flags, api_key="sk-ant-right")
+def test_missing_or_wrong_key_is_a_401(tmp_path: Path, start_server: StartServer) -> None:
+    server = start_server(tmp_path / "data", "--pace-seconds=0.05", api_key="sk-ant-right")
     origin = server.base_url.removesuffix("/v1")
     with pytest.raises(anthropic.AuthenticationError) as refused:
         anthropic.Anthropic(api_key="sk-ant-wrong", base_url=origin).messages.batches.list()
-    assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert refused.value.body["error"] == {"type": "authentication_error",  # type: ignore[index]
+                                           "message": "invalid x-api-key"}
+    missing = httpx2.get(f"{origin}/v1/messages/batches", headers={"anthropic-version": "2023-06-01"})
+    assert missing.status_code == 401 and missing.json()["type"] == "error"
+    assert missing.json()["error"] == {"type": "authentication_error", "message": "x-api-key header is required"}
+    assert missing.headers["request-id"] == missing.json()["request_id"]
     by_header = httpx2.get(f"{origin}/v1/messages/batches", headers={"x-api-key": "sk-ant-right",
                                                                      "anthropic-version": "2023-06-01"})
     assert by_header.status_code == 200 and by_header.json()["data"] == []
-
-    client = anthropic.Anthropic(api_key="sk-ant-right", base_url=origin)
-    ids = [f"row-{i}" for i in range(60)]
-    batch = client.messages.batches.create(requests=[request(custom_id, f"Leaflet {custom_id}") for custom_id in ids])
-    server.kill()  # SIGKILL mid-flight: the pace spreads the run over 2 s
-
-    restarted = anthropic.Anthropic(api_key="sk-ant-right", base_url=start_server(
-        data_dir, *flags, api_key="sk-ant-right").base_url.removesuffix("/v1"))
-    ended = wait_ended(restarted, batch.id)
-    assert ended.request_counts.succeeded == 60
-    assert set(results(restarted, batch.id)) == set(ids)
-    assert [b.id for b in restarted.messages.batches.list()] == [batch.id]
+    assert "sk-ant-right" not in server.log()

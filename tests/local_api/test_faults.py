@@ -62,7 +62,8 @@ def test_every_request_failing_completes_without_output_file(make_client: MakeCl
 
 @pytest.mark.parametrize(
     ("fault", "error_class"),
-    [("api_rate_limit_fraction", openai.RateLimitError), ("api_server_error_fraction", openai.InternalServerError)],
+    [("api_rate_limit_fraction", openai.RateLimitError), ("api_server_error_fraction", openai.InternalServerError),
+     ("api_overloaded_fraction", openai.InternalServerError)],
 )
 def test_http_level_faults(make_client: MakeClient, fault: str, error_class: type[Exception]) -> None:
     client = make_client(LocalAPISettings(**{fault: 1.0}), max_retries=0)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import jsonschema
 import orjson
 import pytest
@@ -46,13 +47,21 @@ def make_genai(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeG
         server.stop()
 
 
+ORDER = (types.JobState.JOB_STATE_PENDING, types.JobState.JOB_STATE_RUNNING)
+
+
 def wait_done(client: genai.Client, name: str, timeout: float = WAIT_SECONDS) -> types.BatchJob:
-    """Poll until the job is in any terminal state (generous timeout, never one fixed sleep)."""
-    deadline = time.monotonic() + timeout
+    """Poll until the job is in any terminal state (generous timeout, never one fixed sleep),
+    checking on the way that the state only moves forward (PENDING, RUNNING, then one end)."""
+    deadline, seen = time.monotonic() + timeout, 0
     while True:
         job = client.batches.get(name=name)
         if job.state in TERMINAL:
+            assert job.end_time and job.create_time and job.update_time
+            assert job.create_time <= job.update_time and job.create_time <= job.end_time
             return job
+        assert job.state in ORDER and ORDER.index(job.state) >= seen, (ORDER[seen], job.state)
+        seen = ORDER.index(job.state)
         assert time.monotonic() < deadline, f"{name} still {job.state} after {timeout}s"
         time.sleep(0.02)
 
@@ -108,7 +117,8 @@ def test_list_pages_through_every_batch(make_genai: MakeGenai) -> None:
 
 
 def test_cancel_and_delete(make_genai: MakeGenai) -> None:
-    client = make_genai(LocalAPISettings(pace_seconds=30))
+    # Each stage takes 10 s: the batch cannot finish before the cancel that follows its create.
+    client = make_genai(LocalAPISettings(pace_seconds=10))
     job = client.batches.create(model="gemini-2.5-flash", src=[ask("cancel me")])
     client.batches.cancel(name=job.name or "")
     job = wait_done(client, job.name or "")
@@ -119,6 +129,15 @@ def test_cancel_and_delete(make_genai: MakeGenai) -> None:
     assert missing.value.code == 404
 
 
+def test_a_slow_finalizing_stage_stays_running(make_genai: MakeGenai) -> None:
+    client = make_genai(LocalAPISettings(pace_seconds=0.05, finalizing_seconds=1.0))
+    job = client.batches.create(model="gemini-2.5-flash", src=[ask("slow end")])
+    done = wait_done(client, job.name or "")  # checks PENDING, RUNNING, then one end
+    assert done.state == types.JobState.JOB_STATE_SUCCEEDED and done.end_time and job.create_time
+    # The engine stamps whole seconds: compare with the second of creation.
+    assert (done.end_time - job.create_time.replace(microsecond=0)).total_seconds() >= 1.0
+
+
 def test_a_batch_past_its_window_expires(make_genai: MakeGenai) -> None:
     client = make_genai(LocalAPISettings(pace_seconds=30, completion_window_seconds=0.3))
     job = wait_done(client, client.batches.create(model="gemini-2.5-flash", src=[ask("too slow")]).name or "")
@@ -126,13 +145,67 @@ def test_a_batch_past_its_window_expires(make_genai: MakeGenai) -> None:
 
 
 def test_per_request_faults_are_error_statuses(make_genai: MakeGenai) -> None:
-    client = make_genai(LocalAPISettings(pace_seconds=0.05, line_rate_limit_fraction=0.5,
-                                         line_server_error_fraction=0.5))
-    job = wait_done(client, client.batches.create(model="gemini-2.5-flash", src=[ask(f"q{i}") for i in range(6)]
+    client = make_genai(LocalAPISettings(pace_seconds=0.05, line_rate_limit_fraction=0.34, fault_seed=1,
+                                         line_server_error_fraction=0.33, line_overloaded_fraction=0.33))
+    job = wait_done(client, client.batches.create(model="gemini-2.5-flash", src=[ask(f"q{i}") for i in range(12)]
                                                   ).name or "")
     responses = job.dest.inlined_responses if job.dest else None
-    assert job.state == types.JobState.JOB_STATE_SUCCEEDED and responses and len(responses) == 6
-    assert all(r.response is None and r.error and r.error.code in (8, 13) for r in responses)
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED and responses and len(responses) == 12
+    assert all(r.response is None and r.error and r.error.message for r in responses)
+    # google.rpc codes: RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE
+    assert {r.error.code for r in responses if r.error} == {8, 13, 14}
+
+
+@pytest.mark.parametrize(("fault", "code", "status"), [("api_rate_limit_fraction", 429, "RESOURCE_EXHAUSTED"),
+                                                      ("api_overloaded_fraction", 503, "UNAVAILABLE")])
+def test_api_faults_are_google_errors(make_genai: MakeGenai, fault: str, code: int, status: str) -> None:
+    client = make_genai(LocalAPISettings(**{fault: 1.0}))
+    with pytest.raises(errors.APIError) as refused:
+        client.batches.list()
+    assert (refused.value.code, refused.value.status) == (code, status)
+
+
+def test_an_invalid_request_fails_alone(make_genai: MakeGenai) -> None:
+    client = make_genai(FAST)
+    no_parts = {"contents": [{"role": "user"}], "metadata": {"row": "1"}}  # the SDK sends it; the API refuses it
+    inline = client.batches.create(model="gemini-2.5-flash", src=[ask("fine", metadata={"row": "0"}), no_parts])
+    lines = [orjson.dumps({"key": "good", "request": ask("fine")}), b"{not json",
+             orjson.dumps({"key": "no-contents", "request": {"contents": []}})]
+    uploaded = client.files.upload(file=io.BytesIO(b"\n".join(lines) + b"\n"),
+                                   config={"mime_type": "application/jsonl"})
+    from_file = client.batches.create(model="gemini-2.5-flash", src=uploaded.name or "")
+    job = wait_done(client, inline.name or "")
+    responses = job.dest.inlined_responses if job.dest else None
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED and responses
+    assert [r.metadata for r in responses] == [{"row": "0"}, {"row": "1"}]
+    assert responses[0].response and responses[0].response.text and responses[0].error is None
+    assert responses[1].response is None and responses[1].error and responses[1].error.code == 3  # INVALID_ARGUMENT
+    job = wait_done(client, from_file.name or "")
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED and job.dest and job.dest.file_name
+    out = [orjson.loads(line) for line in client.files.download(file=job.dest.file_name).splitlines()]
+    assert [(line.get("key"), "response" in line, line.get("error", {}).get("code")) for line in out] == [
+        ("good", True, None), (None, False, 3), ("no-contents", False, 3)]
+    assert "line 2" in out[1]["error"]["message"]
+
+
+def test_limits_and_a_finished_cancel_are_refused(make_genai: MakeGenai) -> None:
+    client = make_genai(LocalAPISettings(pace_seconds=0.05, gemini_max_inline_bytes=2000, gemini_max_file_bytes=100))
+    with pytest.raises(errors.ClientError) as too_large:
+        client.batches.create(model="gemini-2.5-flash", src=[ask("word " * 100) for _ in range(5)])
+    assert (too_large.value.code, too_large.value.status) == (400, "INVALID_ARGUMENT")
+    assert "payload size exceeds the limit: 2000 bytes" in (too_large.value.message or "")
+    with pytest.raises(errors.ClientError) as too_big_file:
+        client.files.upload(file=io.BytesIO(b"x" * 101), config={"mime_type": "application/jsonl"})
+    assert too_big_file.value.code == 400
+    assert not list(client.batches.list()) and not list(client.files.list())
+    job = wait_done(client, client.batches.create(model="gemini-2.5-flash", src=[ask("hi")]).name or "")
+    with pytest.raises(errors.ClientError) as finished:
+        client.batches.cancel(name=job.name or "")
+    assert (finished.value.code, finished.value.status) == (400, "FAILED_PRECONDITION")
+    for call in (client.batches.get, client.batches.cancel, client.batches.delete):
+        with pytest.raises(errors.ClientError) as missing:
+            call(name="batches/doesnotexist")
+        assert (missing.value.code, missing.value.status) == (404, "NOT_FOUND")
 
 
 def test_unknown_model_is_404(make_genai: MakeGenai) -> None:
@@ -172,21 +245,22 @@ def test_embedding_batches_give_vectors_of_the_asked_size(make_genai: MakeGenai)
     vectors = job.dest.inlined_embed_content_responses
     assert vectors and len(vectors) == 2
     assert all(len(v.response.embedding.values or []) == 16 for v in vectors)  # type: ignore[union-attr]
+    assert all(v.response.token_count and v.response.token_count > 0 for v in vectors)  # type: ignore[union-attr]
 
 
-def test_keys_are_checked_as_google_does(start_server: StartServer, tmp_path: Path) -> None:
+def test_keys_then_openai_and_gemini_side_by_side_on_one_server(start_server: StartServer, tmp_path: Path) -> None:
     server = start_server(tmp_path / "data", "--pace-seconds", "0.05", api_key=KEY)
     origin = server.base_url.removesuffix("/v1")
+    # Held in names: a Client that is garbage-collected closes its HTTP client.
     wrong_key, right_key = served_client(origin, api_key="not-the-key"), served_client(origin)
     with pytest.raises(errors.ClientError) as wrong:
         wrong_key.batches.list()
     assert wrong.value.code == 400 and wrong.value.status == "INVALID_ARGUMENT"
     assert wrong.value.details["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+    no_key = httpx2.get(f"{origin}/v1beta/batches")
+    assert no_key.status_code == 403 and no_key.json()["error"]["status"] == "PERMISSION_DENIED"
     assert list(right_key.batches.list()) == []
 
-
-def test_openai_and_gemini_side_by_side_on_one_server(start_server: StartServer, tmp_path: Path) -> None:
-    server = start_server(tmp_path / "data", "--pace-seconds", "0.05", api_key=KEY)
     openai_client = server.client(api_key=KEY)
     gemini = served_client(server.base_url.removesuffix("/v1"))
     prefixed = served_client(server.base_url.removesuffix("/v1") + "/gemini", api_version="v1beta")
@@ -199,19 +273,10 @@ def test_openai_and_gemini_side_by_side_on_one_server(start_server: StartServer,
     assert {job.name for job in gemini.batches.list()} == {job.name for job in jobs}
     assert {f.name for f in prefixed.files.list()} == {gemini_file.name}
     assert all(wait_done(gemini, job.name or "").state == types.JobState.JOB_STATE_SUCCEEDED for job in jobs)
-
-
-def test_state_survives_a_restart(start_server: StartServer, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    first = start_server(data, "--pace-seconds", "2", api_key=KEY)
-    client = served_client(first.base_url.removesuffix("/v1"))
-    uploaded = client.files.upload(file=io.BytesIO(orjson.dumps({"key": "only", "request": ask("persist")}) + b"\n"),
-                                   config={"mime_type": "application/jsonl"})
-    job = client.batches.create(model="gemini-2.5-flash", src=uploaded.name or "")
-    first.stop()
-    second = start_server(data, "--pace-seconds", "2", api_key=KEY)
-    client = served_client(second.base_url.removesuffix("/v1"))
-    assert client.files.get(name=uploaded.name or "").size_bytes == uploaded.size_bytes
-    done = wait_done(client, job.name or "")
-    assert done.state == types.JobState.JOB_STATE_SUCCEEDED and done.dest and done.dest.file_name
-    assert orjson.loads(client.files.download(file=done.dest.file_name))["key"] == "only"
+    raw = httpx2.get(f"{server.base_url.removesuffix('/v1')}/v1beta/{jobs[0].name}", headers={"x-goog-api-key": KEY})
+    operation = raw.json()  # what REST clients read and the SDK does not: done, batchStats, response
+    assert raw.status_code == 200 and operation["done"] is True
+    assert operation["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"  # the SDK shows JOB_STATE_SUCCEEDED
+    assert operation["metadata"]["batchStats"] == {"requestCount": "1", "successfulRequestCount": "1",
+                                                   "failedRequestCount": "0", "pendingRequestCount": "0"}
+    assert operation["response"]["inlinedResponses"] == operation["metadata"]["output"]["inlinedResponses"]

@@ -53,8 +53,9 @@ def test_an_embeddings_line_is_a_keyed_embed_content_request():
     line = encoding.line("c1", {"user": "hello"})
     assert line == {"key": "c1", "request": {"content": {"parts": [{"text": "hello"}]}, "outputDimensionality": 8}}
     assert encoding.signature in orjson.dumps(line) and encoding.tokens_per_message == 0
-    [row] = parse_results([orjson.dumps({"key": "c1", "response": {"embedding": {"values": [0.5, 1]}}})]).to_pylist()
-    assert (row["status"], row["embedding"]) == ("succeeded", [0.5, 1.0])
+    [row] = parse_results([orjson.dumps({"key": "c1", "response": {"embedding": {"values": [0.5, 1]},
+                                                                    "tokenCount": 7}})]).to_pylist()
+    assert (row["status"], row["embedding"], row["input_tokens"]) == ("succeeded", [0.5, 1.0], 7)
 
 
 @pytest.mark.parametrize(("spec", "error", "match"), [
@@ -90,11 +91,13 @@ def test_every_outcome_is_a_neutral_row():
     lines = [{"key": "a", "response": answered},
              {"key": "b", "error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}},
              {"key": "c", "response": {"candidates": [{"finishReason": "SAFETY"}]}},
-             {"response": answered}]
+             {"response": answered},
+             {"key": "d", "error": {"code": 14, "message": "overloaded", "details": []}}]  # a google.rpc.Status
     rows = parse_results([b"\n".join(orjson.dumps(line) for line in lines)]).to_pylist()
-    a, b, c, odd = rows
+    a, b, c, odd, d = rows
     assert (a["custom_id"], a["status"], a["output"], a["input_tokens"], a["output_tokens"], a["cached_input_tokens"],
             a["model"]) == ("a", "succeeded", "ok", 9, 5, 4, "gemini-2.5-flash")
     assert (b["status"], b["error_code"]) == ("failed", "RESOURCE_EXHAUSTED")
     assert (c["status"], c["error_code"]) == ("invalid_output", "refusal")
     assert odd["error_code"] == "malformed_line" and "line 4" in odd["error_message"]
+    assert (d["status"], d["error_code"]) == ("failed", "UNAVAILABLE")
