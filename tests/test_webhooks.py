@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,10 +27,10 @@ from batch_pipeline import definitions_for, testing
 from batch_pipeline.dagster.definitions import prefixed
 from batch_pipeline.dagster.sensor import TRIGGER_TAG
 from batch_pipeline.dagster.webhook_events import DELIVERIES
-from tests.conftest import free_loopback_port
 from tests.helpers import execute, submit
 from tests.local_api.conftest import launch
 from tests.ui_location import DAYS, use_cases
+from tests.webhook_process import receiver
 
 SECRET = "whsec_" + base64.b64encode(b"webhook test secret, 32 bytes..").decode()
 KEY = "sk-test-webhooks"
@@ -50,40 +47,6 @@ def home(pipeline_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     with dg.DagsterInstance.from_config(str(folder)):
         pass
     return folder
-
-
-@contextmanager
-def receiver(home: Path, log_dir: Path) -> Iterator[str]:
-    """`batch-pipeline webhooks` on a free port, the secret in its environment; yields its URL."""
-    port = free_loopback_port()
-    env = {**os.environ, "OPENAI_WEBHOOK_SECRET": SECRET, "DAGSTER_HOME": str(home)}
-    with open(log_dir / "receiver.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "batch_pipeline.cli", "webhooks", "--port", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/webhooks/openai"
-    try:
-        _wait_for("the receiver to answer", lambda: _answers(f"http://127.0.0.1:{port}/healthz"), process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx2.get(url, timeout=1).status_code == 200
-    except httpx2.TransportError:
-        return False
-
-
-def _wait_for(what: str, found, process: subprocess.Popen | None = None):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        assert process is None or process.poll() is None, f"{what}: the process exited"
-        if value := found():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _signed(body: bytes, webhook_id: str, secret: str = SECRET, at: datetime | None = None) -> dict[str, str]:
@@ -104,7 +67,7 @@ def _deliveries(instance: dg.DagsterInstance) -> list[dg.AssetObservation]:
 
 
 def test_forged_stale_malformed_and_replayed_deliveries_record_nothing(home: Path, tmp_path: Path):
-    with receiver(home, tmp_path) as url, dg.DagsterInstance.from_config(str(home)) as instance:
+    with receiver(home, tmp_path, SECRET) as url, dg.DagsterInstance.from_config(str(home)) as instance:
         body = _event("batch_abc")
         other = "whsec_" + base64.b64encode(b"not the endpoint's secret at all").decode()
         forged = httpx2.post(url, content=body, headers=_signed(body, "wh_forged", other))
@@ -135,7 +98,7 @@ def pipeline(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *api_f
     """The receiver (its URL yielded), the served local Batch API sending to it (each stage of a
     batch taking `pace` seconds), and the `notes` use case on it with the monitor in webhook mode,
     listing every `interval` seconds otherwise."""
-    with receiver(home, tmp_path) as url:
+    with receiver(home, tmp_path, SECRET) as url:
         monkeypatch.setenv("BATCH_PIPELINE_LOCAL_API_WEBHOOK_SECRET", SECRET)
         server = launch(tmp_path / "api", tmp_path, "--pace-seconds", str(pace), "--webhook-url", url,
                         "--webhook-retry-seconds", "0.2", *api_flags, api_key=KEY)
