@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from batch_pipeline.dagster.webhook_events import record_delivery
-from batch_pipeline.provider.openai_webhooks import WebhookRefused, verified_delivery
+from batch_pipeline.provider.openai_webhooks import WebhookRefused, WebhookVerifier
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,14 @@ MAX_BODY_BYTES = 1 << 20  # a batch event is a few hundred bytes
 
 def webhook_app(instance: dg.DagsterInstance, secret: str) -> Starlette:
     """The receiver: `POST /webhooks/openai` takes deliveries, `GET /healthz` answers 200."""
+    verifier = WebhookVerifier(secret)
 
     async def receive(request: Request) -> Response:
         payload = await _body(request)
         if payload is None:
             return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
         try:
-            delivery = verified_delivery(payload, request.headers, secret)
+            delivery = verifier.delivery(payload, request.headers)
         except WebhookRefused as refused:  # the reason names headers and times, never the secret
             log.warning("webhook refused with %s: %s", refused.status, refused.reason)
             return JSONResponse({"error": refused.reason}, refused.status)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MB = 1024 * 1024
 # Models the local API serves by default: OpenAI's batchable chat, completion, embedding and
@@ -137,6 +137,14 @@ class LocalAPISettings(BaseModel):
     webhook_duplicate_fraction: float = Field(
         0.0, ge=0, le=1, description="deliveries sent twice with the same webhook-id, for tests",
     )
+
+    @model_validator(mode="after")
+    def _webhooks_signed(self) -> LocalAPISettings:
+        """A webhook URL needs the secret its deliveries are signed with."""
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("webhook_url needs webhook_secret (for `batch-pipeline local-api`, the variable "
+                             "BATCH_PIPELINE_LOCAL_API_WEBHOOK_SECRET)")
+        return self
 
     def token_limit_for(self, model: str) -> int | None:
         """The enqueued-token limit that applies to ``model``."""

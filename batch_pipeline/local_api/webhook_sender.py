@@ -52,28 +52,35 @@ class WebhookSender:
     """The outbox of one data dir and the deliveries from it."""
 
     def __init__(self, store: Store, settings: LocalAPISettings) -> None:
-        if not settings.webhook_url or not settings.webhook_secret:
-            raise ValueError("webhooks need both webhook_url and the webhook secret")
+        if not settings.webhook_url or not settings.webhook_secret:  # the settings' own check requires both
+            raise ValueError("webhooks need both webhook_url and webhook_secret")
         self.store, self.settings, self.url = store, settings, settings.webhook_url
         self.signer = Webhook(settings.webhook_secret)
+        self.floor = 0  # every batch below this seq ended and has its event: not read again
         with store.connect() as conn:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO webhook_meta (key, value) VALUES ('since', ?)", (time.time(),))
             self.since = conn.execute("SELECT value FROM webhook_meta WHERE key = 'since'").fetchone()["value"]
 
     def enqueue_ended(self) -> int:
-        """Write the event of every OpenAI batch that ended since the last look; how many."""
+        """Write the event of every OpenAI batch that ended since the last look; how many. Only
+        batches from the oldest one still running at the last look on are read."""
         terminal = ",".join("?" * len(TERMINAL_STATUSES))
         with self.store.connect() as conn:
+            # newest first: a batch created between the two reads is above both
+            newest = conn.execute("SELECT MAX(seq) AS seq FROM batches").fetchone()["seq"] or 0
+            running = conn.execute(f"SELECT MIN(seq) AS seq FROM batches WHERE status NOT IN ({terminal})",
+                                   sorted(TERMINAL_STATUSES)).fetchone()["seq"]
             rows = conn.execute(
                 "SELECT b.id, b.status, b.doc FROM batches b LEFT JOIN webhook_events e ON e.batch_id = b.id"
-                f" WHERE e.batch_id IS NULL AND b.flavour = ? AND b.status IN ({terminal})",
-                (OPENAI, *sorted(TERMINAL_STATUSES))).fetchall()
+                f" WHERE b.seq >= ? AND e.batch_id IS NULL AND b.flavour = ? AND b.status IN ({terminal})",
+                (self.floor, OPENAI, *sorted(TERMINAL_STATUSES))).fetchall()
         events = [self._event(row["id"], row["status"], orjson.loads(row["doc"])) for row in rows]
         if events:
             with self.store.transaction() as conn:
                 conn.executemany("INSERT OR IGNORE INTO webhook_events (batch_id, webhook_id, body, state)"
                                  " VALUES (?, ?, ?, ?)", events)
+        self.floor = newest + 1 if running is None else running
         return len(events)
 
     def _event(self, batch_id: str, status: str, doc: dict[str, Any]) -> tuple[str, str, bytes, str]:

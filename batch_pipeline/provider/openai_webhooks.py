@@ -43,27 +43,40 @@ class WebhookDelivery:
     created_at: int
 
 
-def verified_delivery(payload: bytes, headers: Mapping[str, str], secret: str,
-                      now: float | None = None) -> WebhookDelivery:
-    """The delivery, once its timestamp is fresh and its signature is OpenAI's; `WebhookRefused` else."""
-    headers = {name.lower(): value for name, value in headers.items()}
-    webhook_id = headers.get("webhook-id", "")
+class WebhookVerifier:
+    """Reads deliveries signed with one endpoint's secret. The `openai` client it holds only
+    verifies: it sends nothing and needs no API key."""
+
+    def __init__(self, secret: str) -> None:
+        self._client = openai.OpenAI(api_key="unused-by-webhooks", webhook_secret=secret)
+
+    def delivery(self, payload: bytes, headers: Mapping[str, str], now: float | None = None) -> WebhookDelivery:
+        """The delivery, once its timestamp is fresh and its signature is OpenAI's; `WebhookRefused` else."""
+        headers = {name.lower(): value for name, value in headers.items()}
+        _check_timestamp(headers, time.time() if now is None else now)
+        try:
+            event = self._client.webhooks.unwrap(payload, headers)
+        except openai.InvalidWebhookSignatureError:
+            raise WebhookRefused(401, "webhook-signature does not match the secret") from None
+        except ValueError:  # a signed body that is not JSON
+            raise WebhookRefused(400, "the body is not a JSON event") from None
+        return _delivery(headers["webhook-id"], event)
+
+
+def _check_timestamp(headers: Mapping[str, str], now: float) -> None:
+    """Refuse (400) a delivery without the three headers or with a timestamp too far from `now`."""
     stamp = headers.get("webhook-timestamp", "")
-    if not webhook_id or not stamp or not headers.get("webhook-signature"):
+    if not headers.get("webhook-id") or not stamp or not headers.get("webhook-signature"):
         raise WebhookRefused(400, "missing webhook-id, webhook-timestamp or webhook-signature header")
     if not stamp.isdigit():
         raise WebhookRefused(400, "webhook-timestamp is not a Unix time in seconds")
-    age = (time.time() if now is None else now) - int(stamp)
+    age = now - int(stamp)
     if abs(age) > TOLERANCE_SECONDS:
         raise WebhookRefused(400, f"webhook-timestamp is {age:+.0f} s from now (more than {TOLERANCE_SECONDS} s)")
-    # The client is only the holder of the webhook helpers: no API key is needed or sent.
-    client = openai.OpenAI(api_key="unused-by-webhooks", webhook_secret=secret)
-    try:
-        event = client.webhooks.unwrap(payload, headers)
-    except openai.InvalidWebhookSignatureError:
-        raise WebhookRefused(401, "webhook-signature does not match the secret") from None
-    except ValueError:  # a signed body that is not JSON
-        raise WebhookRefused(400, "the body is not a JSON event") from None
+
+
+def _delivery(webhook_id: str, event: object) -> WebhookDelivery:
+    """The event's fields the pipeline uses; 400 for a signed body that is not an event."""
     event_type, event_id = getattr(event, "type", None), getattr(event, "id", None)
     if not isinstance(event_type, str) or not isinstance(event_id, str):
         raise WebhookRefused(400, "the body is not an event (no id or type)")

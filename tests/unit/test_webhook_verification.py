@@ -14,12 +14,13 @@ from standardwebhooks.webhooks import Webhook
 from batch_pipeline.provider.openai_webhooks import (
     TOLERANCE_SECONDS,
     WebhookRefused,
-    verified_delivery,
+    WebhookVerifier,
 )
 
 SECRET = "whsec_" + base64.b64encode(b"unit test secret for webhooks..").decode()
 # The openai client checks the timestamp against the clock too: deliveries are signed "now".
 NOW = int(time.time())
+VERIFIER = WebhookVerifier(SECRET)
 
 
 def _headers(body: bytes, at: int = NOW, webhook_id: str = "wh_1", secret: str = SECRET) -> dict[str, str]:
@@ -34,14 +35,14 @@ def _body(kind: str = "batch.expired", data: object = None) -> bytes:
 
 
 def test_a_signed_batch_event_is_read_with_its_batch_and_webhook_id():
-    delivery = verified_delivery(_body(), _headers(_body()), SECRET, now=NOW)
+    delivery = VERIFIER.delivery(_body(), _headers(_body()), now=NOW)
     assert (delivery.webhook_id, delivery.event_type, delivery.batch_id, delivery.created_at) == (
         "wh_1", "batch.expired", "batch_1", NOW)
 
 
 def test_other_events_are_read_without_a_batch():
     body = _body("response.completed", {"id": "resp_1"})
-    assert verified_delivery(body, _headers(body), SECRET, now=NOW).batch_id is None
+    assert VERIFIER.delivery(body, _headers(body), now=NOW).batch_id is None
 
 
 @pytest.mark.parametrize(("headers", "now", "status", "reason"), [
@@ -53,7 +54,7 @@ def test_other_events_are_read_without_a_batch():
 ])
 def test_forged_stale_and_malformed_deliveries_are_refused(headers, now, status, reason):
     with pytest.raises(WebhookRefused) as refused:
-        verified_delivery(_body(), headers(_body()), SECRET, now=now)
+        VERIFIER.delivery(_body(), headers(_body()), now=now)
     assert refused.value.status == status and reason in refused.value.reason
     assert SECRET not in refused.value.reason
 
@@ -61,5 +62,5 @@ def test_forged_stale_and_malformed_deliveries_are_refused(headers, now, status,
 def test_a_signed_body_that_is_no_batch_event_is_refused_as_malformed():
     for body in (b"[1, 2]", _body(data={})):
         with pytest.raises(WebhookRefused) as refused:
-            verified_delivery(body, _headers(body), SECRET, now=NOW)
+            VERIFIER.delivery(body, _headers(body), now=NOW)
         assert refused.value.status == 400
