@@ -7,7 +7,8 @@ writes its event once, and POSTs it to `webhook_url` until an answer is 2xx or
 event keeps one `webhook-id` on every try, as a Standard Webhooks sender's retries do; each try is
 signed afresh with its own timestamp. The outbox lives in the store's SQLite, so a restart
 neither loses an unsent event nor sends a sent one again. Batches that ended before the data
-dir's first sender started are not announced.
+dir's first sender started are not announced. Two served processes on one data dir may both send
+a due event; the second copy carries the same `webhook-id`, which a receiver takes as a replay.
 
 For tests, `webhook_drop_fraction` of events are never sent (a lost delivery) and
 `webhook_duplicate_fraction` are sent twice, both drawn from `fault_seed` and the batch id.
