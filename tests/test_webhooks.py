@@ -102,12 +102,13 @@ def pipeline(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *api_f
         monkeypatch.setenv("BATCH_PIPELINE_LOCAL_API_WEBHOOK_SECRET", SECRET)
         server = launch(tmp_path / "api", tmp_path, "--pace-seconds", str(pace), "--webhook-url", url,
                         "--webhook-retry-seconds", "0.2", *api_flags, api_key=KEY)
-        monkeypatch.delenv("BATCH_PIPELINE_LOCAL_API_WEBHOOK_SECRET")
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        (tmp_path / "sources").mkdir(exist_ok=True)
-        defs = definitions_for(use_cases(tmp_path / "sources")[:1], monitor_interval_seconds=interval, webhooks=True)
         try:
+            monkeypatch.delenv("BATCH_PIPELINE_LOCAL_API_WEBHOOK_SECRET")
+            monkeypatch.setenv("OPENAI_API_KEY", KEY)
+            monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+            (tmp_path / "sources").mkdir(exist_ok=True)
+            defs = definitions_for(use_cases(tmp_path / "sources")[:1], monitor_interval_seconds=interval,
+                                   webhooks=True)
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 yield defs, instance, url
         finally:
