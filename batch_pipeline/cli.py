@@ -1,5 +1,5 @@
 """The `batch-pipeline` command: `local-api` serves the local Batch API, `demo` runs the samples,
-`intents` resolves a blocked submission."""
+`intents` resolves a blocked submission, `webhooks` receives OpenAI's batch webhooks."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     local_api = commands.add_parser(
         "local-api", help="serve the local Batch API at http://HOST:PORT/v1",
         epilog=f"Secrets come from the environment, never the command line: {API_KEY_VARIABLE} (set: clients "
-        f"must send this key, 401 otherwise), {SECRET_VARIABLES['upstream_api_key']} (the key sent to --upstream-url).",
+        f"must send this key, 401 otherwise), {SECRET_VARIABLES['upstream_api_key']} (the key sent to --upstream-url), "
+        f"{SECRET_VARIABLES['webhook_secret']} (the whsec_ secret --webhook-url deliveries are signed with).",
     )
     local_api.add_argument("--host", default="127.0.0.1")
     local_api.add_argument("--port", type=int, default=8000)
@@ -57,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         help="module with run_demo(warehouse, base_url), importable from the working directory (default assets.demo)",
     )
     _intents_parser(commands)
+    webhooks = commands.add_parser(
+        "webhooks", help="receive OpenAI's batch webhooks at http://HOST:PORT/webhooks/openai for the batch monitor",
+        epilog="The signing secret comes from OPENAI_WEBHOOK_SECRET (never the command line), the Dagster "
+        "instance from DAGSTER_HOME (the daemon's). Serve it behind an HTTPS proxy: README, section Webhooks.",
+    )
+    webhooks.add_argument("--host", default="127.0.0.1")
+    webhooks.add_argument("--port", type=int, default=8010)
     return parser
 
 
@@ -97,6 +105,25 @@ def _intents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Serve the receiver; refused before it starts without the secret or a Dagster home."""
+    from batch_pipeline.local_api import LocalAPIExtraMissing, require_web_stack
+
+    try:
+        require_web_stack(server=True)
+    except LocalAPIExtraMissing as exc:
+        parser.exit(2, f"{parser.prog} webhooks: {exc}\n")
+    from batch_pipeline.dagster.webhook_receiver import SECRET_VARIABLE, serve_webhooks
+
+    secret = os.environ.get(SECRET_VARIABLE)
+    if not secret:
+        parser.exit(2, f"{parser.prog} webhooks: set {SECRET_VARIABLE} to the endpoint's signing secret (whsec_...)\n")
+    if not os.environ.get("DAGSTER_HOME"):
+        parser.exit(2, f"{parser.prog} webhooks: set DAGSTER_HOME to the Dagster instance the daemon uses\n")
+    serve_webhooks(args.host, args.port, secret)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -114,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "intents":
         return _intents(args)
+    if args.command == "webhooks":
+        return _webhooks(parser, args)
     # The demo runner lives beside the sample use cases, outside the library: found by name.
     sys.path.insert(0, os.getcwd())
     chosen = {"provider": args.provider} if args.provider else {}  # a runner of one's own may not take it

@@ -4,7 +4,8 @@
 ``.venv/bin/python -m benchmarks.run --only sources``: only the request building by source (CSV,
 Parquet, DuckDB) and its peak memory, whose section replaces its own in RESULTS.md, the rest kept;
 ``--only estimate``: only the cost estimate against the actual cost, likewise; ``--only turnaround``:
-only click to Parquet beside a no-op run on a running `dagster dev`, likewise.
+only click to Parquet beside a no-op run on a running `dagster dev`, likewise; ``--only webhooks``:
+only batch end to results run launched, with webhooks and with polling only, likewise.
 Offline and bounded: rows are generated into a temporary folder and deleted afterwards.
 """
 
@@ -27,6 +28,7 @@ from benchmarks import (
     bench_requests,
     bench_sources,
     bench_turnaround,
+    bench_webhooks,
 )
 from benchmarks.workload import REPEAT, SOURCE_CHUNK_ROWS
 
@@ -288,6 +290,38 @@ def render_turnaround(rows: list[dict], command: str) -> str:
     return "\n".join(out) + "\n"
 
 
+WEBHOOKS_HEADING = "## 9. Webhooks: batch end to results run launched"
+
+
+def render_webhooks(rows: list[dict], command: str) -> str:
+    """The webhooks section, with its own date and command (`--only webhooks` rewrites it alone)."""
+    out = [
+        f"{WEBHOOKS_HEADING} (seconds, on one `dagster dev` per setup)",
+        "",
+        f"- machine: {_machine()}; load average at the end {_load()}",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; command: `{command}`",
+        "",
+        "Goal: with webhooks, a finished batch's results run is launched within seconds, without waiting",
+        "for the monitor's next listing. `bench_webhooks`: real `dagster dev` (webserver and daemon) over",
+        "`tests/ui_location.py`'s `notes` use case on a served local Batch API (a stage takes",
+        f"{bench_webhooks.PACE_SECONDS:g} s, so each batch ends after the monitor's first look). With webhooks,",
+        "the local API sends signed `batch.completed` deliveries to `batch-pipeline webhooks` and the",
+        "monitor is in webhook mode; polling only (the baseline), neither. Both list batches every",
+        f"{bench_webhooks.MONITOR_SECONDS} s. Per partition, one after the other: from the batch first seen",
+        "completed (polled every 0.1 s) to the creation of its results run in the instance.",
+        "",
+        "| setup | partitions | median | slowest |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    out += [f"| {r['setup']} | {r['partitions']} | {r['median_seconds']:.1f} | {r['max_seconds']:.1f} |"
+            for r in rows]
+    if len(rows) == 2:
+        out += ["", f"Webhooks: {rows[1]['median_seconds'] / max(rows[0]['median_seconds'], 0.01):.1f}x sooner "
+                "than polling at the median. What remains with webhooks is the sensor daemon's 5 s loop (a",
+                "delivery waits for the monitor's next tick), the listing, and the run's creation."]
+    return "\n".join(out) + "\n"
+
+
 def _load() -> str:
     try:
         return " ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
@@ -330,7 +364,7 @@ def main() -> None:
                         help="request building from CSV, Parquet and DuckDB at these sizes")
     parser.add_argument("--source-memory-sizes", type=int, nargs="*", default=[1_000_000, 10_000_000],
                         help="peak memory building from Parquet at these sizes (none: skipped)")
-    parser.add_argument("--only", choices=["sources", "estimate", "turnaround"],
+    parser.add_argument("--only", choices=["sources", "estimate", "turnaround", "webhooks"],
                         help="run only this part; its section replaces its own in --out, the rest kept")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
@@ -349,6 +383,13 @@ def main() -> None:
             section = render_turnaround(bench_turnaround.measure(Path(tmp)), command)
         previous = args.out.read_text() if args.out.exists() else "# Benchmark results\n"
         args.out.write_text(replace_section(previous, TURNAROUND_HEADING, section))
+        print(section)
+        return
+    if args.only == "webhooks":
+        with tempfile.TemporaryDirectory(prefix="batch-pipeline-bench-") as tmp:
+            section = render_webhooks(bench_webhooks.measure(Path(tmp)), command)
+        previous = args.out.read_text() if args.out.exists() else "# Benchmark results\n"
+        args.out.write_text(replace_section(previous, WEBHOOKS_HEADING, section))
         print(section)
         return
     if args.only == "sources":
@@ -381,9 +422,10 @@ def main() -> None:
         print("cost estimate against actual cost", flush=True)
         estimate = bench_estimate.measure(work / "estimate")
         turnaround = bench_turnaround.measure(work / "turnaround")
+        webhooks = bench_webhooks.measure(work / "webhooks")
     text = render(args.sizes, requests, harvest, memory, monitor, demo, command)
     text += "\n" + render_sources(rates, source_memory, command) + "\n" + render_estimate(estimate, command)
-    text += "\n" + render_turnaround(turnaround, command)
+    text += "\n" + render_turnaround(turnaround, command) + "\n" + render_webhooks(webhooks, command)
     args.out.write_text(text)
     print(text)
 

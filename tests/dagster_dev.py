@@ -194,15 +194,16 @@ def _write_home(root: Path, options: dict[str, Any]) -> Path:
 
 
 @contextmanager
-def running(root: Path, **options: Any) -> Iterator[DagsterDev]:
+def running(root: Path, extra_env: dict[str, str] | None = None, **options: Any) -> Iterator[DagsterDev]:
     """`dagster dev` on a free loopback port, until the location is loaded; stopped on exit.
-    `options` go to `tests.ui_location.build` (`pace_seconds` is required)."""
+    `options` go to `tests.ui_location.build` (`pace_seconds` is required); `extra_env` is added
+    to its environment (a served Batch API's `OPENAI_API_KEY` and `OPENAI_BASE_URL`)."""
     workspace, port = _write_home(root, options), free_loopback_port()
     with open(root / "dagster_dev.log", "wb") as out:
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1",
-             "-p", str(port)], cwd=root, env=environment(root), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+             "-p", str(port)], cwd=root, env=environment(root) | (extra_env or {}), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
     dev = DagsterDev(f"http://127.0.0.1:{port}", root)
     try:
         dev.wait_for("the code location to load", lambda: server.poll() is None and dev._location_loaded(), 240)

@@ -45,14 +45,14 @@ def use_cases(folder: Path) -> list[UseCase]:
 
 
 def build(folder: Path, pace_seconds: float, monitor_interval_seconds: int = 1, in_process: bool = True,
-          **batch_api: Any) -> dg.Definitions:
+          webhooks: bool = False, **batch_api: Any) -> dg.Definitions:
     """The location's `Definitions`; sources are (re)written into `folder`. `in_process=False`
-    runs "Materialize all" with Dagster's default executor, a process per step; `batch_api` sets
-    `BatchAPIResource` fields (`harvest_wait_seconds`)."""
+    runs "Materialize all" with Dagster's default executor, a process per step; `webhooks` puts
+    the monitor in webhook mode; `batch_api` sets `BatchAPIResource` fields (`harvest_wait_seconds`)."""
     folder.mkdir(parents=True, exist_ok=True)
     local = LocalBatchAPIResource(settings=LocalBatchAPISettings(pace_seconds=pace_seconds))
     return dg.Definitions.merge(
         definitions_for(use_cases(folder), batch_api=BatchAPIResource(local=local, **batch_api),
-                        monitor_interval_seconds=monitor_interval_seconds),
+                        monitor_interval_seconds=monitor_interval_seconds, webhooks=webhooks),
         dg.Definitions(assets=[noop], executor=dg.in_process_executor if in_process else None),
     )

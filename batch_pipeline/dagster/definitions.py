@@ -34,12 +34,15 @@ def definitions_for(
     rerun: Rerun | None = None,
     key_prefix: str | Sequence[str] = (),
     resource_keys: ResourceKeys | None = None,
+    webhooks: bool = False,
 ) -> dg.Definitions:
     """One `Definitions` for the given use cases; resources default to the environment's.
 
     `rerun` says how the batch monitor asks again for a partition whose requested run failed.
     `key_prefix` (`"llm"` or `["team", "llm"]`) goes before every asset key and in every job and
-    pool name and warehouse folder; the monitor is `<prefix>_batch_monitor`.
+    pool name and warehouse folder; the monitor is `<prefix>_batch_monitor`. `webhooks=True` makes
+    the monitor act within seconds on the batch webhooks `batch-pipeline webhooks` records, and list
+    batches every `monitor_interval_seconds` still, for what a lost delivery missed.
     """
     keys = resource_keys or ResourceKeys()
     use_cases = prefixed(use_cases, key_prefix, keys)
@@ -51,7 +54,7 @@ def definitions_for(
         *(use_case_definitions(uc) for uc in use_cases),
         dg.Definitions(
             sensors=[build_batch_monitor(use_cases, monitor_interval_seconds, rerun,
-                                         name="_".join([*prefix, MONITOR_NAME]))],
+                                         name="_".join([*prefix, MONITOR_NAME]), webhooks=webhooks)],
             resources={
                 keys.batch_api: batch_api or BatchAPIResource(),
                 keys.warehouse: warehouse or WarehouseResource(),

@@ -8,6 +8,11 @@ every watched batch has been seen), and asks the state machine what each partiti
 - `Admit`: a run of the batches asset for shards that waited for enqueued-token capacity;
 - `Wait`: nothing yet; progress is reported as observations on the batches asset;
 - `Done`: the partition is no longer watched.
+
+With webhooks (`webhooks=True`), the sensor ticks every `WEBHOOK_TICK_SECONDS` but lists batches
+only when a recorded delivery names a watched batch, when a partition's state changed, or when
+`interval_seconds` passed since the last listing: a delivery is a reason to look now, the
+provider's list stays the truth, and a lost delivery is found by the next listing (docs/webhooks.md).
 """
 
 
@@ -22,6 +27,7 @@ import dagster as dg
 from batch_pipeline.dagster.jobs import admit_job, asset_key, record_keys, results_job
 from batch_pipeline.dagster.resources import BatchAPIResource
 from batch_pipeline.dagster.state_store import state_from
+from batch_pipeline.dagster.webhook_events import batches_delivered
 from batch_pipeline.errors import ProviderUnavailable, StateVersionError
 from batch_pipeline.failpoints import failpoint
 from batch_pipeline.provider.contract import ProviderBatch
@@ -45,6 +51,11 @@ from batch_pipeline.warehouse.storage import Warehouse
 MONITOR_NAME = "batch_monitor"
 _CURSOR_VERSION = 2
 _EVENTS_PER_TICK = 1000
+# With webhooks, how often the sensor looks for deliveries: the sensor daemon's own loop period,
+# the shortest interval a sensor gets.
+WEBHOOK_TICK_SECONDS = 5
+# Tag on a run the monitor requested: what made it list the batches then (`webhook` or `poll`).
+TRIGGER_TAG = "batch_pipeline/trigger"
 
 
 @dataclass
@@ -58,6 +69,8 @@ class MonitorCursor:
     requested: dict[str, dict] = field(default_factory=dict)  # watch key -> RunAsked fields
     # watch key -> why its newest state is not read (recorded by a newer pipeline); reported each tick
     refused: dict[str, str] = field(default_factory=dict)
+    polled_at: float = 0.0  # when the batches were last listed
+    webhooks_after: int | None = None  # the last webhook delivery read (storage id)
 
     @classmethod
     def load(cls, text: str | None) -> "MonitorCursor":
@@ -72,7 +85,7 @@ class MonitorCursor:
         except StateVersionError:  # written by a newer pipeline: read every record again
             return cls()
         return cls(data.get("after", {}), watched, data.get("progress", {}), data.get("requested", {}),
-                   data.get("refused", {}))
+                   data.get("refused", {}), data.get("polled_at", 0.0), data.get("webhooks_after"))
 
     def dump(self) -> str:
         watched = {
@@ -83,14 +96,17 @@ class MonitorCursor:
         progress = {b: p for b, p in self.progress.items() if b in wanted}
         requested = {k: r for k, r in self.requested.items() if k in self.watched}
         return json.dumps({"version": _CURSOR_VERSION, "after": self.after, "watched": watched,
-                           "progress": progress, "requested": requested, "refused": self.refused})
+                           "progress": progress, "requested": requested, "refused": self.refused,
+                           "polled_at": self.polled_at, "webhooks_after": self.webhooks_after})
 
 
 def build_batch_monitor(
     use_cases: Sequence[UseCase], interval_seconds: int = 30, rerun: Rerun | None = None, name: str = MONITOR_NAME,
+    webhooks: bool = False,
 ) -> dg.SensorDefinition:
     """The sensor for all use cases; it runs by default. It uses the batch API resource under the
-    use cases' resource key (`UseCase.resource_keys`)."""
+    use cases' resource key (`UseCase.resource_keys`). With `webhooks`, it also acts on the
+    deliveries `batch-pipeline webhooks` records, within `WEBHOOK_TICK_SECONDS`."""
     by_name = {uc.name: uc for uc in use_cases}
     rerun = rerun or Rerun()
     resource_key = use_cases[0].resource_keys.batch_api if use_cases else "batch_api"
@@ -100,7 +116,7 @@ def build_batch_monitor(
         name=name,
         required_resource_keys={resource_key, warehouse_key},
         jobs=[job for uc in use_cases for job in (results_job(uc), admit_job(uc))],
-        minimum_interval_seconds=interval_seconds,
+        minimum_interval_seconds=min(interval_seconds, WEBHOOK_TICK_SECONDS) if webhooks else interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Watches every batch in flight with batches.list pages; requests a "
         "partition's results run once all its batches are terminal, and the submission of "
@@ -109,13 +125,18 @@ def build_batch_monitor(
     def batch_monitor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         batch_api: BatchAPIResource = getattr(context.resources, resource_key)
         cursor = MonitorCursor.load(context.cursor)
-        for uc in use_cases:
-            _collect_states(context.instance, uc, cursor)
+        changed = [_collect_states(context.instance, uc, cursor) for uc in use_cases]
+        trigger = _trigger(context.instance, cursor, any(changed), interval_seconds) if webhooks else "poll"
         for key, reason in cursor.refused.items():
             context.log.error("%s not watched: %s", key, reason)
         if not cursor.watched:
             refused = "; ".join(f"{key} not watched: {reason}" for key, reason in cursor.refused.items())
             return dg.SensorResult(skip_reason=refused[:500] or "no batches in flight", cursor=cursor.dump())
+        if trigger is None:
+            due = time.strftime("%H:%M:%S", time.localtime(cursor.polled_at + interval_seconds))
+            return dg.SensorResult(skip_reason=f"{counted(len(cursor.watched), 'partition')} in flight; next "
+                                   f"listing at {due} or on a webhook delivery", cursor=cursor.dump())
+        cursor.polled_at = time.time()
         try:
             holds = {key: _hold(context.instance, cursor, key, rerun, time.time()) for key in cursor.watched}
             batches, calls = _batch_states(batch_api, [cursor.watched[k] for k, h in holds.items()
@@ -125,15 +146,26 @@ def build_batch_monitor(
                                    cursor=cursor.dump())
         failpoint("monitor.listed")
         warehouse = getattr(context.resources, warehouse_key).warehouse()
-        return _decide(context, by_name, (batch_api, warehouse), cursor, batches, calls, holds)
+        return _decide(context, by_name, (batch_api, warehouse), cursor, batches, calls, holds, trigger)
 
     return batch_monitor
+
+
+def _trigger(instance: dg.DagsterInstance, cursor: MonitorCursor, changed: bool, interval_seconds: int) -> str | None:
+    """Why this tick lists the batches (`webhook`, `poll`), or None: a webhook delivery names a
+    watched batch, a partition's state changed, or the interval passed since the last listing.
+    Deliveries read are consumed either way (one for a batch not watched yet is covered by the
+    listing its partition's new state brings)."""
+    delivered, cursor.webhooks_after = batches_delivered(instance, cursor.webhooks_after)
+    if delivered & {s.batch_id for state in cursor.watched.values() for s in state.unharvested}:
+        return "webhook"
+    return "poll" if changed or time.time() >= cursor.polled_at + interval_seconds else None
 
 
 def _decide(
     context: dg.SensorEvaluationContext, by_name: dict[str, UseCase],
     resources: tuple[BatchAPIResource, Warehouse], cursor: MonitorCursor, batches: dict[str, ProviderBatch], calls: int,
-    holds: dict[str, Hold],
+    holds: dict[str, Hold], trigger: str,
 ) -> dg.SensorResult:
     """Ask the state machine about every watched partition and request the runs it needs."""
     batch_api, warehouse = resources
@@ -154,7 +186,7 @@ def _decide(
         report = ProviderReport({b.id: b.status for b in seen}, time.time(),
                                 in_flight.get(uc.spec.model, 0), batch_api.enqueued_token_limits.get(uc.spec.model))
         action = next_action(state, report)
-        request = _run_request(uc, state, action, failures)
+        request = _run_request(uc, state, action, failures, trigger)
         if request is not None and (busy := lease_wait(action, lease_held(warehouse, uc.name, state.partition))):
             waiting.append(f"{key} {busy}")
             continue
@@ -182,7 +214,8 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: int) -> dg.RunRequest | None:
+def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: int,
+                 trigger: str = "poll") -> dg.RunRequest | None:
     """The run that carries out `action`, if it needs one; the run key makes it happen once (a
     request made again after `failures` failed runs gets a key of its own)."""
     if isinstance(action, Admit):
@@ -198,7 +231,7 @@ def _run_request(uc: UseCase, state: PartitionState, action: Action, failures: i
         run_key=f"{run_key}:again-{failures}" if failures else run_key,
         job_name=job,
         partition_key=uc.dagster_partition(state.partition),
-        tags={"batch_pipeline/use_case": uc.name, "batch_pipeline/reason": kind},
+        tags={"batch_pipeline/use_case": uc.name, "batch_pipeline/reason": kind, TRIGGER_TAG: trigger},
     )
 
 
@@ -228,8 +261,10 @@ def _stranded(uc: UseCase, state: PartitionState, reason: str) -> dg.AssetObserv
                                metadata={"stranded": reason})
 
 
-def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCursor) -> None:
-    """Watch every partition whose state changed since the last tick; the newest state wins."""
+def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCursor) -> bool:
+    """Watch every partition whose state changed since the last tick; the newest state wins.
+    True when a watched partition was added or given a newer state."""
+    changed = False
     for key in record_keys(uc):
         name = key.to_user_string()
         records = instance.fetch_materializations(
@@ -255,6 +290,8 @@ def _collect_states(instance: dg.DagsterInstance, uc: UseCase, cursor: MonitorCu
                 cursor.watched.pop(watch_key, None)
             else:
                 cursor.watched[watch_key] = state
+                changed = True
+    return changed
 
 
 def _refuse(cursor: MonitorCursor, uc: UseCase, event: dg.EventLogRecord, exc: StateVersionError) -> None:

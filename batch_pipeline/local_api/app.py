@@ -506,13 +506,25 @@ def _background_advancer(api: LocalBatchAPI) -> Callable[[Starlette], Any]:
 
         thread = threading.Thread(target=loop, name="local-batch-api-advancer", daemon=True)
         thread.start()
+        webhooks = _webhook_sender(api, interval)
         try:
             yield
         finally:
             stop.set()
+            if webhooks is not None:
+                webhooks.set()
             await asyncio.to_thread(thread.join)
 
     return lifespan
+
+
+def _webhook_sender(api: LocalBatchAPI, interval: float) -> threading.Event | None:
+    """With a webhook URL, the thread that delivers batch events (webhook_sender.py); its stop event."""
+    if not api.settings.webhook_url:
+        return None
+    from batch_pipeline.local_api.webhook_sender import start_sender
+
+    return start_sender(api.store, api.settings, interval)
 
 
 def build_app(data_dir: str | Path, *, api_key: str | None, settings: LocalAPISettings, offload: bool) -> Starlette:

@@ -12,7 +12,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MB = 1024 * 1024
 
@@ -167,6 +167,29 @@ class LocalAPISettings(BaseModel):
     upstream_max_retries: int = Field(3, ge=0)
     upstream_timeout_seconds: float = Field(120.0, gt=0)
 
+    # Webhooks: signed batch.* events POSTed when a batch ends, as OpenAI sends them (webhook_sender.py)
+    webhook_url: str | None = Field(
+        None, description="where batch.completed/failed/expired/cancelled events are sent, e.g."
+        " http://127.0.0.1:8010/webhooks/openai (served mode: batch-pipeline local-api)",
+    )
+    webhook_secret: str | None = Field(None, description="the whsec_ secret deliveries are signed with")
+    webhook_max_attempts: int = Field(8, ge=1, description="tries per delivery before it is given up")
+    webhook_retry_seconds: float = Field(
+        1.0, gt=0, description="wait before a failed delivery's first retry; it doubles each time, up to 60 s",
+    )
+    webhook_drop_fraction: float = Field(0.0, ge=0, le=1, description="deliveries never sent (lost), for tests")
+    webhook_duplicate_fraction: float = Field(
+        0.0, ge=0, le=1, description="deliveries sent twice with the same webhook-id, for tests",
+    )
+
+    @model_validator(mode="after")
+    def _webhooks_signed(self) -> LocalAPISettings:
+        """A webhook URL needs the secret its deliveries are signed with."""
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("webhook_url needs webhook_secret (for `batch-pipeline local-api`, the variable "
+                             "BATCH_PIPELINE_LOCAL_API_WEBHOOK_SECRET)")
+        return self
+
     def token_limit_for(self, model: str) -> int | None:
         """The enqueued-token limit that applies to ``model``."""
         return self.enqueued_token_limits.get(model, self.enqueued_token_limit)
@@ -210,7 +233,8 @@ _REPEATED = {
 
 # Secrets are never flags (a command line is visible to every user of the machine, in `ps`):
 # `batch-pipeline local-api` reads them from these environment variables.
-SECRET_VARIABLES = {"upstream_api_key": "BATCH_PIPELINE_UPSTREAM_API_KEY"}
+SECRET_VARIABLES = {"upstream_api_key": "BATCH_PIPELINE_UPSTREAM_API_KEY",
+                    "webhook_secret": "BATCH_PIPELINE_LOCAL_API_WEBHOOK_SECRET"}
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
