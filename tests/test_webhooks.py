@@ -166,8 +166,9 @@ def _rows(tmp_path: Path, instance: dg.DagsterInstance, defs: dg.Definitions, da
 def test_each_delivery_sent_twice_makes_one_results_run_per_partition(
         home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     days = list(DAYS[:2])
-    # a batch takes about 6 s: still running when the monitor first looks, right after its submit
-    with pipeline(home, tmp_path, monkeypatch, "--webhook-duplicate-fraction", "1", interval=3600, pace=2) as (
+    # a batch takes about 12 s (three stages of 4 s): still running when the monitor first looks,
+    # right after its submit in this process, even on a loaded machine
+    with pipeline(home, tmp_path, monkeypatch, "--webhook-duplicate-fraction", "1", interval=3600, pace=4) as (
             defs, instance, url):
         seen = _harvest(defs, instance, days)
         delivered = _deliveries(instance)
