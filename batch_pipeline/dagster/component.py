@@ -7,7 +7,7 @@ file, the line and the field before anything runs) and renders its templates (`{
 the same definitions `definitions_for` makes, with one difference: each instance has its own
 batch monitor, `<name>_batch_monitor`, watching only its own use case's partitions, because
 Dagster builds each component on its own and a sensor's jobs are fixed when it is defined
-(docs/decisions.md, "One monitor per component instance").
+(README, "As a Dagster Component").
 """
 
 from __future__ import annotations
@@ -187,8 +187,10 @@ class BatchUseCaseScaffolder(dg.Scaffolder):
 
 @dg.scaffold_with(BatchUseCaseScaffolder)
 class BatchUseCase(dg.Component, dg.Model, dg.Resolvable):
-    """A batch_pipeline use case: a source's rows sent to a Batch API as the spec says, landing
-    once each in Parquet results, with its own batch monitor. See README, "As a Dagster Component".
+    """A table's rows sent to a Batch API (OpenAI, Azure, Anthropic, Gemini), results in Parquet.
+
+    One batch_pipeline use case, with its own batch monitor; see the README of batch_pipeline,
+    "As a Dagster Component".
     """
 
     spec: SpecModel
