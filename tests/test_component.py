@@ -196,8 +196,11 @@ def test_what_only_the_library_can_check_names_the_file_and_field():
                                                "source": {"csv": {"path": "t.csv", "key": "id"}}})
         two_sources = declare(box, "two_sources", {"spec": SPEC, "source": {"csv": {"path": "t.csv", "key": "id"},
                                                                             "sql": {"query": "q", "key": "id"}}})
+        bad_resource = declare(box, "bad_resource", {"spec": SPEC, "source": {"csv": {"path": "t.csv", "key": "id"}},
+                                                     "resources": {"batch_api": {"opnai": {"max_retries": 8}}}})
         for path, words in ((bad_model, "spec.response_model 'nowhere.Missing'"),
-                            (two_sources, "exactly one of csv, file, sql, asset; got ['csv', 'sql']")):
+                            (two_sources, "exactly one of csv, file, sql, asset; got ['csv', 'sql']"),
+                            (bad_resource, 'resources.batch_api: Incorrect values passed')):
             with pytest.raises(Exception) as caught:  # noqa: B017 Dagster wraps the component's error
                 with box.load_component_and_build_defs(defs_path=path):
                     pass

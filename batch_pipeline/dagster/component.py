@@ -214,14 +214,14 @@ class BatchUseCase(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         try:
             uc = self.use_case(context.path)
+            keys = uc.resource_keys
+            resources = {keys.batch_api: _resource(BatchAPIResource, self.resources.batch_api, "batch_api"),
+                         keys.warehouse: _resource(WarehouseResource, self.resources.warehouse, "warehouse")}
         except (SpecError, ValueError, TypeError, ImportError) as exc:
             raise SpecError(f"{context.path / 'defs.yaml'}: {exc}") from exc
-        keys = uc.resource_keys
         monitor = build_batch_monitor([uc], self.monitor_interval_seconds,
                                       Rerun(self.rerun.backoff_seconds, self.rerun.max_failures),
                                       name=f"{uc.name}_{MONITOR_NAME}")
-        resources = {keys.batch_api: _resource(BatchAPIResource, self.resources.batch_api),
-                     keys.warehouse: _resource(WarehouseResource, self.resources.warehouse)}
         return dg.Definitions.merge(use_case_definitions(uc), dg.Definitions(sensors=[monitor], resources=resources))
 
 
@@ -336,10 +336,13 @@ def _dimension(model: DimensionModel, where: str) -> dg.PartitionsDefinition:
     return cls(start_date=window.start_date, **common, **chosen)
 
 
-def _resource(cls: type[dg.ConfigurableResource], config: dict[str, Any]) -> dg.ConfigurableResource:
+def _resource(cls: type[dg.ConfigurableResource], config: dict[str, Any], field: str) -> dg.ConfigurableResource:
     """One resource object per configuration: Dagster merges component definitions only when the
     same key holds the same object, so instances configured alike share theirs."""
-    return _interned(cls, json.dumps(config, sort_keys=True))
+    try:
+        return _interned(cls, json.dumps(config, sort_keys=True))
+    except dg.DagsterInvalidConfigError as exc:  # names the misspelt or mistyped setting
+        raise SpecError(f"resources.{field}: {exc}") from None
 
 
 @functools.cache
