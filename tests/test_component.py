@@ -31,6 +31,7 @@ from batch_pipeline import (
     SqlSource,
     UseCase,
 )
+from batch_pipeline.dagster.component import BatchUseCaseScaffolder
 from batch_pipeline.testing import failure_message, results, run_until_idle, submit
 
 TICKETS = "ticket_id,subject,body,created_date\nT-1,Login fails,Cannot log in,2026-11-02\n" \
@@ -74,6 +75,12 @@ def test_the_scaffolded_defs_yaml_is_commented_and_loads_once_its_table_exists()
             assert keys == {f"ticket_triage/{stage}" for stage in ("source", "requests", "batches", "results")}
             assert [s.name for s in defs.sensors or ()] == ["ticket_triage_batch_monitor"]
             assert [s.name for s in defs.schedules or ()] == ["ticket_triage_submit_schedule"]
+        # appended to an existing defs.yaml (`dg scaffold defs` on a folder that has one): a second document
+        BatchUseCaseScaffolder().scaffold(dg.ScaffoldRequest(
+            type_name="batch_pipeline.BatchUseCase", target_path=path / "defs.yaml", scaffold_format="yaml",
+            project_root=box.project_root, params=None, append=True))
+        documents = (path / "defs.yaml").read_text().split("\n---\n")
+        assert len(documents) == 2 and "name: ticket_triage" in documents[1]
 
 
 CASES: list[tuple[str, dict[str, Any], Callable[[Path, Path], dict[str, Any]]]] = [

@@ -175,7 +175,7 @@ class BatchUseCaseScaffolder(dg.Scaffolder):
     def scaffold(self, request: dg.ScaffoldRequest) -> None:
         if request.scaffold_format != "yaml":
             raise SpecError("batch_pipeline.BatchUseCase is declared in YAML: scaffold it without --format python")
-        name = request.target_path.stem if request.append else request.target_path.name
+        name = (request.target_path.parent if request.append else request.target_path).name
         text = _TEMPLATE.format(type=request.type_name, name=name.replace("-", "_"))
         if request.append:
             with request.target_path.open("a", encoding="utf-8") as out:
