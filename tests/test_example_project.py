@@ -92,10 +92,10 @@ def _scaffold_and_check_with_dg(venv: Path, project: Path, env: dict[str, str]) 
     (project / ".dagster_home").mkdir()
     (project / ".dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
-    def dg(*args: str) -> str:
+    def dg(*args: str, fails: bool = False) -> str:
         done = subprocess.run([str(venv / "bin" / "dg"), *args], cwd=project, env=env, capture_output=True,
                               text=True, timeout=300)
-        assert done.returncode == 0, f"dg {' '.join(args)}:\n{_tail(done)}"
+        assert (done.returncode != 0) == fails, f"dg {' '.join(args)}:\n{_tail(done)}"
         return done.stdout + done.stderr
 
     assert "batch_pipeline.BatchUseCase" in dg("list", "components")
@@ -106,3 +106,12 @@ def _scaffold_and_check_with_dg(venv: Path, project: Path, env: dict[str, str]) 
     assert "All definitions loaded successfully" in dg("check", "defs")
     listed = dg("list", "defs", "--json")
     assert "ticket_intake/results" in listed and "ticket_intake_batch_monitor" in listed
+
+    # a misspelt field stops the check, naming the file, a line (its group's when the location's load
+    # finds it; its own when dg's YAML step does, which in dg 1.13.27 checks one file per component
+    # type) and the field
+    text = (folder / "defs.yaml").read_text().replace("      key: ticket_id", "      kee: ticket_id")
+    (folder / "defs.yaml").write_text(text)
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith(("  source:", "      kee:"))]
+    out = dg("check", "defs", fails=True)
+    assert "kee" in out and any(f"ticket_intake/defs.yaml:{n}" in out for n in lines), out[-3000:]
