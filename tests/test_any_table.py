@@ -94,6 +94,21 @@ def test_a_weekly_use_case_over_a_daily_asset_reads_the_weeks_days(pipeline_env,
     assert sorted(index["ticket"].to_pylist()) == sorted(r["ticket"] for d in days for r in tickets(d))
 
 
+def test_an_explicit_partition_mapping_reads_the_days_it_maps(pipeline_env, instance):
+    """`partition_mapping=` (here: the day before and the day) decides which upstream partitions
+    a partition loads."""
+    raw = upstream_asset("arrow")
+    mapping = dg.TimeWindowPartitionMapping(start_offset=-1)
+    uc = UseCase(SPEC, AssetSource(["support", "raw_tickets"], key="ticket", partition_mapping=mapping), DAILY)
+    defs = dg.Definitions.merge(dg.Definitions(assets=[raw]), definitions_for([uc]))
+    for day in ("2026-11-19", DAY):
+        assert dg.materialize([raw], instance=instance, partition_key=day).success
+    result = submit(defs, instance, submit_job(uc).name, DAY)
+    assert result.success, failure_message(result)
+    index = pq.read_table(pipeline_env / "warehouse" / "tickets" / "requests" / f"partition={DAY}" / "rows.parquet")
+    assert sorted(index["ticket"].to_pylist()) == sorted(r["ticket"] for d in ("2026-11-19", DAY) for r in tickets(d))
+
+
 def test_weekly_parquet_with_a_composite_key_end_to_end(pipeline_env, instance):
     root = pipeline_env / "tickets"
     when = [dt.datetime(2026, 11, 16, 8, tzinfo=dt.UTC) + dt.timedelta(hours=13 * i) for i in range(20)]

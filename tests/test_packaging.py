@@ -122,6 +122,9 @@ def test_the_core_imports_without_the_extras(tmp_path: Path):
         "from batch_pipeline import BatchAPIResource, LocalBatchAPIResource, UseCase, definitions_for\n"
         "from batch_pipeline.local_api import LocalAPISettings\n"
         "from batch_pipeline.local_api import LocalAPIExtraMissing, require_web_stack\n"
+        # how `dg list components` finds the component: every name the package lists, imported
+        "from dagster.components.core.package_entry import get_package_objects_in_module\n"
+        "assert 'BatchUseCase' in dict(get_package_objects_in_module(batch_pipeline))\n"
         "try:\n"
         "    require_web_stack()\n"
         "except LocalAPIExtraMissing:\n"

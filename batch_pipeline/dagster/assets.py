@@ -103,7 +103,7 @@ def use_case_definitions(uc: UseCase) -> dg.Definitions:
     return dg.Definitions(assets=assets, jobs=[submit_job(uc), admit_job(uc), results_job(uc)], schedules=schedules)
 
 
-def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey] = (),
+def _spec(uc: UseCase, stage: str, description: str, kinds: set[str], deps: Sequence[dg.AssetKey | dg.AssetDep] = (),
           skippable: bool = False) -> dg.AssetSpec:
     """One stage's asset: in the use case's group, partitioned as the use case says."""
     return dg.AssetSpec(asset_key(uc, stage), deps=deps, description=description, kinds=kinds, group_name=uc.name,
@@ -212,7 +212,10 @@ def _asking(wh: Warehouse, uc: UseCase, event: type[RebuildAsked | SubmitAsked])
 def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
     """The requests asset. Over an upstream asset it takes that asset as its input, one partition
     per run, so the IO manager loads exactly the partition's rows (or a mapping's range)."""
-    upstream = uc.source.asset_key if isinstance(uc.source, AssetSource) else asset_key(uc, "source")
+    # An upstream asset's partition mapping goes on the dependency: Dagster refuses it on the input
+    # when the spec names the same key as a dependency.
+    upstream = (dg.AssetDep(uc.source.asset_key, partition_mapping=uc.source.partition_mapping)
+                if isinstance(uc.source, AssetSource) else asset_key(uc, "source"))
     spec = _spec(uc, "requests", f"One {uc.spec.endpoint} request per source row of the partition, as JSONL "
                  f"shards; rows that cannot become a request are kept as rejected rows. Model {uc.spec.model}.",
                  {"python", "jsonl"}, deps=[upstream])
@@ -223,7 +226,7 @@ def _requests_asset(uc: UseCase) -> dg.AssetsDefinition:
     if isinstance(uc.source, AssetSource):
         source = uc.source
 
-        @_stage(spec, uc, ins={"upstream": dg.AssetIn(source.asset_key, partition_mapping=source.partition_mapping)},
+        @_stage(spec, uc, ins={"upstream": dg.AssetIn(source.asset_key)},
                 **common)
         def requests_from_asset(context: dg.AssetExecutionContext, upstream: Any) -> Iterator[StepEvent]:
             yield from _requests_run(context, uc, source.loaded(upstream))
