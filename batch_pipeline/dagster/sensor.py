@@ -43,6 +43,10 @@ from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse.storage import Warehouse
 
 MONITOR_NAME = "batch_monitor"
+# The monitor's metadata entry naming the use cases it watches as `definitions_for` defined them
+# (name, key prefix, resource keys): how `as_defined` finds a declared use case's names in a
+# `Definitions`, however it was merged.
+WATCHED = "batch_pipeline/use_cases"
 _CURSOR_VERSION = 2
 _EVENTS_PER_TICK = 1000
 
@@ -86,6 +90,13 @@ class MonitorCursor:
                            "progress": progress, "requested": requested, "refused": self.refused})
 
 
+def watched(uc: UseCase) -> dict:
+    """What the monitor's metadata says of a use case it watches."""
+    keys = uc.resource_keys
+    return {"spec": uc.spec.name, "name": uc.name, "key_prefix": list(uc.key_prefix),
+            "resource_keys": {"warehouse": keys.warehouse, "batch_api": keys.batch_api}}
+
+
 def build_batch_monitor(
     use_cases: Sequence[UseCase], interval_seconds: int = 30, rerun: Rerun | None = None, name: str = MONITOR_NAME,
 ) -> dg.SensorDefinition:
@@ -102,6 +113,7 @@ def build_batch_monitor(
         jobs=[job for uc in use_cases for job in (results_job(uc), admit_job(uc))],
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
+        metadata={WATCHED: dg.MetadataValue.json([watched(uc) for uc in use_cases])},
         description="Watches every batch in flight with batches.list pages; requests a "
         "partition's results run once all its batches are terminal, and the submission of "
         "shards that waited for capacity or for a retry backoff.",

@@ -81,7 +81,7 @@ def check_columns(schema: pa.Schema, source: Source, spec: BatchSpec, partitione
     for key in source.key_columns:
         if key in INDEX_COLUMNS + ADDED_COLUMNS:
             raise SpecError(
-                f"spec '{spec.name}': key column '{key}' of source {source.describe()} "
+                f"spec '{spec.name}': key column '{key}' of {source.describe()} "
                 "has the name of a column the pipeline adds to every row; rename it"
             )
     needed = [*source.key_columns, *(source.partition_columns.values() if partitioned else ()),
@@ -92,7 +92,7 @@ def check_columns(schema: pa.Schema, source: Source, spec: BatchSpec, partitione
             close = difflib.get_close_matches(column, present, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SpecError(
-                f"spec '{spec.name}': column '{column}' is not in source "
+                f"spec '{spec.name}': column '{column}' is not in "
                 f"{source.describe()} (columns: {', '.join(present)}){hint}"
             )
 

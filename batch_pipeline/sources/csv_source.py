@@ -55,7 +55,7 @@ class CsvSource(Source):
     kind = "csv"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", absolute(self.path, "source table"))
+        object.__setattr__(self, "path", absolute(self.path, "CSV file"))
         object.__setattr__(self, "null_values", tuple(self.null_values))
 
     @property
@@ -63,7 +63,7 @@ class CsvSource(Source):
         return str(self.path).rstrip("/").rsplit("/", 1)[-1]
 
     def describe(self) -> str:
-        return f"'{self.path}'"
+        return f"CSV file '{self.path}'"
 
     def schema(self) -> pa.Schema:
         names = _header(self).names
@@ -82,13 +82,13 @@ def _header(source: CsvSource) -> Header:
     for number, name in enumerate(header.names, start=1):
         if name in seen:
             raise SourceError(
-                f"source table '{source.name}' has two columns named '{name}' (columns "
+                f"CSV file '{source.name}' has two columns named '{name}' (columns "
                 f"{seen[name]} and {number}); rename one so each cell has one column to go to"
             )
         seen[name] = number
         if name in ADDED_COLUMNS:
             raise SourceError(
-                f"source table '{source.name}' has a column named '{name}', a name the "
+                f"CSV file '{source.name}' has a column named '{name}', a name the "
                 "pipeline adds to every row; rename it"
             )
     return header

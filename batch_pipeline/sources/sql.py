@@ -49,7 +49,7 @@ class SqlSource(Source):
 
     def describe(self) -> str:
         where = f"DuckDB '{self.duckdb}'" if self.duckdb else f"PostgreSQL (${self.postgres_url_env})"
-        return f"query {' '.join(self.query.split())[:200]!r} on {where}"
+        return f"SQL query {' '.join(self.query.split())[:200]!r} on {where}"
 
     def schema(self) -> pa.Schema:
         with self._cursor() as cursor:
