@@ -10,7 +10,7 @@ in `_source_line`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -76,10 +76,13 @@ class CsvSource(Source):
 
 
 def _header(source: CsvSource) -> Header:
-    """The header, checked: unique names, none the pipeline adds."""
+    """The header, checked: unique names, none the pipeline adds. A blank header cell (a
+    spreadsheet export's column with no title) is named `(blank column N)`: no template or key
+    can name a blank column, so its cells flow through unused instead of refusing the table."""
     header = read_header(source.path, delimiter=source.delimiter)
+    names = [name if name.strip() else blank_column(number) for number, name in enumerate(header.names, start=1)]
     seen: dict[str, int] = {}
-    for number, name in enumerate(header.names, start=1):
+    for number, name in enumerate(names, start=1):
         if name in seen:
             raise SourceError(
                 f"CSV file '{source.name}' has two columns named '{name}' (columns "
@@ -91,7 +94,12 @@ def _header(source: CsvSource) -> Header:
                 f"CSV file '{source.name}' has a column named '{name}', a name the "
                 "pipeline adds to every row; rename it"
             )
-    return header
+    return replace(header, names=names)
+
+
+def blank_column(number: int) -> str:
+    """The name of the `number`th column (from 1) when its header cell is blank."""
+    return f"(blank column {number})"
 
 
 def read_batches(source: CsvSource, block_size: int = BLOCK_SIZE) -> Iterator[pa.Table]:

@@ -1,8 +1,12 @@
 """A SQL query as a source: against a DuckDB database file, or a PostgreSQL database through the
 ADBC driver, which hands rows back as Arrow record batches (no per-row Python objects).
 
-The query is wrapped, never edited: `SELECT <columns> FROM (<query>) AS source WHERE <partition>`,
-with the partition's values bound as parameters (`$1`, `$2`), never formatted into the text.
+The query is wrapped, never edited: `SELECT <columns> FROM (<query>) AS source WHERE <partition>
+ORDER BY <columns>`, with the partition's values bound as parameters (`$1`, `$2`), never formatted
+into the text. SQL promises no row order without `ORDER BY` (a parallel scan or an update changes
+it), and of two rows with one key the first is sent and the other rejected: ordered by the
+columns read (the key first, each as text, which every type can be cast to), the same row wins
+on every run.
 The PostgreSQL URL comes from an environment variable at run time, so its password is in no
 code, metadata or message.
 """
@@ -63,8 +67,10 @@ class SqlSource(Source):
             schema = self._schema(cursor)
             where, params = selection.sql(schema)
             names = schema.names if columns is None else [*dict.fromkeys([*columns, *selection.columns])]
-            listed = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
-            reader = self._fetch(cursor, f"SELECT {listed} FROM ({self._body()}) AS source WHERE {where}", params)
+            quoted = ['"' + n.replace('"', '""') + '"' for n in names]
+            order = ", ".join(f"CAST({n} AS TEXT)" for n in quoted)
+            reader = self._fetch(cursor, f"SELECT {', '.join(quoted)} FROM ({self._body()}) AS source WHERE {where} "
+                                 f"ORDER BY {order}", params)
             yield from masked(_batches(reader, self), selection, columns)
 
     def _body(self) -> str:
