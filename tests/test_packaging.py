@@ -218,3 +218,13 @@ def test_a_type_checker_sees_the_installed_wheels_real_types(wheel: Path, tmp_pa
     )
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1 and 'Unexpected keyword argument "nme" for "BatchSpec"' in errors[0], done.stdout
+
+
+def test_the_readmes_install_line_has_what_the_no_key_mode_needs():
+    """The no-key default runs the embedded local Batch API: the line a team copies into its own
+    project installs its extra (tests/test_example_project.py installs the wheel with just that)."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("## Use it from your own Dagster project", 1)[1].split("\n## ", 1)[0]
+    (line,) = [line for line in section.splitlines() if line.startswith("pip install ")]
+    extras = re.fullmatch(r"pip install 'batch_pipeline\[([^\]]*)\]'.*", line)
+    assert extras and "local-api" in extras.group(1).split(","), line
