@@ -2,17 +2,20 @@
 
 Each helper drives the real `Definitions` the way the Dagster daemon would: a submit job per
 partition, ticks of the real batch monitor sensor (with the Definitions' resources), and the runs
-the sensor asks for, executed in process and tagged as the daemon would tag them.
+the sensor asks for, executed in process and tagged as the daemon would tag them. A use case is
+passed as declared: its names under the `Definitions`' key prefix are found there (`as_defined`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 import pyarrow as pa
 
+from batch_pipeline.dagster.definitions import as_defined
+from batch_pipeline.dagster.jobs import submit_job
 from batch_pipeline.dagster.sensor import MONITOR_NAME
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
@@ -61,12 +64,14 @@ def execute(
 def submit(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
-    job: str,
+    job: UseCase | str,
     partition: str | None,
     run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Run a use case's submit job (requests, then batches) for one partition."""
-    return defs.resolve_job_def(job).execute_in_process(
+    """Run a use case's submit job (requests, then batches) for one partition (None for an
+    unpartitioned use case); `job` is the use case, or a job's name."""
+    name = job if isinstance(job, str) else submit_job(as_defined(defs, job)).name
+    return defs.resolve_job_def(name).execute_in_process(
         instance=instance, partition_key=partition, run_config=run_config, raise_on_error=False
     )
 
@@ -116,20 +121,49 @@ def run_until_idle(
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """The first step failure's own message, not Dagster's wrapper around it; else the run
-    failure's (a run can fail before any step does, e.g. on the instance's storage)."""
+    """The first step failure's own message (the library's `SpecError: ...`), not Dagster's
+    wrapper around it ("Error occurred while executing op ..."); else the run failure's (a run can
+    fail before any step does, e.g. on the instance's storage)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip().splitlines()[-1][:300]
+            return _own_message(event.step_failure_data.error)
     for event in result.all_events:
         if event.is_run_failure:
-            return (event.message or "run failed")[:300]
+            return (event.message or "run failed")[:_MESSAGE_CHARS]
     return "run failed"
 
 
-def results(defs: dg.Definitions, uc: UseCase, partition: str | None = None) -> pa.Table:
-    """A partition's results Parquet, read back from the warehouse the Definitions use (`uc` as
-    `definitions_for` defined it: see `prefixed`; no partition for an unpartitioned use case)."""
+_MESSAGE_CHARS = 1000
+
+
+class _ErrorInfo(Protocol):
+    """What is read of a step failure's error (Dagster's `SerializableErrorInfo`, whose class
+    `dagster` does not export)."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def cls_name(self) -> str | None: ...
+    @property
+    def cause(self) -> _ErrorInfo | None: ...
+
+
+def _own_message(error: _ErrorInfo) -> str:
+    """The error a Dagster wrapper (`DagsterExecutionStepExecutionError`, a failed input load)
+    carries as its cause, as `Class: message` without the module path."""
+    while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    text = error.message.strip()
+    head, sep, rest = text.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == error.cls_name:
+        text = f"{error.cls_name}: {rest}"
+    return text[:_MESSAGE_CHARS]
+
+
+def results(defs: dg.Definitions, use_case: UseCase, partition: str | None = None) -> pa.Table:
+    """A partition's results Parquet (no partition for an unpartitioned use case), read back from
+    the warehouse the Definitions use."""
+    uc = as_defined(defs, use_case)
     warehouse = (defs.resources or {})[uc.resource_keys.warehouse].warehouse()
     path = warehouse.partition_dir(uc.name, layout.RESULTS, uc.partition_of(partition)) / layout.RESULTS_FILE
     return warehouse.read_parquet(path)

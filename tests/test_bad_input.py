@@ -48,5 +48,5 @@ def test_misspelled_column_fails_the_requests_asset_naming_column_and_spec(insta
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else ""
     message += failure.step_failure_data.error.message
-    assert "spec 'typo_case': column 'nmae' is not in source '" in message and "drugs.csv' (columns:" in message
+    assert "spec 'typo_case': column 'nmae' is not in CSV file '" in message and "drugs.csv' (columns:" in message
     assert "did you mean 'name'" in message

@@ -178,3 +178,56 @@ def test_every_module_the_library_imports_is_declared(wheel: Path):
     undeclared = {name: providers.get(name) for name in third_party
                   if not {d.lower().replace("_", "-") for d in providers.get(name, [name])} & declared}
     assert not undeclared, f"imported by batch_pipeline but not declared in pyproject.toml: {undeclared}"
+
+
+# A user's file: correct uses of the public API, and one misspelt argument.
+_USER_FILE = """
+import dagster as dg
+from batch_pipeline import BatchSpec, CsvSource, UseCase, definitions_for
+
+use_case = UseCase(
+    spec=BatchSpec(name="triage", model="gpt-4o-mini", prompt="{subject}"),
+    source=CsvSource("/data/tickets.csv", key="ticket_id", partition_column="day"),
+    partitions_def=dg.DailyPartitionsDefinition(start_date="2026-11-01"),
+)
+defs: dg.Definitions = definitions_for([use_case], key_prefix="llm")
+misspelt = BatchSpec(nme="triage", model="gpt-4o-mini", prompt="{subject}")
+"""
+
+
+def test_a_type_checker_sees_the_installed_wheels_real_types(wheel: Path, tmp_path: Path):
+    """The wheel installed as a user installs it (its own site-packages, with `py.typed`): mypy
+    reports the misspelt argument, which the lazy exports would hide as `Any`, and nothing else.
+    Only batch_pipeline's own modules are followed (`follow_imports = skip` for the rest), so the
+    check takes seconds, not the minute a cold analysis of dagster takes."""
+    import sysconfig
+
+    venv = tmp_path / "user_venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    # the dependencies: this environment's (a .pth line is a folder mypy searches too)
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (tmp_path / "user.py").write_text(_USER_FILE)
+    (tmp_path / "mypy.ini").write_text("[mypy]\nfollow_imports = skip\n"
+                                       "[mypy-batch_pipeline,batch_pipeline.*]\nfollow_imports = normal\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--python-executable", str(python), "--cache-dir", str(tmp_path / "cache"),
+         "--strict", "--no-error-summary", "user.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and 'Unexpected keyword argument "nme" for "BatchSpec"' in errors[0], done.stdout
+
+
+def test_the_readmes_install_line_has_what_the_no_key_mode_needs():
+    """The no-key default runs the embedded local Batch API: the line a team copies into its own
+    project installs its extra (tests/test_example_project.py installs the wheel with just that)."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("## Use it from your own Dagster project", 1)[1].split("\n## ", 1)[0]
+    (line,) = [line for line in section.splitlines() if line.startswith("pip install ")]
+    extras = re.fullmatch(r"pip install 'batch_pipeline\[([^\]]*)\]'.*", line)
+    assert extras and "local-api" in extras.group(1).split(","), line

@@ -235,7 +235,7 @@ def test_a_table_may_declare_its_own_null_markers(tmp_path):
 )
 def test_clashing_column_names_fail_naming_the_use_case_and_the_column(tmp_path, header, match):
     source = table_at(tmp_path, f"{header}\ng1,{DAY},A,b,c\n")
-    with pytest.raises(SourceError, match=f"spec 'rows': source table 't.csv' .*{match}"):
+    with pytest.raises(SourceError, match=f"spec 'rows': CSV file 't.csv' .*{match}"):
         list(stream_requests(read_partition_batches(source, DAY), source, SPEC))
 
 
@@ -441,7 +441,7 @@ def test_one_broken_use_case_does_not_stop_the_demo(tmp_path, monkeypatch, capsy
         ("missing", "does not exist"),
     ]:
         assert f"{name}: FAILED" in out and cause in out, name
-    assert f"typo {DAY}: FAILED spec 'typo': column 'nmae' is not in source '" in out and "good.csv' (columns" in out
+    assert f"typo {DAY}: FAILED spec 'typo': column 'nmae' is not in CSV file '" in out and "good.csv' (columns" in out
     assert "Traceback" not in out and "DagsterExecution" not in out and "Error occurred" not in out
 
 

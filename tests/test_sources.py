@@ -178,7 +178,7 @@ def test_a_source_that_cannot_be_opened_names_itself(tmp_path):
 def test_a_missing_column_names_the_column_the_spec_and_the_columns_there_are(parquet_file):
     uc = UseCase(BatchSpec(name="orders", model="gpt-4o-mini", prompt="{nte}"),
                  FileSource(str(parquet_file), key="order_id"))
-    with pytest.raises(SpecError, match=r"spec 'orders': column 'nte' is not in source .*orders.parquet.*columns: "
+    with pytest.raises(SpecError, match=r"spec 'orders': column 'nte' is not in Parquet .*orders.parquet.*columns: "
                                         r"order_id, customer, placed_at, placed_on, note.*did you mean 'note'"):
         check_columns(uc.source.schema(), uc.source, uc.spec)
 
@@ -264,7 +264,7 @@ def test_a_duckdb_query_binds_the_partition_and_reads_its_rows(duckdb_file):
 
 def test_a_failing_query_names_the_source_and_the_databases_message(duckdb_file):
     source = SqlSource("SELECT order_id, nope FROM orders", key="order_id", duckdb=duckdb_file)
-    with pytest.raises(SourceError, match=r"query 'SELECT order_id, nope FROM orders' on DuckDB .*failed: .*nope"):
+    with pytest.raises(SourceError, match=r"SQL query 'SELECT order_id, nope FROM orders' on DuckDB .*failed: .*nope"):
         source.columns()
     with pytest.raises(SourceError, match="does not exist"):
         SqlSource("SELECT 1", key="x", duckdb=duckdb_file.with_name("none.duckdb")).columns()

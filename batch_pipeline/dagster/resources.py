@@ -1,7 +1,7 @@
 """Dagster resources: the Batch API and the warehouse.
 
 The Batch API is one resource, `BatchAPIResource`, under the key `batch_api`. It composes three
-resources, one per place requests can go, and picks between them with one rule (DESIGN,
+resources, one per place requests can go, and picks between them with one rule (docs/architecture.md,
 "Provider selection"), in `BatchAPIResource.selected`:
 
     the provider (`provider`, else BATCH_PIPELINE_PROVIDER): `openai` (the default) or `azure`;

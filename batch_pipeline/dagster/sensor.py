@@ -49,6 +49,10 @@ from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse.storage import Warehouse
 
 MONITOR_NAME = "batch_monitor"
+# The monitor's metadata entry naming the use cases it watches as `definitions_for` defined them
+# (name, key prefix, resource keys): how `as_defined` finds a declared use case's names in a
+# `Definitions`, however it was merged.
+WATCHED = "batch_pipeline/use_cases"
 _CURSOR_VERSION = 2
 _EVENTS_PER_TICK = 1000
 # With webhooks, how often the sensor looks for deliveries: the sensor daemon's own loop period,
@@ -100,6 +104,13 @@ class MonitorCursor:
                            "polled_at": self.polled_at, "webhooks_after": self.webhooks_after})
 
 
+def watched(uc: UseCase) -> dict:
+    """What the monitor's metadata says of a use case it watches."""
+    keys = uc.resource_keys
+    return {"spec": uc.spec.name, "name": uc.name, "key_prefix": list(uc.key_prefix),
+            "resource_keys": {"warehouse": keys.warehouse, "batch_api": keys.batch_api}}
+
+
 def build_batch_monitor(
     use_cases: Sequence[UseCase], interval_seconds: int = 30, rerun: Rerun | None = None, name: str = MONITOR_NAME,
     webhooks: bool = False,
@@ -118,6 +129,7 @@ def build_batch_monitor(
         jobs=[job for uc in use_cases for job in (results_job(uc), admit_job(uc))],
         minimum_interval_seconds=min(interval_seconds, WEBHOOK_TICK_SECONDS) if webhooks else interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
+        metadata={WATCHED: dg.MetadataValue.json([watched(uc) for uc in use_cases])},
         description="Watches every batch in flight with batches.list pages; requests a "
         "partition's results run once all its batches are terminal, and the submission of "
         "shards that waited for capacity or for a retry backoff.",

@@ -468,8 +468,9 @@ def _replayed_batch(row: BatchRow, params: _BatchParams) -> dict[str, Any]:
 
 def _fail_fast_quota(api: LocalBatchAPI, input_file_id: str, endpoint: str) -> Quota | None:
     """With ``azure_quota_fail_fast``, a valid input file's tokens, checked against its
-    deployment's enqueued-token limit when the batch is created (Azure in some regions, reference
-    §8); None when the check does not apply and validation decides later, as on OpenAI."""
+    deployment's enqueued-token limit when the batch is created (Azure in some regions:
+    docs/provider-port.md, "Azure OpenAI's differences"); None when the check does not apply and
+    validation decides later, as on OpenAI."""
     settings = api.settings
     if not settings.azure_quota_fail_fast:
         return None

@@ -3,9 +3,11 @@
 A key that matches `[A-Za-z0-9_-]{1,64}` is used as it is, so a user can find the row by eye in
 a provider file. Any other key is hashed (`k_` + 32 hex digits), stable across reruns and
 machines. Ids the pipeline makes itself have shapes no plain key keeps: a hashed id, and the ids
-of rejected rows (`nokey-<row>`, `dup-<row>`, `bad-<row>`, numbered by the row's place in the
-partition). A key spelled in one of those shapes is hashed like any non-portable key, so it can
-never take another row's id, and a rejected row's id can never be a sent row's.
+of rejected rows (`nokey-…`, `dup-…`, `bad-…` and 20 hex digits, a hash of the row's own cells
+and of how many rejected rows before it had the same ones, so the id stays where it is when
+other rows are inserted before it; earlier versions numbered them by the row's place, and that
+shape is still reserved). A key spelled in one of those shapes is hashed like any non-portable
+key, so it can never take another row's id, and a rejected row's id can never be a sent row's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow.compute as pc
 PORTABLE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PORTABLE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Shapes of ids the pipeline derives; a plain key of one of these shapes is hashed too.
-_DERIVED_PATTERN = r"^(?:k_[0-9a-f]{32}|(?:nokey|dup|bad)-[0-9]+)$"
+_DERIVED_PATTERN = r"^(?:k_[0-9a-f]{32}|(?:nokey|dup|bad)-(?:[0-9]+|[0-9a-f]{20}))$"
 DERIVED = re.compile(_DERIVED_PATTERN[1:-1])
 # Why a row was rejected before it had an id of its own, and the prefix of the id it gets instead.
 NO_KEY, DUPLICATE_KEY, MALFORMED = "nokey", "dup", "bad"
@@ -32,10 +34,13 @@ def custom_id_for(key: str) -> str:
     return "k_" + hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def rejected_id(reason: str, row: int) -> str:
+def rejected_id(reason: str, cells: str, occurrence: int) -> str:
     """The id of a row rejected for its key (`NO_KEY`, `DUPLICATE_KEY`) or its line
-    (`MALFORMED`): unique in the partition by its row number, and never a key's id."""
-    return f"{reason}-{row}"
+    (`MALFORMED`), from its `cells` (as text) and its `occurrence` among the partition's rejected
+    rows with the same reason and cells (1 for the first): unique in the partition, never a
+    key's id, and independent of where the row sits."""
+    digest = hashlib.blake2b(f"{reason}\x00{occurrence}\x00{cells}".encode(), digest_size=10).hexdigest()
+    return f"{reason}-{digest}"
 
 
 def custom_ids(keys: pa.Array) -> pa.Array:

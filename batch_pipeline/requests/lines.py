@@ -13,12 +13,13 @@ from __future__ import annotations
 import bisect
 import difflib
 import functools
+import hashlib
 import itertools
 import json
 import os
 import string
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -81,7 +82,7 @@ def check_columns(schema: pa.Schema, source: Source, spec: BatchSpec, partitione
     for key in source.key_columns:
         if key in INDEX_COLUMNS + ADDED_COLUMNS:
             raise SpecError(
-                f"spec '{spec.name}': key column '{key}' of source {source.describe()} "
+                f"spec '{spec.name}': key column '{key}' of {source.describe()} "
                 "has the name of a column the pipeline adds to every row; rename it"
             )
     needed = [*source.key_columns, *(source.partition_columns.values() if partitioned else ()),
@@ -92,7 +93,7 @@ def check_columns(schema: pa.Schema, source: Source, spec: BatchSpec, partitione
             close = difflib.get_close_matches(column, present, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SpecError(
-                f"spec '{spec.name}': column '{column}' is not in source "
+                f"spec '{spec.name}': column '{column}' is not in "
                 f"{source.describe()} (columns: {', '.join(present)}){hint}"
             )
 
@@ -132,7 +133,6 @@ def stream_requests(
         batches = batches.to_batches(max_chunksize=_CHUNK_ROWS)
     encoder: _LineEncoder | None = None
     keys = _KeyLedger()
-    offset = 0
     pending: list[pa.Table] = []  # index rows not yet handed out
     open_lines: list[pa.Array] = []  # the open shard's lines
     count = size = shard = 0  # the open shard's lines, bytes and number
@@ -142,8 +142,7 @@ def stream_requests(
         if encoder is None:
             check_columns(batch.schema, source, spec, partitioned=False)
             encoder = _LineEncoder(spec, form)
-        index, lines, usable = _chunk_requests(batch, source, spec, keys, offset, encoder)
-        offset += batch.num_rows
+        index, lines, usable = _chunk_requests(batch, source, spec, keys, encoder)
         cuts, count, size = _shard_cuts(pc.binary_length(lines).to_numpy(), count, size, form)
         rows = pc.indices_nonzero(usable)  # the chunk row of each line
         bounds = [0, *cuts, len(lines)]
@@ -298,7 +297,7 @@ class _Rejections:
         return out
 
 
-def _chunk_requests(batch: pa.RecordBatch, source: Source, spec: BatchSpec, ledger: _KeyLedger, offset: int,
+def _chunk_requests(batch: pa.RecordBatch, source: Source, spec: BatchSpec, ledger: _KeyLedger,
                     encoder: _LineEncoder) -> tuple[pa.Table, pa.LargeBinaryArray, pa.BooleanArray]:
     """A chunk's index (without `shard`), the request lines of its pending rows in order, and
     which rows those are."""
@@ -313,7 +312,7 @@ def _chunk_requests(batch: pa.RecordBatch, source: Source, spec: BatchSpec, ledg
                 rows.codes[i], rows.messages[i] = "malformed_row", errors[i].as_py()
     key_parts = rows.texts(batch, source.key_columns)
     blank_keys = _blank_any(key_parts, rows)
-    ids, duplicate = ledger.custom_ids(_key_text(key_parts), blank_keys, malformed, offset)
+    ids, duplicate = ledger.custom_ids(_key_text(key_parts), blank_keys, malformed, functools.partial(_cells, batch))
     if duplicate is not None:
         named = ", ".join(f"'{k}'" for k in source.key_columns)
         rows.reject(duplicate, "duplicate_key",
@@ -345,6 +344,14 @@ def _chunk_requests(batch: pa.RecordBatch, source: Source, spec: BatchSpec, ledg
         "request_hash": hashes,
     })
     return index, lines, usable
+
+
+def _cells(batch: pa.RecordBatch, row: int) -> str:
+    """A row's cells as read (a malformed line's as well as they split; not its line number or
+    message, which names the line), as JSON: what a rejected row's id is made from. Python per
+    row, but only for rejected rows."""
+    return orjson.dumps([batch.column(name)[row].as_py() for name in batch.schema.names if name not in ADDED_COLUMNS],
+                        default=str).decode()
 
 
 def _blank_any(key_parts: dict[str, pa.Array], rows: _Rejections) -> pa.Array:
@@ -393,11 +400,12 @@ class _KeyLedger:
         self.starts: list[int] = []  # the place of each chunk's first key
         self.size = 0
         self.db = _hash_db().cursor()  # one per ledger: a DuckDB cursor is for one thread
+        self.rejected: dict[bytes, int] = {}  # rejected rows met, by reason and cells
 
     def custom_ids(self, keys: pa.Array, blank: pa.Array, malformed: pa.Array | None,
-                   offset: int) -> tuple[pa.Array, pa.Array | None]:
-        """custom_ids for a chunk's rows (`offset`: its first row in the partition), and which
-        rows repeat an earlier key (None when none do). A row without a key (`blank`) or from
+                   cells: Callable[[int], str]) -> tuple[pa.Array, pa.Array | None]:
+        """custom_ids for a chunk's rows (`cells(i)`: row i's cells, for a rejected row's id), and
+        which rows repeat an earlier key (None when none do). A row without a key (`blank`) or from
         a line that could not be read (`malformed`) takes no key from the rows after it."""
         filled = pc.fill_null(keys, "")
         skip = blank if malformed is None else pc.or_(blank, malformed)
@@ -418,12 +426,12 @@ class _KeyLedger:
         met: dict[int, set[str]] = {}  # this chunk's keys taken so far, among rows whose hash repeats
         for i in np.flatnonzero(suspect | ~taken).tolist():
             if not taken[i]:
-                id_list[i] = rejected_id(MALFORMED if bad[i] else NO_KEY, offset + i)
+                id_list[i] = self.rejected_id(MALFORMED if bad[i] else NO_KEY, cells(i))
                 continue
             key, digest = filled[i].as_py(), int(hashes[i])
             if key in met.get(digest, ()) or key in self._earlier(digest):
                 duplicate[i] = True
-                id_list[i] = rejected_id(DUPLICATE_KEY, offset + i)
+                id_list[i] = self.rejected_id(DUPLICATE_KEY, cells(i))
             else:
                 met.setdefault(digest, set()).add(key)
         kept = taken & ~duplicate
@@ -431,6 +439,13 @@ class _KeyLedger:
         rank = np.cumsum(kept) - 1  # a kept row's place among the kept rows
         self._add(hashes[in_order], rank[in_order], filled.filter(pa.array(kept)))
         return pa.array(id_list, pa.string()), (pa.array(duplicate) if duplicate.any() else None)
+
+    def rejected_id(self, reason: str, cells: str) -> str:
+        """A rejected row's id: its reason, its cells, and how many earlier rejected rows had the
+        same (kept as 16-byte digests: rejected rows only)."""
+        seen = hashlib.blake2b(f"{reason}\x00{cells}".encode(), digest_size=16).digest()
+        self.rejected[seen] = occurrence = self.rejected.get(seen, 0) + 1
+        return rejected_id(reason, cells, occurrence)
 
     def hashes(self, keys: pa.Array) -> np.ndarray:
         """64-bit hashes of the keys, column-wise in DuckDB's C++ (hashing in Python would cost

@@ -27,6 +27,7 @@ from batch_pipeline.requests.lines import (
 )
 from batch_pipeline.sources.base import Source
 from batch_pipeline.spec import BatchSpec
+from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
 PREVIEW_ROWS = 10  # rejected rows kept to show in the asset's metadata
@@ -85,7 +86,7 @@ def write_requests(wh: Warehouse, folder: UPath, batches: Iterable[pa.RecordBatc
             chunk, lines, carried = previous.apply(chunk, lines)
             kept += carried
             if lines is not None:
-                names.append(f"shard-{len(names):05d}.jsonl")
+                names.append(layout.shard_file(len(names)))
                 writing = _settled(writing)  # memory holds at most the shard being written and this one
                 writing.append(writer.submit(wh.write_bytes, folder / names[-1], shard_buffers(lines)))
                 chunk = renumber(chunk, len(names) - 1)

@@ -40,7 +40,7 @@ class AssetSource(Source):
         return self.asset
 
     def describe(self) -> str:
-        return f"asset {self.asset_key.to_user_string()}"
+        return f"upstream asset {self.asset_key.to_user_string()}"
 
     def schema(self) -> pa.Schema:
         raise SourceError(f"{self.describe()}: its columns are known once its IO manager loads it")

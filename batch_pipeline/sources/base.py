@@ -76,7 +76,8 @@ class Source(ABC):
 
     @abstractmethod
     def describe(self) -> str:
-        """What the source is, for messages: a path, URL, query or asset key (never a secret)."""
+        """What the source is, for messages: its kind, then a path, URL, query or asset key (never
+        a secret), so an error names the source as the use case declared it."""
 
     @abstractmethod
     def schema(self) -> pa.Schema:
@@ -96,7 +97,7 @@ class Source(ABC):
         return self.schema().names
 
     def error(self, why: object) -> SourceError:
-        return SourceError(f"source {self.describe()} cannot be read: {why}")
+        return SourceError(f"{self.describe()} cannot be read: {why}")
 
 
 def read_ahead(tables: Iterator[T]) -> Iterator[T]:

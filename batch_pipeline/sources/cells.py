@@ -21,8 +21,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-UNRENDERABLE = "unrenderable_value"
-
 
 def as_text(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, str | None]:
     """The cells as text (nulls stay null), and why none can be rendered (None when they can)."""

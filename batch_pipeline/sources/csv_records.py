@@ -137,9 +137,9 @@ def open_table(path: TablePath) -> BinaryIO:
     try:
         return UPath(path).open("rb")  # a local path opens as a plain file, no fsspec layer
     except FileNotFoundError:
-        raise SourceError(f"source table '{path}' does not exist") from None
+        raise SourceError(f"CSV file '{path}' does not exist") from None
     except (OSError, ValueError, ImportError) as exc:
-        raise SourceError(f"source table '{path}' cannot be opened: {exc}") from exc
+        raise SourceError(f"CSV file '{path}' cannot be opened: {exc}") from exc
 
 
 def read_header(path: TablePath, delimiter: str = ",") -> Header:
@@ -161,10 +161,10 @@ def read_header(path: TablePath, delimiter: str = ",") -> Header:
                 break
     cells, end, error = record
     if not text.strip() and delimiter not in text:  # a line of tabs is a (bad) header too
-        raise SourceError(f"source table '{path}' is empty: it has no header line")
+        raise SourceError(f"CSV file '{path}' is empty: it has no header line")
     if error is not None:
         raise SourceError(
-            f"source table '{path}': the header line cannot be read: column "
+            f"CSV file '{path}': the header line cannot be read: column "
             f"{error[0] + 1} {error[1]}"
         )
     return Header(cells, start + len(text[:end].encode("utf-8")), 1 + _count_breaks(text[:end]))
@@ -227,7 +227,7 @@ def _decode(data: bytes, path: TablePath, first_line: int) -> str:
     except UnicodeDecodeError as exc:
         line = first_line + _count_breaks(data[: exc.start].decode("utf-8", "replace"))
         raise SourceError(
-            f"source table '{path}' is not UTF-8 text: line {line} has the byte "
+            f"CSV file '{path}' is not UTF-8 text: line {line} has the byte "
             f"{data[exc.start : exc.start + 1]!r}; save the table as UTF-8"
         ) from None
 

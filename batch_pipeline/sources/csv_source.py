@@ -10,7 +10,7 @@ in `_source_line`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -55,7 +55,7 @@ class CsvSource(Source):
     kind = "csv"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", absolute(self.path, "source table"))
+        object.__setattr__(self, "path", absolute(self.path, "CSV file"))
         object.__setattr__(self, "null_values", tuple(self.null_values))
 
     @property
@@ -63,7 +63,7 @@ class CsvSource(Source):
         return str(self.path).rstrip("/").rsplit("/", 1)[-1]
 
     def describe(self) -> str:
-        return f"'{self.path}'"
+        return f"CSV file '{self.path}'"
 
     def schema(self) -> pa.Schema:
         names = _header(self).names
@@ -76,22 +76,30 @@ class CsvSource(Source):
 
 
 def _header(source: CsvSource) -> Header:
-    """The header, checked: unique names, none the pipeline adds."""
+    """The header, checked: unique names, none the pipeline adds. A blank header cell (a
+    spreadsheet export's column with no title) is named `(blank column N)`: no template or key
+    can name a blank column, so its cells flow through unused instead of refusing the table."""
     header = read_header(source.path, delimiter=source.delimiter)
+    names = [name if name.strip() else blank_column(number) for number, name in enumerate(header.names, start=1)]
     seen: dict[str, int] = {}
-    for number, name in enumerate(header.names, start=1):
+    for number, name in enumerate(names, start=1):
         if name in seen:
             raise SourceError(
-                f"source table '{source.name}' has two columns named '{name}' (columns "
+                f"CSV file '{source.name}' has two columns named '{name}' (columns "
                 f"{seen[name]} and {number}); rename one so each cell has one column to go to"
             )
         seen[name] = number
         if name in ADDED_COLUMNS:
             raise SourceError(
-                f"source table '{source.name}' has a column named '{name}', a name the "
+                f"CSV file '{source.name}' has a column named '{name}', a name the "
                 "pipeline adds to every row; rename it"
             )
-    return header
+    return replace(header, names=names)
+
+
+def blank_column(number: int) -> str:
+    """The name of the `number`th column (from 1) when its header cell is blank."""
+    return f"(blank column {number})"
 
 
 def read_batches(source: CsvSource, block_size: int = BLOCK_SIZE) -> Iterator[pa.Table]:

@@ -21,6 +21,7 @@ from batch_pipeline.sources.base import BATCH_ROWS, Source, absolute, masked, re
 from batch_pipeline.sources.partitions import Selection
 
 _FORMATS = {"parquet": "parquet", "jsonl": "json"}
+_KIND_NAMES = {"parquet": "Parquet", "jsonl": "JSON Lines"}
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,16 @@ class FileSource(Source):
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", str(absolute(self.path, "source")))
         if self.format not in _FORMATS:
             raise ValueError(f"source '{self.path}': format must be one of {sorted(_FORMATS)}, not '{self.format}'")
+        object.__setattr__(self, "path", str(absolute(self.path, f"{_KIND_NAMES[self.format]} source")))
 
     @property
     def kind(self) -> str:  # type: ignore[override]  # the format is the kind
         return self.format
 
     def describe(self) -> str:
-        return f"'{self.path}'"
+        return f"{_KIND_NAMES[self.format]} source '{self.path}'"
 
     @cached_property
     def _dataset(self) -> ds.Dataset:

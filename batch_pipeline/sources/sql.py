@@ -1,8 +1,11 @@
 """A SQL query as a source: against a DuckDB database file, or a PostgreSQL database through the
 ADBC driver, which hands rows back as Arrow record batches (no per-row Python objects).
 
-The query is wrapped, never edited: `SELECT <columns> FROM (<query>) AS source WHERE <partition>`,
-with the partition's values bound as parameters (`$1`, `$2`), never formatted into the text.
+The query is wrapped, never edited: `SELECT <columns> FROM (<query>) AS source WHERE <partition>
+ORDER BY <columns>`, with the partition's values bound as parameters (`$1`, `$2`), never formatted
+into the text. SQL promises no row order without `ORDER BY` (a parallel scan or an update changes
+it), and of two rows with one key the first is sent and the other rejected: ordered by the
+columns read (the key first; `SqlSource._order`), the same row wins on every run.
 The PostgreSQL URL comes from an environment variable at run time, so its password is in no
 code, metadata or message.
 """
@@ -49,7 +52,7 @@ class SqlSource(Source):
 
     def describe(self) -> str:
         where = f"DuckDB '{self.duckdb}'" if self.duckdb else f"PostgreSQL (${self.postgres_url_env})"
-        return f"query {' '.join(self.query.split())[:200]!r} on {where}"
+        return f"SQL query {' '.join(self.query.split())[:200]!r} on {where}"
 
     def schema(self) -> pa.Schema:
         with self._cursor() as cursor:
@@ -63,9 +66,20 @@ class SqlSource(Source):
             schema = self._schema(cursor)
             where, params = selection.sql(schema)
             names = schema.names if columns is None else [*dict.fromkeys([*columns, *selection.columns])]
-            listed = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
-            reader = self._fetch(cursor, f"SELECT {listed} FROM ({self._body()}) AS source WHERE {where}", params)
+            quoted = ['"' + n.replace('"', '""') + '"' for n in names]
+            reader = self._fetch(cursor, f"SELECT {', '.join(quoted)} FROM ({self._body()}) AS source WHERE {where} "
+                                 f"ORDER BY {self._order(quoted)}", params)
             yield from masked(_batches(reader, self), selection, columns)
+
+    def _order(self, quoted: list[str]) -> str:
+        """The columns read, key first, in an order every type has: DuckDB orders any of its
+        types; PostgreSQL orders its key columns as they are and the others as text (a `json`
+        column has no ordering). Ordering by a text cast in DuckDB would halve the rows per second
+        read (benchmarks/bench_sources.py), since every cast is computed before the sort."""
+        if self.duckdb:
+            return ", ".join(quoted)
+        keys = len(self.key_columns)
+        return ", ".join([*quoted[:keys], *(f"CAST({n} AS TEXT)" for n in quoted[keys:])])
 
     def _body(self) -> str:
         return self.query.strip().rstrip(";")

@@ -87,13 +87,6 @@ class Warehouse:
         os.replace(tmp, target)
         return path
 
-    def write_parquet(self, path: UPath, table: pa.Table, unique: Sequence[str] = ()) -> UPath:
-        """Write `table` atomically; columns named in `unique` are not dictionary-encoded (see
-        `parquet_writer`)."""
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", use_dictionary=_dictionary(table.schema, unique))
-        return self.write_bytes(path, [sink.getvalue()])
-
     @contextmanager
     def parquet_writer(self, path: UPath, unique: Sequence[str] = ()) -> Iterator[Callable[[pa.Table], None]]:
         """Write a Parquet file one table (row group) at a time; it appears whole or not at all.

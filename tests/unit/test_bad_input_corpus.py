@@ -140,8 +140,8 @@ def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "header, prompt, match",
     [
-        ("id,day,name,notes", "{nmae}: {notes}", "column 'nmae' is not in source '.*t.csv'.*did you mean 'name'"),
-        ("key,day,name,notes", "{name}", "column 'id' is not in source "),
+        ("id,day,name,notes", "{nmae}: {notes}", "column 'nmae' is not in CSV file '.*t.csv'.*did you mean 'name'"),
+        ("key,day,name,notes", "{name}", "column 'id' is not in CSV file "),
     ],
 )
 def test_spec_columns_missing_from_the_table_fail_naming_them(tmp_path, header, prompt, match):

@@ -161,13 +161,13 @@ def test_a_memory_url_reads_like_the_local_file(tmp_path, memory_dir, delimiter,
 def test_errors_name_the_url_as_given(memory_dir):
     fs, root = memory_dir
     missing = f"memory://{root.lstrip('/')}/missing.csv"
-    with pytest.raises(SourceError, match=f"source table '{missing}' does not exist"):
+    with pytest.raises(SourceError, match=f"CSV file '{missing}' does not exist"):
         read_header(missing)
     fs.pipe_file(f"{root}/latin1.csv", "id,name\n1,caf\xe9\n".encode("latin-1"))
     url = f"memory://{root.lstrip('/')}/latin1.csv"
-    with pytest.raises(SourceError, match=f"source table '{url}' is not UTF-8 text: line 2"):
+    with pytest.raises(SourceError, match=f"CSV file '{url}' is not UTF-8 text: line 2"):
         read(url)
-    with pytest.raises(SourceError, match="source table 'nosuchfs://x.csv' cannot be opened"):
+    with pytest.raises(SourceError, match="CSV file 'nosuchfs://x.csv' cannot be opened"):
         read_header("nosuchfs://x.csv")
 
 
@@ -175,7 +175,7 @@ def test_a_missing_local_file_is_named_as_given(tmp_path):
     with pytest.raises(SourceError, match="' does not exist"):
         read_header(tmp_path / "missing.csv")
     relative = "no/such/table.tsv"
-    with pytest.raises(SourceError, match=f"source table '{relative}' does not exist"):
+    with pytest.raises(SourceError, match=f"CSV file '{relative}' does not exist"):
         read_header(relative, delimiter="\t")
 
 

@@ -4,22 +4,21 @@ results Parquet back: one succeeded row per source row of the partition, and no 
 
 import dagster as dg
 import pyarrow as pa
-from batch_pipeline import UseCase, asset_key, submit_job
+from batch_pipeline import UseCase, as_defined, asset_key
 from batch_pipeline.testing import failure_message, results, run_until_idle, submit
 
-from support_team.definitions import DEFINED, defs
+from support_team.definitions import defs
 from support_team.llm import account_health, kb_refresh, review_digest, ticket_triage
 from support_team.llm.ticket_triage import Category
 
 
 def run_partition(instance: dg.DagsterInstance, use_case: UseCase, partition: str | None) -> pa.Table:
     """Submit one partition, run until no batch is in flight, and return its results table."""
-    uc = DEFINED[use_case.spec.name]  # its job and asset names, as in `defs`
-    submitted = submit(defs, instance, submit_job(uc).name, partition)
+    submitted = submit(defs, instance, use_case, partition)  # the use case as declared
     assert submitted.success, failure_message(submitted)
     for request, result in run_until_idle(defs, instance):
         assert result.success, (request.job_name, failure_message(result))
-    table = results(defs, uc, partition)
+    table = results(defs, use_case, partition)
     assert set(table["status"].to_pylist()) == {"succeeded"}, table.select(["status", "error_message"]).to_pylist()
     return table
 
@@ -31,7 +30,7 @@ def keys(table: pa.Table, column: str) -> list[str]:
 def test_the_definitions_load_with_the_teams_asset_upstream_of_its_use_case():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    triage = DEFINED[ticket_triage.use_case.spec.name]
+    triage = as_defined(defs, ticket_triage.use_case)  # its names under the `llm` prefix
     assert graph.get(asset_key(triage, "requests")).parent_keys == {dg.AssetKey(["support", "raw_tickets"])}
     assert {s.name for s in defs.sensors or ()} == {"llm_batch_monitor"}
     # time-window use cases get a (stopped) schedule; the static and unpartitioned ones do not
