@@ -51,7 +51,8 @@ def test_other_events_are_read_without_a_batch():
     (lambda b: _headers(b), NOW - TOLERANCE_SECONDS - 1, 400, "from now"),  # from the future
     (lambda b: {**_headers(b), "Webhook-Timestamp": "12.5"}, NOW, 400, "Unix time"),
     (lambda b: {k: v for k, v in _headers(b).items() if k != "Webhook-Id"}, NOW, 400, "missing"),
-])
+], ids=["forged", "stale", "from-the-future", "not-unix-time", "no-webhook-id"])  # NOW is no stable id: xdist
+# workers must collect the same names
 def test_forged_stale_and_malformed_deliveries_are_refused(headers, now, status, reason):
     with pytest.raises(WebhookRefused) as refused:
         VERIFIER.delivery(_body(), headers(_body()), now=now)
