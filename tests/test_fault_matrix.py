@@ -91,7 +91,7 @@ def provider_files(root: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def references(tmp_path_factory) -> dict[str, list[dict]]:
+def references() -> dict[str, list[dict]]:
     """A fault-free run's rows per provider, made when a provider's first case asks for it."""
     return {}
 
