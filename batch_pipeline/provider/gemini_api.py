@@ -291,8 +291,14 @@ class GeminiBatchAPI:
                 if exc.code != 404:
                     raise
         self.calls += 1
-        file = self.client.files.upload(file=io.BytesIO(data), config={
-            "name": name, "display_name": f"{key}.jsonl", "mime_type": "application/jsonl"})
+        try:
+            file = self.client.files.upload(file=io.BytesIO(data), config={
+                "name": name, "display_name": f"{key}.jsonl", "mime_type": "application/jsonl"})
+        except errors.ClientError as exc:
+            if exc.code != 409:
+                raise
+            log(f"reusing upload {name}, already at the provider (the name holds the key, so the same requests)")
+            return name
         requests = data.count(b"\n")
         log(f"uploaded {requests} requests as {file.name}")
         failpoint("submission.uploaded")

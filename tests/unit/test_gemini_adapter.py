@@ -13,6 +13,12 @@ from pydantic import BaseModel
 
 from batch_pipeline import BatchSpec, FileSource
 from batch_pipeline.errors import ProviderSettingError, SpecError
+from batch_pipeline.local_api import LocalAPISettings
+from batch_pipeline.local_api.embedded import (
+    EMBEDDED_API_KEY,
+    EMBEDDED_ORIGIN,
+    embedded_http_client,
+)
 from batch_pipeline.provider.gemini_api import GeminiProvider, input_file, provider_batch
 from batch_pipeline.provider.gemini_results import parse_results
 from batch_pipeline.requests.lines import build_requests, line_custom_id
@@ -118,3 +124,21 @@ def test_a_job_names_the_input_file_uploaded_under_its_key():
     assert provider_batch(job).files == {"input": input_file(key), "output": "files/out"}
     foreign = types.BatchJob(name="batches/y", display_name="someone else's job")
     assert provider_batch(foreign).files == {}
+
+
+def test_an_upload_already_named_after_the_key_is_reused(tmp_path):
+    """A shard's input file is named after its key, which holds its content's hash: a file of
+    that name at the provider (an intent log lost with it) is the same requests, so it is reused
+    instead of failing the run on the name (409)."""
+    api = GeminiProvider().at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY).connect(
+        embedded_http_client(tmp_path / "api", settings=LocalAPISettings(pace_seconds=0.01)))
+    spec = BatchSpec(name="s", model="gpt-4o-mini", models={"gemini": "gemini-2.5-flash"}, prompt="{text}")
+    encoding = GeminiProvider().encoding(spec)
+    [data] = build_requests(pa.table({"id": ["a"], "text": ["hi"]}), FileSource(tmp_path / "t.csv", key="id"),
+                            spec, encoding).shards
+    key = "0123456789abcdef0123456789abcdef01234567"
+    first = api.submit(data, encoding, key, {}, False, lambda text: None)
+    seen: list[str] = []
+    again = api.submit(data, encoding, key, {}, False, seen.append)  # as if no intent had been recorded
+    assert first.files["input"] == again.files["input"] == input_file(key)
+    assert [f.name for f in api.client.files.list()] == [input_file(key)] and "reusing upload" in seen[0]
