@@ -1,11 +1,13 @@
-"""Estimated against actual cost: harvest one partition of a sample use case, then estimate the next.
+"""Estimated against actual cost, partition after partition, on each provider.
 
-Per use case (patient education, manuscript review), through the real Definitions on the local
-Batch API: partition 2026-11-20 is submitted and harvested; then 2026-11-21's requests asset
-estimates it (learned from the first harvest) and it is submitted and harvested too. Beside
-that estimate, the baseline from the same index: the spec's prior (`max_tokens` or
-`expected_output_tokens` per request, the input tokens as counted), which is what the estimate
-was before it learned. Actual: the sum of the second partition's `cost_usd` in its results.
+Per provider (OpenAI, Anthropic, Gemini: the embedded local Batch API answering in each one's
+protocol to its official SDK) and per sample use case (patient education, manuscript review),
+through the real Definitions: partitions 2026-11-20 onwards are submitted and harvested one after
+another. Each partition's requests asset estimates it before anything is sent (the first from the
+spec's prior, each next one learned from the harvests before it); actual is the sum of its
+results' `cost_usd`. Beside each estimate, the baseline from the same index: the spec's prior
+(`max_tokens` or `expected_output_tokens` per request, the input tokens as counted), which is what
+the estimate is before it learns.
 Run alone: ``.venv/bin/python -m benchmarks.bench_estimate``.
 """
 
@@ -15,7 +17,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,18 +31,24 @@ from batch_pipeline.testing import failure_message, results, run_until_idle, sub
 from batch_pipeline.warehouse import layout
 from batch_pipeline.warehouse.storage import Warehouse
 
-FIRST, SECOND = "2026-11-20", "2026-11-21"
+PARTITIONS = ("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")
+FIRST, SECOND = PARTITIONS[:2]
+PROVIDERS = ("openai", "anthropic", "gemini")
 USE_CASES = (patient_education.use_case, manuscript_review.use_case)
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GEMINI_API_KEY",
+         "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL")
 
 
 @contextmanager
-def _environment(workdir: Path) -> Iterator[None]:
-    """A warehouse and local Batch API of the run's own, and no key; the environment restored after."""
-    names = ("BATCH_PIPELINE_WAREHOUSE", "BATCH_PIPELINE_LOCAL_API_DIR", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+def _environment(workdir: Path, provider: str) -> Iterator[None]:
+    """A warehouse and local Batch API of the run's own, the provider named and no key (so the
+    embedded local Batch API speaks its protocol); the environment restored after."""
+    names = ("BATCH_PIPELINE_WAREHOUSE", "BATCH_PIPELINE_LOCAL_API_DIR", "BATCH_PIPELINE_PROVIDER", *_KEYS)
     saved = {name: os.environ.pop(name, None) for name in names}
     os.environ["BATCH_PIPELINE_WAREHOUSE"] = str(workdir / "warehouse")
     os.environ["BATCH_PIPELINE_LOCAL_API_DIR"] = str(workdir / "local_api")
+    os.environ["BATCH_PIPELINE_PROVIDER"] = provider
     try:
         yield
     finally:
@@ -57,29 +65,40 @@ def _submit_and_harvest(defs: dg.Definitions, instance: dg.DagsterInstance, uc: 
     run_until_idle(defs, instance, run_config=_QUIET)
 
 
-def measure_one(uc: UseCase, workdir: Path) -> dict:
-    """The second partition's prior and learned estimates and its actual cost, in USD."""
+def _partition_row(defs: dg.Definitions, instance: dg.DagsterInstance, uc: UseCase, provider: str,
+                   wh: Warehouse, partition: str) -> dict:
+    """One harvested partition: its requests asset's estimate, the prior from its index, its actual cost."""
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key(uc, "requests"), asset_partitions=[partition]), limit=1).records
+    assert record.asset_materialization is not None
+    meta = record.asset_materialization.metadata
+    index = wh.read_parquet(wh.partition_dir(uc.name, layout.REQUESTS, partition) / layout.INDEX_FILE)
+    prior = uc.on(provider).estimate(index)
+    return {
+        "partition": partition, "requests": meta["requests"].value,
+        "prior": prior.cost_usd, "prior_basis": prior.basis.describe(),
+        "estimate": meta["estimated_cost_usd"].value, "basis": meta["estimate_basis"].value,
+        "actual": pc.sum(results(defs, uc, partition)["cost_usd"]).as_py(),
+    }
+
+
+def measure_one(provider: str, uc: UseCase, workdir: Path, partitions: Sequence[str] = PARTITIONS) -> list[dict]:
+    """Every partition of `uc` on `provider`, in order: estimate, prior and actual of each."""
     defs = definitions_for([uc])
-    with _environment(workdir), dg.instance_for_test() as instance:
-        _submit_and_harvest(defs, instance, uc, FIRST)
-        _submit_and_harvest(defs, instance, uc, SECOND)
-        [record] = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key(uc, "requests"), asset_partitions=[SECOND]), limit=1).records
-        assert record.asset_materialization is not None
-        meta = record.asset_materialization.metadata
+    rows = []
+    with _environment(workdir, provider), dg.instance_for_test() as instance:
         wh = Warehouse(workdir / "warehouse")
-        prior = uc.estimate(wh.read_parquet(wh.partition_dir(uc.name, layout.REQUESTS, SECOND) / layout.INDEX_FILE))
-        return {
-            "use_case": uc.name, "requests": meta["requests"].value,
-            "prior": prior.cost_usd, "prior_basis": prior.basis.describe(),
-            "learned": meta["estimated_cost_usd"].value, "learned_basis": meta["estimate_basis"].value,
-            "actual": pc.sum(results(defs, uc, SECOND)["cost_usd"]).as_py(),
-        }
+        for partition in partitions:
+            _submit_and_harvest(defs, instance, uc, partition)
+            rows.append({"provider": provider, "use_case": uc.name, "model": uc.spec.model_for(provider),
+                         **_partition_row(defs, instance, uc, provider, wh, partition)})
+    return rows
 
 
-def measure(workdir: Path) -> list[dict]:
+def measure(workdir: Path, providers: Sequence[str] = PROVIDERS, partitions: Sequence[str] = PARTITIONS) -> list[dict]:
     logging.getLogger("dagster").setLevel(logging.WARNING)  # the sensor's progress lines, as in the demo
-    return [measure_one(uc, workdir / uc.name) for uc in USE_CASES]
+    return [row for provider in providers for uc in USE_CASES
+            for row in measure_one(provider, uc, workdir / provider / uc.name, partitions)]
 
 
 def main() -> None:

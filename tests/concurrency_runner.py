@@ -3,9 +3,9 @@
 Usage: python -m tests.concurrency_runner ROOT ROUNDS ME OTHER [PARTITIONS]
 Each round submits use case `notes_r<round>` (its own table, so its own idempotency keys) for
 PARTITIONS (`2026-11-20` or a range `2026-11-20...2026-11-21`), after a file barrier with the
-OTHER process, so both submissions start together. The provider comes from OPENAI_API_KEY and
-OPENAI_BASE_URL (a served local Batch API with slow uploads); the Dagster instance from
-DAGSTER_HOME, shared by both processes. Prints one JSON line per round.
+OTHER process, so both submissions start together. The provider comes from the environment
+(BATCH_PIPELINE_PROVIDER, its key and base URL: a served local Batch API with slow uploads); the
+Dagster instance from DAGSTER_HOME, shared by both processes. Prints one JSON line per round.
 """
 
 from __future__ import annotations
@@ -22,17 +22,20 @@ from batch_pipeline.dagster.jobs import submit_job
 from batch_pipeline.testing import failure_message
 
 DAYS = ("2026-11-20", "2026-11-21")
+MODELS = {"anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the instance keeps every event
 
 
 def use_case(root: Path, round_number: int) -> UseCase:
-    """6 rows a day in 2 shards a day; the round number is in every row, so keys differ per round."""
+    """6 rows a day in 2 shards a day; the round number is in every row and its key, so idempotency
+    keys and custom ids differ per round (a provider without metadata is counted by custom id)."""
     csv = root / f"notes_r{round_number}.csv"
     if not csv.exists():
-        rows = "".join(f"n{d}{i},{day},round {round_number} note {i}\n" for d, day in enumerate(DAYS) for i in range(6))
+        rows = "".join(f"r{round_number}n{d}{i},{day},round {round_number} note {i}\n"
+                       for d, day in enumerate(DAYS) for i in range(6))
         csv.write_text("id,day,text\n" + rows)
     return UseCase(
-        spec=BatchSpec(name=f"notes_r{round_number}", model="gpt-4o-mini", prompt="Summarise: {text}",
+        spec=BatchSpec(name=f"notes_r{round_number}", model="gpt-4o-mini", prompt="Summarise: {text}", models=MODELS,
                        max_requests_per_shard=3),
         source=CsvSource(path=csv, key="id", partition_column="day"),
         partitions_def=dg.DailyPartitionsDefinition(start_date=DAYS[0], end_date="2026-11-22"),

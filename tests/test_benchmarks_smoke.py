@@ -81,11 +81,13 @@ def test_source_builders_at_tiny_sizes(tmp_path):
 
 
 def test_estimate_section_renders():
-    row = {"use_case": "leaflets", "requests": 14, "actual": 0.0003, "prior": 0.0026, "learned": 0.00036,
-           "prior_basis": "output tokens: 600/request, prior: max_tokens 600",
-           "learned_basis": "output tokens: 63/request, learned from 1 partition (14 requests)"}
-    section = run.render_estimate([row], "smoke")
-    assert "| leaflets | 14 | $0.000300 | $0.002600 | 8.67 | $0.000360 | 1.20 | met |" in section
+    rows = [{"provider": "gemini", "use_case": "leaflets", "partition": p, "requests": 14, "actual": 0.0003,
+             "prior": 0.0026, "estimate": estimate, "basis": basis}
+            for p, estimate, basis in (("2026-11-20", 0.0026, "output tokens: 600/request, prior: max_tokens 600"),
+                                       ("2026-11-21", 0.00036, "output tokens: 63/request, learned from 1 partition"))]
+    section = run.render_estimate(rows, "smoke")
+    assert "| gemini | leaflets | 2026-11-20 | 14 | $0.000300 | $0.002600 | 8.67 | 8.67 | prior" in section
+    assert "| gemini | leaflets | 2026-11-21 | 14 | $0.000300 | $0.000360 | 1.20 | 8.67 | met |" in section
     assert section.startswith(run.ESTIMATE_HEADING)
 
 

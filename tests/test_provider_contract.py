@@ -172,6 +172,27 @@ def test_a_crash_between_create_and_record_never_pays_twice(connect, tmp_path):
     assert [b.id for b in api.created_since(intents.recorded([key])[key].at)] == [created.id]
 
 
+def test_a_resolved_batch_does_not_block_its_sibling_shards(connect, tmp_path):
+    """Two shards, the process died right after the first one's create: once that batch is
+    recorded (found by key, or resolved by the operator), the rerun reuses it and sends the
+    second shard; the recorded batch is no candidate for the second shard's open intent."""
+    api, wh = connect(), Warehouse(str(tmp_path / "wh"))
+    first = shard(api)
+    second = Shard(1, "contract/requests/shard-00001.jsonl", first.data.replace(b"question", b"query"), 1, 10)
+    tags = [batch_metadata("contract", "p", SPEC.model, s) for s in (first, second)]
+    keys = [t.pop("idempotency_key") for t in tags]
+    intents = intents_of(wh, "contract", "p")
+    intents.record(keys)
+    created = api.submit(first.data, api.provider.encoding(SPEC), keys[0], tags[0], False, lambda text: None)  # died
+    if not api.holds_keys:
+        with pytest.raises(SubmissionBlocked, match=created.id):
+            submit(api, wh, first, second)
+        intents.resolve({keys[0]: created.id})  # what `batch-pipeline intents resolve` does
+    reused, sent = submit(api, wh, first, second)
+    assert reused.id == created.id and sent.id != created.id
+    assert sorted(b.id for b in api.created_since(intents.recorded(keys)[keys[0]].at)) == sorted([created.id, sent.id])
+
+
 def test_statuses_move_forward_in_one_vocabulary(connect, tmp_path):
     api = connect()
     [batch] = submit(api, Warehouse(str(tmp_path / "wh")), shard(api))

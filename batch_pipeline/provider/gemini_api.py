@@ -4,8 +4,11 @@ an adapter of the provider port (`contract.py`).
 A shard is uploaded through the Files API as JSONL lines `{"key", "request"}` and a batch job is
 created from that file, so results come back keyed (never joined by position) in a responses
 file, whatever the batch's size. The job's display name is our idempotency key: the one label
-Gemini keeps and lists, so a batch is found by its key after a crash. Create calls go out once
-(the client retries nothing by default): a retried create would be a second, billed job.
+Gemini keeps and lists, so a batch is found by its key after a crash. The client retries
+rate limits and server errors on every call but the create: a retried create would be a second,
+billed job, so after a failed create the job is looked up by its key before trying again. A job
+as the SDK reads it names no input file, so a shard's file is uploaded under a name made from its
+key and the job names it (cleanup deletes the files a batch names).
 """
 
 from __future__ import annotations
@@ -13,15 +16,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pyarrow as pa
 from google import genai
 from google.genai import errors, types
 
+from batch_pipeline.failpoints import failpoint
 from batch_pipeline.provider.contract import (
     GeneratedImage,
     ProviderBatch,
@@ -34,6 +41,7 @@ from batch_pipeline.provider.gemini_results import parse_results
 from batch_pipeline.provider.listing import CLOCK_SLACK_SECONDS
 from batch_pipeline.provider.openai_api import public_url
 from batch_pipeline.spec import BatchSpec
+from batch_pipeline.state.backoff import backoff_seconds
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 MAX_REQUESTS = 50_000  # per job: no documented cap; kept at OpenAI's so a shard fits every provider
@@ -41,6 +49,9 @@ MAX_BYTES = 2 * 1024**3  # an input file
 LIST_PAGE_SIZE = 100
 CHAT_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
 EMBEDDINGS = "/v1/embeddings"
+RETRIED_STATUSES = (408, 429, 500, 502, 503, 504)  # the SDK's own list when retries are on
+CREATE_ATTEMPTS = 4
+KEY_SHAPE = re.compile(r"[0-9a-f]{40}")  # our idempotency keys (`submission.idempotency_key`)
 PARAMETERS = {"max_tokens": "maxOutputTokens", "max_completion_tokens": "maxOutputTokens",
               "max_output_tokens": "maxOutputTokens", "temperature": "temperature", "top_p": "topP",
               "top_k": "topK", "stop": "stopSequences"}
@@ -120,9 +131,13 @@ class GeminiProvider:
     name: str = field(default="gemini", init=False)
     deployments: Mapping[str, str] = field(default_factory=dict, init=False)
 
-    def client(self, http_client: Any = None, timeout: float | None = None, **_: Any) -> genai.Client:
+    def client(self, http_client: Any = None, timeout: float | None = None, max_retries: int = 2,
+               **_: Any) -> genai.Client:
+        """The client retries 408/429/5xx and dropped connections `max_retries` times (it retries
+        nothing unless told); the create call opts out (`GeminiBatchAPI._create`)."""
+        retries = types.HttpRetryOptions(attempts=max_retries + 1, http_status_codes=list(RETRIED_STATUSES))
         options = types.HttpOptions(base_url=self.base_url, httpx_client=http_client,
-                                    timeout=int(timeout * 1000) if timeout else None)
+                                    timeout=int(timeout * 1000) if timeout else None, retry_options=retries)
         return genai.Client(api_key=self.api_key, http_options=options)
 
     def connect(self, http_client: Any = None, **options: Any) -> GeminiBatchAPI:
@@ -147,10 +162,21 @@ class GeminiProvider:
         return hashlib.sha256(f"{self.name}|{self.describe()}".encode()).hexdigest()[:16]
 
 
+def input_file(key: str) -> str:
+    """The input file of the job whose display name is `key`: uploaded under that name (a file
+    id is up to 40 lowercase letters, digits and dashes; a key is 40 hex digits), because a job
+    as the SDK reads it from the Developer API names no source, and cleanup deletes the files a
+    batch names."""
+    return f"files/{key}"
+
+
 def provider_batch(job: types.BatchJob) -> ProviderBatch:
     """A batch job in the pipeline's vocabulary; its display name is our key where we set it."""
     state = job.state.name if job.state is not None else "JOB_STATE_PENDING"
-    files = {"input": job.src.file_name if job.src else None, "output": job.dest.file_name if job.dest else None}
+    source = job.src.file_name if job.src else None
+    if source is None and job.display_name and KEY_SHAPE.fullmatch(job.display_name):
+        source = input_file(job.display_name)
+    files = {"input": source, "output": job.dest.file_name if job.dest else None}
     error = job.error
     return ProviderBatch(
         id=job.name or "", status=STATES.get(state, "in_progress"),
@@ -225,29 +251,59 @@ class GeminiBatchAPI:
                earlier_attempt: bool, log: Callable[[str], None]) -> ProviderBatch:
         assert isinstance(encoding, GeminiEncoding)  # made by this provider's `encoding`
         uploaded = self._upload(data, key, earlier_attempt, log)
-        self.calls += 1
-        if encoding.embed:
-            job = self.client.batches.create_embeddings(model=encoding.model, src={"file_name": uploaded},
-                                                        config={"display_name": key})
-        else:
-            job = self.client.batches.create(model=encoding.model, src=uploaded, config={"display_name": key})
-        return provider_batch(job)
+        return self._create(encoding, uploaded, key)
+
+    def _create(self, encoding: GeminiEncoding, uploaded: str, key: str) -> ProviderBatch:
+        """Create the job exactly once: the SDK does not retry this call (a retried create is a
+        second, billed job); after a refused or failed attempt the job is looked up by its key
+        before trying again."""
+        config = {"display_name": key, "http_options": {"retry_options": {"attempts": 1}}}
+        started = time.time()  # a job this call created is newer
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                self.calls += 1
+                if encoding.embed:
+                    return provider_batch(self.client.batches.create_embeddings(
+                        model=encoding.model, src={"file_name": uploaded}, config=config))  # type: ignore[arg-type]
+                return provider_batch(self.client.batches.create(
+                    model=encoding.model, src=uploaded, config=config))  # type: ignore[arg-type]
+            except (errors.APIError, httpx2.TransportError) as exc:
+                if isinstance(exc, errors.APIError) and exc.code not in RETRIED_STATUSES:
+                    raise
+                existing = self.find({key}, since=started).get(key)
+                if existing is not None:
+                    return existing
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+                time.sleep(backoff_seconds(2.0, attempt, cap=30.0))
+        raise AssertionError("unreachable")
 
     def _upload(self, data: bytes, key: str, earlier_attempt: bool, log: Callable[[str], None]) -> str:
-        """The shard's input file, reusing one an attempt that died before its create left."""
-        name = f"{key}.jsonl"
+        """The shard's input file, named after its key; reused when an attempt that died before
+        its create left it."""
+        name = input_file(key)
         if earlier_attempt:
-            self.calls += 1
-            left = [f.name for f in self.client.files.list() if f.display_name == name and f.name]
-            if left:
-                log(f"reusing upload {left[0]} left by an earlier attempt")
-                return left[0]
+            try:
+                self.calls += 1
+                self.client.files.get(name=name)
+                log(f"reusing upload {name} left by an earlier attempt")
+                return name
+            except errors.ClientError as exc:
+                if exc.code != 404:
+                    raise
         self.calls += 1
-        file = self.client.files.upload(file=io.BytesIO(data),
-                                        config={"display_name": name, "mime_type": "application/jsonl"})
+        try:
+            file = self.client.files.upload(file=io.BytesIO(data), config={
+                "name": name, "display_name": f"{key}.jsonl", "mime_type": "application/jsonl"})
+        except errors.ClientError as exc:
+            if exc.code != 409:
+                raise
+            log(f"reusing upload {name}, already at the provider (the name holds the key, so the same requests)")
+            return name
         requests = data.count(b"\n")
         log(f"uploaded {requests} requests as {file.name}")
-        return file.name or ""
+        failpoint("submission.uploaded")
+        return file.name or name
 
     def result_kinds(self, batch: ProviderBatch) -> Sequence[str]:
         return ["output"] if batch.files.get("output") else []

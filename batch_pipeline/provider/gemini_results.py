@@ -3,9 +3,10 @@ neutral rows.
 
 A line holds the request's `response` (a GenerateContentResponse: the first candidate's text
 parts are the answer, `usageMetadata` its tokens; or an embed response: its values, `tokenCount`
-its tokens) or an `error` (a google.rpc.Status: its `status` name, or the name of its gRPC `code`,
-becomes the row's `error_code`). A candidate stopped for safety is a refusal (`invalid_output`). A
-line of an unexpected shape is a failed row naming its line.
+its tokens) or an `error` (a google.rpc.Status: its `status` name, or the canonical name of its
+gRPC `code`, becomes the row's `error_code`, so RESOURCE_EXHAUSTED, INTERNAL and UNAVAILABLE are
+retried). A candidate stopped for safety is a refusal (`invalid_output`). A line of an unexpected
+shape is a failed row naming its line.
 """
 
 from __future__ import annotations
@@ -20,16 +21,29 @@ import pyarrow as pa
 from batch_pipeline.provider.listing import result_rows
 
 REFUSED = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION"})
-# A per-request error is a google.rpc.Status: a gRPC `code` and no status name. The names of the
-# codes (google/rpc/code.proto), written here because no installed library is meant to provide them.
-GRPC_NAMES = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
-              6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
-              10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
-              15: "DATA_LOSS", 16: "UNAUTHENTICATED"}
 
 
 def parse_results(files: Sequence[bytes | Path]) -> pa.Table:
     return result_rows(files, _row)
+
+
+# google.rpc.Code: the canonical name of each gRPC code a per-request Status carries (written out:
+# googleapis-common-protos has them as `code_pb2`, a dependency not worth adding for one table).
+RPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+             "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+             "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+
+
+def _error_code(error: dict[str, Any]) -> str:
+    """A failed request's code: its status name where the error names one (an HTTP-style error),
+    else the canonical name of its google.rpc.Status code (`{"code": 8}` is RESOURCE_EXHAUSTED),
+    else the HTTP status it holds."""
+    code = error.get("code")
+    if error.get("status"):
+        return str(error["status"])
+    if isinstance(code, int) and 0 <= code < len(RPC_CODES):
+        return RPC_CODES[code]
+    return f"http_{code}"
 
 
 def _row(line: bytes, number: int) -> dict[str, Any]:
@@ -41,8 +55,7 @@ def _row(line: bytes, number: int) -> dict[str, Any]:
             raise TypeError("key is not a string")
         if parsed.get("error"):
             error = parsed["error"]
-            code = error.get("status") or GRPC_NAMES.get(error.get("code")) or f"http_{error.get('code')}"
-            return {"custom_id": key, "status": "failed", "error_code": code,
+            return {"custom_id": key, "status": "failed", "error_code": _error_code(error),
                     "error_message": error.get("message") or "the request failed"}
         return {"custom_id": key, **_response(parsed["response"])}
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, IndexError) as exc:

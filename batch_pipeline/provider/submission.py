@@ -176,7 +176,8 @@ def submit_shards(
 def _existing(api: BatchAPI, intents: IntentLog, earlier: dict[str, Intent], where: str) -> dict[str, ProviderBatch]:
     """The batches of keys with an intent: from the log's batch ids first; for an intent with no
     id (or an id the provider no longer knows), by key at the provider, or, where it holds no
-    key, blocked when any batch was created since the intent (`SubmissionBlocked`)."""
+    key, blocked when any batch the log does not record was created since the intent
+    (`SubmissionBlocked`)."""
     ids = {key: i.batch_id for key, i in earlier.items() if i.batch_id}
     states = api.batches(set(ids.values()), since=min(i.at for i in earlier.values())) if ids else {}
     found = {key: states[batch_id] for key, batch_id in ids.items() if batch_id in states}
@@ -188,7 +189,10 @@ def _existing(api: BatchAPI, intents: IntentLog, earlier: dict[str, Intent], whe
         by_key = api.find(open_keys, since)
         intents.resolve({key: batch.id for key, batch in by_key.items()})
         return found | by_key
-    candidates = api.created_since(since)
+    # A batch the log records for another key (a sibling shard, an operator's resolve) is that
+    # key's, not a candidate: counting it would block the partition again after every resolve.
+    recorded = intents.batch_ids()
+    candidates = [b for b in api.created_since(since) if b.id not in recorded]
     if candidates:
         raise SubmissionBlocked(_blocked(where, {k: earlier[k] for k in open_keys}, candidates, api))
     return found

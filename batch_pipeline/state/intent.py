@@ -64,6 +64,10 @@ class IntentLog:
         intents = self._read()
         return {k: intents[k] for k in keys if k in intents}
 
+    def batch_ids(self) -> set[str]:
+        """Every batch id the log records, whichever key it belongs to."""
+        return {i.batch_id for i in self._read().values() if i.batch_id}
+
     def record(self, keys: Iterable[str]) -> None:
         """Record now as the intent of every key that has none yet (before its first upload)."""
         intents = self._read()

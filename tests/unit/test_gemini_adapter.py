@@ -13,9 +13,16 @@ from pydantic import BaseModel
 
 from batch_pipeline import BatchSpec, FileSource
 from batch_pipeline.errors import ProviderSettingError, SpecError
-from batch_pipeline.provider.gemini_api import GeminiProvider, provider_batch
+from batch_pipeline.local_api import LocalAPISettings
+from batch_pipeline.local_api.embedded import (
+    EMBEDDED_API_KEY,
+    EMBEDDED_ORIGIN,
+    embedded_http_client,
+)
+from batch_pipeline.provider.gemini_api import GeminiProvider, input_file, provider_batch
 from batch_pipeline.provider.gemini_results import parse_results
 from batch_pipeline.requests.lines import build_requests, line_custom_id
+from batch_pipeline.state.retry import retryable
 
 PROVIDER = GeminiProvider(api_key="unit-key")
 SPEC = BatchSpec(name="tickets", model="gpt-4o-mini", models={"gemini": "gemini-2.5-flash"},
@@ -101,3 +108,40 @@ def test_every_outcome_is_a_neutral_row():
     assert (c["status"], c["error_code"]) == ("invalid_output", "refusal")
     assert odd["error_code"] == "malformed_line" and "line 4" in odd["error_message"]
     assert (d["status"], d["error_code"]) == ("failed", "UNAVAILABLE")
+
+
+def test_a_per_request_status_is_named_by_its_grpc_code_and_retried_where_another_attempt_can_fix_it():
+    """A responses file's `error` is a google.rpc.Status (`code`, `message`, no status name)."""
+    lines = [{"key": k, "error": {"code": code, "message": "m"}} for k, code in (("a", 8), ("b", 13), ("c", 3))]
+    rows = parse_results([b"\n".join(orjson.dumps(line) for line in lines)]).to_pylist()
+    assert [r["error_code"] for r in rows] == ["RESOURCE_EXHAUSTED", "INTERNAL", "INVALID_ARGUMENT"]
+    assert [retryable(r["error_code"], 1, 3) for r in rows] == [True, True, False]
+
+
+def test_a_job_names_the_input_file_uploaded_under_its_key():
+    """The SDK reads no source from a Developer API job, so cleanup would never delete the input
+    file; the adapter uploads it under a name made from the job's display name (our key)."""
+    key = "0123456789abcdef0123456789abcdef01234567"
+    job = types.BatchJob(name="batches/x", display_name=key, state=types.JobState.JOB_STATE_SUCCEEDED,
+                         dest=types.BatchJobDestination(file_name="files/out"))
+    assert provider_batch(job).files == {"input": input_file(key), "output": "files/out"}
+    foreign = types.BatchJob(name="batches/y", display_name="someone else's job")
+    assert provider_batch(foreign).files == {}
+
+
+def test_an_upload_already_named_after_the_key_is_reused(tmp_path):
+    """A shard's input file is named after its key, which holds its content's hash: a file of
+    that name at the provider (an intent log lost with it) is the same requests, so it is reused
+    instead of failing the run on the name (409)."""
+    api = GeminiProvider().at(EMBEDDED_ORIGIN, EMBEDDED_API_KEY).connect(
+        embedded_http_client(tmp_path / "api", settings=LocalAPISettings(pace_seconds=0.01)))
+    spec = BatchSpec(name="s", model="gpt-4o-mini", models={"gemini": "gemini-2.5-flash"}, prompt="{text}")
+    encoding = GeminiProvider().encoding(spec)
+    [data] = build_requests(pa.table({"id": ["a"], "text": ["hi"]}), FileSource(tmp_path / "t.csv", key="id"),
+                            spec, encoding).shards
+    key = "0123456789abcdef0123456789abcdef01234567"
+    first = api.submit(data, encoding, key, {}, False, lambda text: None)
+    seen: list[str] = []
+    again = api.submit(data, encoding, key, {}, False, seen.append)  # as if no intent had been recorded
+    assert first.files["input"] == again.files["input"] == input_file(key)
+    assert [f.name for f in api.client.files.list()] == [input_file(key)] and "reusing upload" in seen[0]
