@@ -34,7 +34,7 @@ from batch_pipeline.state.results import settled
 from batch_pipeline.testing import run_until_idle
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
-from batch_pipeline.warehouse.storage import Warehouse, is_url, resolve_root
+from batch_pipeline.warehouse.storage import Warehouse, arrow_file, is_url, resolve_root
 
 _TIMEOUT_SECONDS = 600
 AZURE_API_VERSION = "2024-10-21"  # a GA Azure OpenAI API version with the Batch API
@@ -298,7 +298,7 @@ def _print_summary(runs: dict, instance: dg.DagsterInstance, use_cases: Sequence
         if not run.harvested or not path.exists():
             rows.append([run.use_case, run.partition, "-", "-", *["-"] * len(STATUSES), run.error or "not harvested"])
             continue
-        with path.open("rb") as f:
+        with arrow_file(path) as f:
             results = pq.read_table(f, columns=["status", "batch_id", "cost_usd"])
         statuses = results["status"].to_pylist()
         batches = {b for b in results["batch_id"].to_pylist() if b}
@@ -340,7 +340,7 @@ def _print_images(runs: dict, wh: Warehouse, use_cases: Sequence[UseCase]) -> No
             path = wh.partition_dir(uc.name, layout.RESULTS, run.partition) / layout.RESULTS_FILE
             if run.use_case != uc.name or not run.harvested or not path.exists():
                 continue
-            with path.open("rb") as f:
+            with arrow_file(path) as f:
                 table = pq.read_table(f, columns=["status", "image_files"])
             succeeded += table["status"].to_pylist().count("succeeded")
             files = [name for names in table["image_files"].to_pylist() if names for name in names]

@@ -31,7 +31,7 @@ from batch_pipeline.sources.partitions import dimensions
 from batch_pipeline.sources.unassigned import FUTURE, unassigned_rows
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
-from batch_pipeline.warehouse.storage import Warehouse
+from batch_pipeline.warehouse.storage import Warehouse, arrow_file
 
 UNASSIGNED_ROWS = "unassigned_rows"
 EVERY_ROW_ONCE = "every_row_once"
@@ -143,7 +143,7 @@ def results_on_disk(uc: UseCase, wh: Warehouse, partition: str) -> list[dg.Asset
     the columns the checks need): a run that plans the checks and writes nothing still
     evaluates them, rather than leave them "Skipped" for the partition."""
     index = wh.read_parquet(wh.partition_dir(uc.name, layout.REQUESTS, partition) / layout.INDEX_FILE)
-    with (wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.RESULTS_FILE).open("rb") as f:
+    with arrow_file(wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.RESULTS_FILE) as f:
         written = pq.read_table(f, columns=["custom_id", "status", "error_code"])
     refusals = pc.sum(pc.equal(written["error_code"], "refusal")).as_py() or 0
     return _results(uc, partition, index, written, counts_by_status(written), refusals)

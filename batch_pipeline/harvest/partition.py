@@ -26,7 +26,7 @@ from batch_pipeline.provider.submission import Sending
 from batch_pipeline.state.partition_state import PartitionState
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
-from batch_pipeline.warehouse.storage import Warehouse
+from batch_pipeline.warehouse.storage import Warehouse, arrow_file
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Harvest:
 
     def written_ids(self) -> pa.Table:
         """The custom_ids on disk, read back: what the every-row-once check verifies."""
-        with self.path.open("rb") as f:
+        with arrow_file(self.path) as f:
             return pq.read_table(f, columns=["custom_id"])
 
 

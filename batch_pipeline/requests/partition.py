@@ -29,7 +29,7 @@ from batch_pipeline.sources.partitions import check_partition_column, dimensions
 from batch_pipeline.state.partition_state import PartitionState, Submission
 from batch_pipeline.use_case import UseCase
 from batch_pipeline.warehouse import layout
-from batch_pipeline.warehouse.storage import Warehouse
+from batch_pipeline.warehouse.storage import Warehouse, arrow_file
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def build_partition(wh: Warehouse, uc: UseCase, partition: str, source: Source |
             written = write_requests(wh, folder, uc.read(partition, source), source, uc.spec, previous, index, form)
             failpoint("requests.shards_written")
             if written.kept:
-                with wh.parquet_writer(folder / layout.CARRIED_FILE) as write, results_path.open("rb") as old:
+                with wh.parquet_writer(folder / layout.CARRIED_FILE) as write, arrow_file(results_path) as old:
                     for rows in carried_rows(pq.ParquetFile(old), written.kept):
                         write(rows)
             elif (folder / layout.CARRIED_FILE).exists():
@@ -154,6 +154,6 @@ def stray_rounds(wh: Warehouse, uc: UseCase, partition: str, recorded: set[str],
 def _columns(path: UPath, columns: list[str]) -> pa.Table | None:
     if not path.exists():
         return None
-    with path.open("rb") as f:
+    with arrow_file(path) as f:
         present = pq.read_schema(f).names
         return pq.read_table(f, columns=[c for c in columns if c in present])

@@ -128,7 +128,7 @@ class Warehouse:
             local.unlink(missing_ok=True)
 
     def read_parquet(self, path: UPath) -> pa.Table:
-        with path.open("rb") as f:
+        with arrow_file(path) as f:
             return pq.read_table(f)
 
     def remove_stale(self, folder: UPath, pattern: str, keep: set[str]) -> None:
@@ -138,6 +138,26 @@ class Warehouse:
         for path in folder.glob(pattern):
             if path.name not in keep:
                 path.unlink()
+
+
+@contextmanager
+def arrow_file(path: UPath) -> Iterator[pa.NativeFile]:
+    """`path` opened as a file Arrow reads without calling back into Python.
+
+    Arrow reads Parquet on its own thread pools. Handed a Python file object, its threads take the
+    GIL to read it and to drop their last reference to it; one that does so while the interpreter
+    shuts down is ended by Python mid-unwind, and the process aborts after its work is done
+    ("terminate called without an active exception"). So a local file is opened by Arrow itself,
+    and an object in a store is read whole into Arrow's own memory first."""
+    if path.protocol in ("", "file", "local"):
+        with pa.OSFile(path.path, "rb") as native:
+            yield native
+        return
+    copy = pa.BufferOutputStream()
+    with path.open("rb") as f:
+        copy.write(f.read())
+    with pa.BufferReader(copy.getvalue()) as reader:
+        yield reader
 
 
 def _dictionary(schema: pa.Schema, unique: Sequence[str]) -> list[str]:
