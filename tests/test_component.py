@@ -131,7 +131,7 @@ CASES: list[tuple[str, dict[str, Any], Callable[[Path, Path], dict[str, Any]]]] 
                             partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1)),
       "partitions_def": dg.MonthlyPartitionsDefinition("2026-11-01", timezone="Europe/Paris")}),
     ("csv_cron_hourly_minutes",
-     {"source": {"csv": {"path": "{{ project_root }}/tickets.csv", "key": "ticket_id",
+     {"source": {"csv": {"path": "{{ context.project_root }}/tickets.csv", "key": "ticket_id",
                          "partition_column": "created_date"}},
       "partitions": {"cron": {"start_date": "2026-11-02", "cron_schedule": "0 6 * * 1-5", "fmt": "%Y-%m-%d"}}},
      lambda folder, root: {"source": CsvSource(root / "tickets.csv", key="ticket_id", partition_column="created_date"),

@@ -3,7 +3,7 @@
 `dg scaffold defs batch_pipeline.BatchUseCase <folder>` writes a commented `defs.yaml`; Dagster
 validates it against the models below (a misspelt field or a wrong type is an error naming the
 file, the line and the field before anything runs) and renders its templates (`{{ env.X }}`,
-`{{ project_root }}`). `build_defs` then builds the same `UseCase` a Python project writes and
+`{{ context.project_root }}`). `build_defs` then builds the same `UseCase` a Python project writes and
 the same definitions `definitions_for` makes, with one difference: each instance has its own
 batch monitor, `<name>_batch_monitor`, watching only its own use case's partitions, because
 Dagster builds each component on its own and a sensor's jobs are fixed when it is defined
@@ -368,7 +368,7 @@ attributes:
     # max_attempts: 3                  # and every other BatchSpec field
 
   # Where the rows come from: exactly one of csv, file, sql, asset. A relative path is read from
-  # this folder; "{{{{ project_root }}}}/data/tickets.csv" and URLs (s3://...) work too.
+  # this folder; "{{{{ context.project_root }}}}/data/tickets.csv" and URLs (s3://...) work too.
   source:
     csv:
       path: tickets.csv
