@@ -10,6 +10,7 @@ harvested once, by its own.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ from batch_pipeline import (
     SqlSource,
     UseCase,
 )
-from batch_pipeline.dagster.component import BatchUseCaseScaffolder
+from batch_pipeline.dagster.component import BatchUseCaseScaffolder, SpecModel
 from batch_pipeline.testing import failure_message, results, run_until_idle, submit
 
 TICKETS = "ticket_id,subject,body,created_date\nT-1,Login fails,Cannot log in,2026-11-02\n" \
@@ -148,6 +149,11 @@ def test_a_yaml_block_builds_the_use_case_python_declares(name: str, attributes:
         declared = python(path, box.project_root)
     assert uc == UseCase(spec=BatchSpec(**SPEC), source=declared["source"],
                          partitions_def=declared.get("partitions_def"))
+
+
+def test_the_yaml_spec_has_every_field_of_batch_spec():
+    """A field added to BatchSpec and forgotten here would be sayable in Python only."""
+    assert set(SpecModel.model_fields) == {f.name for f in dataclasses.fields(BatchSpec)}
 
 
 def test_every_spec_field_key_prefix_and_resource_keys(monkeypatch: pytest.MonkeyPatch):

@@ -68,6 +68,8 @@ class SpecModel(dg.Model, dg.Resolvable):
     max_requests_per_shard: int | None = None
     max_shard_bytes: int = MAX_BYTES_PER_FILE
     models: dict[str, str] = {}
+    input_expires_after_seconds: int | None = None
+    output_expires_after_seconds: int | None = None
 
 
 class CsvModel(dg.Model, dg.Resolvable):
