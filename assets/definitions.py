@@ -2,7 +2,10 @@
 
 Runs execute in one process (`in_process_executor`), also "Materialize all" in the UI: every step
 here waits on I/O, and a process per step would cost more start-up than the work takes.
+`BATCH_PIPELINE_WEBHOOKS=1` turns on the monitor's webhook mode (README, "Webhooks").
 """
+
+import os
 
 import dagster as dg
 
@@ -26,4 +29,7 @@ USE_CASES = [
     product_images.use_case,
 ]
 
-defs = dg.Definitions.merge(definitions_for(USE_CASES), dg.Definitions(executor=dg.in_process_executor))
+WEBHOOKS = os.environ.get("BATCH_PIPELINE_WEBHOOKS") == "1"
+
+defs = dg.Definitions.merge(definitions_for(USE_CASES, webhooks=WEBHOOKS),
+                            dg.Definitions(executor=dg.in_process_executor))
