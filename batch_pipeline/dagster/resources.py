@@ -1,16 +1,20 @@
 """Dagster resources: the Batch API and the warehouse.
 
-The Batch API is one resource, `BatchAPIResource`, under the key `batch_api`. It composes three
-resources, one per place requests can go, and picks between them with one rule (docs/architecture.md,
+The Batch API is one resource, `BatchAPIResource`, under the key `batch_api`. It composes one
+resource per place requests can go, and picks between them with one rule (docs/architecture.md,
 "Provider selection"), in `BatchAPIResource.selected`:
 
-    the provider (`provider`, else BATCH_PIPELINE_PROVIDER): `openai` (the default) or `azure`;
-    its key set (OPENAI_API_KEY, AZURE_OPENAI_API_KEY, or an `api_key` configured)
-        ->  `OpenAIProviderResource` (OpenAI, or the OpenAI-compatible API at OPENAI_BASE_URL)
-            or `AzureOpenAIProviderResource` (an Azure OpenAI resource);
+    the provider (`provider`, else BATCH_PIPELINE_PROVIDER): `openai` (the default), `azure`,
+    `anthropic` or `gemini`;
+    its key set (OPENAI_API_KEY, AZURE_OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY or
+    GOOGLE_API_KEY, or an `api_key` configured)
+        ->  `OpenAIProviderResource` (OpenAI, or the OpenAI-compatible API at OPENAI_BASE_URL),
+            `AzureOpenAIProviderResource` (an Azure OpenAI resource), `AnthropicProviderResource`
+            or `GeminiProviderResource`;
     no key
         ->  `LocalBatchAPIResource`, the embedded local Batch API, with nothing for the user to
-            start, answering as that provider (Azure: its routes, its client, its deployments).
+            start, answering in that provider's protocol (Azure: its routes, its client, its
+            deployments; Anthropic's Message Batches; Gemini's Batch Mode).
 
 Whichever answers, the provider's contract (`batch_pipeline.provider.contract.Provider`,
 `provider_in_use()`) says how request lines are written and how large a shard may be.
