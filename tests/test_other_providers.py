@@ -94,3 +94,5 @@ def test_gemini_batch_embeddings_land_vectors_of_the_asked_size(pipeline_env, in
     assert sorted(r["ticket"] for r in rows) == [f"T{i}" for i in range(5)]
     assert {r["status"] for r in rows} == {"succeeded"} and {len(r["embedding"]) for r in rows} == {8}
     assert all(r["input_tokens"] for r in rows)  # each embed response's tokenCount
+    # an embed response names no model: the row is priced as the model its request asked for
+    assert {r["model"] for r in rows} == {"gemini-embedding-001"} and all(r["cost_usd"] > 0 for r in rows)

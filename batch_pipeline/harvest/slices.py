@@ -56,7 +56,7 @@ def harvest_batch(
     outcome = BatchOutcome(batch.id, batch.status, batch.error_code, batch.error_message)
     if expected is None:
         expected = custom_ids_in(wh.resolve(sub.path))
-    parsed = api.parse_results(raw_files)
+    parsed = _priced_as(api.parse_results(raw_files), uc.spec.model_for(sub.provider or "openai"))
     if uc.spec.endpoint == IMAGES_ENDPOINT:
         folder = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.IMAGES_FOLDER
         sent = set(expected if isinstance(expected, list) else expected.to_pylist())
@@ -154,3 +154,11 @@ def shard_slices(index: pa.Table) -> Iterator[tuple[pa.Table, int | None]]:
 def custom_ids_in(shard: UPath) -> list[str]:
     """The custom_ids of a request file, in order, read without parsing the lines."""
     return [line_custom_id(line) for line in shard.read_bytes().splitlines() if line.strip()]
+
+
+def _priced_as(lines: pa.Table, model: str) -> pa.Table:
+    """An answered line that names no model (an images answer, a Gemini embedding) takes the model
+    its request asked for, so that its cost is that model's rather than unknown."""
+    answered = pc.fill_null(pc.equal(lines["status"], "succeeded"), False)
+    named = pc.if_else(pc.and_(answered, pc.is_null(lines["model"])), model, lines["model"])
+    return lines.set_column(lines.schema.get_field_index("model"), "model", named)
