@@ -56,7 +56,7 @@ def harvest_batch(
     outcome = BatchOutcome(batch.id, batch.status, batch.error_code, batch.error_message)
     if expected is None:
         expected = custom_ids_in(wh.resolve(sub.path))
-    parsed = _priced_as(api.parse_results(raw_files), uc.spec.model_for(sub.provider or "openai"))
+    parsed = _priced_as(api.parse_results(raw_files), uc.spec.models.get(sub.provider, uc.spec.model))
     if uc.spec.endpoint == IMAGES_ENDPOINT:
         folder = wh.partition_dir(uc.name, layout.RESULTS, partition) / layout.IMAGES_FOLDER
         sent = set(expected if isinstance(expected, list) else expected.to_pylist())
@@ -158,7 +158,8 @@ def custom_ids_in(shard: UPath) -> list[str]:
 
 def _priced_as(lines: pa.Table, model: str) -> pa.Table:
     """An answered line that names no model (an images answer, a Gemini embedding) takes the model
-    its request asked for, so that its cost is that model's rather than unknown."""
+    its request asked for (the one the spec names for the batch's provider, else the spec's own,
+    as a registered provider without its own entry is sent), so its cost is that model's."""
     answered = pc.fill_null(pc.equal(lines["status"], "succeeded"), False)
     named = pc.if_else(pc.and_(answered, pc.is_null(lines["model"])), model, lines["model"])
     return lines.set_column(lines.schema.get_field_index("model"), "model", named)
