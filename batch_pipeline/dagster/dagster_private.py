@@ -2,8 +2,10 @@
 
 An asset check evaluation counts as current for a partition (the check's per-partition view in
 the UI) only when it names the materialization it checked: `AssetCheckEvaluation` takes
-`target_materialization_data`, but Dagster 1.13 exports no public class for that value. When a
-Dagster release exports it, import it from `dagster` here and nowhere else changes.
+`target_materialization_data`, but Dagster 1.13 exports no public class for that value (checked
+in 1.13.27: no public module of the `dagster` package re-exports it, and the evaluation cannot be
+built without it). When a Dagster release exports it, import it from `dagster` here and nowhere
+else changes.
 """
 
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
